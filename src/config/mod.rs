@@ -1,0 +1,805 @@
+//! Configuration: YAML text → raw serde structs → a validated [`Config`].
+//!
+//! The two stages are deliberate. The raw structs mirror the file exactly
+//! (`deny_unknown_fields`, everything optional) so that serde_yaml can
+//! report a typo or a bad value with its key path and line. Validation then
+//! fills in defaults, expands port ranges and checks the rules that span
+//! several keys, producing a [`Config`] whose fields are already the types
+//! the daemon uses (`SocketAddr`, `Duration`, non-zero numbers). Nothing
+//! after this module re-checks a setting.
+//!
+//! The accepted keys are a superset of SocksBalance's (the Go balancer this
+//! project succeeds): its configs load unchanged and mean the same thing.
+
+mod values;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use values::{format_duration, BackendAddr, GoDuration, Host, ListenAddr, OneOrMany};
+
+/// The configuration used when no `-c FILE` is given: a SOCKS5 proxy on
+/// loopback that connects to destinations itself, so a fresh install
+/// works before anyone writes a config.
+pub const EMBEDDED_DEFAULT: &str = "\
+# socksbalance's embedded default: used when no -c FILE is given.
+listen: \"127.0.0.1:1080\"
+mode: socks5
+backends:
+  - name: direct
+    direct: true
+";
+
+/// The most backends one config may have after port-range expansion.
+pub const MAX_BACKENDS: usize = 65_536;
+
+/// Upper bound on `health.metrics_window_size`: the windows live in fixed
+/// `heapless` buffers of this capacity.
+pub const MAX_METRICS_WINDOW: usize = 64;
+
+/// Upper bound on a backend's `weight`.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// A configuration problem: which key, where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key path, e.g. `backends[2].address`; empty for whole-file errors.
+    pub key: String,
+    /// 1-based line in the file, when serde_yaml knows it.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn at(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), line: None, message: message.into() }
+    }
+
+    fn from_yaml(err: serde_yaml::Error) -> Self {
+        let line = err.location().map(|l| l.line());
+        // serde_yaml's message reads "path: problem at line N column M";
+        // split it so every error prints the same way.
+        let mut text = err.to_string();
+        if let Some(pos) = text.rfind(" at line ") {
+            text.truncate(pos);
+        }
+        let (key, message) = match text.split_once(": ") {
+            Some((key, msg)) if !key.contains(' ') => (key.to_owned(), msg.to_owned()),
+            _ => (String::new(), text),
+        };
+        ConfigError { key, line, message }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A secret (password, token) whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must compare or send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stage 1: the file as written.
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<OneOrMany<ListenAddr>>,
+    mode: Option<Mode>,
+    backends: Option<Vec<RawBackend>>,
+    health: Option<RawHealth>,
+    balancer: Option<RawBalancer>,
+    web: Option<RawWeb>,
+    log: Option<RawLog>,
+    auth: Option<RawAuth>,
+    limits: Option<RawLimits>,
+    shutdown_timeout: Option<GoDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: Option<BackendAddr>,
+    name: Option<String>,
+    username: Option<String>,
+    password: Option<Secret>,
+    weight: Option<u32>,
+    direct: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    test_url: Option<String>,
+    check_interval: Option<GoDuration>,
+    connect_timeout: Option<GoDuration>,
+    request_timeout: Option<GoDuration>,
+    failure_threshold: Option<u32>,
+    circuit_threshold: Option<u32>,
+    recovery_interval: Option<GoDuration>,
+    max_recovery_interval: Option<GoDuration>,
+    metrics_window_size: Option<u32>,
+    passive_monitoring: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBalancer {
+    algorithm: Option<Algorithm>,
+    max_latency: Option<GoDuration>,
+    sticky_session_ttl: Option<GoDuration>,
+    max_active_backends: Option<u32>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    enabled: Option<bool>,
+    listen: Option<ListenAddr>,
+    refresh_interval: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<LogLevel>,
+    format: Option<LogFormat>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    users: Option<Vec<RawUser>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    username: String,
+    password: Secret,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    idle_timeout: Option<GoDuration>,
+    handshake_timeout: Option<GoDuration>,
+}
+
+// ---------------------------------------------------------------------------
+// Stage 2: the validated configuration the daemon runs on.
+// ---------------------------------------------------------------------------
+
+/// How client connections are handled (SocksBalance's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Pass the client's bytes to the backend untouched; the backend does
+    /// the SOCKS5 talking. SocksBalance's default.
+    Transparent,
+    /// End the client's SOCKS5 here and do our own handshake with the backend.
+    Socks5,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Transparent => "transparent",
+            Mode::Socks5 => "socks5",
+        })
+    }
+}
+
+/// How a backend is picked for each new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Each backend in turn (SocksBalance's only algorithm).
+    #[serde(alias = "round_robin")]
+    Roundrobin,
+    /// A uniformly random backend.
+    Random,
+    /// The backend with the fewest open tunnels.
+    LeastConnections,
+    /// Smooth weighted round robin over `weight` (as nginx does it).
+    Weighted,
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algorithm::Roundrobin => "roundrobin",
+            Algorithm::Random => "random",
+            Algorithm::LeastConnections => "least_connections",
+            Algorithm::Weighted => "weighted",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    #[serde(alias = "warning")]
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn to_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where a backend sends a client's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An upstream SOCKS5 proxy.
+    Proxy { host: Host, port: u16 },
+    /// No proxy: connect to the destination from this host.
+    Direct,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Proxy { host, port } => write!(f, "{host}:{port}"),
+            Target::Direct => f.write_str("direct"),
+        }
+    }
+}
+
+/// Username and password for RFC 1929, each 1 to 255 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// One backend after port-range expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Display name: the configured name, `name#N` for the Nth port of a
+    /// range (as SocksBalance names them), or the address.
+    pub name: String,
+    pub target: Target,
+    /// Credentials this daemon presents to the backend (socks5 mode).
+    pub credentials: Option<Credentials>,
+    /// Share of connections under `algorithm: weighted`.
+    pub weight: NonZeroU32,
+}
+
+/// Settings for health checking. The health issue's circuit breaker and
+/// metrics windows read these; they are validated now so that a config
+/// written today keeps loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// URL probed through each backend (SocksBalance: `test_url`).
+    pub test_url: Option<String>,
+    pub check_interval: Duration,
+    /// Timeout for the TCP connect to a backend and its SOCKS5 greeting.
+    pub connect_timeout: Duration,
+    /// Timeout for a whole probe request, and for a backend's reply to a
+    /// CONNECT (the backend's own connect to the destination).
+    pub request_timeout: Duration,
+    /// Failed probes that mark a backend unhealthy (SocksBalance's meaning).
+    pub failure_threshold: NonZeroU32,
+    /// Consecutive failures that open a backend's circuit.
+    pub circuit_threshold: NonZeroU32,
+    pub recovery_interval: Duration,
+    pub max_recovery_interval: Duration,
+    pub metrics_window_size: usize,
+    pub passive_monitoring: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balancer {
+    pub algorithm: Algorithm,
+    pub max_latency: Option<Duration>,
+    pub sticky_session_ttl: Option<Duration>,
+    /// `None` uses all backends (SocksBalance writes this as 0).
+    pub max_active_backends: Option<NonZeroU32>,
+    /// Backends tried for one client connection before it gets an error.
+    pub max_attempts: NonZeroU32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Web {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Dashboard refresh period in seconds (SocksBalance: a number).
+    pub refresh_interval: NonZeroU32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A tunnel with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// A client must finish its greeting, auth and request within this.
+    pub handshake_timeout: Duration,
+}
+
+/// A validated configuration. Immutable once built: the daemon shares it
+/// behind an `Arc`, and a reload builds a new one and swaps it whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub mode: Mode,
+    pub backends: Vec<BackendConfig>,
+    pub health: Health,
+    pub balancer: Balancer,
+    pub web: Web,
+    pub log: Log,
+    /// Users allowed to connect; `None` means no client authentication.
+    pub auth: Option<Vec<Credentials>>,
+    pub limits: Limits,
+    /// How long a shutdown waits for open tunnels to finish.
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Parses and validates a YAML document.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(ConfigError::at("", "the file is empty; a config needs at least `backends:`"));
+        }
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(ConfigError::from_yaml)?;
+        validate(raw)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::at("", format!("cannot read {}: {e}", path.display())))?;
+        Config::from_yaml(&text)
+    }
+
+    /// The summary `socksbalance check` prints: everything that decides
+    /// behaviour, with every secret masked.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let listen: Vec<String> = self.listen.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(s, "listen: {}", listen.join(", "));
+        let _ = writeln!(s, "mode: {}", self.mode);
+        let _ = writeln!(s, "algorithm: {}", self.balancer.algorithm);
+        match &self.auth {
+            Some(users) => {
+                let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+                let _ = writeln!(s, "client auth: {} user(s): {}", users.len(), names.join(", "));
+            }
+            None => s.push_str("client auth: none\n"),
+        }
+        let _ = writeln!(
+            s,
+            "web: {}",
+            if self.web.enabled { format!("enabled on {}", self.web.listen) } else { "disabled".into() }
+        );
+        let _ = writeln!(s, "backends: {}", self.backends.len());
+        for b in &self.backends {
+            let _ = write!(s, "  {:<24} {}", b.name, b.target);
+            if let Some(c) = &b.credentials {
+                let _ = write!(s, "  user={} password={}", c.username, c.password);
+            }
+            if b.weight.get() != 1 {
+                let _ = write!(s, "  weight={}", b.weight);
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+fn non_zero(key: &str, value: Option<u32>, default: u32) -> Result<NonZeroU32, ConfigError> {
+    NonZeroU32::new(value.unwrap_or(default))
+        .ok_or_else(|| ConfigError::at(key, "must be at least 1"))
+}
+
+/// RFC 1929 fields are 1..=255 bytes.
+fn credential_field(key: &str, value: &str) -> Result<(), ConfigError> {
+    match value.len() {
+        0 => Err(ConfigError::at(key, "must not be empty")),
+        1..=255 => Ok(()),
+        n => Err(ConfigError::at(key, format!("is {n} bytes; SOCKS5 allows at most 255"))),
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mode = raw.mode.unwrap_or(Mode::Transparent);
+
+    let listen = match raw.listen {
+        Some(OneOrMany(addrs)) if addrs.is_empty() => {
+            return Err(ConfigError::at("listen", "the list is empty"));
+        }
+        Some(OneOrMany(addrs)) => addrs.into_iter().map(|a| a.0).collect(),
+        None => vec![SocketAddr::from(([127, 0, 0, 1], 1080))],
+    };
+    for (i, addr) in listen.iter().enumerate() {
+        if listen[..i].contains(addr) {
+            return Err(ConfigError::at(format!("listen[{i}]"), format!("{addr} is listed twice")));
+        }
+    }
+
+    let backends = expand_backends(raw.backends.unwrap_or_default(), mode)?;
+
+    let h = raw.health.unwrap_or_default();
+    let health = Health {
+        test_url: h.test_url,
+        check_interval: h.check_interval.map_or(Duration::from_secs(10), |d| d.0),
+        connect_timeout: h.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        request_timeout: h.request_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        failure_threshold: non_zero("health.failure_threshold", h.failure_threshold, 3)?,
+        circuit_threshold: non_zero("health.circuit_threshold", h.circuit_threshold, 3)?,
+        recovery_interval: h.recovery_interval.map_or(Duration::from_secs(10), |d| d.0),
+        max_recovery_interval: h.max_recovery_interval.map_or(Duration::from_secs(60), |d| d.0),
+        metrics_window_size: non_zero("health.metrics_window_size", h.metrics_window_size, 10)?.get()
+            as usize,
+        passive_monitoring: h.passive_monitoring.unwrap_or(true),
+    };
+    if let Some(url) = &health.test_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::at("health.test_url", format!("{url:?} is not an http:// or https:// URL")));
+        }
+    }
+    if health.metrics_window_size > MAX_METRICS_WINDOW {
+        return Err(ConfigError::at(
+            "health.metrics_window_size",
+            format!("{} is over the limit of {MAX_METRICS_WINDOW}", health.metrics_window_size),
+        ));
+    }
+    if health.recovery_interval > health.max_recovery_interval {
+        return Err(ConfigError::at(
+            "health.recovery_interval",
+            format!(
+                "{} is longer than health.max_recovery_interval ({})",
+                format_duration(health.recovery_interval),
+                format_duration(health.max_recovery_interval)
+            ),
+        ));
+    }
+
+    let b = raw.balancer.unwrap_or_default();
+    let balancer = Balancer {
+        algorithm: b.algorithm.unwrap_or(Algorithm::Roundrobin),
+        max_latency: b.max_latency.map(|d| d.0),
+        sticky_session_ttl: b.sticky_session_ttl.map(|d| d.0),
+        max_active_backends: b.max_active_backends.and_then(NonZeroU32::new),
+        max_attempts: non_zero("balancer.max_attempts", b.max_attempts, 3)?,
+    };
+    if balancer.algorithm == Algorithm::Weighted {
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight.get()).collect();
+        crate::balancer::check_weights(&weights).map_err(|e| ConfigError::at("backends", e))?;
+    }
+    if balancer.max_attempts.get() > 16 {
+        return Err(ConfigError::at("balancer.max_attempts", "must be at most 16"));
+    }
+
+    let w = raw.web.unwrap_or_default();
+    let web = Web {
+        enabled: w.enabled.unwrap_or(false),
+        listen: w.listen.map_or(SocketAddr::from(([127, 0, 0, 1], 8080)), |a| a.0),
+        refresh_interval: non_zero("web.refresh_interval", w.refresh_interval, 2)?,
+    };
+
+    let l = raw.log.unwrap_or_default();
+    let log = Log { level: l.level.unwrap_or(LogLevel::Info), format: l.format.unwrap_or(LogFormat::Text) };
+
+    let auth = match raw.auth {
+        None => None,
+        Some(RawAuth { users }) => {
+            let users = users.unwrap_or_default();
+            if users.is_empty() {
+                return Err(ConfigError::at("auth.users", "needs at least one user (remove `auth:` to allow anyone)"));
+            }
+            let mut out: Vec<Credentials> = Vec::with_capacity(users.len());
+            for (i, u) in users.into_iter().enumerate() {
+                credential_field(&format!("auth.users[{i}].username"), &u.username)?;
+                credential_field(&format!("auth.users[{i}].password"), u.password.expose())?;
+                if out.iter().any(|c| c.username == u.username) {
+                    return Err(ConfigError::at(
+                        format!("auth.users[{i}].username"),
+                        format!("{:?} is listed twice", u.username),
+                    ));
+                }
+                out.push(Credentials { username: u.username, password: u.password });
+            }
+            if mode == Mode::Transparent {
+                return Err(ConfigError::at(
+                    "auth",
+                    "client authentication needs `mode: socks5`; in transparent mode the client's \
+                     greeting goes to the backend unchanged, so the backend authenticates",
+                ));
+            }
+            Some(out)
+        }
+    };
+
+    let lim = raw.limits.unwrap_or_default();
+    let limits = Limits {
+        idle_timeout: lim.idle_timeout.map_or(Duration::from_secs(600), |d| d.0),
+        handshake_timeout: lim.handshake_timeout.map_or(Duration::from_secs(10), |d| d.0),
+    };
+
+    Ok(Config {
+        listen,
+        mode,
+        backends,
+        health,
+        balancer,
+        web,
+        log,
+        auth,
+        limits,
+        shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(5), |d| d.0),
+    })
+}
+
+fn expand_backends(raw: Vec<RawBackend>, mode: Mode) -> Result<Vec<BackendConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::at("backends", "at least one backend is required"));
+    }
+    let mut out = Vec::new();
+    for (i, b) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("backends[{i}].{field}");
+        let weight = non_zero(&key("weight"), b.weight, 1)?;
+        if weight.get() > MAX_WEIGHT {
+            return Err(ConfigError::at(key("weight"), format!("{weight} is over the limit of {MAX_WEIGHT}")));
+        }
+        let credentials = match (b.username, b.password) {
+            (None, None) => None,
+            (Some(username), Some(password)) => {
+                credential_field(&key("username"), &username)?;
+                credential_field(&key("password"), password.expose())?;
+                Some(Credentials { username, password })
+            }
+            (Some(_), None) => return Err(ConfigError::at(key("password"), "missing (username is set)")),
+            (None, Some(_)) => return Err(ConfigError::at(key("username"), "missing (password is set)")),
+        };
+        if credentials.is_some() && mode == Mode::Transparent {
+            return Err(ConfigError::at(
+                key("username"),
+                "backend credentials need `mode: socks5`; in transparent mode the client's own \
+                 SOCKS5 handshake reaches the backend unchanged",
+            ));
+        }
+        if b.direct == Some(true) {
+            if b.address.is_some() {
+                return Err(ConfigError::at(key("address"), "a `direct: true` backend takes no address"));
+            }
+            if credentials.is_some() {
+                return Err(ConfigError::at(key("username"), "a `direct: true` backend takes no credentials"));
+            }
+            let name = b.name.unwrap_or_else(|| "direct".to_owned());
+            out.push(BackendConfig { name, target: Target::Direct, credentials, weight });
+            continue;
+        }
+        let addr = b.address.ok_or_else(|| ConfigError::at(key("address"), "missing (or set `direct: true`)"))?;
+        let is_range = addr.first_port != addr.last_port;
+        for (n, port) in (addr.first_port..=addr.last_port).enumerate() {
+            let target = Target::Proxy { host: addr.host.clone(), port };
+            let name = match &b.name {
+                Some(name) if is_range => format!("{name}#{}", n + 1),
+                Some(name) => name.clone(),
+                None => target.to_string(),
+            };
+            out.push(BackendConfig { name, target, credentials: credentials.clone(), weight });
+        }
+        if out.len() > MAX_BACKENDS {
+            return Err(ConfigError::at("backends", format!("more than {MAX_BACKENDS} backends after expansion")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> ConfigError {
+        Config::from_yaml(yaml).expect_err("config should be rejected")
+    }
+
+    const ONE: &str = "backends:\n  - address: 127.0.0.1:1080\n";
+
+    #[test]
+    fn minimal_config_gets_socksbalance_defaults() {
+        let c = Config::from_yaml(ONE).unwrap();
+        assert_eq!(c.mode, Mode::Transparent);
+        assert_eq!(c.listen, vec!["127.0.0.1:1080".parse().unwrap()]);
+        assert_eq!(c.health.check_interval, Duration::from_secs(10));
+        assert_eq!(c.health.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.health.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.health.failure_threshold.get(), 3);
+        assert_eq!(c.health.circuit_threshold.get(), 3);
+        assert_eq!(c.health.recovery_interval, Duration::from_secs(10));
+        assert_eq!(c.health.max_recovery_interval, Duration::from_secs(60));
+        assert_eq!(c.health.metrics_window_size, 10);
+        assert!(c.health.passive_monitoring);
+        assert_eq!(c.balancer.algorithm, Algorithm::Roundrobin);
+        assert_eq!(c.balancer.max_attempts.get(), 3);
+        assert!(!c.web.enabled);
+        assert_eq!(c.web.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.web.refresh_interval.get(), 2);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.backends[0].name, "127.0.0.1:1080");
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_direct() {
+        let c = Config::from_yaml(EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(c.mode, Mode::Socks5);
+        assert_eq!(c.backends.len(), 1);
+        assert_eq!(c.backends[0].target, Target::Direct);
+        assert_eq!(c.listen, vec!["127.0.0.1:1080".parse().unwrap()]);
+    }
+
+    #[test]
+    fn ranges_expand_with_socksbalance_names() {
+        let c = Config::from_yaml("backends:\n  - address: 127.0.0.1:9070-9089\n    name: Tor\n").unwrap();
+        assert_eq!(c.backends.len(), 20);
+        assert_eq!(c.backends[0].name, "Tor#1");
+        assert_eq!(c.backends[19].name, "Tor#20");
+        assert_eq!(c.backends[19].target.to_string(), "127.0.0.1:9089");
+    }
+
+    #[test]
+    fn ipv6_backends_and_listen_list() {
+        let c = Config::from_yaml(
+            "listen: ['127.0.0.1:1080', '[::1]:1080']\nbackends:\n  - address: '[2001:db8::1]:8080-8082'\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        let names: Vec<String> = c.backends.iter().map(|b| b.target.to_string()).collect();
+        assert_eq!(names, ["[2001:db8::1]:8080", "[2001:db8::1]:8081", "[2001:db8::1]:8082"]);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err("backends:\n  - address: 127.0.0.1:1\nhealth:\n  check_intervall: 5s\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("unknown field `check_intervall`"), "{e}");
+        assert_eq!(e.key, "health");
+    }
+
+    #[test]
+    fn bad_value_names_key_path_and_line() {
+        let e = err("backends:\n  - address: 127.0.0.1:1\n  - address: 127.0.0.1:9089-9070\n");
+        assert_eq!(e.key, "backends[1].address", "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("reversed"), "{e}");
+        let shown = e.to_string();
+        assert!(shown.starts_with("line 3: backends[1].address: "), "{shown}");
+    }
+
+    #[test]
+    fn zero_duration_is_rejected_with_key() {
+        let e = err("backends:\n  - address: 127.0.0.1:1\nhealth:\n  connect_timeout: 0s\n");
+        assert_eq!(e.key, "health.connect_timeout", "{e}");
+        assert!(e.message.contains("greater than zero"), "{e}");
+    }
+
+    #[test]
+    fn cross_key_rules() {
+        let e = err("mode: transparent\nauth:\n  users: [{username: a, password: b}]\nbackends:\n  - address: 127.0.0.1:1\n");
+        assert_eq!(e.key, "auth");
+        let e = err("mode: transparent\nbackends:\n  - {address: 127.0.0.1:1, username: u, password: p}\n");
+        assert_eq!(e.key, "backends[0].username", "{e}");
+        let e = err("mode: socks5\nbackends:\n  - {address: 127.0.0.1:1, username: u}\n");
+        assert_eq!(e.key, "backends[0].password", "{e}");
+        let e = err("backends:\n  - {direct: true, address: 127.0.0.1:1}\n");
+        assert_eq!(e.key, "backends[0].address", "{e}");
+        let e = err("backends:\n  - {name: x}\n");
+        assert_eq!(e.key, "backends[0].address", "{e}");
+        let e = err("backends: []\n");
+        assert_eq!(e.key, "backends");
+        let e = err("health:\n  recovery_interval: 2m\nbackends:\n  - address: 127.0.0.1:1\n");
+        assert_eq!(e.key, "health.recovery_interval", "{e}");
+        let e = err("listen: [':1080', '0.0.0.0:1080']\nbackends:\n  - address: 127.0.0.1:1\n");
+        assert_eq!(e.key, "listen[1]", "{e}");
+        let e = err("backends:\n  - {address: 127.0.0.1:1, weight: 0}\n");
+        assert_eq!(e.key, "backends[0].weight", "{e}");
+    }
+
+    #[test]
+    fn oversized_credentials_are_rejected() {
+        let long = "x".repeat(256);
+        let e = err(&format!(
+            "mode: socks5\nauth:\n  users: [{{username: {long}, password: p}}]\nbackends:\n  - direct: true\n"
+        ));
+        assert_eq!(e.key, "auth.users[0].username");
+        assert!(e.message.contains("at most 255"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_garbage_never_panic() {
+        for yaml in [
+            "backends: 5\n",
+            "backends:\n  - address: [1, 2]\n",
+            "listen: {a: b}\nbackends:\n  - address: 127.0.0.1:1\n",
+            "mode: fast\nbackends:\n  - address: 127.0.0.1:1\n",
+            ": : :\n",
+            "backends:\n  - address: 127.0.0.1:1\n---\nbackends: []\n",
+            "[[[[[[[[[[[[[[",
+            "\t\u{0}\u{1}",
+            "web:\n  refresh_interval: -1\nbackends:\n  - address: 127.0.0.1:1\n",
+        ] {
+            let e = err(yaml);
+            assert!(!e.message.is_empty(), "{yaml:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug_and_summary() {
+        let c = Config::from_yaml(
+            "mode: socks5\nauth:\n  users: [{username: alice, password: hunter2}]\nbackends:\n  - {address: 127.0.0.1:1, username: bob, password: swordfish}\n",
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        let summary = c.summary();
+        for shown in [&debug, &summary] {
+            assert!(!shown.contains("hunter2") && !shown.contains("swordfish"), "{shown}");
+        }
+        assert!(summary.contains("user=bob password=MASKED"), "{summary}");
+    }
+}

@@ -1,0 +1,404 @@
+//! Leaf value types that validate themselves while deserializing.
+//!
+//! Parsing a duration, an address or a port range inside `Deserialize`
+//! (rather than after) is what lets every such error carry serde_yaml's
+//! key path and line: `health.check_interval: invalid duration "10x" at
+//! line 12 column 19`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A Go-style duration (`10s`, `2000ms`, `1h30m`, `1.5s`) that is never
+/// zero: every duration in the config is a timeout or an interval, and
+/// zero would mean "never" or "spin".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GoDuration(pub Duration);
+
+impl FromStr for GoDuration {
+    type Err = String;
+
+    /// Go's `time.ParseDuration` grammar: one or more `<number><unit>`
+    /// terms, the number possibly with a fraction; units ns, us (or µs),
+    /// ms, s, m, h. A bare number is refused because it is ambiguous
+    /// (Go would read `10` as ten nanoseconds).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid duration {text:?}: {why} (examples: 10s, 2000ms, 15m, 1h30m)");
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(bad("empty"));
+        }
+        let mut total_nanos: u128 = 0;
+        while !rest.is_empty() {
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let (number, after) = rest.split_at(num_len);
+            if number.is_empty() {
+                return Err(bad("expected a number"));
+            }
+            let unit_len = after
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(after.len());
+            let (unit, after) = after.split_at(unit_len);
+            let unit_nanos: u128 = match unit {
+                "ns" => 1,
+                "us" | "µs" | "μs" => 1_000,
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60_000_000_000,
+                "h" => 3_600_000_000_000,
+                "" => return Err(bad("missing unit")),
+                _ => return Err(bad(&format!("unknown unit {unit:?}"))),
+            };
+            let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+            if whole.is_empty() && frac.is_empty() || frac.contains('.') {
+                return Err(bad("malformed number"));
+            }
+            let whole: u128 = if whole.is_empty() {
+                0
+            } else {
+                whole.parse().map_err(|_| bad("number too large"))?
+            };
+            let mut term = whole.checked_mul(unit_nanos).ok_or_else(|| bad("too large"))?;
+            // Fractions: only the digits that can matter at ns resolution.
+            let mut scale = unit_nanos;
+            for digit in frac.bytes().take(18) {
+                scale /= 10;
+                term += u128::from(digit - b'0') * scale;
+            }
+            total_nanos = total_nanos.checked_add(term).ok_or_else(|| bad("too large"))?;
+            rest = after;
+        }
+        // A year is far beyond any sensible timeout and keeps the value
+        // well inside what Instant arithmetic tolerates.
+        if total_nanos > 365 * 24 * 3_600_000_000_000 {
+            return Err(bad("longer than a year"));
+        }
+        if total_nanos == 0 {
+            return Err(bad("must be greater than zero"));
+        }
+        let secs = (total_nanos / 1_000_000_000) as u64;
+        let nanos = (total_nanos % 1_000_000_000) as u32;
+        Ok(GoDuration(Duration::new(secs, nanos)))
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = GoDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 10s, 2000ms or 15m")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GoDuration, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoDuration, E> {
+                Err(E::custom(format!(
+                    "invalid duration {v}: a number needs a unit, e.g. {v}s or {v}ms"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
+                Err(E::custom(format!("invalid duration {v}: must be a positive duration such as 10s")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<GoDuration, E> {
+                Err(E::custom(format!("invalid duration {v}: a number needs a unit, e.g. {v}s")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Formats a duration the way a user would write it in the config.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        format!("{}ns", d.as_nanos())
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A listen address: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, or Go's
+/// `:PORT` (all IPv4 interfaces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(ListenAddr(addr));
+        }
+        let bad = || format!("invalid listen address {text:?}: expected IP:PORT, e.g. 127.0.0.1:1080 or [::1]:1080");
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let ip = match host {
+            "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            _ => return Err(bad()),
+        };
+        Ok(ListenAddr(SocketAddr::new(ip, port)))
+    }
+}
+
+/// Deserializes any `FromStr` type from a YAML string, turning its parse
+/// error into a serde error (which serde_yaml then places at key and line).
+macro_rules! deserialize_from_str {
+    ($ty:ty, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$ty, E> {
+                        v.parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+deserialize_from_str!(ListenAddr, "an address such as 127.0.0.1:1080");
+deserialize_from_str!(BackendAddr, "an address such as 127.0.0.1:9050 or 127.0.0.1:9070-9089");
+
+/// One address or a list of them; `listen` takes either form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // An untagged enum would swallow the inner error ("did not match
+        // any variant"), so dispatch on the YAML shape by hand instead.
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address or a list of addresses")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(de::value::StrDeserializer::new(v)).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(OneOrMany)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A backend's host: an IP literal or a name resolved at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The most backends one address may expand to: a typo such as
+/// `1080-10800` should not silently create 9,721 backends.
+pub const MAX_RANGE: usize = 4096;
+
+/// A backend address as SocksBalance writes it: `host:port` or
+/// `host:first-last`, with IPv6 in brackets (`[::1]:1080`,
+/// `[2001:db8::1]:8080-8082`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendAddr {
+    pub host: Host,
+    pub first_port: u16,
+    pub last_port: u16,
+}
+
+impl FromStr for BackendAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: String| format!("invalid backend address {text:?}: {why}");
+        let (host, ports) = if let Some(rest) = text.strip_prefix('[') {
+            let (ip, after) = rest
+                .split_once(']')
+                .ok_or_else(|| bad("missing ']' after IPv6 address".into()))?;
+            let ports = after
+                .strip_prefix(':')
+                .ok_or_else(|| bad("expected :PORT after ']'".into()))?;
+            let ip: std::net::Ipv6Addr = ip
+                .parse()
+                .map_err(|_| bad(format!("{ip:?} is not an IPv6 address")))?;
+            (Host::Ip(IpAddr::V6(ip)), ports)
+        } else {
+            let (host, ports) = text
+                .rsplit_once(':')
+                .ok_or_else(|| bad("expected HOST:PORT or HOST:FIRST-LAST".into()))?;
+            if host.contains(':') {
+                return Err(bad("IPv6 addresses need brackets, e.g. [::1]:1080".into()));
+            }
+            if host.is_empty() {
+                return Err(bad("missing host".into()));
+            }
+            let host = match host.parse::<Ipv4Addr>() {
+                Ok(ip) => Host::Ip(IpAddr::V4(ip)),
+                Err(_) if valid_hostname(host) => Host::Name(host.to_owned()),
+                Err(_) => return Err(bad(format!("{host:?} is neither an IPv4 address nor a host name"))),
+            };
+            (host, ports)
+        };
+        let port = |p: &str| -> Result<u16, String> {
+            match p.parse::<u32>() {
+                Ok(0) => Err(bad("port 0 is not a valid backend port".into())),
+                Ok(n) if n > 65535 => Err(bad(format!("port {n} is over 65535"))),
+                Ok(n) => Ok(n as u16),
+                Err(_) => Err(bad(format!("{p:?} is not a port number"))),
+            }
+        };
+        let (first_port, last_port) = match ports.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => {
+                let p = port(ports)?;
+                (p, p)
+            }
+        };
+        if first_port > last_port {
+            return Err(bad(format!("port range {first_port}-{last_port} is reversed")));
+        }
+        let count = usize::from(last_port - first_port) + 1;
+        if count > MAX_RANGE {
+            return Err(bad(format!("port range has {count} ports, more than the limit of {MAX_RANGE}")));
+        }
+        Ok(BackendAddr { host, first_port, last_port })
+    }
+}
+
+/// RFC 1123 host names: labels of letters, digits and hyphens, at most
+/// 253 characters (a SOCKS5 domain field holds 255).
+fn valid_hostname(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dur(s: &str) -> Result<Duration, String> {
+        s.parse::<GoDuration>().map(|d| d.0)
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(dur("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(dur("2000ms"), Ok(Duration::from_millis(2000)));
+        assert_eq!(dur("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(dur("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(dur("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(dur(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(dur("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(dur("1µs"), Ok(Duration::from_micros(1)));
+        assert_eq!(dur("3ns"), Ok(Duration::from_nanos(3)));
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        for (input, why) in [
+            ("", "empty"),
+            ("10", "missing unit"),
+            ("10x", "unknown unit"),
+            ("s", "expected a number"),
+            ("0s", "greater than zero"),
+            ("1.2.3s", "malformed"),
+            ("9999999999h", "longer than a year"),
+            ("99999999999999999999999999999999999999999h", "too large"),
+            ("-5s", "expected a number"),
+        ] {
+            let err = dur(input).unwrap_err();
+            assert!(err.contains(why), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_format_back() {
+        for s in ["10s", "2000ms", "15m", "2h", "1500ms"] {
+            let d = dur(s).unwrap();
+            assert_eq!(format_duration(d).parse::<GoDuration>().unwrap().0, d);
+        }
+        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let p = |s: &str| s.parse::<ListenAddr>().map(|a| a.0.to_string());
+        assert_eq!(p("0.0.0.0:1080").unwrap(), "0.0.0.0:1080");
+        assert_eq!(p("[::1]:1080").unwrap(), "[::1]:1080");
+        assert_eq!(p(":1080").unwrap(), "0.0.0.0:1080");
+        assert_eq!(p("localhost:1080").unwrap(), "127.0.0.1:1080");
+        assert!(p("example.com:1080").is_err());
+        assert!(p("127.0.0.1:70000").is_err());
+        assert!(p("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn backend_addresses_and_ranges() {
+        let a: BackendAddr = "127.0.0.1:9070-9089".parse().unwrap();
+        assert_eq!((a.first_port, a.last_port), (9070, 9089));
+        let a: BackendAddr = "[2001:db8::1]:8080-8082".parse().unwrap();
+        assert_eq!(a.host.to_string(), "[2001:db8::1]");
+        let a: BackendAddr = "[::1]:1080".parse().unwrap();
+        assert_eq!((a.first_port, a.last_port), (1080, 1080));
+        let a: BackendAddr = "proxy.lan:1080".parse().unwrap();
+        assert_eq!(a.host, Host::Name("proxy.lan".into()));
+    }
+
+    #[test]
+    fn bad_backend_addresses_say_why() {
+        for (input, why) in [
+            ("127.0.0.1:9089-9070", "reversed"),
+            ("127.0.0.1:70000", "over 65535"),
+            ("127.0.0.1:0", "port 0"),
+            ("127.0.0.1:1-9999", "limit"),
+            ("::1:1080", "brackets"),
+            ("[::1:1080", "missing ']'"),
+            ("[::1]", "expected :PORT"),
+            ("[zz]:1", "not an IPv6"),
+            ("127.0.0.1", "expected HOST:PORT"),
+            (":1080", "missing host"),
+            ("bad host:1080", "neither"),
+            ("127.0.0.1:http", "not a port"),
+            ("127.0.0.1:10-", "not a port"),
+        ] {
+            let err = input.parse::<BackendAddr>().unwrap_err();
+            assert!(err.contains(why), "{input:?}: {err}");
+        }
+    }
+}

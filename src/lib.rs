@@ -1,0 +1,43 @@
+//! socksbalance: a SOCKS5 load balancer for routers.
+//!
+//! Clients use socksbalance as their SOCKS5 proxy; it spreads their
+//! connections over many upstream SOCKS5 proxies ("backends").
+//!
+//! # Layout
+//!
+//! One concept per module:
+//!
+//! - [`config`]: YAML → raw structs → validated [`config::Config`].
+//! - [`socks5`]: the RFC 1928/1929 wire format, read field by field.
+//! - [`balancer`]: the backend pool and the lock-free pick.
+//! - [`upstream`]: connecting to a backend or a destination, and our own
+//!   SOCKS5 client handshake.
+//! - [`session`]: one client connection in socks5 or transparent mode.
+//! - [`relay`]: moving bytes once the handshake is done.
+//! - [`server`]: listeners, the accept loop, shutdown, and [`server::Daemon`].
+//! - [`shutdown`]: the shutdown signal passed to everything that stops.
+//! - [`stats`]: counters that work without 64-bit atomics.
+//! - [`logging`]: text or JSON logs on stderr.
+//!
+//! `main.rs` only parses the command line, loads the config, installs
+//! signal handlers and calls [`server::Daemon::start`]; the integration
+//! tests start the same daemon on `127.0.0.1:0`.
+
+#![forbid(unsafe_code)]
+
+pub mod balancer;
+pub mod config;
+pub mod logging;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod socks5;
+pub mod stats;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::Daemon;
+
+/// The version shown by `--version` and in logs.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

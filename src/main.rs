@@ -1,0 +1,184 @@
+//! The `socksbalance` binary: command line, config, signals. Everything
+//! else lives in the library, where the tests reach it too.
+//!
+//! Exit codes: 0 after a clean run or a passing `check`; 1 when the daemon
+//! cannot start or fails (a port in use, say); 2 for bad usage or an
+//! invalid config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use smol::stream::StreamExt;
+
+use socksbalance::config::{Config, EMBEDDED_DEFAULT};
+use socksbalance::{logging, Daemon, VERSION};
+
+/// A SOCKS5 load balancer: spreads client connections over many upstream
+/// SOCKS5 proxies. Without -c it runs a SOCKS5 proxy on 127.0.0.1:1080
+/// that connects directly.
+#[derive(FromArgs)]
+struct Args {
+    /// config file (YAML); without it, the embedded default is used
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+
+    /// log more (repeat for more: -vv)
+    #[argh(switch, short = 'v')]
+    verbose: u8,
+
+    /// log less (repeat for less: -qq)
+    #[argh(switch, short = 'q')]
+    quiet: u8,
+
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
+
+    #[argh(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Check(Check),
+}
+
+/// Validate a config file, print what it configures, and exit (0 if valid,
+/// 2 if not).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check")]
+struct Check {
+    /// config file to check
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+}
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let strings: Vec<String> = std::env::args().collect();
+    let program = strings.first().map_or("socksbalance", |s| s.as_str());
+    let rest: Vec<&str> = strings.iter().skip(1).map(|s| s.as_str()).collect();
+    let args = match Args::from_args(&[program], &rest) {
+        Ok(args) => args,
+        Err(early) => {
+            // --help prints to stdout and succeeds; a usage error does not.
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!("{}\nRun '{program} --help' for usage.", early.output.trim_end());
+                    ExitCode::from(EXIT_USAGE)
+                }
+            };
+        }
+    };
+    if args.version {
+        println!("socksbalance {VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    match args.command {
+        Some(Command::Check(check)) => run_check(check.config.or(args.config)),
+        None => run_daemon(args),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        None => Config::from_yaml(EMBEDDED_DEFAULT).map_err(|e| format!("embedded default: {e}")),
+    }
+}
+
+fn run_check(path: Option<PathBuf>) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("socksbalance check: needs -c FILE");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    match load(Some(&path)) {
+        Ok(config) => {
+            println!("{}: OK", path.display());
+            print!("{}", config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("socksbalance: invalid config: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run_daemon(args: Args) -> ExitCode {
+    let config = match load(args.config.as_ref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("socksbalance: invalid config: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let level = logging::adjust(config.log.level.to_filter(), args.verbose, args.quiet);
+    logging::init(config.log.format, level);
+
+    // Register signal handlers before starting, so a signal that arrives
+    // during start-up is not lost.
+    let mut signals = match async_signal::Signals::new(termination_signals()) {
+        Ok(signals) => signals,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let summary = format!(
+        "{} mode, {} backend(s), {} balancing",
+        config.mode,
+        config.backends.len(),
+        config.balancer.algorithm
+    );
+    let daemon = match Daemon::start(config, threads) {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    for addr in daemon.local_addrs() {
+        log::info!("socksbalance {VERSION} listening on {addr} ({summary})");
+    }
+
+    match smol::block_on(signals.next()) {
+        Some(Ok(signal)) => log::info!("received {signal:?}; shutting down (send it again to exit at once)"),
+        other => log::warn!("signal handling ended ({other:?}); shutting down"),
+    }
+    std::thread::spawn(move || {
+        if smol::block_on(signals.next()).is_some() {
+            log::warn!("second signal: exiting without draining");
+            std::process::exit(i32::from(EXIT_FAILURE));
+        }
+    });
+    match daemon.shutdown() {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+#[cfg(unix)]
+fn termination_signals() -> [async_signal::Signal; 2] {
+    [async_signal::Signal::Int, async_signal::Signal::Term]
+}
+
+#[cfg(windows)]
+fn termination_signals() -> [async_signal::Signal; 1] {
+    [async_signal::Signal::Int]
+}

@@ -1,0 +1,94 @@
+//! Counters shared between the proxy and (later) the dashboard.
+//!
+//! 32-bit MIPS and ARMv5 have no 64-bit atomics, and a byte counter must
+//! not wrap at 4 GiB, so [`Counter`] is a `u64` behind a `std::sync::Mutex`
+//! rather than an `AtomicU64`. The lock is never held across an `.await`
+//! and is taken once per relayed buffer, so it is uncontended in practice:
+//! one compare-and-swap on the fast path, the same cost as an atomic add.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A monotonically increasing 64-bit counter that works without 64-bit
+/// atomics.
+#[derive(Debug, Default)]
+pub struct Counter(Mutex<u64>);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        // A poisoned lock only means another thread panicked mid-add; the
+        // count is still a valid number, so keep counting.
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *v = v.wrapping_add(n);
+    }
+
+    pub fn get(&self) -> u64 {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What is known about one backend's traffic. Held in an `Arc` so that a
+/// config reload can carry it over to the new snapshot.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Client connections currently assigned to this backend (from pick
+    /// to close); `least_connections` reads it.
+    pub active: AtomicUsize,
+    /// Tunnels that reached the relay stage.
+    pub connections: Counter,
+    /// Attempts that failed before the relay stage.
+    pub failures: Counter,
+    /// Bytes from clients to this backend.
+    pub bytes_up: Counter,
+    /// Bytes from this backend to clients.
+    pub bytes_down: Counter,
+}
+
+/// Marks a connection as assigned to a backend while it lives.
+pub struct ActiveGuard(Arc<BackendStats>);
+
+impl ActiveGuard {
+    pub fn new(stats: &Arc<BackendStats>) -> Self {
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(Arc::clone(stats))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Daemon-wide figures.
+#[derive(Debug, Default)]
+pub struct DaemonStats {
+    /// Client connections accepted since start.
+    pub accepted: Counter,
+    /// Client connections currently open (handshaking or relaying).
+    pub open: AtomicUsize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_passes_four_gib() {
+        let c = Counter::default();
+        c.add(u64::from(u32::MAX));
+        c.add(2);
+        assert_eq!(c.get(), u64::from(u32::MAX) + 2);
+    }
+
+    #[test]
+    fn active_guard_counts_and_releases() {
+        let s = Arc::new(BackendStats::default());
+        {
+            let _a = ActiveGuard::new(&s);
+            let _b = ActiveGuard::new(&s);
+            assert_eq!(s.active.load(Ordering::Relaxed), 2);
+        }
+        assert_eq!(s.active.load(Ordering::Relaxed), 0);
+    }
+}

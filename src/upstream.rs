@@ -1,0 +1,236 @@
+//! Outbound connections: to a backend proxy, through it with our own
+//! SOCKS5 handshake (socks5 mode), or straight to the destination
+//! (`direct` backends).
+//!
+//! Failures are kept apart by who is to blame, because the health layer
+//! must count a dead backend against that backend but not a destination
+//! that refused: [`UpstreamError::blames_backend`].
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use smol::future::FutureExt;
+use smol::{Async, Timer};
+
+use crate::config::{Credentials, Host};
+use crate::socks5::{self, Address, ReplyCode};
+
+/// Runs `fut` until `deadline`; past it, fails with `TimedOut`.
+pub async fn until<T, E: From<io::Error>>(
+    deadline: Instant,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    fut.or(async {
+        Timer::at(deadline).await;
+        Err(io::Error::from(io::ErrorKind::TimedOut).into())
+    })
+    .await
+}
+
+/// Why an outbound connection failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The backend could not be reached: refused, unreachable, timed out.
+    BackendUnreachable(io::Error),
+    /// The backend answered, but not with valid SOCKS5, or closed mid-way.
+    BackendProtocol(socks5::Error),
+    /// The backend accepted none of the methods we offered.
+    BackendNoMethod,
+    /// The backend rejected our username and password.
+    BackendAuthFailed,
+    /// The backend answered the CONNECT with a failure code.
+    BackendReply(u8),
+    /// A direct connect to the destination failed.
+    Destination(io::Error),
+    /// The destination's name could not be resolved.
+    Resolve(io::Error),
+}
+
+impl UpstreamError {
+    /// The reply code the client gets.
+    pub fn reply(&self) -> u8 {
+        match self {
+            UpstreamError::BackendReply(code) => *code,
+            UpstreamError::Destination(e) => ReplyCode::from_io(e) as u8,
+            UpstreamError::Resolve(_) => ReplyCode::HostUnreachable as u8,
+            // The client asked for a destination; the hop in between
+            // failing is a server failure, not the destination's refusal.
+            _ => ReplyCode::GeneralFailure as u8,
+        }
+    }
+
+    /// Whether the failure says something about the backend's health. A
+    /// backend that relays "host unreachable" or "connection refused" from
+    /// the destination is working fine.
+    pub fn blames_backend(&self) -> bool {
+        match self {
+            UpstreamError::BackendUnreachable(_)
+            | UpstreamError::BackendProtocol(_)
+            | UpstreamError::BackendNoMethod
+            | UpstreamError::BackendAuthFailed => true,
+            UpstreamError::BackendReply(code) => !matches!(
+                *code,
+                c if c == ReplyCode::NetworkUnreachable as u8
+                    || c == ReplyCode::HostUnreachable as u8
+                    || c == ReplyCode::ConnectionRefused as u8
+                    || c == ReplyCode::TtlExpired as u8
+            ),
+            UpstreamError::Destination(_) | UpstreamError::Resolve(_) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::BackendUnreachable(e) => write!(f, "backend unreachable: {e}"),
+            UpstreamError::BackendProtocol(e) => write!(f, "backend handshake failed: {e}"),
+            UpstreamError::BackendNoMethod => f.write_str("backend accepted none of our auth methods"),
+            UpstreamError::BackendAuthFailed => f.write_str("backend rejected our credentials"),
+            UpstreamError::BackendReply(c) => {
+                write!(f, "backend replied {c:#04x} ({})", ReplyCode::describe(*c))
+            }
+            UpstreamError::Destination(e) => write!(f, "destination: {e}"),
+            UpstreamError::Resolve(e) => write!(f, "cannot resolve destination: {e}"),
+        }
+    }
+}
+
+/// Resolves a host name with the system resolver, off the executor
+/// threads (`getaddrinfo` blocks).
+async fn resolve(name: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let addrs = smol::net::resolve((name, port)).await?;
+    if addrs.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{name} has no addresses")));
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first of `addrs` that answers, all within `deadline`.
+async fn connect_any(addrs: &[SocketAddr], deadline: Instant) -> io::Result<Async<TcpStream>> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses to connect to");
+    for &addr in addrs {
+        match until(deadline, Async::<TcpStream>::connect(addr)).await {
+            Ok(stream) => {
+                // The handshake is many small messages: don't let Nagle
+                // hold any of them back.
+                let _ = stream.get_ref().set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Opens a TCP connection to a backend proxy.
+pub async fn connect_backend(host: &Host, port: u16, timeout: Duration) -> Result<Async<TcpStream>, UpstreamError> {
+    let deadline = Instant::now() + timeout;
+    let addrs = match host {
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+        Host::Name(name) => until(deadline, resolve(name, port))
+            .await
+            .map_err(UpstreamError::BackendUnreachable)?,
+    };
+    connect_any(&addrs, deadline).await.map_err(UpstreamError::BackendUnreachable)
+}
+
+/// Connects straight to the destination, resolving a name ourselves.
+pub async fn connect_direct(dest: &Address, timeout: Duration) -> Result<Async<TcpStream>, UpstreamError> {
+    let deadline = Instant::now() + timeout;
+    let addrs = match dest {
+        Address::Ip(addr) => vec![*addr],
+        Address::Domain(name, port) => {
+            let name = std::str::from_utf8(name).map_err(|_| {
+                UpstreamError::Resolve(io::Error::new(io::ErrorKind::InvalidInput, "domain is not UTF-8"))
+            })?;
+            until(deadline, resolve(name, *port)).await.map_err(UpstreamError::Resolve)?
+        }
+    };
+    connect_any(&addrs, deadline).await.map_err(UpstreamError::Destination)
+}
+
+/// Our SOCKS5 client handshake with a backend: greeting, optional
+/// RFC 1929 login, CONNECT. Returns the backend's bound address.
+///
+/// The greeting and login must finish within `connect_timeout`; the
+/// CONNECT reply, which waits on the backend's own connect to the
+/// destination, within `request_timeout`.
+pub async fn socks5_connect(
+    stream: &Async<TcpStream>,
+    credentials: Option<&Credentials>,
+    dest: &Address,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> Result<Address, UpstreamError> {
+    let mut s = stream;
+    // A backend that stops answering mid-handshake is as unreachable as
+    // one that never answered; other bad bytes are protocol failures.
+    let fail = |e: socks5::Error| match e {
+        socks5::Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => UpstreamError::BackendUnreachable(e),
+        other => UpstreamError::BackendProtocol(other),
+    };
+    let deadline = Instant::now() + connect_timeout;
+    let method = match credentials {
+        Some(_) => socks5::METHOD_USER_PASS,
+        None => socks5::METHOD_NO_AUTH,
+    };
+    let chosen = until(deadline, async {
+        socks5::write_greeting(&mut s, &[method]).await?;
+        socks5::read_method_choice(&mut s).await
+    })
+    .await
+    .map_err(fail)?;
+    if chosen != method {
+        return Err(UpstreamError::BackendNoMethod);
+    }
+    if let Some(c) = credentials {
+        let status = until(deadline, async {
+            socks5::write_user_pass(&mut s, c.username.as_bytes(), c.password.expose().as_bytes()).await?;
+            socks5::read_auth_status(&mut s).await
+        })
+        .await
+        .map_err(fail)?;
+        if status != 0 {
+            return Err(UpstreamError::BackendAuthFailed);
+        }
+    }
+    let reply = until(Instant::now() + request_timeout, async {
+        socks5::write_connect(&mut s, dest).await?;
+        socks5::read_reply(&mut s).await
+    })
+    .await
+    .map_err(fail)?;
+    if reply.code != ReplyCode::Succeeded as u8 {
+        return Err(UpstreamError::BackendReply(reply.code));
+    }
+    Ok(reply.bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_failures_do_not_blame_the_backend() {
+        for code in [3u8, 4, 5, 6] {
+            assert!(!UpstreamError::BackendReply(code).blames_backend(), "{code}");
+            assert_eq!(UpstreamError::BackendReply(code).reply(), code);
+        }
+        assert!(UpstreamError::BackendReply(1).blames_backend());
+        assert!(UpstreamError::BackendAuthFailed.blames_backend());
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert!(UpstreamError::BackendUnreachable(refused).blames_backend());
+    }
+
+    #[test]
+    fn an_unreachable_backend_is_a_general_failure_for_the_client() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(UpstreamError::BackendUnreachable(refused).reply(), 0x01);
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(UpstreamError::Destination(refused).reply(), 0x05);
+    }
+}
