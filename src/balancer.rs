@@ -54,10 +54,7 @@ impl Pool {
             .map_or(0x9E37_79B9, |d| d.subsec_nanos())
             | 1;
         Ok(Pool {
-            backends: configs
-                .into_iter()
-                .map(|config| Backend { config, stats: Arc::default() })
-                .collect(),
+            backends: configs.into_iter().map(|config| Backend { config, stats: Arc::default() }).collect(),
             algorithm,
             next: AtomicUsize::new(0),
             rng: AtomicU32::new(seed),
@@ -101,9 +98,7 @@ impl Pool {
             Algorithm::Weighted => {
                 let len = self.schedule.len();
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..len)
-                    .map(|k| self.schedule[(start.wrapping_add(k)) % len] as usize)
-                    .find(|&i| eligible(i))
+                (0..len).map(|k| self.schedule[(start.wrapping_add(k)) % len] as usize).find(|&i| eligible(i))
             }
         }
     }
@@ -116,10 +111,8 @@ impl Pool {
             x ^= x << 5;
             x
         };
-        let prev = self
-            .rng
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x)))
-            .unwrap_or(1);
+        let prev =
+            self.rng.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x))).unwrap_or(1);
         step(prev)
     }
 }
@@ -246,12 +239,9 @@ mod tests {
 
     #[test]
     fn eligibility_filter_skips_and_can_exclude_all() {
-        for algorithm in [
-            Algorithm::Roundrobin,
-            Algorithm::Random,
-            Algorithm::LeastConnections,
-            Algorithm::Weighted,
-        ] {
+        for algorithm in
+            [Algorithm::Roundrobin, Algorithm::Random, Algorithm::LeastConnections, Algorithm::Weighted]
+        {
             let p = pool(&[1, 2, 3], algorithm);
             for _ in 0..20 {
                 assert_eq!(p.pick(|i| i == 1), Some(1), "{algorithm}");

@@ -30,11 +30,10 @@ pub fn adjust(level: LevelFilter, verbose: u8, quiet: u8) -> LevelFilter {
 /// Installs the global logger. Call once, before the daemon starts.
 pub fn init(format: LogFormat, level: LevelFilter) {
     let result = match format {
-        LogFormat::Text => simple_logger::SimpleLogger::new()
-            .with_level(level)
-            .init(),
-        LogFormat::Json => log::set_boxed_logger(Box::new(JsonLogger { level }))
-            .map(|()| log::set_max_level(level)),
+        LogFormat::Text => simple_logger::SimpleLogger::new().with_level(level).init(),
+        LogFormat::Json => {
+            log::set_boxed_logger(Box::new(JsonLogger { level })).map(|()| log::set_max_level(level))
+        }
     };
     if let Err(e) = result {
         eprintln!("socksbalance: cannot install logger: {e}");

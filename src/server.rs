@@ -168,6 +168,7 @@ const WORKER_STACK: usize = 256 * 1024;
 /// integration tests drive.
 pub struct Daemon {
     addrs: Vec<SocketAddr>,
+    snapshot: Arc<Snapshot>,
     trigger: ShutdownTrigger,
     stats: Arc<DaemonStats>,
     thread: Option<thread::JoinHandle<io::Result<()>>>,
@@ -179,18 +180,15 @@ impl Daemon {
     /// starts.
     pub fn start(config: Config, threads: usize) -> io::Result<Daemon> {
         let listeners = bind(&config.listen)?;
-        let addrs = listeners
-            .iter()
-            .map(|l| l.get_ref().local_addr())
-            .collect::<io::Result<Vec<_>>>()?;
-        let snapshot = Arc::new(Snapshot::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
+        let addrs = listeners.iter().map(|l| l.get_ref().local_addr()).collect::<io::Result<Vec<_>>>()?;
+        let snapshot =
+            Arc::new(Snapshot::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
         let stats = Arc::new(DaemonStats::default());
         let (trigger, shutdown) = shutdown::channel();
         let thread_stats = Arc::clone(&stats);
-        let thread = thread::Builder::new()
-            .name("socksbalance".into())
-            .stack_size(WORKER_STACK)
-            .spawn(move || {
+        let thread_snapshot = Arc::clone(&snapshot);
+        let thread =
+            thread::Builder::new().name("socksbalance".into()).stack_size(WORKER_STACK).spawn(move || {
                 let ex = Arc::new(Executor::new());
                 let (stop_workers, workers_stop) = channel::bounded::<()>(1);
                 let workers: Vec<_> = (1..threads.max(1))
@@ -203,7 +201,13 @@ impl Daemon {
                             .ok()
                     })
                     .collect();
-                let result = smol::block_on(ex.run(run(Arc::clone(&ex), snapshot, thread_stats, listeners, shutdown)));
+                let result = smol::block_on(ex.run(run(
+                    Arc::clone(&ex),
+                    thread_snapshot,
+                    thread_stats,
+                    listeners,
+                    shutdown,
+                )));
                 drop(stop_workers);
                 for worker in workers {
                     let _ = worker.join();
@@ -213,12 +217,17 @@ impl Daemon {
                 drop(ex);
                 result
             })?;
-        Ok(Daemon { addrs, trigger, stats, thread: Some(thread) })
+        Ok(Daemon { addrs, snapshot, trigger, stats, thread: Some(thread) })
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The configuration and backends in use, with their live counters.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
     }
 
     pub fn stats(&self) -> &DaemonStats {

@@ -59,11 +59,14 @@ fn client_error(stage: &str, e: socks5::Error) -> Failure {
     }
 }
 
-async fn socks5_session(snap: &Snapshot, client: &Async<TcpStream>, deadline: Instant) -> Result<(), Failure> {
+async fn socks5_session(
+    snap: &Snapshot,
+    client: &Async<TcpStream>,
+    deadline: Instant,
+) -> Result<(), Failure> {
     let mut c = client;
-    let greeting = until(deadline, socks5::read_greeting(&mut c))
-        .await
-        .map_err(|e| client_error("greeting", e))?;
+    let greeting =
+        until(deadline, socks5::read_greeting(&mut c)).await.map_err(|e| client_error("greeting", e))?;
     let request = negotiate(snap, client, &greeting, deadline).await?;
     let Some(index) = snap.pool.pick(|_| true) else {
         return refuse(client, ReplyCode::GeneralFailure as u8, "no backend available").await;
@@ -90,9 +93,8 @@ async fn negotiate(
     }
     socks5::write_method_choice(&mut c, method).await.map_err(|e| e.to_string())?;
     if let Some(users) = &snap.config.auth {
-        let login = until(deadline, socks5::read_user_pass(&mut c))
-            .await
-            .map_err(|e| client_error("login", e))?;
+        let login =
+            until(deadline, socks5::read_user_pass(&mut c)).await.map_err(|e| client_error("login", e))?;
         let accepted = users.iter().any(|u| {
             constant_time_eq(u.username.as_bytes(), &login.username)
                 & constant_time_eq(u.password.expose().as_bytes(), &login.password)
@@ -152,7 +154,12 @@ async fn connect_and_relay(
     match request.command {
         Command::Connect => {}
         Command::Bind | Command::UdpAssociate => {
-            return refuse(client, ReplyCode::CommandNotSupported as u8, format!("{:?} is not supported", request.command)).await;
+            return refuse(
+                client,
+                ReplyCode::CommandNotSupported as u8,
+                format!("{:?} is not supported", request.command),
+            )
+            .await;
         }
     }
     let _active = ActiveGuard::new(&backend.stats);
@@ -164,9 +171,7 @@ async fn connect_and_relay(
         }
     };
     let mut c = client;
-    socks5::write_reply(&mut c, ReplyCode::Succeeded as u8, &bound)
-        .await
-        .map_err(|e| e.to_string())?;
+    socks5::write_reply(&mut c, ReplyCode::Succeeded as u8, &bound).await.map_err(|e| e.to_string())?;
     tunnel(snap, client, &upstream, backend, &request.address).await;
     Ok(())
 }
@@ -210,7 +215,13 @@ fn record_failure(backend: &Backend, dest: &Address, e: &UpstreamError) {
 }
 
 /// The relay stage, shared by both modes.
-async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, upstream: &Async<TcpStream>, backend: &Backend, dest: &Address) {
+async fn tunnel(
+    snap: &Snapshot,
+    client: &Async<TcpStream>,
+    upstream: &Async<TcpStream>,
+    backend: &Backend,
+    dest: &Address,
+) {
     backend.stats.connections.add(1);
     let totals = relay::relay(client, upstream, snap.config.limits.idle_timeout, &backend.stats).await;
     log::debug!(
@@ -233,7 +244,14 @@ async fn transparent_session(
         .await
         .map_err(|e| client_error("greeting", e))?;
     let Some(index) = snap.pool.pick(|_| true) else {
-        return answer_locally(client, &greeting, deadline, ReplyCode::GeneralFailure as u8, "no backend available").await;
+        return answer_locally(
+            client,
+            &greeting,
+            deadline,
+            ReplyCode::GeneralFailure as u8,
+            "no backend available",
+        )
+        .await;
     };
     let backend = &snap.pool.backends()[index];
     let Target::Proxy { host, port } = &backend.config.target else {

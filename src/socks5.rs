@@ -100,6 +100,11 @@ pub enum Command {
 }
 
 /// A destination or bound address.
+///
+/// The domain is stored inline (up to 255 bytes) on purpose: a request
+/// then costs no heap allocation, and an `Address` lives only for the
+/// handshake, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     Ip(SocketAddr),
@@ -108,10 +113,7 @@ pub enum Address {
 
 impl Address {
     /// The all-zero IPv4 address, used in replies that carry no address.
-    pub const UNSPECIFIED: Address = Address::Ip(SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        0,
-    ));
+    pub const UNSPECIFIED: Address = Address::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
 
     /// The destination port.
     pub fn port(&self) -> u16 {
@@ -203,12 +205,8 @@ impl ReplyCode {
     pub fn from_io(err: &io::Error) -> ReplyCode {
         match err.kind() {
             io::ErrorKind::ConnectionRefused => ReplyCode::ConnectionRefused,
-            io::ErrorKind::NetworkUnreachable | io::ErrorKind::NetworkDown => {
-                ReplyCode::NetworkUnreachable
-            }
-            io::ErrorKind::HostUnreachable | io::ErrorKind::AddrNotAvailable => {
-                ReplyCode::HostUnreachable
-            }
+            io::ErrorKind::NetworkUnreachable | io::ErrorKind::NetworkDown => ReplyCode::NetworkUnreachable,
+            io::ErrorKind::HostUnreachable | io::ErrorKind::AddrNotAvailable => ReplyCode::HostUnreachable,
             io::ErrorKind::TimedOut => ReplyCode::TtlExpired,
             _ => ReplyCode::GeneralFailure,
         }
@@ -604,10 +602,7 @@ mod tests {
         let bind = [5, 2, 0, 1, 127, 0, 0, 1, 0, 80];
         assert_eq!(block_on(read_request(&mut &bind[..])).unwrap().command, Command::Bind);
         let udp = [5, 3, 0, 1, 0, 0, 0, 0, 0, 0];
-        assert_eq!(
-            block_on(read_request(&mut &udp[..])).unwrap().command,
-            Command::UdpAssociate
-        );
+        assert_eq!(block_on(read_request(&mut &udp[..])).unwrap().command, Command::UdpAssociate);
     }
 
     #[test]

@@ -127,13 +127,17 @@ async fn connect_any(addrs: &[SocketAddr], deadline: Instant) -> io::Result<Asyn
 }
 
 /// Opens a TCP connection to a backend proxy.
-pub async fn connect_backend(host: &Host, port: u16, timeout: Duration) -> Result<Async<TcpStream>, UpstreamError> {
+pub async fn connect_backend(
+    host: &Host,
+    port: u16,
+    timeout: Duration,
+) -> Result<Async<TcpStream>, UpstreamError> {
     let deadline = Instant::now() + timeout;
     let addrs = match host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-        Host::Name(name) => until(deadline, resolve(name, port))
-            .await
-            .map_err(UpstreamError::BackendUnreachable)?,
+        Host::Name(name) => {
+            until(deadline, resolve(name, port)).await.map_err(UpstreamError::BackendUnreachable)?
+        }
     };
     connect_any(&addrs, deadline).await.map_err(UpstreamError::BackendUnreachable)
 }

@@ -60,13 +60,19 @@ impl ConfigError {
     }
 
     fn from_yaml(err: serde_yaml::Error) -> Self {
-        let line = err.location().map(|l| l.line());
+        let location = err.location();
         // serde_yaml's message reads "path: problem at line N column M";
-        // split it so every error prints the same way.
+        // take off that last location (we print the line ourselves) but
+        // keep any earlier one, which is libyaml's context, e.g. "while
+        // scanning a quoted scalar at line 3 column 16".
         let mut text = err.to_string();
-        if let Some(pos) = text.rfind(" at line ") {
-            text.truncate(pos);
+        if let Some(loc) = &location {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            if text.ends_with(&suffix) {
+                text.truncate(text.len() - suffix.len());
+            }
         }
+        let line = location.map(|l| l.line());
         let (key, message) = match text.split_once(": ") {
             Some((key, msg)) if !key.contains(' ') => (key.to_owned(), msg.to_owned()),
             _ => (String::new(), text),
@@ -452,8 +458,7 @@ impl Config {
 }
 
 fn non_zero(key: &str, value: Option<u32>, default: u32) -> Result<NonZeroU32, ConfigError> {
-    NonZeroU32::new(value.unwrap_or(default))
-        .ok_or_else(|| ConfigError::at(key, "must be at least 1"))
+    NonZeroU32::new(value.unwrap_or(default)).ok_or_else(|| ConfigError::at(key, "must be at least 1"))
 }
 
 /// RFC 1929 fields are 1..=255 bytes.
@@ -499,7 +504,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     };
     if let Some(url) = &health.test_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError::at("health.test_url", format!("{url:?} is not an http:// or https:// URL")));
+            return Err(ConfigError::at(
+                "health.test_url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
         }
     }
     if health.metrics_window_size > MAX_METRICS_WINDOW {
@@ -550,7 +558,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(RawAuth { users }) => {
             let users = users.unwrap_or_default();
             if users.is_empty() {
-                return Err(ConfigError::at("auth.users", "needs at least one user (remove `auth:` to allow anyone)"));
+                return Err(ConfigError::at(
+                    "auth.users",
+                    "needs at least one user (remove `auth:` to allow anyone)",
+                ));
             }
             let mut out: Vec<Credentials> = Vec::with_capacity(users.len());
             for (i, u) in users.into_iter().enumerate() {
@@ -604,7 +615,10 @@ fn expand_backends(raw: Vec<RawBackend>, mode: Mode) -> Result<Vec<BackendConfig
         let key = |field: &str| format!("backends[{i}].{field}");
         let weight = non_zero(&key("weight"), b.weight, 1)?;
         if weight.get() > MAX_WEIGHT {
-            return Err(ConfigError::at(key("weight"), format!("{weight} is over the limit of {MAX_WEIGHT}")));
+            return Err(ConfigError::at(
+                key("weight"),
+                format!("{weight} is over the limit of {MAX_WEIGHT}"),
+            ));
         }
         let credentials = match (b.username, b.password) {
             (None, None) => None,
@@ -628,13 +642,17 @@ fn expand_backends(raw: Vec<RawBackend>, mode: Mode) -> Result<Vec<BackendConfig
                 return Err(ConfigError::at(key("address"), "a `direct: true` backend takes no address"));
             }
             if credentials.is_some() {
-                return Err(ConfigError::at(key("username"), "a `direct: true` backend takes no credentials"));
+                return Err(ConfigError::at(
+                    key("username"),
+                    "a `direct: true` backend takes no credentials",
+                ));
             }
             let name = b.name.unwrap_or_else(|| "direct".to_owned());
             out.push(BackendConfig { name, target: Target::Direct, credentials, weight });
             continue;
         }
-        let addr = b.address.ok_or_else(|| ConfigError::at(key("address"), "missing (or set `direct: true`)"))?;
+        let addr =
+            b.address.ok_or_else(|| ConfigError::at(key("address"), "missing (or set `direct: true`)"))?;
         let is_range = addr.first_port != addr.last_port;
         for (n, port) in (addr.first_port..=addr.last_port).enumerate() {
             let target = Target::Proxy { host: addr.host.clone(), port };
@@ -646,7 +664,10 @@ fn expand_backends(raw: Vec<RawBackend>, mode: Mode) -> Result<Vec<BackendConfig
             out.push(BackendConfig { name, target, credentials: credentials.clone(), weight });
         }
         if out.len() > MAX_BACKENDS {
-            return Err(ConfigError::at("backends", format!("more than {MAX_BACKENDS} backends after expansion")));
+            return Err(ConfigError::at(
+                "backends",
+                format!("more than {MAX_BACKENDS} backends after expansion"),
+            ));
         }
     }
     Ok(out)

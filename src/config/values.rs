@@ -34,16 +34,12 @@ impl FromStr for GoDuration {
         }
         let mut total_nanos: u128 = 0;
         while !rest.is_empty() {
-            let num_len = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(rest.len());
+            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
             let (number, after) = rest.split_at(num_len);
             if number.is_empty() {
                 return Err(bad("expected a number"));
             }
-            let unit_len = after
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(after.len());
+            let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
             let (unit, after) = after.split_at(unit_len);
             let unit_nanos: u128 = match unit {
                 "ns" => 1,
@@ -59,11 +55,8 @@ impl FromStr for GoDuration {
             if whole.is_empty() && frac.is_empty() || frac.contains('.') {
                 return Err(bad("malformed number"));
             }
-            let whole: u128 = if whole.is_empty() {
-                0
-            } else {
-                whole.parse().map_err(|_| bad("number too large"))?
-            };
+            let whole: u128 =
+                if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad("number too large"))? };
             let mut term = whole.checked_mul(unit_nanos).ok_or_else(|| bad("too large"))?;
             // Fractions: only the digits that can matter at ns resolution.
             let mut scale = unit_nanos;
@@ -100,9 +93,7 @@ impl<'de> Deserialize<'de> for GoDuration {
                 v.parse().map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoDuration, E> {
-                Err(E::custom(format!(
-                    "invalid duration {v}: a number needs a unit, e.g. {v}s or {v}ms"
-                )))
+                Err(E::custom(format!("invalid duration {v}: a number needs a unit, e.g. {v}s or {v}ms")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
                 Err(E::custom(format!("invalid duration {v}: must be a positive duration such as 10s")))
@@ -143,7 +134,9 @@ impl FromStr for ListenAddr {
         if let Ok(addr) = text.parse::<SocketAddr>() {
             return Ok(ListenAddr(addr));
         }
-        let bad = || format!("invalid listen address {text:?}: expected IP:PORT, e.g. 127.0.0.1:1080 or [::1]:1080");
+        let bad = || {
+            format!("invalid listen address {text:?}: expected IP:PORT, e.g. 127.0.0.1:1080 or [::1]:1080")
+        };
         let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         let ip = match host {
@@ -242,20 +235,15 @@ impl FromStr for BackendAddr {
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = |why: String| format!("invalid backend address {text:?}: {why}");
         let (host, ports) = if let Some(rest) = text.strip_prefix('[') {
-            let (ip, after) = rest
-                .split_once(']')
-                .ok_or_else(|| bad("missing ']' after IPv6 address".into()))?;
-            let ports = after
-                .strip_prefix(':')
-                .ok_or_else(|| bad("expected :PORT after ']'".into()))?;
-            let ip: std::net::Ipv6Addr = ip
-                .parse()
-                .map_err(|_| bad(format!("{ip:?} is not an IPv6 address")))?;
+            let (ip, after) =
+                rest.split_once(']').ok_or_else(|| bad("missing ']' after IPv6 address".into()))?;
+            let ports = after.strip_prefix(':').ok_or_else(|| bad("expected :PORT after ']'".into()))?;
+            let ip: std::net::Ipv6Addr =
+                ip.parse().map_err(|_| bad(format!("{ip:?} is not an IPv6 address")))?;
             (Host::Ip(IpAddr::V6(ip)), ports)
         } else {
-            let (host, ports) = text
-                .rsplit_once(':')
-                .ok_or_else(|| bad("expected HOST:PORT or HOST:FIRST-LAST".into()))?;
+            let (host, ports) =
+                text.rsplit_once(':').ok_or_else(|| bad("expected HOST:PORT or HOST:FIRST-LAST".into()))?;
             if host.contains(':') {
                 return Err(bad("IPv6 addresses need brackets, e.g. [::1]:1080".into()));
             }

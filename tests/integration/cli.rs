@@ -1,0 +1,108 @@
+//! The binary itself: `check`, `--version`, `--help`, exit codes, and a
+//! real run stopped by SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_socksbalance"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config").join(name)
+}
+
+#[test]
+fn check_prints_a_summary_with_every_backend_expanded_and_secrets_masked() {
+    let out = bin().args(["check", "-c"]).arg(fixture("valid/socksbalance-complete.yaml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("listen: 0.0.0.0:1080"), "{text}");
+    assert!(text.contains("mode: transparent"), "{text}");
+    assert!(text.contains("backends: 25"), "{text}");
+    for port in 9070..=9089 {
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "port {port} missing:\n{text}");
+    }
+    assert!(text.contains("Tor#20"), "{text}");
+    assert!(text.contains("[2001:db8::1]:8082"), "{text}");
+
+    let out = bin().args(["check", "-c"]).arg(fixture("valid/socks5-every-key.yaml")).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("user=upstream password=MASKED"), "{text}");
+    assert!(!text.contains("battery") && !text.contains("correct horse"), "{text}");
+}
+
+#[test]
+fn check_rejects_a_bad_config_with_key_and_line_and_exit_2() {
+    let out = bin().args(["check", "-c"]).arg(fixture("invalid/reversed-range.yaml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("line 4: backends[0].address"), "{err}");
+    assert!(err.contains("reversed"), "{err}");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let out = bin().args(["check", "-c", "/nonexistent/socksbalance.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn version_help_and_usage_errors() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("socksbalance {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in ["-c", "--verbose", "--quiet", "check"] {
+        assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+
+    let out = bin().arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn running_with_an_invalid_config_exits_2() {
+    let out = bin().arg("-c").arg(fixture("invalid/unknown-key.yaml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("check_intervall"));
+}
+
+#[cfg(unix)]
+#[test]
+fn the_daemon_serves_then_exits_0_on_sigterm() {
+    use crate::support::*;
+    let dir = std::env::temp_dir().join(format!("socksbalance-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("run.yaml");
+    std::fs::write(&config, "listen: 127.0.0.1:0\nmode: socks5\nbackends:\n  - direct: true\n").unwrap();
+
+    let mut child = bin().arg("-c").arg(&config).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Readiness is the log line that names the bound address.
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next().expect("daemon exited before listening").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let target = echo_server("127.0.0.1:0");
+    assert_echo(addr, &Dest::Ip(target), None);
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

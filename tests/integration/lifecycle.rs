@@ -1,0 +1,79 @@
+//! Start-up, handshake timeout and graceful shutdown.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[test]
+fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let d = daemon(&format!(
+        "{LISTEN}mode: socks5\nlimits:\n  handshake_timeout: 300ms\nbackends:\n  - direct: true\n"
+    ));
+    let start = Instant::now();
+    let mut silent = connect(d.local_addrs()[0]);
+    assert!(is_closed(&mut silent));
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[test]
+fn shutdown_stops_accepting_but_lets_open_tunnels_finish() {
+    let d = daemon(&format!("{LISTEN}mode: socks5\nshutdown_timeout: 10s\nbackends:\n  - direct: true\n"));
+    let proxy = d.local_addrs()[0];
+    let target = echo_server("127.0.0.1:0");
+    let (code, mut tunnel) = socks_connect(proxy, &Dest::Ip(target), None).unwrap();
+    assert_eq!(code, 0);
+
+    let trigger = d.trigger();
+    let stopper = thread::spawn(move || {
+        let start = Instant::now();
+        d.join().unwrap();
+        start.elapsed()
+    });
+    trigger.trigger();
+    // The listener closes: new clients are refused.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while TcpStream::connect(proxy).is_ok() {
+        assert!(Instant::now() < deadline, "listener still accepting after shutdown");
+        thread::yield_now();
+    }
+    // The open tunnel still carries data both ways.
+    tunnel.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    tunnel.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+    assert!(!stopper.is_finished(), "daemon stopped while a tunnel was open");
+    drop(tunnel);
+    let took = stopper.join().unwrap();
+    assert!(took < Duration::from_secs(8), "daemon took {took:?} to drain one closed tunnel");
+}
+
+#[test]
+fn shutdown_closes_tunnels_still_open_after_the_grace_period() {
+    let d = daemon(&format!("{LISTEN}mode: socks5\nshutdown_timeout: 300ms\nbackends:\n  - direct: true\n"));
+    let target = echo_server("127.0.0.1:0");
+    let (code, mut tunnel) = socks_connect(d.local_addrs()[0], &Dest::Ip(target), None).unwrap();
+    assert_eq!(code, 0);
+    let start = Instant::now();
+    d.shutdown().unwrap();
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "{took:?}");
+    assert!(is_closed(&mut tunnel), "tunnel left open after the grace period");
+}
+
+#[test]
+fn a_port_in_use_is_a_start_error_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config =
+        socksbalance::Config::from_yaml(&format!("listen: \"{addr}\"\nbackends:\n  - direct: true\n"))
+            .unwrap();
+    let err = match socksbalance::Daemon::start(config, 1) {
+        Err(e) => e,
+        Ok(_) => panic!("second bind on {addr} succeeded"),
+    };
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the daemon started through its library entry point
+//! on 127.0.0.1:0, against real in-process SOCKS5 backends and targets.
+//! One test binary, one module per topic.
+
+mod support;
+
+mod balancing;
+mod cli;
+mod curl;
+mod errors;
+mod fixtures;
+mod lifecycle;
+mod modes;
+mod relay;

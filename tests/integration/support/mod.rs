@@ -1,0 +1,338 @@
+//! Test peers: SOCKS5 backends, destination servers and a SOCKS5 client,
+//! all on real loopback sockets.
+//!
+//! The backend and the client here are written with blocking `std` I/O
+//! and hand-built bytes, independent of the crate's own codec, so that a
+//! bug in `socksbalance::socks5` cannot cancel itself out.
+
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use socksbalance::{Config, Daemon};
+
+/// Every blocking read in the tests gives up after this, so a bug shows
+/// as a failed assertion rather than a hung test run.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts the daemon from YAML on its own threads.
+pub fn daemon(yaml: &str) -> Daemon {
+    let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{yaml}"));
+    Daemon::start(config, 2).expect("daemon starts")
+}
+
+/// The YAML `listen:` line every test daemon uses.
+pub const LISTEN: &str = "listen: 127.0.0.1:0\n";
+
+/// What a test backend does with a connection.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// A working SOCKS5 proxy.
+    Proxy,
+    /// Completes method selection, then answers every CONNECT with this
+    /// failure code.
+    Reply(u8),
+    /// Reads the greeting, then closes without a word.
+    CloseAfterGreeting,
+}
+
+/// An in-process SOCKS5 proxy on 127.0.0.1:0.
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// Connections accepted.
+    pub accepted: Arc<AtomicUsize>,
+    /// Destinations requested, as `host:port` text.
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Backend {
+    pub fn start(behaviour: Behaviour) -> Backend {
+        Backend::start_with(behaviour, None)
+    }
+
+    pub fn start_with(behaviour: Behaviour, login: Option<(&str, &str)>) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Backend::serve(listener, behaviour, login)
+    }
+
+    /// Serves on an already-bound listener (for fixed-port ranges).
+    pub fn serve(listener: TcpListener, behaviour: Behaviour, login: Option<(&str, &str)>) -> Backend {
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let login = login.map(|(u, p)| (u.as_bytes().to_vec(), p.as_bytes().to_vec()));
+        let (acc, reqs) = (Arc::clone(&accepted), Arc::clone(&requests));
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                acc.fetch_add(1, Ordering::SeqCst);
+                let (behaviour, login, reqs) = (behaviour.clone(), login.clone(), Arc::clone(&reqs));
+                thread::spawn(move || {
+                    let _ = proxy_one(stream, &behaviour, login.as_ref(), &reqs);
+                });
+            }
+        });
+        Backend { addr, accepted, requests }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// The YAML backend entry for this backend.
+    pub fn yaml(&self, name: &str) -> String {
+        format!("  - address: \"{}\"\n    name: {name}\n", self.addr)
+    }
+}
+
+fn read_n(s: &mut TcpStream, n: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+fn proxy_one(
+    mut client: TcpStream,
+    behaviour: &Behaviour,
+    login: Option<&(Vec<u8>, Vec<u8>)>,
+    requests: &Mutex<Vec<String>>,
+) -> io::Result<()> {
+    client.set_read_timeout(Some(IO_TIMEOUT))?;
+    let head = read_n(&mut client, 2)?;
+    assert_eq!(head[0], 5, "test backend got a non-SOCKS5 greeting");
+    let methods = read_n(&mut client, head[1] as usize)?;
+    if let Behaviour::CloseAfterGreeting = behaviour {
+        return Ok(());
+    }
+    let wanted = if login.is_some() { 2 } else { 0 };
+    if !methods.contains(&wanted) {
+        client.write_all(&[5, 0xFF])?;
+        return Ok(());
+    }
+    client.write_all(&[5, wanted])?;
+    if let Some((user, pass)) = login {
+        let ver_ulen = read_n(&mut client, 2)?;
+        let u = read_n(&mut client, ver_ulen[1] as usize)?;
+        let plen = read_n(&mut client, 1)?;
+        let p = read_n(&mut client, plen[0] as usize)?;
+        let ok = &u == user && &p == pass;
+        client.write_all(&[1, if ok { 0 } else { 1 }])?;
+        if !ok {
+            return Ok(());
+        }
+    }
+    let head = read_n(&mut client, 4)?;
+    let dest = match head[3] {
+        1 => {
+            let b = read_n(&mut client, 6)?;
+            format!("{}.{}.{}.{}:{}", b[0], b[1], b[2], b[3], u16::from_be_bytes([b[4], b[5]]))
+        }
+        4 => {
+            let b = read_n(&mut client, 18)?;
+            let ip: [u8; 16] = b[..16].try_into().unwrap();
+            format!("[{}]:{}", std::net::Ipv6Addr::from(ip), u16::from_be_bytes([b[16], b[17]]))
+        }
+        3 => {
+            let len = read_n(&mut client, 1)?[0] as usize;
+            let name = read_n(&mut client, len)?;
+            let port = read_n(&mut client, 2)?;
+            format!("{}:{}", String::from_utf8_lossy(&name), u16::from_be_bytes([port[0], port[1]]))
+        }
+        _ => return Ok(()),
+    };
+    requests.lock().unwrap().push(dest.clone());
+    if let Behaviour::Reply(code) = behaviour {
+        client.write_all(&[5, *code, 0, 1, 0, 0, 0, 0, 0, 0])?;
+        return Ok(());
+    }
+    let upstream = match dest.to_socket_addrs().ok().and_then(|mut a| a.next()).map(TcpStream::connect) {
+        Some(Ok(s)) => s,
+        _ => {
+            client.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0])?;
+            return Ok(());
+        }
+    };
+    // Reply with a recognisable bound address so tests can see it pass through.
+    client.write_all(&[5, 0, 0, 1, 10, 9, 8, 7, 0x12, 0x34])?;
+    client.set_read_timeout(None)?;
+    pump(client, upstream);
+    Ok(())
+}
+
+/// Copies both ways with half-close, on two threads.
+fn pump(a: TcpStream, b: TcpStream) {
+    let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+    let t = thread::spawn(move || {
+        let mut b = b;
+        let mut a = a;
+        let _ = io::copy(&mut a, &mut b);
+        let _ = b.shutdown(Shutdown::Write);
+    });
+    let _ = io::copy(&mut b2, &mut a2);
+    let _ = a2.shutdown(Shutdown::Write);
+    let _ = t.join();
+}
+
+/// A destination that echoes everything back, and half-closes when the
+/// client does.
+pub fn echo_server(bind: &str) -> SocketAddr {
+    let listener = TcpListener::bind(bind).unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut r = stream.try_clone().unwrap();
+                let mut w = stream;
+                let _ = io::copy(&mut r, &mut w);
+                let _ = w.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A destination that reads until the client's FIN, then answers with
+/// "got N bytes" and closes: it only works if half-close is relayed.
+pub fn count_then_reply_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut all = Vec::new();
+                let _ = stream.read_to_end(&mut all);
+                let _ = stream.write_all(format!("got {} bytes", all.len()).as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// A closed TCP port on loopback: bound, then released.
+pub fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Destination forms a client can ask for.
+pub enum Dest<'a> {
+    Ip(SocketAddr),
+    Name(&'a str, u16),
+}
+
+/// Encodes a CONNECT request by hand.
+pub fn connect_request(dest: &Dest) -> Vec<u8> {
+    let mut req = vec![5, 1, 0];
+    match dest {
+        Dest::Ip(SocketAddr::V4(a)) => {
+            req.push(1);
+            req.extend_from_slice(&a.ip().octets());
+            req.extend_from_slice(&a.port().to_be_bytes());
+        }
+        Dest::Ip(SocketAddr::V6(a)) => {
+            req.push(4);
+            req.extend_from_slice(&a.ip().octets());
+            req.extend_from_slice(&a.port().to_be_bytes());
+        }
+        Dest::Name(name, port) => {
+            req.push(3);
+            req.push(name.len() as u8);
+            req.extend_from_slice(name.as_bytes());
+            req.extend_from_slice(&port.to_be_bytes());
+        }
+    }
+    req
+}
+
+/// A connected client socket with the test timeout set.
+pub fn connect(proxy: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(proxy).expect("connect to daemon");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// Reads a SOCKS5 reply; returns (REP, the whole reply).
+pub fn read_reply(s: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
+    let mut head = read_n(s, 4)?;
+    let rest = match head[3] {
+        1 => 6,
+        4 => 18,
+        3 => read_n(s, 1)?[0] as usize + 2,
+        t => panic!("reply with address type {t}"),
+    };
+    let code = head[1];
+    head.extend(read_n(s, rest)?);
+    Ok((code, head))
+}
+
+/// Runs the whole client side of a SOCKS5 CONNECT; returns the reply code
+/// and the stream (ready for payload when the code is 0).
+pub fn socks_connect(
+    proxy: SocketAddr,
+    dest: &Dest,
+    login: Option<(&str, &str)>,
+) -> io::Result<(u8, TcpStream)> {
+    let mut s = connect(proxy);
+    let method = if login.is_some() { 2 } else { 0 };
+    s.write_all(&[5, 1, method])?;
+    let choice = read_n(&mut s, 2)?;
+    if choice[1] != method {
+        return Err(io::Error::other(format!("server chose method {:#04x}", choice[1])));
+    }
+    if let Some((u, p)) = login {
+        let mut msg = vec![1, u.len() as u8];
+        msg.extend_from_slice(u.as_bytes());
+        msg.push(p.len() as u8);
+        msg.extend_from_slice(p.as_bytes());
+        s.write_all(&msg)?;
+        let status = read_n(&mut s, 2)?;
+        if status[1] != 0 {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "login rejected"));
+        }
+    }
+    s.write_all(&connect_request(dest))?;
+    let (code, _) = read_reply(&mut s)?;
+    Ok((code, s))
+}
+
+/// Connects through the proxy to an echo server and checks a round trip.
+pub fn assert_echo(proxy: SocketAddr, dest: &Dest, login: Option<(&str, &str)>) {
+    let (code, mut s) = socks_connect(proxy, dest, login).expect("handshake");
+    assert_eq!(code, 0, "CONNECT failed with reply {code:#04x}");
+    s.write_all(b"ping through socksbalance").unwrap();
+    let mut back = [0u8; 25];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping through socksbalance");
+}
+
+/// Whether the peer closed the connection (EOF or reset), within the test
+/// timeout.
+pub fn is_closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes, so transfers can be checked exactly.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
