@@ -77,32 +77,88 @@ fn running_with_an_invalid_config_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("check_intervall"));
 }
 
+/// The daemon binary, running from a config file, with its stderr.
+#[cfg(unix)]
+struct Running {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    addr: std::net::SocketAddr,
+    dir: PathBuf,
+}
+
+#[cfg(unix)]
+impl Running {
+    fn start(name: &str, yaml: &str, args: &[&str]) -> Running {
+        let dir = std::env::temp_dir().join(format!("socksbalance-cli-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("run.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut child = bin().arg("-c").arg(&config).args(args).stderr(Stdio::piped()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        // Readiness is the log line that names the bound address.
+        let addr = loop {
+            let line = lines.next().expect("daemon exited before listening").unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap();
+                break addr.parse().unwrap();
+            }
+        };
+        Running { child, lines, addr, dir }
+    }
+
+    /// Sends `signal`, waits for exit, returns the exit code and the rest of stderr.
+    fn stop(mut self, signal: &str) -> (Option<i32>, Vec<String>) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let code = self.child.wait().unwrap().code();
+        let rest = self.lines.by_ref().map_while(Result::ok).collect();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        (code, rest)
+    }
+}
+
+#[cfg(unix)]
+const DIRECT: &str = "listen: 127.0.0.1:0\nmode: socks5\nbackends:\n  - direct: true\n";
+
 #[cfg(unix)]
 #[test]
-fn the_daemon_serves_then_exits_0_on_sigterm() {
+fn the_daemon_serves_then_exits_0_on_sigterm_and_sigint() {
     use crate::support::*;
-    let dir = std::env::temp_dir().join(format!("socksbalance-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("run.yaml");
-    std::fs::write(&config, "listen: 127.0.0.1:0\nmode: socks5\nbackends:\n  - direct: true\n").unwrap();
+    for signal in ["-TERM", "-INT"] {
+        let running = Running::start(signal, DIRECT, &[]);
+        let target = echo_server("127.0.0.1:0");
+        assert_echo(running.addr, &Dest::Ip(target), None);
+        let (code, rest) = running.stop(signal);
+        assert_eq!(code, Some(0), "{signal}");
+        assert!(rest.iter().any(|l| l.contains("stopped")), "{signal}: {rest:?}");
+    }
+}
 
-    let mut child = bin().arg("-c").arg(&config).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    // Readiness is the log line that names the bound address.
-    let addr: std::net::SocketAddr = loop {
-        let line = lines.next().expect("daemon exited before listening").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+#[cfg(unix)]
+#[test]
+fn verbose_flag_turns_on_debug_logs() {
+    use crate::support::*;
+    let running = Running::start("verbose", DIRECT, &["-v"]);
     let target = echo_server("127.0.0.1:0");
-    assert_echo(addr, &Dest::Ip(target), None);
+    assert_echo(running.addr, &Dest::Ip(target), None);
+    let (_, rest) = running.stop("-TERM");
+    assert!(rest.iter().any(|l| l.starts_with("DEBUG") && l.contains("tunnel to")), "{rest:?}");
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
-    let _ = std::fs::remove_dir_all(dir);
+    let running = Running::start("quiet", DIRECT, &[]);
+    assert_echo(running.addr, &Dest::Ip(target), None);
+    let (_, rest) = running.stop("-TERM");
+    assert!(!rest.iter().any(|l| l.starts_with("DEBUG")), "debug lines at info level: {rest:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn json_log_format_writes_one_object_per_line() {
+    let running = Running::start("json", &format!("{DIRECT}log:\n  format: json\n"), &[]);
+    let (code, rest) = running.stop("-TERM");
+    assert_eq!(code, Some(0));
+    assert!(!rest.is_empty());
+    for line in &rest {
+        assert!(line.starts_with("{\"ts\":") && line.ends_with('}'), "not a JSON object: {line}");
+        assert!(line.contains("\"level\":\"INFO\""), "{line}");
+    }
 }
