@@ -1,28 +1,56 @@
-//! Picking a backend for each new connection.
+//! Picking a backend for each new connection, and what picking learns.
 //!
-//! [`Pool::pick`] never takes a lock: round robin and weighted read and
-//! bump one `AtomicUsize`, random steps an `AtomicU32` xorshift state,
-//! least-connections reads each backend's active count. The pool itself is
-//! immutable and lives in the config snapshot, so a reload swaps it whole.
+//! [`Pool::select`] takes no global lock: the algorithms read and bump one
+//! `AtomicUsize` (round robin, weighted), step an `AtomicU32` xorshift
+//! (random), or read each backend's atomics (active count, latency EMA,
+//! circuit state). The only locks on the way are a sticky-table shard
+//! (one of 64, only with `sticky_session_ttl`) and nothing else.
 //!
-//! Every algorithm takes an `eligible` filter, so the health layer can
-//! skip backends whose circuit is open, and failover can skip backends
-//! already tried for this connection, without another code path.
+//! Filters, in order:
+//! 1. Sticky: a client (or destination) seen within `sticky_session_ttl`
+//!    goes back to its backend while that backend is usable.
+//! 2. Usable: circuit CLOSED and in the active set (`max_active_backends`),
+//!    and not already tried for this connection. When no backend is usable,
+//!    every untried backend is (panic mode): refusing everyone would make an
+//!    uplink outage last until the next probe instead of the next attempt.
+//! 3. `max_latency`: skip backends whose latency EMA is higher; if that
+//!    leaves none, take the fastest.
+//! 4. The algorithm.
+//!
+//! Results come back through [`Pool::report`], which feeds the backend's
+//! health, detects uplink outages, recomputes the active set on a circuit
+//! change, and asks the health checker for an early probe after a failure.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::config::{Algorithm, BackendConfig};
+use smol::channel::{self, Receiver, Sender};
+
+use crate::config::{Algorithm, BackendConfig, Config, StickyKey};
+use crate::health::{BackendHealth, Outcome, Source, State, Transition};
+use crate::socks5::Address;
 use crate::stats::BackendStats;
 
 /// The most entries a weighted schedule may have (4 bytes each).
 pub const MAX_SCHEDULE: usize = 65_536;
 
-/// One backend: its settings and its live figures.
+/// One backend: its settings, its traffic counters and its health.
 #[derive(Debug)]
 pub struct Backend {
     pub config: BackendConfig,
     pub stats: Arc<BackendStats>,
+    pub health: Arc<BackendHealth>,
+}
+
+/// What a connection offers for sticky lookups.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    pub destination: &'a Address,
 }
 
 /// The backends of one config snapshot and the state to pick among them.
@@ -37,14 +65,25 @@ pub struct Pool {
     /// Smooth-weighted-round-robin order, precomputed: picking is then an
     /// index bump. Empty unless the algorithm is `weighted`.
     schedule: Vec<u32>,
+    max_latency: Option<Duration>,
+    max_active: Option<usize>,
+    sticky: Option<StickyTable>,
+    sticky_key: StickyKey,
+    /// Serializes active-set recomputation (never on the pick path).
+    active_set: Mutex<()>,
+    outage: OutageDetector,
+    /// Wakes the health checker early (after a failure, a state change).
+    kick_tx: Sender<()>,
+    kick_rx: Receiver<()>,
 }
 
 impl Pool {
-    /// Builds a pool. Fails only for a weighted schedule that would be too
-    /// large, which names the offending total.
-    pub fn new(configs: Vec<BackendConfig>, algorithm: Algorithm) -> Result<Pool, String> {
+    /// Builds a pool for `config`. Fails only for a weighted schedule that
+    /// would be too large (config validation already rejects that).
+    pub fn new(config: &Config) -> Result<Pool, String> {
+        let algorithm = config.balancer.algorithm;
         let schedule = if algorithm == Algorithm::Weighted {
-            let weights: Vec<u32> = configs.iter().map(|b| b.weight.get()).collect();
+            let weights: Vec<u32> = config.backends.iter().map(|b| b.weight.get()).collect();
             smooth_weighted_schedule(&weights)?
         } else {
             Vec::new()
@@ -53,12 +92,44 @@ impl Pool {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0x9E37_79B9, |d| d.subsec_nanos())
             | 1;
+        let now = Instant::now();
+        let n = config.backends.len().max(1) as u32;
+        let backends: Vec<Backend> = config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                // Spread the first probes evenly over one check interval so
+                // that a thousand backends never start probing at once.
+                let first_probe = now + config.health.check_interval * (i as u32 % n) / n;
+                Backend {
+                    config: b.clone(),
+                    stats: Arc::default(),
+                    health: Arc::new(BackendHealth::new(&config.health, first_probe)),
+                }
+            })
+            .collect();
+        let max_active = config.balancer.max_active_backends.map(|n| n.get() as usize);
+        if let Some(limit) = max_active {
+            for (i, b) in backends.iter().enumerate() {
+                b.health.set_active(i < limit);
+            }
+        }
+        let (kick_tx, kick_rx) = channel::bounded(1);
         Ok(Pool {
-            backends: configs.into_iter().map(|config| Backend { config, stats: Arc::default() }).collect(),
+            backends,
             algorithm,
             next: AtomicUsize::new(0),
             rng: AtomicU32::new(seed),
             schedule,
+            max_latency: config.balancer.max_latency,
+            max_active,
+            sticky: config.balancer.sticky_session_ttl.map(StickyTable::new),
+            sticky_key: config.balancer.sticky_key,
+            active_set: Mutex::new(()),
+            outage: OutageDetector::new(now, outage_window(config)),
+            kick_tx,
+            kick_rx,
         })
     }
 
@@ -70,35 +141,79 @@ impl Pool {
         self.algorithm
     }
 
-    /// Picks a backend among those `eligible` accepts; `None` when it
-    /// accepts none.
-    pub fn pick(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+    /// Whether an uplink outage is in progress (see [`OutageDetector`]).
+    pub fn outage(&self) -> bool {
+        self.outage.active.load(Ordering::Relaxed)
+    }
+
+    /// The receiver the health checker waits on besides its timer.
+    pub(crate) fn kicks(&self) -> &Receiver<()> {
+        &self.kick_rx
+    }
+
+    /// Wakes the health checker (a no-op if a wake-up is already pending).
+    pub(crate) fn kick(&self) {
+        let _ = self.kick_tx.try_send(());
+    }
+
+    /// Picks a backend for a client connection, never one `skip` names
+    /// (those already tried for it).
+    pub fn select(&self, client: Client<'_>, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let now = Instant::now();
+        let key = self.sticky.as_ref().map(|_| sticky_hash(self.sticky_key, &client));
+        let usable = |i: usize| !skip(i) && self.backends[i].health.usable();
+        if let (Some(table), Some(key)) = (&self.sticky, key) {
+            if let Some(i) = table.get(key, now).filter(|&i| i < self.backends.len() && usable(i)) {
+                return Some(i);
+            }
+        }
+        let picked = self.pick_filtered(&usable).or_else(|| self.pick_filtered(&|i| !skip(i)));
+        if let (Some(table), Some(key), Some(i)) = (&self.sticky, key, picked) {
+            table.put(key, i, now);
+        }
+        picked
+    }
+
+    /// `max_latency`, then the algorithm.
+    fn pick_filtered(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let Some(max) = self.max_latency else {
+            return self.pick(eligible);
+        };
+        let fast = |i: usize| eligible(i) && self.backends[i].health.latency().is_none_or(|l| l <= max);
+        self.pick(&fast).or_else(|| {
+            // Every eligible backend is slower than max_latency: the
+            // fastest of them beats refusing the client.
+            (0..self.backends.len())
+                .filter(|&i| eligible(i))
+                .min_by_key(|&i| self.backends[i].health.latency())
+        })
+    }
+
+    /// Picks a backend among those `eligible` accepts with the configured
+    /// algorithm alone; `None` when it accepts none.
+    pub fn pick(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = self.backends.len();
         if n == 0 {
             return None;
         }
+        // Scans start at a rotating offset so that ties spread out.
+        let rotating = |start: usize| (0..n).map(move |k| start.wrapping_add(k) % n);
         match self.algorithm {
             Algorithm::Roundrobin => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n).map(|k| (start.wrapping_add(k)) % n).find(|&i| eligible(i))
+                rotating(self.next.fetch_add(1, Ordering::Relaxed)).find(|&i| eligible(i))
             }
-            Algorithm::Random => {
-                let start = self.random() as usize % n;
-                (0..n).map(|k| (start + k) % n).find(|&i| eligible(i))
-            }
-            Algorithm::LeastConnections => {
-                // Start the scan at a rotating offset so that ties spread
-                // out instead of all landing on the first backend.
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n)
-                    .map(|k| (start.wrapping_add(k)) % n)
-                    .filter(|&i| eligible(i))
-                    .min_by_key(|&i| self.backends[i].stats.active.load(Ordering::Relaxed))
-            }
+            Algorithm::Random => rotating(self.random() as usize).find(|&i| eligible(i)),
+            Algorithm::LeastConnections => rotating(self.next.fetch_add(1, Ordering::Relaxed))
+                .filter(|&i| eligible(i))
+                .min_by_key(|&i| self.backends[i].stats.active.load(Ordering::Relaxed)),
+            Algorithm::LowestLatency => rotating(self.next.fetch_add(1, Ordering::Relaxed))
+                .filter(|&i| eligible(i))
+                // No sample yet sorts first, so new backends get measured.
+                .min_by_key(|&i| self.backends[i].health.latency()),
             Algorithm::Weighted => {
                 let len = self.schedule.len();
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..len).map(|k| self.schedule[(start.wrapping_add(k)) % len] as usize).find(|&i| eligible(i))
+                (0..len).map(|k| self.schedule[start.wrapping_add(k) % len] as usize).find(|&i| eligible(i))
             }
         }
     }
@@ -114,6 +229,229 @@ impl Pool {
         let prev =
             self.rng.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x))).unwrap_or(1);
         step(prev)
+    }
+
+    /// Records a result for backend `i`. `outcome: None` is neutral (the
+    /// destination failed; the backend did its job).
+    pub fn report(
+        &self,
+        i: usize,
+        source: Source,
+        outcome: Option<Outcome>,
+        latency: Option<Duration>,
+    ) -> Option<Transition> {
+        let backend = &self.backends[i];
+        let now = Instant::now();
+        if source == Source::Traffic {
+            backend.stats.attempts.add(1);
+            match outcome {
+                Some(Outcome::Failure) => backend.stats.failures.add(1),
+                Some(Outcome::Timeout) => backend.stats.timeouts.add(1),
+                _ => {}
+            }
+        }
+        let failed = matches!(outcome, Some(Outcome::Failure | Outcome::Timeout));
+        if failed {
+            self.outage.failure(i, now, &self.backends);
+        } else if outcome == Some(Outcome::Success) {
+            self.outage.success(now);
+        }
+        let transition = backend.health.record(now, source, outcome, latency, self.outage());
+        if let Some(t) = transition {
+            let name = &backend.config.name;
+            match t.to {
+                State::Open => log::warn!(
+                    "backend {name}: circuit open; next probe in {} ms",
+                    backend.health.lock().breaker.backoff().as_millis()
+                ),
+                State::Closed => log::info!("backend {name}: circuit closed, back in service"),
+                State::HalfOpen => log::debug!("backend {name}: circuit half-open, probing"),
+            }
+            self.recompute_active_set();
+        }
+        if failed && source == Source::Traffic {
+            // A failed real connection: check this backend now rather than
+            // at its next scheduled probe.
+            let mut inner = backend.health.lock();
+            if inner.breaker.state() == State::Closed {
+                inner.next_probe = now;
+            }
+            drop(inner);
+            self.kick();
+        } else if transition.is_some() {
+            self.kick();
+        }
+        transition
+    }
+
+    /// With `max_active_backends`: keep the members whose circuit is still
+    /// closed, fill free places with the best other closed backends, and
+    /// let a clearly better outsider (half the latency and 20 ms less)
+    /// replace the slowest member. Without the setting, does nothing.
+    pub fn recompute_active_set(&self) {
+        let Some(limit) = self.max_active else { return };
+        let _one_at_a_time = self.active_set.lock().unwrap_or_else(|e| e.into_inner());
+        let health = |i: usize| &self.backends[i].health;
+        // Unmeasured backends rank after measured ones, then config order.
+        let rank = |i: usize| (health(i).latency().unwrap_or(Duration::MAX), i);
+        let closed = |i: usize| health(i).state() == State::Closed;
+        let mut members: Vec<usize> =
+            (0..self.backends.len()).filter(|&i| health(i).is_active() && closed(i)).collect();
+        let mut outsiders: Vec<usize> =
+            (0..self.backends.len()).filter(|&i| !health(i).is_active() && closed(i)).collect();
+        outsiders.sort_by_key(|&i| rank(i));
+        let mut outsiders = outsiders.into_iter().peekable();
+        while members.len() < limit {
+            match outsiders.next() {
+                Some(i) => members.push(i),
+                None => break,
+            }
+        }
+        if let (Some(&best), Some(&worst)) = (outsiders.peek(), members.iter().max_by_key(|&&i| rank(i))) {
+            if let (Some(b), Some(w)) = (health(best).latency(), health(worst).latency()) {
+                if b * 2 < w && b + Duration::from_millis(20) < w {
+                    members.retain(|&i| i != worst);
+                    members.push(best);
+                }
+            }
+        }
+        for i in 0..self.backends.len() {
+            health(i).set_active(members.contains(&i));
+        }
+    }
+}
+
+/// How long "all backends failing" must last to count as an outage:
+/// twice the connect timeout, and at least 10 s.
+fn outage_window(config: &Config) -> Duration {
+    (config.health.connect_timeout * 2).max(Duration::from_secs(10))
+}
+
+/// Tells an uplink outage from sick backends: when no backend has
+/// succeeded within the window and at least three (or all, if fewer)
+/// distinct backends have failed in it, the problem is upstream of all of
+/// them. It is logged once; while it lasts, breakers keep probing at their
+/// base interval instead of backing off toward the maximum.
+#[derive(Debug)]
+struct OutageDetector {
+    epoch: Instant,
+    window: Duration,
+    /// Seconds since `epoch` of the last success anywhere.
+    last_success: AtomicU32,
+    /// Per backend: 1 + seconds since `epoch` of its last failure; 0 = never.
+    last_failure: Mutex<Vec<u32>>,
+    active: AtomicBool,
+}
+
+impl OutageDetector {
+    fn new(epoch: Instant, window: Duration) -> Self {
+        OutageDetector {
+            epoch,
+            window,
+            last_success: AtomicU32::new(0),
+            last_failure: Mutex::new(Vec::new()),
+            active: AtomicBool::new(false),
+        }
+    }
+
+    fn secs(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn success(&self, now: Instant) {
+        self.last_success.store(self.secs(now), Ordering::Relaxed);
+        if self.active.swap(false, Ordering::Relaxed) {
+            log::info!("uplink outage over: a backend answered again");
+        }
+    }
+
+    fn failure(&self, i: usize, now: Instant, backends: &[Backend]) {
+        let now_s = self.secs(now);
+        let window = self.window.as_secs() as u32;
+        // Only failures take this lock, and only briefly.
+        let mut last = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() != backends.len() {
+            last.resize(backends.len(), 0);
+        }
+        last[i] = now_s + 1;
+        if now_s.saturating_sub(self.last_success.load(Ordering::Relaxed)) < window {
+            return;
+        }
+        let failing = last.iter().filter(|&&t| t != 0 && now_s + 1 - t <= window).count();
+        if failing >= backends.len().min(3) && !self.active.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "uplink outage: {failing} backend(s) failed and none succeeded in the last {} s; \
+                 still probing at the base interval",
+                self.window.as_secs()
+            );
+        }
+    }
+}
+
+/// Shards of the sticky table: a connection locks one shard, never the
+/// whole table.
+const STICKY_SHARDS: usize = 64;
+/// Entries per shard: 64 × 64 = 4,096 sticky sessions in at most ~100 KiB.
+const STICKY_PER_SHARD: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct StickyEntry {
+    key: u64,
+    backend: u32,
+    last_used: Instant,
+}
+
+/// Bounded client → backend memory with least-recently-used eviction.
+/// An entry lives `ttl` past its last use.
+#[derive(Debug)]
+struct StickyTable {
+    ttl: Duration,
+    shards: Vec<Mutex<heapless::Vec<StickyEntry, STICKY_PER_SHARD>>>,
+}
+
+fn sticky_hash(kind: StickyKey, client: &Client<'_>) -> u64 {
+    let mut h = DefaultHasher::new();
+    match kind {
+        StickyKey::Client => client.ip.hash(&mut h),
+        StickyKey::Destination => client.destination.hash(&mut h),
+    }
+    h.finish()
+}
+
+impl StickyTable {
+    fn new(ttl: Duration) -> Self {
+        StickyTable { ttl, shards: (0..STICKY_SHARDS).map(|_| Mutex::new(heapless::Vec::new())).collect() }
+    }
+
+    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, heapless::Vec<StickyEntry, STICKY_PER_SHARD>> {
+        self.shards[(key % STICKY_SHARDS as u64) as usize].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: u64, now: Instant) -> Option<usize> {
+        let mut shard = self.shard(key);
+        let pos = shard.iter().position(|e| e.key == key)?;
+        if now.saturating_duration_since(shard[pos].last_used) > self.ttl {
+            shard.swap_remove(pos);
+            return None;
+        }
+        shard[pos].last_used = now;
+        Some(shard[pos].backend as usize)
+    }
+
+    fn put(&self, key: u64, backend: usize, now: Instant) {
+        let mut shard = self.shard(key);
+        let entry = StickyEntry { key, backend: backend as u32, last_used: now };
+        if let Some(e) = shard.iter_mut().find(|e| e.key == key) {
+            *e = entry;
+            return;
+        }
+        if shard.is_full() {
+            // Least recently used goes (expired entries are the oldest).
+            if let Some(lru) = (0..shard.len()).min_by_key(|&i| shard[i].last_used) {
+                shard.swap_remove(lru);
+            }
+        }
+        let _ = shard.push(entry);
     }
 }
 
@@ -166,29 +504,38 @@ pub fn smooth_weighted_schedule(weights: &[u32]) -> Result<Vec<u32>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Target;
-    use std::num::NonZeroU32;
+    use crate::health::Source;
+
+    fn pool_yaml(extra: &str, weights: &[u32], algorithm: &str) -> Pool {
+        let mut yaml = format!("mode: socks5\nbalancer:\n  algorithm: {algorithm}\n{extra}backends:\n");
+        for w in weights {
+            yaml.push_str(&format!("  - {{direct: true, weight: {w}}}\n"));
+        }
+        Pool::new(&Config::from_yaml(&yaml).unwrap()).unwrap()
+    }
 
     fn pool(weights: &[u32], algorithm: Algorithm) -> Pool {
-        let configs = weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| BackendConfig {
-                name: format!("b{i}"),
-                target: Target::Direct,
-                credentials: None,
-                weight: NonZeroU32::new(w).unwrap(),
-            })
-            .collect();
-        Pool::new(configs, algorithm).unwrap()
+        pool_yaml("", weights, &algorithm.to_string())
     }
 
     fn counts(p: &Pool, picks: usize) -> Vec<usize> {
         let mut c = vec![0; p.backends().len()];
         for _ in 0..picks {
-            c[p.pick(|_| true).unwrap()] += 1;
+            c[p.pick(&|_| true).unwrap()] += 1;
         }
         c
+    }
+
+    const LOCAL: Address = Address::UNSPECIFIED;
+
+    fn client(ip: [u8; 4]) -> Client<'static> {
+        Client { ip: IpAddr::from(ip), destination: &LOCAL }
+    }
+
+    fn fail(p: &Pool, i: usize, times: usize) {
+        for _ in 0..times {
+            p.report(i, Source::Traffic, Some(Outcome::Failure), None);
+        }
     }
 
     #[test]
@@ -203,8 +550,8 @@ mod tests {
 
     #[test]
     fn weighted_schedule_is_smooth() {
-        // nginx's documented example: weights 5,1,1 give a a a b a c a,
-        // rotated; never the 5 a's in a row of plain weighted RR.
+        // nginx's documented example: weights 5,1,1 give a a b a c a a;
+        // never the 5 a's in a row of plain weighted round robin.
         let order = smooth_weighted_schedule(&[5, 1, 1]).unwrap();
         assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
     }
@@ -233,20 +580,134 @@ mod tests {
         let _busy0 = crate::stats::ActiveGuard::new(&p.backends()[0].stats);
         let _busy2 = crate::stats::ActiveGuard::new(&p.backends()[2].stats);
         for _ in 0..5 {
-            assert_eq!(p.pick(|_| true), Some(1));
+            assert_eq!(p.pick(&|_| true), Some(1));
+        }
+    }
+
+    #[test]
+    fn lowest_latency_tries_unmeasured_then_the_fastest() {
+        let p = pool(&[1, 1, 1], Algorithm::LowestLatency);
+        p.report(0, Source::Probe, Some(Outcome::Success), Some(Duration::from_millis(50)));
+        p.report(1, Source::Probe, Some(Outcome::Success), Some(Duration::from_millis(5)));
+        assert_eq!(p.pick(&|_| true), Some(2), "unmeasured first");
+        p.report(2, Source::Probe, Some(Outcome::Success), Some(Duration::from_millis(30)));
+        for _ in 0..5 {
+            assert_eq!(p.pick(&|_| true), Some(1));
         }
     }
 
     #[test]
     fn eligibility_filter_skips_and_can_exclude_all() {
-        for algorithm in
-            [Algorithm::Roundrobin, Algorithm::Random, Algorithm::LeastConnections, Algorithm::Weighted]
-        {
+        for algorithm in [
+            Algorithm::Roundrobin,
+            Algorithm::Random,
+            Algorithm::LeastConnections,
+            Algorithm::Weighted,
+            Algorithm::LowestLatency,
+        ] {
             let p = pool(&[1, 2, 3], algorithm);
             for _ in 0..20 {
-                assert_eq!(p.pick(|i| i == 1), Some(1), "{algorithm}");
+                assert_eq!(p.pick(&|i| i == 1), Some(1), "{algorithm}");
             }
-            assert_eq!(p.pick(|_| false), None, "{algorithm}");
+            assert_eq!(p.pick(&|_| false), None, "{algorithm}");
         }
+    }
+
+    #[test]
+    fn select_skips_open_circuits_and_tried_backends() {
+        let p = pool(&[1, 1, 1], Algorithm::Roundrobin);
+        fail(&p, 1, 3);
+        assert_eq!(p.backends()[1].health.state(), State::Open);
+        for _ in 0..10 {
+            let i = p.select(client([127, 0, 0, 1]), &|i| i == 0).unwrap();
+            assert_eq!(i, 2);
+        }
+    }
+
+    #[test]
+    fn select_falls_back_to_open_circuits_when_nothing_is_usable() {
+        let p = pool(&[1, 1], Algorithm::Roundrobin);
+        fail(&p, 0, 3);
+        fail(&p, 1, 3);
+        assert!(p.select(client([127, 0, 0, 1]), &|_| false).is_some(), "panic mode");
+        assert_eq!(p.select(client([127, 0, 0, 1]), &|i| i < 2), None);
+    }
+
+    #[test]
+    fn max_latency_skips_slow_backends_but_never_all() {
+        let p = pool_yaml("  max_latency: 100ms\n", &[1, 1, 1], "roundrobin");
+        let ms = Duration::from_millis;
+        p.report(0, Source::Probe, Some(Outcome::Success), Some(ms(300)));
+        p.report(1, Source::Probe, Some(Outcome::Success), Some(ms(20)));
+        p.report(2, Source::Probe, Some(Outcome::Success), Some(ms(200)));
+        for _ in 0..6 {
+            assert_eq!(p.select(client([127, 0, 0, 1]), &|_| false), Some(1));
+        }
+        // All too slow: the fastest of the rest.
+        assert_eq!(p.select(client([127, 0, 0, 1]), &|i| i == 1), Some(2));
+    }
+
+    #[test]
+    fn sticky_clients_stay_put_until_their_backend_fails() {
+        let p = pool_yaml("  sticky_session_ttl: 1m\n", &[1, 1, 1], "roundrobin");
+        let first = p.select(client([10, 0, 0, 1]), &|_| false).unwrap();
+        let other = p.select(client([10, 0, 0, 2]), &|_| false).unwrap();
+        assert_ne!(first, other);
+        for _ in 0..10 {
+            assert_eq!(p.select(client([10, 0, 0, 1]), &|_| false), Some(first));
+        }
+        fail(&p, first, 3);
+        let moved = p.select(client([10, 0, 0, 1]), &|_| false).unwrap();
+        assert_ne!(moved, first);
+        assert_eq!(p.select(client([10, 0, 0, 1]), &|_| false), Some(moved), "sticks to the new one");
+    }
+
+    #[test]
+    fn sticky_table_expires_and_evicts_least_recently_used() {
+        let t = StickyTable::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        t.put(7, 1, t0);
+        assert_eq!(t.get(7, t0 + Duration::from_secs(9)), Some(1));
+        assert_eq!(t.get(7, t0 + Duration::from_secs(18)), Some(1), "use refreshes the entry");
+        assert_eq!(t.get(7, t0 + Duration::from_secs(29)), None, "expired");
+        // Fill one shard past capacity: keys k * SHARDS share shard 0.
+        let key = |k: u64| k * STICKY_SHARDS as u64;
+        for k in 0..STICKY_PER_SHARD as u64 {
+            t.put(key(k), k as usize, t0 + Duration::from_millis(k));
+        }
+        t.get(key(0), t0 + Duration::from_secs(1)); // 0 is now recent
+        t.put(key(1000), 5, t0 + Duration::from_secs(2));
+        assert_eq!(t.get(key(1), t0 + Duration::from_secs(3)), None, "LRU evicted");
+        assert_eq!(t.get(key(0), t0 + Duration::from_secs(3)), Some(0));
+        assert_eq!(t.get(key(1000), t0 + Duration::from_secs(3)), Some(5));
+    }
+
+    #[test]
+    fn max_active_backends_uses_the_best_n_and_replaces_failures() {
+        let p = pool_yaml("  max_active_backends: 2\n", &[1, 1, 1, 1], "roundrobin");
+        let picked: std::collections::BTreeSet<usize> =
+            (0..20).map(|_| p.select(client([127, 0, 0, 1]), &|_| false).unwrap()).collect();
+        assert_eq!(picked.into_iter().collect::<Vec<_>>(), [0, 1], "config order before any data");
+        fail(&p, 0, 3);
+        let picked: std::collections::BTreeSet<usize> =
+            (0..20).map(|_| p.select(client([127, 0, 0, 1]), &|_| false).unwrap()).collect();
+        assert_eq!(picked.into_iter().collect::<Vec<_>>(), [1, 2], "the next best came in");
+    }
+
+    #[test]
+    fn outage_is_detected_when_everything_fails_and_cleared_by_a_success() {
+        let p = pool(&[1, 1, 1], Algorithm::Roundrobin);
+        // Within the first window after start nothing counts as an outage.
+        fail(&p, 0, 1);
+        assert!(!p.outage());
+        let later = Instant::now() + Duration::from_secs(60);
+        p.outage.last_success.store(0, Ordering::Relaxed);
+        p.outage.failure(0, later, p.backends());
+        p.outage.failure(1, later, p.backends());
+        assert!(!p.outage(), "two of three is not everything");
+        p.outage.failure(2, later, p.backends());
+        assert!(p.outage());
+        p.outage.success(later);
+        assert!(!p.outage());
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! - [`config`]: YAML → raw structs → validated [`config::Config`].
 //! - [`socks5`]: the RFC 1928/1929 wire format, read field by field.
-//! - [`balancer`]: the backend pool and the lock-free pick.
+//! - [`balancer`]: the backend pool, selection filters and the lock-free pick.
+//! - [`health`]: metrics windows, circuit breakers, probes and their schedule.
 //! - [`upstream`]: connecting to a backend or a destination, and our own
 //!   SOCKS5 client handshake.
 //! - [`session`]: one client connection in socks5 or transparent mode.
@@ -27,6 +28,7 @@
 
 pub mod balancer;
 pub mod config;
+pub mod health;
 pub mod logging;
 pub mod relay;
 pub mod server;

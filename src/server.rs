@@ -40,7 +40,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(config: Config) -> Result<Snapshot, String> {
-        let pool = Pool::new(config.backends.clone(), config.balancer.algorithm)?;
+        let pool = Pool::new(&config)?;
         Ok(Snapshot { config, pool })
     }
 }
@@ -71,11 +71,13 @@ pub async fn run(
         })
         .collect();
     drop(drain_tx);
+    let checker = ex.spawn(crate::health::checker::run(Arc::clone(&ex), Arc::clone(&snapshot)));
 
     shutdown.wait().await;
     for acceptor in acceptors {
         acceptor.cancel().await;
     }
+    checker.cancel().await;
     let open = stats.open.load(Ordering::Relaxed);
     let grace = snapshot.config.shutdown_timeout;
     if open > 0 {

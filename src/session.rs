@@ -7,27 +7,35 @@
 //!   own credentials, and answer the client with the backend's reply.
 //! - **transparent**: we pick a backend and pass the client's bytes to it
 //!   untouched; the backend answers the client. We still read the
-//!   handshake through a [`Recorder`] to learn where each message ends, so
-//!   that a backend that fails before answering can be reported with a
-//!   proper SOCKS5 reply (and, with the health issue, replaced by another
-//!   backend that gets the recorded bytes replayed).
+//!   handshake through a [`Recorder`] to learn where each message ends.
+//!
+//! **Failover.** A backend that fails before the tunnel is up is replaced
+//! by another, up to `balancer.max_attempts` backends in all, before the
+//! client hears of it. In transparent mode the recorded greeting, login and
+//! request are replayed to the next backend, whose answers to what the
+//! client was already told are checked and swallowed. Failures the backend
+//! is to blame for (refused, unreachable, timeout, broken handshake,
+//! rejected login) count against it; a destination failure it merely
+//! reports (reply 0x03–0x06) does not, and is retried on one more backend
+//! at most.
 //!
 //! `direct` backends are always served the socks5 way: there is no
 //! upstream proxy to do the talking.
 //!
-//! The command dispatch in [`connect_and_relay`] is where UDP ASSOCIATE
-//! will plug in; until then it gets "command not supported".
+//! The command dispatch in [`socks5_session`] is where UDP ASSOCIATE will
+//! plug in; until then it gets "command not supported".
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
 use smol::io::AsyncWriteExt;
 use smol::Async;
 
-use crate::balancer::Backend;
+use crate::balancer::{Backend, Client};
 use crate::config::{Mode, Target};
+use crate::health::{Outcome, Source};
 use crate::relay;
 use crate::server::Snapshot;
 use crate::socks5::{self, Address, Command, Greeting, Recorder, ReplyCode, Request};
@@ -37,13 +45,16 @@ use crate::upstream::{self, until, UpstreamError};
 /// Why a session ended early; logged at debug level by [`serve`].
 type Failure = String;
 
+/// Most attempts per connection (`balancer.max_attempts` is capped to it).
+const MAX_ATTEMPTS: usize = 16;
+
 /// Serves one accepted client until its tunnel closes.
 pub async fn serve(snap: Arc<Snapshot>, client: Async<TcpStream>, peer: SocketAddr) {
     let _ = client.get_ref().set_nodelay(true);
     let deadline = Instant::now() + snap.config.limits.handshake_timeout;
     let result = match snap.config.mode {
-        Mode::Socks5 => socks5_session(&snap, &client, deadline).await,
-        Mode::Transparent => transparent_session(&snap, &client, deadline).await,
+        Mode::Socks5 => socks5_session(&snap, &client, peer.ip(), deadline).await,
+        Mode::Transparent => transparent_session(&snap, &client, peer.ip(), deadline).await,
     };
     if let Err(why) = result {
         log::debug!("client {peer}: {why}");
@@ -59,19 +70,69 @@ fn client_error(stage: &str, e: socks5::Error) -> Failure {
     }
 }
 
+/// The backends tried for one client connection, and the retry budget.
+struct Attempts {
+    tried: heapless::Vec<usize, MAX_ATTEMPTS>,
+    max: usize,
+    destination_failures: u32,
+    last: Option<UpstreamError>,
+}
+
+impl Attempts {
+    fn new(snap: &Snapshot) -> Self {
+        let max = (snap.config.balancer.max_attempts.get() as usize).min(MAX_ATTEMPTS);
+        Attempts { tried: heapless::Vec::new(), max, destination_failures: 0, last: None }
+    }
+
+    /// The next backend to try, if the budget allows one.
+    fn next(
+        &mut self,
+        snap: &Snapshot,
+        client: Client<'_>,
+        also_skip: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        if self.tried.len() >= self.max || self.last.as_ref().is_some_and(|e| !self.worth_retrying(e)) {
+            return None;
+        }
+        let i = snap.pool.select(client, &|i| self.tried.contains(&i) || also_skip(i))?;
+        let _ = self.tried.push(i);
+        Some(i)
+    }
+
+    fn worth_retrying(&self, e: &UpstreamError) -> bool {
+        e.blames_backend() || matches!(e, UpstreamError::MethodMismatch(_)) || self.destination_failures <= 1
+    }
+
+    /// Reports a failed attempt on backend `i` and keeps the error.
+    fn failed(&mut self, snap: &Snapshot, i: usize, dest: &Address, e: UpstreamError) {
+        let backend = &snap.pool.backends()[i];
+        if e.blames_backend() {
+            log::warn!("backend {}: {e} (for {dest}); trying another", backend.config.name);
+        } else {
+            self.destination_failures += 1;
+            log::debug!("backend {}: {e} (for {dest})", backend.config.name);
+        }
+        snap.pool.report(i, Source::Traffic, e.outcome(), None);
+        self.last = Some(e);
+    }
+
+    /// The error the client gets when every attempt failed.
+    fn into_error(self) -> UpstreamError {
+        self.last.unwrap_or(UpstreamError::NoBackend)
+    }
+}
+
 async fn socks5_session(
     snap: &Snapshot,
     client: &Async<TcpStream>,
+    ip: IpAddr,
     deadline: Instant,
 ) -> Result<(), Failure> {
     let mut c = client;
     let greeting =
         until(deadline, socks5::read_greeting(&mut c)).await.map_err(|e| client_error("greeting", e))?;
     let request = negotiate(snap, client, &greeting, deadline).await?;
-    let Some(index) = snap.pool.pick(|_| true) else {
-        return refuse(client, ReplyCode::GeneralFailure as u8, "no backend available").await;
-    };
-    connect_and_relay(snap, client, request, &snap.pool.backends()[index]).await
+    connect_and_relay(snap, client, ip, request, Attempts::new(snap), None).await
 }
 
 /// Ends the client's handshake here: method choice, login when `auth` is
@@ -143,37 +204,45 @@ async fn refuse(client: &Async<TcpStream>, code: u8, why: impl Into<String>) -> 
     Err(why.into())
 }
 
-/// Opens the upstream for `request` through `backend`, answers the
-/// client, and relays.
+/// Ends the client's request here: opens an upstream for it (with
+/// failover), answers the client, relays. `first`, already counted in
+/// `attempts`, is tried before any other.
 async fn connect_and_relay(
     snap: &Snapshot,
     client: &Async<TcpStream>,
+    ip: IpAddr,
     request: Request,
-    backend: &Backend,
+    mut attempts: Attempts,
+    mut first: Option<usize>,
 ) -> Result<(), Failure> {
     match request.command {
         Command::Connect => {}
         Command::Bind | Command::UdpAssociate => {
-            return refuse(
-                client,
-                ReplyCode::CommandNotSupported as u8,
-                format!("{:?} is not supported", request.command),
-            )
-            .await;
+            let why = format!("{:?} is not supported", request.command);
+            return refuse(client, ReplyCode::CommandNotSupported as u8, why).await;
         }
     }
-    let _active = ActiveGuard::new(&backend.stats);
-    let (upstream, bound) = match open_upstream(snap, backend, &request.address).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            record_failure(backend, &request.address, &e);
-            return refuse(client, e.reply(), e.to_string()).await;
+    let dest = &request.address;
+    let who = Client { ip, destination: dest };
+    while let Some(i) = first.take().or_else(|| attempts.next(snap, who, |_| false)) {
+        let backend = &snap.pool.backends()[i];
+        let _active = ActiveGuard::new(&backend.stats);
+        let start = Instant::now();
+        match open_upstream(snap, backend, dest).await {
+            Ok((upstream, bound)) => {
+                snap.pool.report(i, Source::Traffic, Some(Outcome::Success), Some(start.elapsed()));
+                let mut c = client;
+                socks5::write_reply(&mut c, ReplyCode::Succeeded as u8, &bound)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tunnel(snap, client, &upstream, backend, dest).await;
+                return Ok(());
+            }
+            Err(e) => attempts.failed(snap, i, dest, e),
         }
-    };
-    let mut c = client;
-    socks5::write_reply(&mut c, ReplyCode::Succeeded as u8, &bound).await.map_err(|e| e.to_string())?;
-    tunnel(snap, client, &upstream, backend, &request.address).await;
-    Ok(())
+    }
+    let e = attempts.into_error();
+    refuse(client, e.reply(), e.to_string()).await
 }
 
 /// Connects to `dest` through `backend`; returns the stream and the bound
@@ -205,15 +274,6 @@ async fn open_upstream(
     }
 }
 
-fn record_failure(backend: &Backend, dest: &Address, e: &UpstreamError) {
-    if e.blames_backend() {
-        backend.stats.failures.add(1);
-        log::warn!("backend {}: {e} (for {dest})", backend.config.name);
-    } else {
-        log::debug!("backend {}: {e} (for {dest})", backend.config.name);
-    }
-}
-
 /// The relay stage, shared by both modes.
 async fn tunnel(
     snap: &Snapshot,
@@ -233,9 +293,41 @@ async fn tunnel(
     );
 }
 
+/// Transparent mode: what the client has sent (recorded) and what it has
+/// been told, so that a second backend can be brought up to the same
+/// point without the client noticing.
+struct Conversation {
+    greeting: Greeting,
+    greeting_bytes: Vec<u8>,
+    /// The method the client was told, once a backend chose one.
+    method: Option<u8>,
+    login: Option<Vec<u8>>,
+    /// The client has been told its login's status.
+    login_answered: bool,
+    request: Option<(Request, Vec<u8>)>,
+}
+
+/// How one transparent-mode attempt ended, short of a working tunnel.
+enum Stop {
+    /// The backend failed; another may be tried.
+    Backend(UpstreamError),
+    /// The session is over (the client misbehaved, went away, or was
+    /// refused by the backend with the protocol's own answer).
+    Session(Failure),
+}
+
+/// What a successful transparent attempt hands to the relay.
+struct Opened {
+    upstream: Async<TcpStream>,
+    /// The backend's reply to forward; `None` for methods we cannot frame
+    /// (the bytes then flow blind from the method choice on).
+    reply_bytes: Option<Vec<u8>>,
+}
+
 async fn transparent_session(
     snap: &Snapshot,
     client: &Async<TcpStream>,
+    ip: IpAddr,
     deadline: Instant,
 ) -> Result<(), Failure> {
     let mut c = client;
@@ -243,129 +335,183 @@ async fn transparent_session(
     let greeting = until(deadline, socks5::read_greeting(&mut Recorder::new(&mut c, &mut greeting_bytes)))
         .await
         .map_err(|e| client_error("greeting", e))?;
-    let Some(index) = snap.pool.pick(|_| true) else {
-        return answer_locally(
-            client,
-            &greeting,
-            deadline,
-            ReplyCode::GeneralFailure as u8,
-            "no backend available",
-        )
-        .await;
+    let mut talk = Conversation {
+        greeting,
+        greeting_bytes,
+        method: None,
+        login: None,
+        login_answered: false,
+        request: None,
     };
-    let backend = &snap.pool.backends()[index];
-    let Target::Proxy { host, port } = &backend.config.target else {
-        // A direct backend has nobody upstream to do the talking.
-        let request = negotiate(snap, client, &greeting, deadline).await?;
-        return connect_and_relay(snap, client, request, backend).await;
-    };
-    let _active = ActiveGuard::new(&backend.stats);
-    let health = &snap.config.health;
+    let mut attempts = Attempts::new(snap);
     let unknown = Address::UNSPECIFIED;
-
-    let upstream = match upstream::connect_backend(host, *port, health.connect_timeout).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            record_failure(backend, &unknown, &e);
-            return answer_locally(client, &greeting, deadline, e.reply(), e.to_string()).await;
+    loop {
+        let dest = talk.request.as_ref().map_or(&unknown, |(r, _)| &r.address);
+        let answered = talk.method.is_some();
+        let who = Client { ip, destination: dest };
+        // Once a proxy has answered the client, only proxies can take over.
+        let is_direct = |i: usize| snap.pool.backends()[i].config.target == Target::Direct;
+        let Some(i) = attempts.next(snap, who, |i| answered && is_direct(i)) else { break };
+        let backend = &snap.pool.backends()[i];
+        let Target::Proxy { host, port } = &backend.config.target else {
+            // A direct backend has nobody upstream to do the talking: end
+            // the handshake here (the client has not been answered yet).
+            let request = negotiate(snap, client, &talk.greeting, deadline).await?;
+            return connect_and_relay(snap, client, ip, request, attempts, Some(i)).await;
+        };
+        let _active = ActiveGuard::new(&backend.stats);
+        let start = Instant::now();
+        match transparent_attempt(snap, client, &mut talk, host, *port, deadline).await {
+            Ok(opened) => {
+                snap.pool.report(i, Source::Traffic, Some(Outcome::Success), Some(start.elapsed()));
+                if let Some(reply) = &opened.reply_bytes {
+                    c.write_all(reply).await.map_err(|e| e.to_string())?;
+                }
+                let dest = talk.request.as_ref().map_or(&unknown, |(r, _)| &r.address);
+                tunnel(snap, client, &opened.upstream, backend, dest).await;
+                return Ok(());
+            }
+            Err(Stop::Session(why)) => return Err(why),
+            Err(Stop::Backend(e)) => {
+                let dest = talk.request.as_ref().map_or(&unknown, |(r, _)| &r.address).clone();
+                attempts.failed(snap, i, &dest, e);
+            }
         }
-    };
+    }
+    give_up(client, &mut talk, deadline, attempts.into_error()).await
+}
+
+/// One backend, brought to the point the client is at, then to the reply.
+async fn transparent_attempt(
+    snap: &Snapshot,
+    client: &Async<TcpStream>,
+    talk: &mut Conversation,
+    host: &crate::config::Host,
+    port: u16,
+    deadline: Instant,
+) -> Result<Opened, Stop> {
+    let health = &snap.config.health;
+    let mut c = client;
+    let upstream =
+        upstream::connect_backend(host, port, health.connect_timeout).await.map_err(Stop::Backend)?;
     let mut u = &upstream;
+    let protocol = |e: socks5::Error| Stop::Backend(UpstreamError::BackendProtocol(e));
     let backend_deadline = Instant::now() + health.connect_timeout;
+
     let method = until(backend_deadline, async {
-        u.write_all(&greeting_bytes).await?;
+        u.write_all(&talk.greeting_bytes).await?;
         socks5::read_method_choice(&mut u).await
     })
-    .await;
-    let method = match method {
-        Ok(method) => method,
-        Err(e) => {
-            let e = UpstreamError::BackendProtocol(e);
-            record_failure(backend, &unknown, &e);
-            return answer_locally(client, &greeting, deadline, e.reply(), e.to_string()).await;
+    .await
+    .map_err(protocol)?;
+    match talk.method {
+        None if method == socks5::METHOD_NONE_ACCEPTABLE => {
+            return Err(Stop::Backend(UpstreamError::MethodMismatch(method)));
         }
-    };
-    c.write_all(&[socks5::VERSION, method]).await.map_err(|e| e.to_string())?;
+        None => {
+            c.write_all(&[socks5::VERSION, method]).await.map_err(|e| Stop::Session(e.to_string()))?;
+            talk.method = Some(method);
+        }
+        Some(told) if told != method => return Err(Stop::Backend(UpstreamError::MethodMismatch(method))),
+        Some(_) => {}
+    }
+
     match method {
         socks5::METHOD_NO_AUTH => {}
         socks5::METHOD_USER_PASS => {
-            let mut login = Vec::with_capacity(64);
-            until(deadline, socks5::read_user_pass(&mut Recorder::new(&mut c, &mut login)))
-                .await
-                .map_err(|e| client_error("login", e))?;
+            if talk.login.is_none() {
+                let mut login = Vec::with_capacity(64);
+                until(deadline, socks5::read_user_pass(&mut Recorder::new(&mut c, &mut login)))
+                    .await
+                    .map_err(|e| Stop::Session(client_error("login", e)))?;
+                talk.login = Some(login);
+            }
+            let login = talk.login.as_deref().unwrap_or_default();
             let status = until(backend_deadline, async {
-                u.write_all(&login).await?;
+                u.write_all(login).await?;
                 socks5::read_auth_status(&mut u).await
             })
             .await
-            .map_err(|e| format!("backend {} failed during login: {e}", backend.config.name))?;
-            c.write_all(&[socks5::AUTH_VERSION, status]).await.map_err(|e| e.to_string())?;
-            if status != 0 {
-                return Err(format!("backend {} rejected the client's login", backend.config.name));
+            .map_err(protocol)?;
+            if !talk.login_answered {
+                c.write_all(&[socks5::AUTH_VERSION, status])
+                    .await
+                    .map_err(|e| Stop::Session(e.to_string()))?;
+                talk.login_answered = true;
+                if status != 0 {
+                    return Err(Stop::Session("the backend rejected the client's login".into()));
+                }
+            } else if status != 0 {
+                return Err(Stop::Backend(UpstreamError::BackendAuthFailed));
             }
-        }
-        socks5::METHOD_NONE_ACCEPTABLE => {
-            return Err(format!("backend {} accepts none of the client's methods", backend.config.name));
         }
         _ => {
             // GSSAPI or a private method: its messages have no framing we
-            // know, so from here on the bytes just flow.
-            tunnel(snap, client, &upstream, backend, &unknown).await;
-            return Ok(());
+            // know, so from here on the bytes just flow (no failover).
+            return Ok(Opened { upstream, reply_bytes: None });
         }
     }
 
-    let mut request_bytes = Vec::with_capacity(32);
-    let request = read_request(client, deadline, Some(&mut request_bytes)).await?;
+    if talk.request.is_none() {
+        let mut bytes = Vec::with_capacity(32);
+        let request = read_request(client, deadline, Some(&mut bytes)).await.map_err(Stop::Session)?;
+        talk.request = Some((request, bytes));
+    }
+    let request_bytes = talk.request.as_ref().map(|(_, b)| b.as_slice()).unwrap_or_default();
     let mut reply_bytes = Vec::with_capacity(32);
     let reply = until(Instant::now() + health.request_timeout, async {
-        u.write_all(&request_bytes).await?;
+        u.write_all(request_bytes).await?;
         socks5::read_reply(&mut Recorder::new(&mut u, &mut reply_bytes)).await
     })
-    .await;
-    let reply = match reply {
-        Ok(reply) => reply,
-        Err(e) => {
-            let e = UpstreamError::BackendProtocol(e);
-            record_failure(backend, &request.address, &e);
-            return refuse(client, e.reply(), e.to_string()).await;
-        }
-    };
-    c.write_all(&reply_bytes).await.map_err(|e| e.to_string())?;
+    .await
+    .map_err(protocol)?;
     if reply.code != ReplyCode::Succeeded as u8 {
-        let e = UpstreamError::BackendReply(reply.code);
-        record_failure(backend, &request.address, &e);
-        return Err(e.to_string());
+        return Err(Stop::Backend(UpstreamError::BackendReply(reply.code)));
     }
-    if request.command != Command::Connect {
+    if talk.request.as_ref().is_some_and(|(r, _)| r.command != Command::Connect) {
         // BIND and UDP ASSOCIATE go to the backend as they came; after its
         // first reply everything is the backend's business.
-        log::debug!("passing {:?} through to backend {}", request.command, backend.config.name);
+        log::debug!("passing a non-CONNECT command through to the backend");
     }
-    tunnel(snap, client, &upstream, backend, &request.address).await;
-    Ok(())
+    Ok(Opened { upstream, reply_bytes: Some(reply_bytes) })
 }
 
-/// Transparent mode, when no backend answered: the client is still at its
-/// greeting, so finish the handshake ourselves just far enough to give it
-/// a SOCKS5 failure reply instead of a bare close.
-async fn answer_locally(
+/// Transparent mode, when every attempt failed: finish the handshake
+/// ourselves just far enough to give the client a SOCKS5 failure instead
+/// of a bare close.
+async fn give_up(
     client: &Async<TcpStream>,
-    greeting: &Greeting,
+    talk: &mut Conversation,
     deadline: Instant,
-    code: u8,
-    why: impl Into<String>,
+    error: UpstreamError,
 ) -> Result<(), Failure> {
     let mut c = client;
-    if !greeting.offers(socks5::METHOD_NO_AUTH) {
-        // Answering a login we cannot check would be a lie; this is the
-        // only refusal the protocol has at this stage.
-        let _ = socks5::write_method_choice(&mut c, socks5::METHOD_NONE_ACCEPTABLE).await;
-        return Err(why.into());
+    let why = error.to_string();
+    match talk.method {
+        None if matches!(error, UpstreamError::MethodMismatch(_))
+            || !talk.greeting.offers(socks5::METHOD_NO_AUTH) =>
+        {
+            // "No acceptable methods" is the only refusal the protocol has
+            // at this stage (answering a login we cannot check would be a
+            // lie).
+            let _ = socks5::write_method_choice(&mut c, socks5::METHOD_NONE_ACCEPTABLE).await;
+            return Err(why);
+        }
+        None => {
+            let _ = socks5::write_method_choice(&mut c, socks5::METHOD_NO_AUTH).await;
+        }
+        Some(socks5::METHOD_USER_PASS) if !talk.login_answered => {
+            // The client waits for its login's status, which no backend
+            // gave; let it through to the request so that it hears the real
+            // failure, as a reply code.
+            let _ = socks5::write_auth_status(&mut c, 0x00).await;
+        }
+        Some(_) => {}
     }
-    let _ = socks5::write_method_choice(&mut c, socks5::METHOD_NO_AUTH).await;
-    read_request(client, deadline, None).await?;
-    refuse(client, code, why).await
+    if talk.request.is_none() {
+        read_request(client, deadline, None).await?;
+    }
+    refuse(client, error.reply(), why).await
 }
 
 /// Compares secrets without an early exit on the first differing byte.

@@ -105,7 +105,7 @@ pub enum Command {
 /// then costs no heap allocation, and an `Address` lives only for the
 /// handshake, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Address {
     Ip(SocketAddr),
     Domain(Domain, u16),

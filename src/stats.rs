@@ -36,8 +36,13 @@ pub struct BackendStats {
     pub active: AtomicUsize,
     /// Tunnels that reached the relay stage.
     pub connections: Counter,
-    /// Attempts that failed before the relay stage.
+    /// Client connections tried through this backend (each failover
+    /// attempt counts once).
+    pub attempts: Counter,
+    /// Attempts that failed for the backend's own reasons (not timeouts).
     pub failures: Counter,
+    /// Attempts that timed out.
+    pub timeouts: Counter,
     /// Bytes from clients to this backend.
     pub bytes_up: Counter,
     /// Bytes from this backend to clients.

@@ -46,6 +46,12 @@ pub enum UpstreamError {
     Destination(io::Error),
     /// The destination's name could not be resolved.
     Resolve(io::Error),
+    /// Transparent mode: the backend accepts none of the client's methods,
+    /// or not the one another backend already agreed with the client. A
+    /// mismatch of settings, not a sign of ill health.
+    MethodMismatch(u8),
+    /// No backend could be tried at all.
+    NoBackend,
 }
 
 impl UpstreamError {
@@ -77,8 +83,26 @@ impl UpstreamError {
                     || c == ReplyCode::ConnectionRefused as u8
                     || c == ReplyCode::TtlExpired as u8
             ),
-            UpstreamError::Destination(_) | UpstreamError::Resolve(_) => false,
+            UpstreamError::Destination(_)
+            | UpstreamError::Resolve(_)
+            | UpstreamError::MethodMismatch(_)
+            | UpstreamError::NoBackend => false,
         }
+    }
+
+    /// What the failure means for the backend's health: a failure, a
+    /// timeout, or nothing (`None`, when the backend is not to blame).
+    pub fn outcome(&self) -> Option<crate::health::Outcome> {
+        use crate::health::Outcome;
+        if !self.blames_backend() {
+            return None;
+        }
+        let timed_out = match self {
+            UpstreamError::BackendUnreachable(e) => e.kind() == io::ErrorKind::TimedOut,
+            UpstreamError::BackendProtocol(socks5::Error::Io(e)) => e.kind() == io::ErrorKind::TimedOut,
+            _ => false,
+        };
+        Some(if timed_out { Outcome::Timeout } else { Outcome::Failure })
     }
 }
 
@@ -94,6 +118,10 @@ impl std::fmt::Display for UpstreamError {
             }
             UpstreamError::Destination(e) => write!(f, "destination: {e}"),
             UpstreamError::Resolve(e) => write!(f, "cannot resolve destination: {e}"),
+            UpstreamError::MethodMismatch(m) => {
+                write!(f, "backend chose auth method {m:#04x}, which does not fit this client")
+            }
+            UpstreamError::NoBackend => f.write_str("no backend available"),
         }
     }
 }
@@ -228,6 +256,18 @@ mod tests {
         assert!(UpstreamError::BackendAuthFailed.blames_backend());
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert!(UpstreamError::BackendUnreachable(refused).blames_backend());
+        assert!(!UpstreamError::MethodMismatch(0xFF).blames_backend());
+    }
+
+    #[test]
+    fn outcomes_tell_timeouts_from_failures() {
+        use crate::health::Outcome;
+        let timeout = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(UpstreamError::BackendUnreachable(timeout).outcome(), Some(Outcome::Timeout));
+        let timeout = socks5::Error::Io(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(UpstreamError::BackendProtocol(timeout).outcome(), Some(Outcome::Timeout));
+        assert_eq!(UpstreamError::BackendAuthFailed.outcome(), Some(Outcome::Failure));
+        assert_eq!(UpstreamError::BackendReply(5).outcome(), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use values::{format_duration, BackendAddr, GoDuration, Host, ListenAddr, OneOrMany};
+pub use values::{format_duration, BackendAddr, GoDuration, Host, ListenAddr, OneOrMany, ProbeUrl};
 
 /// The configuration used when no `-c FILE` is given: a SOCKS5 proxy on
 /// loopback that connects to destinations itself, so a fresh install
@@ -155,7 +155,7 @@ struct RawBackend {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawHealth {
-    test_url: Option<String>,
+    test_url: Option<ProbeUrl>,
     check_interval: Option<GoDuration>,
     connect_timeout: Option<GoDuration>,
     request_timeout: Option<GoDuration>,
@@ -175,6 +175,7 @@ struct RawBalancer {
     sticky_session_ttl: Option<GoDuration>,
     max_active_backends: Option<u32>,
     max_attempts: Option<u32>,
+    sticky_key: Option<StickyKey>,
 }
 
 #[derive(Deserialize, Default)]
@@ -249,6 +250,18 @@ pub enum Algorithm {
     LeastConnections,
     /// Smooth weighted round robin over `weight` (as nginx does it).
     Weighted,
+    /// The backend with the lowest latency EMA (untested backends first).
+    LowestLatency,
+}
+
+/// What `sticky_session_ttl` keeps together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StickyKey {
+    /// The client's IP address: one client, one backend (SocksBalance).
+    Client,
+    /// The destination: one site, one backend, whoever asks.
+    Destination,
 }
 
 impl fmt::Display for Algorithm {
@@ -258,6 +271,7 @@ impl fmt::Display for Algorithm {
             Algorithm::Random => "random",
             Algorithm::LeastConnections => "least_connections",
             Algorithm::Weighted => "weighted",
+            Algorithm::LowestLatency => "lowest_latency",
         })
     }
 }
@@ -336,7 +350,7 @@ pub struct BackendConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     /// URL probed through each backend (SocksBalance: `test_url`).
-    pub test_url: Option<String>,
+    pub test_url: Option<ProbeUrl>,
     pub check_interval: Duration,
     /// Timeout for the TCP connect to a backend and its SOCKS5 greeting.
     pub connect_timeout: Duration,
@@ -362,6 +376,7 @@ pub struct Balancer {
     pub max_active_backends: Option<NonZeroU32>,
     /// Backends tried for one client connection before it gets an error.
     pub max_attempts: NonZeroU32,
+    pub sticky_key: StickyKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -502,14 +517,6 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             as usize,
         passive_monitoring: h.passive_monitoring.unwrap_or(true),
     };
-    if let Some(url) = &health.test_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError::at(
-                "health.test_url",
-                format!("{url:?} is not an http:// or https:// URL"),
-            ));
-        }
-    }
     if health.metrics_window_size > MAX_METRICS_WINDOW {
         return Err(ConfigError::at(
             "health.metrics_window_size",
@@ -534,6 +541,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         sticky_session_ttl: b.sticky_session_ttl.map(|d| d.0),
         max_active_backends: b.max_active_backends.and_then(NonZeroU32::new),
         max_attempts: non_zero("balancer.max_attempts", b.max_attempts, 3)?,
+        sticky_key: b.sticky_key.unwrap_or(StickyKey::Client),
     };
     if balancer.algorithm == Algorithm::Weighted {
         let weights: Vec<u32> = backends.iter().map(|b| b.weight.get()).collect();

@@ -390,3 +390,96 @@ mod tests {
         }
     }
 }
+
+/// `health.test_url`: an `http://` or `https://` URL, split once at load
+/// time into what a probe needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeUrl {
+    /// The URL as written, for display.
+    pub raw: String,
+    pub https: bool,
+    /// Host without brackets: a name, an IPv4 or an IPv6 address.
+    pub host: String,
+    pub port: u16,
+    /// Path and query, at least "/".
+    pub path: String,
+}
+
+impl FromStr for ProbeUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid test URL {text:?}: {why}");
+        let (https, rest) = if let Some(rest) = text.strip_prefix("http://") {
+            (false, rest)
+        } else if let Some(rest) = text.strip_prefix("https://") {
+            (true, rest)
+        } else {
+            return Err(bad("must start with http:// or https://"));
+        };
+        let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(split);
+        let path = match tail.split('#').next().unwrap_or("") {
+            "" => "/".to_owned(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_owned(),
+        };
+        if authority.contains('@') {
+            return Err(bad("user info in the URL is not supported"));
+        }
+        let default_port = if https { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (ip, after) = v6.split_once(']').ok_or_else(|| bad("missing ']'"))?;
+            ip.parse::<std::net::Ipv6Addr>().map_err(|_| bad("bad IPv6 address"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(bad("junk after ']'")),
+            };
+            (ip.to_owned(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad("bad port"))?),
+                None => (authority.to_owned(), default_port),
+            }
+        };
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        if host.parse::<IpAddr>().is_err() && !valid_hostname(&host) {
+            return Err(bad("bad host name"));
+        }
+        Ok(ProbeUrl { raw: text.to_owned(), https, host, port, path })
+    }
+}
+
+deserialize_from_str!(ProbeUrl, "an http:// or https:// URL");
+
+#[cfg(test)]
+mod url_tests {
+    use super::ProbeUrl;
+
+    #[test]
+    fn probe_urls() {
+        let u: ProbeUrl = "https://www.google.com".parse().unwrap();
+        assert!(u.https);
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("www.google.com", 443, "/"));
+        let u: ProbeUrl = "http://127.0.0.1:8080/generate_204?x=1#frag".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 8080, "/generate_204?x=1"));
+        let u: ProbeUrl = "http://[::1]/".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 80));
+        let u: ProbeUrl = "http://example.com?q".parse().unwrap();
+        assert_eq!(u.path, "/?q");
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://a b/",
+            "http://h:0/",
+            "http://u:p@h/",
+            "http://[::1/",
+            "http://h:x/",
+        ] {
+            assert!(bad.parse::<ProbeUrl>().is_err(), "{bad}");
+        }
+    }
+}

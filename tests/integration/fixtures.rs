@@ -71,7 +71,7 @@ fn socksbalance_config_means_the_same_thing() {
     assert_eq!(c.backends[20].name, "Primary Proxy");
     assert_eq!(c.backends[24].name, "IPv6 Range#3");
     assert_eq!(c.backends[24].target.to_string(), "[2001:db8::1]:8082");
-    assert_eq!(c.health.test_url.as_deref(), Some("https://www.google.com"));
+    assert_eq!(c.health.test_url.as_ref().map(|u| u.raw.as_str()), Some("https://www.google.com"));
     assert_eq!(c.balancer.max_latency, Some(std::time::Duration::from_millis(2000)));
     assert_eq!(c.balancer.sticky_session_ttl, Some(std::time::Duration::from_secs(900)));
     assert_eq!(c.balancer.max_active_backends.map(|n| n.get()), Some(3));

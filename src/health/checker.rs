@@ -1,0 +1,134 @@
+//! The task that decides when each backend is probed.
+//!
+//! Which backends get probes, and how often:
+//!
+//! | circuit | `passive_monitoring: true` (default) | `false` (SocksBalance) |
+//! |---|---|---|
+//! | CLOSED | a latency sample every 6 × `check_interval`, or at once after a failed real connection | every `check_interval` |
+//! | OPEN | none until the recovery timer fires | same |
+//! | HALF_OPEN | one recovery probe, at once | same |
+//!
+//! The loop sleeps until the earliest due probe, or until the pool kicks it
+//! (a failure or a state change). Probes run as their own tasks, at most
+//! [`MAX_CONCURRENT_PROBES`] at a time, each after a random delay of up to a
+//! tenth of its interval (at most 1 s), so a thousand backends whose
+//! circuits opened together do not all probe in the same instant.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smol::future::FutureExt;
+use smol::lock::Semaphore;
+use smol::{Executor, Timer};
+
+use super::{probe, Source, State};
+use crate::server::Snapshot;
+
+/// Probes in flight at once, across all backends.
+pub const MAX_CONCURRENT_PROBES: usize = 16;
+
+/// With passive monitoring, a healthy backend's latency is sampled this
+/// many check intervals apart.
+pub const LATENCY_SAMPLE_FACTOR: u32 = 6;
+
+/// Runs until cancelled (the server cancels it on shutdown).
+pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
+    let config = &snapshot.config.health;
+    let pool = &snapshot.pool;
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
+    let jitter = Arc::new(Jitter::new());
+    loop {
+        let now = Instant::now();
+        let mut wake = now + config.check_interval;
+        let mut changed = false;
+        for (i, backend) in pool.backends().iter().enumerate() {
+            let mut inner = backend.health.lock();
+            if inner.probing {
+                continue;
+            }
+            if inner.breaker.poll(now).is_some() {
+                backend.health.publish(&inner);
+                log::debug!("backend {}: circuit half-open, probing", backend.config.name);
+                changed = true;
+            }
+            let (due, interval) = match inner.breaker.state() {
+                State::HalfOpen => (now, inner.breaker.backoff()),
+                State::Open => (inner.breaker.retry_at().unwrap_or(now), inner.breaker.backoff()),
+                State::Closed => (inner.next_probe, config.check_interval),
+            };
+            if due > now {
+                wake = wake.min(due);
+                continue;
+            }
+            if inner.breaker.state() == State::Open {
+                // Due but not yet polled over (same instant): next round.
+                continue;
+            }
+            inner.probing = true;
+            drop(inner);
+            let delay = jitter.up_to((interval / 10).min(Duration::from_secs(1)));
+            let (snapshot, permits) = (Arc::clone(&snapshot), Arc::clone(&permits));
+            ex.spawn(async move {
+                let _permit = permits.acquire().await;
+                Timer::after(delay).await;
+                probe_one(&snapshot, i).await;
+            })
+            .detach();
+        }
+        if changed {
+            pool.recompute_active_set();
+        }
+        let kicked = async {
+            let _ = pool.kicks().recv().await;
+        };
+        let timer = async {
+            Timer::at(wake).await;
+        };
+        kicked.or(timer).await;
+    }
+}
+
+async fn probe_one(snapshot: &Snapshot, i: usize) {
+    let config = &snapshot.config.health;
+    let backend = &snapshot.pool.backends()[i];
+    let result = probe::probe(&backend.config, config).await;
+    log::debug!("backend {}: probe {:?} in {:?}", backend.config.name, result.outcome, result.latency);
+    snapshot.pool.report(i, Source::Probe, Some(result.outcome), result.latency);
+    let mut inner = backend.health.lock();
+    inner.probing = false;
+    let every = if config.passive_monitoring {
+        config.check_interval * LATENCY_SAMPLE_FACTOR
+    } else {
+        config.check_interval
+    };
+    inner.next_probe = Instant::now() + every;
+    drop(inner);
+    snapshot.pool.kick();
+}
+
+/// A small lock-free random source for probe jitter.
+struct Jitter(AtomicU32);
+
+impl Jitter {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x2545_F491, |d| d.subsec_nanos())
+            | 1;
+        Jitter(AtomicU32::new(seed))
+    }
+
+    /// A uniformly random duration in `[0, max)`.
+    fn up_to(&self, max: Duration) -> Duration {
+        let step = |mut x: u32| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let x =
+            step(self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x))).unwrap_or(1));
+        max.mul_f64(f64::from(x) / (f64::from(u32::MAX) + 1.0))
+    }
+}
