@@ -99,9 +99,9 @@ impl Pool {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                // Spread the first probes evenly over one check interval so
+                // Spread the first probes evenly over (0, check_interval] so
                 // that a thousand backends never start probing at once.
-                let first_probe = now + config.health.check_interval * (i as u32 % n) / n;
+                let first_probe = now + config.health.check_interval * (i as u32 % n + 1) / n;
                 Backend {
                     config: b.clone(),
                     stats: Arc::default(),
@@ -252,7 +252,12 @@ impl Pool {
         }
         let failed = matches!(outcome, Some(Outcome::Failure | Outcome::Timeout));
         if failed {
-            self.outage.failure(i, now, &self.backends);
+            if self.outage.failure(i, now, &self.backends) {
+                for b in &self.backends {
+                    b.health.lock().breaker.reset_backoff(now);
+                }
+                self.kick();
+            }
         } else if outcome == Some(Outcome::Success) {
             self.outage.success(now);
         }
@@ -322,9 +327,9 @@ impl Pool {
 }
 
 /// How long "all backends failing" must last to count as an outage:
-/// twice the connect timeout, and at least 10 s.
+/// twice the connect timeout (10 s by default), and at least 1 s.
 fn outage_window(config: &Config) -> Duration {
-    (config.health.connect_timeout * 2).max(Duration::from_secs(10))
+    (config.health.connect_timeout * 2).max(Duration::from_secs(1))
 }
 
 /// Tells an uplink outage from sick backends: when no backend has
@@ -365,7 +370,8 @@ impl OutageDetector {
         }
     }
 
-    fn failure(&self, i: usize, now: Instant, backends: &[Backend]) {
+    /// Notes a failure; true when it starts an outage.
+    fn failure(&self, i: usize, now: Instant, backends: &[Backend]) -> bool {
         let now_s = self.secs(now);
         let window = self.window.as_secs() as u32;
         // Only failures take this lock, and only briefly.
@@ -375,16 +381,18 @@ impl OutageDetector {
         }
         last[i] = now_s + 1;
         if now_s.saturating_sub(self.last_success.load(Ordering::Relaxed)) < window {
-            return;
+            return false;
         }
         let failing = last.iter().filter(|&&t| t != 0 && now_s + 1 - t <= window).count();
-        if failing >= backends.len().min(3) && !self.active.swap(true, Ordering::Relaxed) {
-            log::warn!(
-                "uplink outage: {failing} backend(s) failed and none succeeded in the last {} s; \
-                 still probing at the base interval",
-                self.window.as_secs()
-            );
+        if failing < backends.len().min(3) || self.active.swap(true, Ordering::Relaxed) {
+            return false;
         }
+        log::warn!(
+            "uplink outage: {failing} backend(s) failed and none succeeded in the last {} s; \
+             probing every backend at the base recovery interval until one answers",
+            self.window.as_secs()
+        );
+        true
     }
 }
 
@@ -702,11 +710,12 @@ mod tests {
         assert!(!p.outage());
         let later = Instant::now() + Duration::from_secs(60);
         p.outage.last_success.store(0, Ordering::Relaxed);
-        p.outage.failure(0, later, p.backends());
-        p.outage.failure(1, later, p.backends());
+        assert!(!p.outage.failure(0, later, p.backends()));
+        assert!(!p.outage.failure(1, later, p.backends()));
         assert!(!p.outage(), "two of three is not everything");
-        p.outage.failure(2, later, p.backends());
+        assert!(p.outage.failure(2, later, p.backends()), "the third starts it");
         assert!(p.outage());
+        assert!(!p.outage.failure(2, later, p.backends()), "logged once");
         p.outage.success(later);
         assert!(!p.outage());
     }

@@ -11,6 +11,9 @@
 //!     └────────────────────────────────────── HALF_OPEN
 //! ```
 //!
+//! Probe failures count toward both thresholds; a probe success while
+//! CLOSED clears only the probe count (see [`Breaker::on_success`]).
+//!
 //! The recovery timer starts at `recovery_interval` and doubles on every
 //! failed half-open probe up to `max_recovery_interval` (10 s → 20 s →
 //! 40 s → 60 s by default). A success resets it. During an uplink outage
@@ -123,9 +126,25 @@ impl Breaker {
         }
     }
 
-    pub fn on_success(&mut self, _now: Instant, _source: Source) -> Option<Transition> {
-        self.consecutive_failures = 0;
+    /// An uplink outage began: back to the base interval, so that the
+    /// recovery is noticed within `recovery_interval` once the uplink is
+    /// back, however long the backoff had grown.
+    pub fn reset_backoff(&mut self, now: Instant) {
+        self.backoff = self.config.recovery_interval;
+        if let Some(at) = self.retry_at {
+            self.retry_at = Some(at.min(now + self.backoff));
+        }
+    }
+
+    /// A success. While CLOSED, a probe's success clears only the probe
+    /// count: a probe that gets a greeting through says nothing about a
+    /// backend that fails every real request, so only real traffic clears
+    /// the count of real failures.
+    pub fn on_success(&mut self, _now: Instant, source: Source) -> Option<Transition> {
         self.consecutive_probe_failures = 0;
+        if source == Source::Traffic || self.state != State::Closed {
+            self.consecutive_failures = 0;
+        }
         match self.state {
             State::Closed => None,
             // A half-open probe, or real traffic that reached an open
@@ -206,6 +225,17 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_success_does_not_excuse_failing_traffic() {
+        let t0 = Instant::now();
+        let mut b = breaker();
+        b.on_failure(t0, Source::Traffic, false);
+        b.on_success(t0, Source::Probe);
+        b.on_failure(t0, Source::Traffic, false);
+        b.on_success(t0, Source::Probe);
+        assert_eq!(b.on_failure(t0, Source::Traffic, false).map(|t| t.to), Some(State::Open));
+    }
+
+    #[test]
     fn failure_threshold_counts_probes_only() {
         let t0 = Instant::now();
         let mut b =
@@ -258,6 +288,24 @@ mod tests {
             b.on_failure(now, Source::Probe, true);
             assert_eq!(b.retry_at(), Some(now + 10 * S));
         }
+    }
+
+    #[test]
+    fn reset_backoff_returns_to_the_base_and_pulls_the_timer_in() {
+        let mut now = Instant::now();
+        let mut b = breaker();
+        for _ in 0..3 {
+            b.on_failure(now, Source::Traffic, false);
+        }
+        for _ in 0..3 {
+            now = b.retry_at().unwrap();
+            b.poll(now);
+            b.on_failure(now, Source::Probe, false);
+        }
+        assert_eq!(b.backoff(), 60 * S);
+        b.reset_backoff(now);
+        assert_eq!(b.backoff(), 10 * S);
+        assert_eq!(b.retry_at(), Some(now + 10 * S));
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //!
 //! The loop sleeps until the earliest due probe, or until the pool kicks it
 //! (a failure or a state change). Probes run as their own tasks, at most
-//! [`MAX_CONCURRENT_PROBES`] at a time, each after a random delay of up to a
-//! tenth of its interval (at most 1 s), so a thousand backends whose
-//! circuits opened together do not all probe in the same instant.
+//! [`MAX_CONCURRENT_PROBES`] at a time. Jitter keeps a thousand backends
+//! from probing in the same instant: the first probes are spread over one
+//! check interval, each routine probe lands up to a tenth of its interval
+//! (at most 1 s) late, and so does each recovery probe. An early probe
+//! after a failed connection goes at once.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -52,27 +54,27 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
                 log::debug!("backend {}: circuit half-open, probing", backend.config.name);
                 changed = true;
             }
-            let (due, interval) = match inner.breaker.state() {
-                State::HalfOpen => (now, inner.breaker.backoff()),
-                State::Open => (inner.breaker.retry_at().unwrap_or(now), inner.breaker.backoff()),
-                State::Closed => (inner.next_probe, config.check_interval),
+            // Routine probes carry their jitter in `next_probe` already, and
+            // an early probe after a failure should not wait; recovery
+            // probes of circuits that opened together get spread here.
+            let (due, spread) = match inner.breaker.state() {
+                State::HalfOpen => (now, inner.breaker.backoff() / 10),
+                State::Open => (inner.breaker.retry_at().unwrap_or(now), Duration::ZERO),
+                State::Closed => (inner.next_probe, Duration::ZERO),
             };
             if due > now {
                 wake = wake.min(due);
                 continue;
             }
-            if inner.breaker.state() == State::Open {
-                // Due but not yet polled over (same instant): next round.
-                continue;
-            }
             inner.probing = true;
             drop(inner);
-            let delay = jitter.up_to((interval / 10).min(Duration::from_secs(1)));
-            let (snapshot, permits) = (Arc::clone(&snapshot), Arc::clone(&permits));
+            let delay = jitter.up_to(spread.min(Duration::from_secs(1)));
+            let (snapshot, permits, jitter) =
+                (Arc::clone(&snapshot), Arc::clone(&permits), Arc::clone(&jitter));
             ex.spawn(async move {
                 let _permit = permits.acquire().await;
                 Timer::after(delay).await;
-                probe_one(&snapshot, i).await;
+                probe_one(&snapshot, i, &jitter).await;
             })
             .detach();
         }
@@ -89,7 +91,7 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
     }
 }
 
-async fn probe_one(snapshot: &Snapshot, i: usize) {
+async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Jitter) {
     let config = &snapshot.config.health;
     let backend = &snapshot.pool.backends()[i];
     let result = probe::probe(&backend.config, config).await;
@@ -102,7 +104,7 @@ async fn probe_one(snapshot: &Snapshot, i: usize) {
     } else {
         config.check_interval
     };
-    inner.next_probe = Instant::now() + every;
+    inner.next_probe = Instant::now() + every + jitter.up_to((every / 10).min(Duration::from_secs(1)));
     drop(inner);
     snapshot.pool.kick();
 }

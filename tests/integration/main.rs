@@ -9,6 +9,7 @@ mod cli;
 mod curl;
 mod errors;
 mod fixtures;
+mod health;
 mod lifecycle;
 mod modes;
 mod relay;

@@ -9,10 +9,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socksbalance::{Config, Daemon};
 
@@ -39,6 +39,12 @@ pub enum Behaviour {
     Reply(u8),
     /// Reads the greeting, then closes without a word.
     CloseAfterGreeting,
+    /// Answers the greeting (and login), reads the request, then closes.
+    CloseAfterRequest,
+    /// Accepts and never says anything (a blackholed backend).
+    Blackhole,
+    /// A working proxy that waits this long before answering CONNECT.
+    Slow(Duration),
 }
 
 /// An in-process SOCKS5 proxy on 127.0.0.1:0.
@@ -46,8 +52,13 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Connections accepted.
     pub accepted: Arc<AtomicUsize>,
+    /// When each connection was accepted.
+    pub accept_times: Arc<Mutex<Vec<Instant>>>,
     /// Destinations requested, as `host:port` text.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Cleared, the backend closes every connection at once (down but
+    /// still listening, as a crashed proxy behind a port forward is).
+    pub up: Arc<AtomicBool>,
 }
 
 impl Backend {
@@ -64,20 +75,38 @@ impl Backend {
     pub fn serve(listener: TcpListener, behaviour: Behaviour, login: Option<(&str, &str)>) -> Backend {
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let accept_times = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let up = Arc::new(AtomicBool::new(true));
         let login = login.map(|(u, p)| (u.as_bytes().to_vec(), p.as_bytes().to_vec()));
-        let (acc, reqs) = (Arc::clone(&accepted), Arc::clone(&requests));
+        let (acc, times, reqs, is_up) =
+            (Arc::clone(&accepted), Arc::clone(&accept_times), Arc::clone(&requests), Arc::clone(&up));
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 acc.fetch_add(1, Ordering::SeqCst);
+                times.lock().unwrap().push(Instant::now());
+                if !is_up.load(Ordering::SeqCst) {
+                    drop(stream);
+                    continue;
+                }
                 let (behaviour, login, reqs) = (behaviour.clone(), login.clone(), Arc::clone(&reqs));
                 thread::spawn(move || {
                     let _ = proxy_one(stream, &behaviour, login.as_ref(), &reqs);
                 });
             }
         });
-        Backend { addr, accepted, requests }
+        Backend { addr, accepted, accept_times, requests, up }
+    }
+
+    /// Takes the backend down (every connection closed at once) or up.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+
+    /// CONNECT requests seen so far.
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
     }
 
     pub fn accepted(&self) -> usize {
@@ -102,6 +131,12 @@ fn proxy_one(
     login: Option<&(Vec<u8>, Vec<u8>)>,
     requests: &Mutex<Vec<String>>,
 ) -> io::Result<()> {
+    if let Behaviour::Blackhole = behaviour {
+        // Hold the connection open, silent, until the peer gives up.
+        let mut sink = [0u8; 64];
+        while client.read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        return Ok(());
+    }
     client.set_read_timeout(Some(IO_TIMEOUT))?;
     let head = read_n(&mut client, 2)?;
     assert_eq!(head[0], 5, "test backend got a non-SOCKS5 greeting");
@@ -146,9 +181,14 @@ fn proxy_one(
         _ => return Ok(()),
     };
     requests.lock().unwrap().push(dest.clone());
-    if let Behaviour::Reply(code) = behaviour {
-        client.write_all(&[5, *code, 0, 1, 0, 0, 0, 0, 0, 0])?;
-        return Ok(());
+    match behaviour {
+        Behaviour::Reply(code) => {
+            client.write_all(&[5, *code, 0, 1, 0, 0, 0, 0, 0, 0])?;
+            return Ok(());
+        }
+        Behaviour::CloseAfterRequest => return Ok(()),
+        Behaviour::Slow(delay) => thread::sleep(*delay),
+        _ => {}
     }
     let upstream = match dest.to_socket_addrs().ok().and_then(|mut a| a.next()).map(TcpStream::connect) {
         Some(Ok(s)) => s,
@@ -335,4 +375,15 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Waits until `cond` holds, polling; panics with `what` after `limit`.
+/// For state that changes on the daemon's own schedule (a breaker that
+/// opens, a probe that lands), where there is no event to wait on.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -1,0 +1,456 @@
+//! Adaptive health with real failing backends: failover, circuit breakers
+//! on their schedule, probes, outages, and the selection filters.
+//!
+//! Intervals are shortened (100–300 ms) so the schedule can be watched;
+//! assertions on timing have generous upper bounds for a loaded CI box.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use socksbalance::health::State;
+use socksbalance::Daemon;
+
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Health settings for tests: quick timeouts, no routine probes (an hour
+/// between checks), so only failures and recoveries cause probes.
+fn health(extra: &str) -> String {
+    format!(
+        "health:\n  connect_timeout: 300ms\n  request_timeout: 1s\n  check_interval: 1h\n  \
+         recovery_interval: 150ms\n  max_recovery_interval: 600ms\n{extra}"
+    )
+}
+
+fn daemon_with(mode: &str, backends: &[&Backend], extra: &str) -> Daemon {
+    let mut yaml = format!("{LISTEN}mode: {mode}\n{extra}backends:\n");
+    for (i, b) in backends.iter().enumerate() {
+        yaml.push_str(&b.yaml(&format!("b{i}")));
+    }
+    daemon(&yaml)
+}
+
+fn state(d: &Daemon, i: usize) -> State {
+    d.snapshot().pool.backends()[i].health.state()
+}
+
+/// `n` echo round trips through the daemon; every one must succeed.
+fn all_succeed(proxy: SocketAddr, target: SocketAddr, n: usize) {
+    for k in 0..n {
+        let (code, mut s) = socks_connect(proxy, &Dest::Ip(target), None).unwrap();
+        assert_eq!(code, 0, "connection {k} failed with {code:#04x}");
+        use std::io::{Read, Write};
+        s.write_all(b"ok").unwrap();
+        let mut b = [0u8; 2];
+        s.read_exact(&mut b).unwrap();
+    }
+}
+
+/// For each failing behaviour, in both modes: clients never see the
+/// failure, the bad backend's circuit opens after the threshold, and then
+/// it gets no more client traffic.
+#[test]
+fn clients_never_see_a_failing_backend() {
+    let behaviours: Vec<(&str, Box<dyn Fn() -> Backend>)> = vec![
+        ("blackhole", Box::new(|| Backend::start(Behaviour::Blackhole))),
+        ("closes mid-handshake", Box::new(|| Backend::start(Behaviour::CloseAfterGreeting))),
+        ("closes after the request", Box::new(|| Backend::start(Behaviour::CloseAfterRequest))),
+        ("general failure reply", Box::new(|| Backend::start(Behaviour::Reply(0x01)))),
+    ];
+    for mode in ["socks5", "transparent"] {
+        for (name, make) in &behaviours {
+            let bad = make();
+            let good = Backend::start(Behaviour::Proxy);
+            let d = daemon_with(mode, &[&bad, &good], &health(""));
+            let target = echo_server("127.0.0.1:0");
+            all_succeed(d.local_addrs()[0], target, 12);
+            assert_eq!(state(&d, 0), State::Open, "{mode}/{name}: circuit should be open");
+            // circuit_threshold counts consecutive failures of real
+            // connections and of the early probes they trigger together.
+            let stats = &d.snapshot().pool.backends()[0].stats;
+            let attempts = stats.attempts.get();
+            assert!((1..=3).contains(&attempts), "{mode}/{name}: {attempts} real attempts");
+            assert_eq!(stats.failures.get() + stats.timeouts.get(), attempts, "{mode}/{name}");
+            if *name == "blackhole" {
+                assert_eq!(stats.timeouts.get(), attempts, "{mode}: a blackhole is a timeout");
+            }
+            assert_eq!(good.request_count(), 12, "{mode}/{name}: every client served by the good backend");
+        }
+    }
+}
+
+#[test]
+fn a_refusing_backend_fails_over() {
+    for mode in ["socks5", "transparent"] {
+        let good = Backend::start(Behaviour::Proxy);
+        let refused = closed_port();
+        let d = daemon(&format!(
+            "{LISTEN}mode: {mode}\n{}backends:\n  - address: \"{refused}\"\n{}",
+            health(""),
+            good.yaml("good")
+        ));
+        let target = echo_server("127.0.0.1:0");
+        all_succeed(d.local_addrs()[0], target, 10);
+        assert_eq!(state(&d, 0), State::Open, "{mode}");
+        assert!(d.snapshot().pool.backends()[0].stats.attempts.get() <= 3, "{mode}");
+        assert_eq!(good.request_count(), 10, "{mode}");
+    }
+}
+
+#[test]
+fn destination_failures_do_not_open_the_breaker() {
+    for mode in ["socks5", "transparent"] {
+        for code in [0x03u8, 0x04, 0x05, 0x06] {
+            let backend = Backend::start(Behaviour::Reply(code));
+            let d = daemon_with(mode, &[&backend], &health(""));
+            for _ in 0..8 {
+                let (got, _) =
+                    socks_connect(d.local_addrs()[0], &Dest::Name("gone.invalid", 80), None).unwrap();
+                assert_eq!(got, code);
+            }
+            assert_eq!(state(&d, 0), State::Closed, "{mode}: code {code:#04x} opened the breaker");
+            let stats = &d.snapshot().pool.backends()[0].stats;
+            assert_eq!(stats.failures.get(), 0, "{mode}");
+            assert_eq!(stats.attempts.get(), 8, "{mode}");
+        }
+    }
+}
+
+#[test]
+fn a_destination_failure_is_retried_once_on_another_backend() {
+    let refuses = Backend::start(Behaviour::Reply(0x05));
+    let works = Backend::start(Behaviour::Proxy);
+    let d = daemon_with("socks5", &[&refuses, &works], &health(""));
+    let target = echo_server("127.0.0.1:0");
+    all_succeed(d.local_addrs()[0], target, 6);
+    assert_eq!(works.request_count(), 6);
+    assert_eq!(state(&d, 0), State::Closed);
+}
+
+/// The recovery probes of an open circuit follow the documented backoff:
+/// recovery_interval, doubling, capped at max_recovery_interval.
+#[test]
+fn breaker_recovery_follows_the_backoff_schedule() {
+    let flaky = Backend::start(Behaviour::Proxy);
+    let good = Backend::start(Behaviour::Proxy);
+    let d = daemon_with("socks5", &[&flaky, &good], &health(""));
+    let target = echo_server("127.0.0.1:0");
+    flaky.set_up(false);
+    all_succeed(d.local_addrs()[0], target, 6);
+    assert_eq!(state(&d, 0), State::Open);
+    // Let any early probe from before the opening finish, then take the
+    // opening time from the breaker itself.
+    let health = &d.snapshot().pool.backends()[0].health;
+    wait_for("early probes to finish", WAIT, || !health.lock().probing);
+    let (retry_at, backoff) = {
+        let inner = health.lock();
+        (inner.breaker.retry_at().unwrap(), inner.breaker.backoff())
+    };
+    assert_eq!(backoff, Duration::from_millis(150));
+    let opened = retry_at - backoff;
+    let before = flaky.accept_times.lock().unwrap().len();
+    // Expected probe gaps: 150, 300, 600, 600 ms (jitter adds up to 10 %).
+    wait_for("four recovery probes", WAIT, || flaky.accept_times.lock().unwrap().len() >= before + 4);
+    let times: Vec<Instant> = flaky.accept_times.lock().unwrap()[before..before + 4].to_vec();
+    let mut gaps = vec![times[0].saturating_duration_since(opened)];
+    gaps.extend(times.windows(2).map(|w| w[1] - w[0]));
+    let expected = [150u64, 300, 600, 600];
+    for (gap, want) in gaps.iter().zip(expected) {
+        let want = Duration::from_millis(want);
+        assert!(*gap >= want.mul_f64(0.8), "probe gaps {gaps:?}, expected about {expected:?} ms");
+        assert!(
+            *gap <= want + Duration::from_millis(400),
+            "probe gaps {gaps:?}, expected about {expected:?} ms"
+        );
+    }
+    // Comes back: the next probe closes the circuit and traffic returns.
+    flaky.set_up(true);
+    wait_for("the circuit to close", WAIT, || state(&d, 0) == State::Closed);
+    let served = flaky.request_count();
+    all_succeed(d.local_addrs()[0], target, 6);
+    assert!(flaky.request_count() > served, "recovered backend got no traffic");
+}
+
+#[test]
+fn a_flapping_backend_never_costs_a_client_its_connection() {
+    let flappy = Backend::start(Behaviour::Proxy);
+    let steady = Backend::start(Behaviour::Proxy);
+    let d = daemon_with("transparent", &[&flappy, &steady], &health(""));
+    let target = echo_server("127.0.0.1:0");
+    for round in 0..3 {
+        flappy.set_up(false);
+        all_succeed(d.local_addrs()[0], target, 8);
+        assert_eq!(state(&d, 0), State::Open, "round {round}");
+        flappy.set_up(true);
+        wait_for("recovery", WAIT, || state(&d, 0) == State::Closed);
+        all_succeed(d.local_addrs()[0], target, 4);
+    }
+}
+
+#[test]
+fn all_backends_down_is_an_outage_not_a_race_to_max_backoff() {
+    let backends: Vec<Backend> = (0..3).map(|_| Backend::start(Behaviour::Proxy)).collect();
+    for b in &backends {
+        b.set_up(false);
+    }
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let d = daemon_with("socks5", &refs, &health(""));
+    let target = echo_server("127.0.0.1:0");
+    // Clients get a prompt general failure, not a hang.
+    for _ in 0..4 {
+        let start = Instant::now();
+        let (code, _) = socks_connect(d.local_addrs()[0], &Dest::Ip(target), None).unwrap();
+        assert_eq!(code, 0x01);
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+    let pool = &d.snapshot().pool;
+    wait_for("every circuit open", WAIT, || (0..3).all(|i| state(&d, i) != State::Closed));
+    // The outage window is 1 s here (2 × connect_timeout, at least 1 s).
+    wait_for("outage detection", WAIT, || pool.outage());
+    // Several failed recovery probes later, backoff is still the base.
+    let probes_before: usize = backends.iter().map(Backend::accepted).sum();
+    wait_for("more recovery probes", WAIT, || {
+        backends.iter().map(Backend::accepted).sum::<usize>() >= probes_before + 9
+    });
+    for (i, b) in pool.backends().iter().enumerate() {
+        assert_eq!(b.health.lock().breaker.backoff(), Duration::from_millis(150), "backend {i} backed off");
+    }
+    // One comes back: the outage ends and clients are served again.
+    backends[1].set_up(true);
+    wait_for("backend 1 recovers", WAIT, || state(&d, 1) == State::Closed);
+    assert!(!pool.outage());
+    all_succeed(d.local_addrs()[0], target, 3);
+}
+
+#[test]
+fn a_failed_real_connection_triggers_an_early_probe() {
+    let sick = Backend::start(Behaviour::Proxy);
+    let good = Backend::start(Behaviour::Proxy);
+    // A high circuit threshold: the breaker alone would not react yet.
+    let d = daemon_with("socks5", &[&sick, &good], &health("  circuit_threshold: 10\n"));
+    let target = echo_server("127.0.0.1:0");
+    sick.set_up(false);
+    let before = sick.accepted();
+    all_succeed(d.local_addrs()[0], target, 1);
+    // The client's attempt, then a probe that nothing else would send (no
+    // routine probes for an hour, the circuit far from its threshold).
+    wait_for("an early probe", WAIT, || sick.accepted() >= before + 2);
+    assert_eq!(d.snapshot().pool.backends()[0].stats.attempts.get(), 1, "one real attempt");
+    drop(d);
+}
+
+#[test]
+fn http_probes_check_the_test_url_through_the_backend() {
+    let web = http_status_server(200);
+    let backend = Backend::start(Behaviour::Proxy);
+    let d = daemon_with(
+        "socks5",
+        &[&backend],
+        &format!(
+            "health:\n  test_url: http://localhost:{}/generate_204\n  check_interval: 200ms\n  \
+             passive_monitoring: false\n",
+            web.port()
+        ),
+    );
+    wait_for("two probes", WAIT, || backend.request_count() >= 2);
+    assert_eq!(backend.requests.lock().unwrap()[0], format!("localhost:{}", web.port()));
+    let health = &d.snapshot().pool.backends()[0].health;
+    wait_for("a latency sample", WAIT, || health.latency().is_some());
+    assert_eq!(health.state(), State::Closed);
+}
+
+#[test]
+fn a_failing_test_url_marks_the_backend_unhealthy_after_failure_threshold() {
+    let web = http_status_server(503);
+    let backend = Backend::start(Behaviour::Proxy);
+    let d = daemon_with(
+        "socks5",
+        &[&backend],
+        &format!(
+            "health:\n  test_url: http://127.0.0.1:{}/\n  check_interval: 100ms\n  passive_monitoring: false\n  \
+             failure_threshold: 2\n  circuit_threshold: 50\n  recovery_interval: 1h\n  max_recovery_interval: 1h\n",
+            web.port()
+        ),
+    );
+    wait_for("the circuit to open", WAIT, || state(&d, 0) == State::Open);
+    assert_eq!(backend.request_count(), 2, "opened after exactly failure_threshold probes");
+}
+
+#[test]
+fn https_test_url_probes_only_the_connect() {
+    let backend = Backend::start(Behaviour::Reply(0x00));
+    let d = daemon_with(
+        "socks5",
+        &[&backend],
+        "health:\n  test_url: https://www.example.com\n  check_interval: 100ms\n  passive_monitoring: false\n",
+    );
+    wait_for("a probe", WAIT, || backend.request_count() >= 1);
+    assert_eq!(backend.requests.lock().unwrap()[0], "www.example.com:443");
+    wait_for("a latency sample", WAIT, || d.snapshot().pool.backends()[0].health.latency().is_some());
+}
+
+#[test]
+fn passive_mode_sends_no_routine_probes_to_healthy_backends() {
+    let backend = Backend::start(Behaviour::Proxy);
+    // Passive (the default) with a 200 ms interval: at most a latency
+    // sample every 1.2 s. Active mode, for contrast, probes every 200 ms.
+    let passive = daemon_with("socks5", &[&backend], "health:\n  check_interval: 200ms\n");
+    let active_backend = Backend::start(Behaviour::Proxy);
+    let active = daemon_with(
+        "socks5",
+        &[&active_backend],
+        "health:\n  check_interval: 200ms\n  passive_monitoring: false\n",
+    );
+    wait_for("active probes", WAIT, || active_backend.accepted() >= 5);
+    assert!(backend.accepted() <= 2, "passive mode probed {} times", backend.accepted());
+    drop((passive, active));
+}
+
+#[test]
+fn transparent_failover_replays_the_clients_login_and_request() {
+    for first in [Behaviour::CloseAfterGreeting, Behaviour::CloseAfterRequest, Behaviour::Reply(0x01)] {
+        let bad = Backend::start_with(first.clone(), Some(("dora", "explorer")));
+        let good = Backend::start_with(Behaviour::Proxy, Some(("dora", "explorer")));
+        let d = daemon_with("transparent", &[&bad, &good], &health(""));
+        let target = echo_server("127.0.0.1:0");
+        assert_echo(d.local_addrs()[0], &Dest::Name("localhost", target.port()), Some(("dora", "explorer")));
+        assert_eq!(good.request_count(), 1, "{first:?}");
+        assert_eq!(good.requests.lock().unwrap()[0], format!("localhost:{}", target.port()), "{first:?}");
+    }
+}
+
+#[test]
+fn sticky_sessions_keep_each_client_on_its_backend() {
+    let backends: Vec<Backend> = (0..3).map(|_| Backend::start(Behaviour::Proxy)).collect();
+    let mut yaml =
+        "listen: ['127.0.0.1:0', '[::1]:0']\nmode: socks5\nbalancer:\n  sticky_session_ttl: 1m\nbackends:\n"
+            .to_owned();
+    for (i, b) in backends.iter().enumerate() {
+        yaml.push_str(&b.yaml(&format!("b{i}")));
+    }
+    let d = daemon(&yaml);
+    let target = echo_server("127.0.0.1:0");
+    // Two clients: one from 127.0.0.1, one from ::1.
+    for _ in 0..5 {
+        for &proxy in d.local_addrs() {
+            all_succeed(proxy, target, 1);
+        }
+    }
+    let mut counts: Vec<usize> = backends.iter().map(Backend::request_count).collect();
+    counts.sort();
+    assert_eq!(counts, [0, 5, 5], "each client stuck to one backend");
+}
+
+#[test]
+fn sticky_destination_keeps_each_site_on_its_backend() {
+    let backends: Vec<Backend> = (0..3).map(|_| Backend::start(Behaviour::Proxy)).collect();
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let d = daemon_with("socks5", &refs, "balancer:\n  sticky_session_ttl: 1m\n  sticky_key: destination\n");
+    let sites = [echo_server("127.0.0.1:0"), echo_server("127.0.0.1:0")];
+    for _ in 0..4 {
+        for site in sites {
+            all_succeed(d.local_addrs()[0], site, 1);
+        }
+    }
+    for b in &backends {
+        let seen: std::collections::BTreeSet<String> = b.requests.lock().unwrap().iter().cloned().collect();
+        assert!(seen.len() <= 1, "one backend served two sites: {seen:?}");
+    }
+}
+
+#[test]
+fn max_active_backends_uses_the_best_and_brings_in_the_next() {
+    let backends: Vec<Backend> = (0..4).map(|_| Backend::start(Behaviour::Proxy)).collect();
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let d = daemon_with("socks5", &refs, &format!("balancer:\n  max_active_backends: 2\n{}", health("")));
+    let target = echo_server("127.0.0.1:0");
+    all_succeed(d.local_addrs()[0], target, 10);
+    let used = |b: &[Backend]| b.iter().filter(|b| b.request_count() > 0).count();
+    assert_eq!(used(&backends), 2, "only two backends in use");
+    let active: Vec<usize> = (0..4).filter(|&i| backends[i].request_count() > 0).collect();
+    backends[active[0]].set_up(false);
+    all_succeed(d.local_addrs()[0], target, 12);
+    let now_used: Vec<usize> = (0..4).filter(|&i| backends[i].request_count() > 0).collect();
+    assert_eq!(now_used.len(), 3, "a third backend was brought in: {now_used:?}");
+}
+
+#[test]
+fn max_latency_skips_slow_backends() {
+    let slow = Backend::start(Behaviour::Slow(Duration::from_millis(250)));
+    let fast = Backend::start(Behaviour::Proxy);
+    let d =
+        daemon_with("socks5", &[&slow, &fast], &format!("balancer:\n  max_latency: 100ms\n{}", health("")));
+    let target = echo_server("127.0.0.1:0");
+    all_succeed(d.local_addrs()[0], target, 2); // one each: both measured
+    all_succeed(d.local_addrs()[0], target, 10);
+    assert_eq!(slow.request_count(), 1, "the slow backend was used after its latency was known");
+    assert_eq!(fast.request_count(), 11);
+}
+
+#[test]
+fn max_latency_uses_the_fastest_when_all_are_slow() {
+    let slower = Backend::start(Behaviour::Slow(Duration::from_millis(300)));
+    let slow = Backend::start(Behaviour::Slow(Duration::from_millis(120)));
+    let d =
+        daemon_with("socks5", &[&slower, &slow], &format!("balancer:\n  max_latency: 50ms\n{}", health("")));
+    let target = echo_server("127.0.0.1:0");
+    all_succeed(d.local_addrs()[0], target, 2);
+    all_succeed(d.local_addrs()[0], target, 6);
+    assert_eq!(slower.request_count(), 1);
+    assert_eq!(slow.request_count(), 7);
+}
+
+#[test]
+fn lowest_latency_prefers_the_fastest_backend() {
+    let slow = Backend::start(Behaviour::Slow(Duration::from_millis(150)));
+    let fast = Backend::start(Behaviour::Proxy);
+    let d = daemon_with(
+        "socks5",
+        &[&slow, &fast],
+        &format!("balancer:\n  algorithm: lowest_latency\n{}", health("")),
+    );
+    let target = echo_server("127.0.0.1:0");
+    all_succeed(d.local_addrs()[0], target, 10);
+    assert_eq!(slow.request_count(), 1, "measured once, then avoided");
+}
+
+#[test]
+fn a_thousand_backends_start_and_serve() {
+    let real: Vec<Backend> = (0..4).map(|_| Backend::start(Behaviour::Proxy)).collect();
+    let mut yaml = format!("{LISTEN}mode: socks5\nbackends:\n");
+    for i in 0..1000 {
+        yaml.push_str(&format!("  - {{address: \"{}\", name: n{i}}}\n", real[i % 4].addr));
+    }
+    let start = Instant::now();
+    let d = daemon(&yaml);
+    assert_eq!(d.snapshot().pool.backends().len(), 1000);
+    let target = echo_server("127.0.0.1:0");
+    all_succeed(d.local_addrs()[0], target, 40);
+    let per_backend: Vec<usize> = real.iter().map(Backend::request_count).collect();
+    assert_eq!(per_backend, [10, 10, 10, 10], "round robin over 1000 entries");
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+/// An HTTP server answering every request with `status`.
+fn http_status_server(status: u16) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1];
+                while !req.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(1) => req.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let _ = s.write_all(format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes());
+            });
+        }
+    });
+    addr
+}
