@@ -52,15 +52,15 @@ fn all_succeed(proxy: SocketAddr, target: SocketAddr, n: usize) {
 /// it gets no more client traffic.
 #[test]
 fn clients_never_see_a_failing_backend() {
-    let behaviours: Vec<(&str, Box<dyn Fn() -> Backend>)> = vec![
-        ("blackhole", Box::new(|| Backend::start(Behaviour::Blackhole))),
-        ("closes mid-handshake", Box::new(|| Backend::start(Behaviour::CloseAfterGreeting))),
-        ("closes after the request", Box::new(|| Backend::start(Behaviour::CloseAfterRequest))),
-        ("general failure reply", Box::new(|| Backend::start(Behaviour::Reply(0x01)))),
+    let behaviours = [
+        ("blackhole", Behaviour::Blackhole),
+        ("closes mid-handshake", Behaviour::CloseAfterGreeting),
+        ("closes after the request", Behaviour::CloseAfterRequest),
+        ("general failure reply", Behaviour::Reply(0x01)),
     ];
     for mode in ["socks5", "transparent"] {
-        for (name, make) in &behaviours {
-            let bad = make();
+        for (name, behaviour) in &behaviours {
+            let bad = Backend::start(behaviour.clone());
             let good = Backend::start(Behaviour::Proxy);
             let d = daemon_with(mode, &[&bad, &good], &health(""));
             let target = echo_server("127.0.0.1:0");
