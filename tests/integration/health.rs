@@ -57,6 +57,9 @@ fn clients_never_see_a_failing_backend() {
         ("closes mid-handshake", Behaviour::CloseAfterGreeting),
         ("closes after the request", Behaviour::CloseAfterRequest),
         ("general failure reply", Behaviour::Reply(0x01)),
+        ("not allowed reply", Behaviour::Reply(0x02)),
+        ("command not supported reply", Behaviour::Reply(0x07)),
+        ("address type not supported reply", Behaviour::Reply(0x08)),
     ];
     for mode in ["socks5", "transparent"] {
         for (name, behaviour) in &behaviours {
