@@ -435,6 +435,30 @@ fn a_thousand_backends_start_and_serve() {
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 
+#[test]
+fn probes_are_bounded_so_many_backends_never_stampede() {
+    let hole = Backend::start(Behaviour::Blackhole);
+    let mut yaml = format!(
+        "{LISTEN}mode: socks5\nhealth:\n  passive_monitoring: false\n  check_interval: 500ms\n  \
+         connect_timeout: 300ms\n  request_timeout: 300ms\nbackends:\n"
+    );
+    for i in 0..200 {
+        yaml.push_str(&format!("  - {{address: \"{}\", name: n{i}}}\n", hole.addr));
+    }
+    let d = daemon(&yaml);
+    // Each probe hangs for the whole connect timeout; unbounded, ~100
+    // would be open at once.
+    wait_for("a hundred probes", WAIT, || hole.accepted() >= 100);
+    let most = hole.max_open.load(std::sync::atomic::Ordering::SeqCst);
+    // The backend sees a close a moment after the daemon has released the
+    // probe's permit (its handler thread must first read the EOF), so its
+    // count can run a couple over; unbounded it would be near 100.
+    let bound = socksbalance::health::checker::MAX_CONCURRENT_PROBES + 2;
+    assert!(most <= bound, "{most} probes at once");
+    assert!(most >= 4, "probes did not run concurrently at all ({most})");
+    drop(d);
+}
+
 /// An HTTP server answering every request with `status`.
 fn http_status_server(status: u16) -> SocketAddr {
     use std::io::{Read, Write};

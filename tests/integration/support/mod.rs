@@ -59,6 +59,9 @@ pub struct Backend {
     /// Cleared, the backend closes every connection at once (down but
     /// still listening, as a crashed proxy behind a port forward is).
     pub up: Arc<AtomicBool>,
+    /// Connections open right now, and the most ever open at once.
+    pub open: Arc<AtomicUsize>,
+    pub max_open: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -78,9 +81,12 @@ impl Backend {
         let accept_times = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let up = Arc::new(AtomicBool::new(true));
+        let open = Arc::new(AtomicUsize::new(0));
+        let max_open = Arc::new(AtomicUsize::new(0));
         let login = login.map(|(u, p)| (u.as_bytes().to_vec(), p.as_bytes().to_vec()));
         let (acc, times, reqs, is_up) =
             (Arc::clone(&accepted), Arc::clone(&accept_times), Arc::clone(&requests), Arc::clone(&up));
+        let (open_now, most) = (Arc::clone(&open), Arc::clone(&max_open));
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
@@ -91,12 +97,16 @@ impl Backend {
                     continue;
                 }
                 let (behaviour, login, reqs) = (behaviour.clone(), login.clone(), Arc::clone(&reqs));
+                let now_open = open_now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now_open, Ordering::SeqCst);
+                let open_now = Arc::clone(&open_now);
                 thread::spawn(move || {
                     let _ = proxy_one(stream, &behaviour, login.as_ref(), &reqs);
+                    open_now.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        Backend { addr, accepted, accept_times, requests, up }
+        Backend { addr, accepted, accept_times, requests, up, open, max_open }
     }
 
     /// Takes the backend down (every connection closed at once) or up.
