@@ -199,8 +199,11 @@ impl Pool {
         // Scans start at a rotating offset so that ties spread out.
         let rotating = |start: usize| (0..n).map(move |k| start.wrapping_add(k) % n);
         match self.algorithm {
+            // On a miss, draw the next position rather than scanning on
+            // from this one: scanning would hand a dead backend's turns to
+            // its neighbour, doubling that one's load.
             Algorithm::Roundrobin => {
-                rotating(self.next.fetch_add(1, Ordering::Relaxed)).find(|&i| eligible(i))
+                (0..n).map(|_| self.next.fetch_add(1, Ordering::Relaxed) % n).find(|&i| eligible(i))
             }
             Algorithm::Random => rotating(self.random() as usize).find(|&i| eligible(i)),
             Algorithm::LeastConnections => rotating(self.next.fetch_add(1, Ordering::Relaxed))
@@ -212,8 +215,9 @@ impl Pool {
                 .min_by_key(|&i| self.backends[i].health.latency()),
             Algorithm::Weighted => {
                 let len = self.schedule.len();
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..len).map(|k| self.schedule[start.wrapping_add(k) % len] as usize).find(|&i| eligible(i))
+                (0..len)
+                    .map(|_| self.schedule[self.next.fetch_add(1, Ordering::Relaxed) % len] as usize)
+                    .find(|&i| eligible(i))
             }
         }
     }
@@ -549,6 +553,18 @@ mod tests {
     #[test]
     fn round_robin_is_exactly_even() {
         assert_eq!(counts(&pool(&[1, 1, 1, 1], Algorithm::Roundrobin), 400), [100; 4]);
+    }
+
+    #[test]
+    fn round_robin_spreads_a_dead_backends_share_evenly() {
+        // Regression: scanning on from a dead backend's slot gave its turn
+        // to the next backend, which then carried twice the load.
+        let p = pool(&[1, 1, 1, 1, 1], Algorithm::Roundrobin);
+        let mut c = [0usize; 5];
+        for _ in 0..400 {
+            c[p.pick(&|i| i != 2).unwrap()] += 1;
+        }
+        assert_eq!(c, [100, 100, 0, 100, 100]);
     }
 
     #[test]

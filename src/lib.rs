@@ -19,6 +19,8 @@
 //! - [`shutdown`]: the shutdown signal passed to everything that stops.
 //! - [`stats`]: counters that work without 64-bit atomics.
 //! - [`logging`]: text or JSON logs on stderr.
+//! - [`web`]: dashboard, JSON API and Prometheus metrics (tiny_http).
+//! - [`status`]: `socksbalance status`, the table in a terminal.
 //!
 //! `main.rs` only parses the command line, loads the config, installs
 //! signal handlers and calls [`server::Daemon::start`]; the integration
@@ -36,7 +38,9 @@ pub mod session;
 pub mod shutdown;
 pub mod socks5;
 pub mod stats;
+pub mod status;
 pub mod upstream;
+pub mod web;
 
 pub use config::Config;
 pub use server::Daemon;

@@ -82,7 +82,7 @@ fn json_line(level: Level, target: &str, message: &str, ts: u128) -> String {
 }
 
 /// Appends `s` as a JSON string literal (RFC 8259 escaping).
-fn push_json_string(out: &mut String, s: &str) {
+pub(crate) fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -1,9 +1,9 @@
 //! The `socksbalance` binary: command line, config, signals. Everything
 //! else lives in the library, where the tests reach it too.
 //!
-//! Exit codes: 0 after a clean run or a passing `check`; 1 when the daemon
-//! cannot start or fails (a port in use, say); 2 for bad usage or an
-//! invalid config.
+//! Exit codes: 0 after a clean run, a passing `check` or a `status`
+//! table; 1 when the daemon cannot start or fails (a port in use, say) or
+//! `status` cannot reach it; 2 for bad usage or an invalid config.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +43,25 @@ struct Args {
 #[argh(subcommand)]
 enum Command {
     Check(Check),
+    Status(Status),
+}
+
+/// Print the backend table of a running daemon (from its dashboard's
+/// /api/stats).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct Status {
+    /// the dashboard's address (default http://127.0.0.1:8080)
+    #[argh(option, default = "String::from(\"http://127.0.0.1:8080\")")]
+    url: String,
+
+    /// bearer token (web.token)
+    #[argh(option)]
+    token: Option<String>,
+
+    /// basic-auth login as USER:PASSWORD (web.username, web.password)
+    #[argh(option)]
+    user: Option<String>,
 }
 
 /// Validate a config file, print what it configures, and exit (0 if valid,
@@ -84,6 +103,18 @@ fn main() -> ExitCode {
     }
     match args.command {
         Some(Command::Check(check)) => run_check(check.config.or(args.config)),
+        Some(Command::Status(status)) => {
+            match socksbalance::status::run(&status.url, status.token.as_deref(), status.user.as_deref()) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("socksbalance status: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
         None => run_daemon(args),
     }
 }
@@ -114,7 +145,7 @@ fn run_check(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn run_daemon(args: Args) -> ExitCode {
-    let config = match load(args.config.as_ref()) {
+    let mut config = match load(args.config.as_ref()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("socksbalance: invalid config: {e}");
@@ -123,6 +154,12 @@ fn run_daemon(args: Args) -> ExitCode {
     };
     let level = logging::adjust(config.log.level.to_filter(), args.verbose, args.quiet);
     logging::init(config.log.format, level);
+    if args.config.is_none() && std::net::TcpListener::bind(config.web.listen).is_err() {
+        // The embedded default should work on any machine; a configured
+        // dashboard that cannot bind is an error instead.
+        log::warn!("{} is taken; running without the dashboard", config.web.listen);
+        config.web.enabled = false;
+    }
 
     // Register signal handlers before starting, so a signal that arrives
     // during start-up is not lost.
@@ -149,6 +186,9 @@ fn run_daemon(args: Args) -> ExitCode {
     };
     for addr in daemon.local_addrs() {
         log::info!("socksbalance {VERSION} listening on {addr} ({summary})");
+    }
+    if let Some(addr) = daemon.web_addr() {
+        log::info!("dashboard on http://{addr}/");
     }
 
     match smol::block_on(signals.next()) {

@@ -27,7 +27,8 @@ use crate::balancer::Pool;
 use crate::config::{format_duration, Config};
 use crate::session;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::stats::DaemonStats;
+use crate::stats::{DaemonStats, RateSample, SAMPLE_EVERY};
+use crate::web::{self, WebServer};
 
 /// Everything a connection needs to know, fixed for its lifetime. A config
 /// reload builds a new snapshot and swaps it in for new connections; open
@@ -72,12 +73,14 @@ pub async fn run(
         .collect();
     drop(drain_tx);
     let checker = ex.spawn(crate::health::checker::run(Arc::clone(&ex), Arc::clone(&snapshot)));
+    let sampler = ex.spawn(sample_throughput(Arc::clone(&snapshot), Arc::clone(&stats)));
 
     shutdown.wait().await;
     for acceptor in acceptors {
         acceptor.cancel().await;
     }
     checker.cancel().await;
+    sampler.cancel().await;
     let open = stats.open.load(Ordering::Relaxed);
     let grace = snapshot.config.shutdown_timeout;
     if open > 0 {
@@ -100,6 +103,32 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Every [`SAMPLE_EVERY`], records the aggregate byte rates for the
+/// dashboard's throughput graph.
+async fn sample_throughput(snapshot: Arc<Snapshot>, stats: Arc<DaemonStats>) {
+    let totals = || {
+        snapshot.pool.backends().iter().fold((0u64, 0u64), |(up, down), b| {
+            (up + b.stats.bytes_up.get(), down + b.stats.bytes_down.get())
+        })
+    };
+    let (mut last_up, mut last_down) = totals();
+    let mut last_at = std::time::Instant::now();
+    loop {
+        Timer::after(SAMPLE_EVERY).await;
+        let (up, down) = totals();
+        let now = std::time::Instant::now();
+        let secs = now.duration_since(last_at).as_secs_f64().max(0.001);
+        let at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        stats.throughput.push(RateSample {
+            at,
+            up: ((up - last_up) as f64 / secs) as u64,
+            down: ((down - last_down) as f64 / secs) as u64,
+        });
+        (last_up, last_down, last_at) = (up, down, now);
+    }
 }
 
 async fn accept_loop(
@@ -170,6 +199,7 @@ const WORKER_STACK: usize = 256 * 1024;
 /// integration tests drive.
 pub struct Daemon {
     addrs: Vec<SocketAddr>,
+    web: Option<WebServer>,
     snapshot: Arc<Snapshot>,
     trigger: ShutdownTrigger,
     stats: Arc<DaemonStats>,
@@ -186,6 +216,17 @@ impl Daemon {
         let snapshot =
             Arc::new(Snapshot::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
         let stats = Arc::new(DaemonStats::default());
+        let web = match snapshot.config.web.enabled {
+            true => {
+                let state = Arc::new(web::State {
+                    snapshot: Arc::clone(&snapshot),
+                    stats: Arc::clone(&stats),
+                    started: std::time::Instant::now(),
+                });
+                Some(WebServer::start(&snapshot.config.web, state)?)
+            }
+            false => None,
+        };
         let (trigger, shutdown) = shutdown::channel();
         let thread_stats = Arc::clone(&stats);
         let thread_snapshot = Arc::clone(&snapshot);
@@ -219,12 +260,17 @@ impl Daemon {
                 drop(ex);
                 result
             })?;
-        Ok(Daemon { addrs, snapshot, trigger, stats, thread: Some(thread) })
+        Ok(Daemon { addrs, web, snapshot, trigger, stats, thread: Some(thread) })
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where the dashboard listens, when it is enabled.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(WebServer::local_addr)
     }
 
     /// The configuration and backends in use, with their live counters.
@@ -253,10 +299,15 @@ impl Daemon {
     }
 
     fn join_thread(&mut self) -> io::Result<()> {
-        match self.thread.take() {
+        let result = match self.thread.take() {
             Some(t) => t.join().unwrap_or_else(|_| Err(io::Error::other("daemon thread panicked"))),
             None => Ok(()),
+        };
+        // The dashboard goes last, so it can show the drain.
+        if let Some(web) = self.web.take() {
+            web.stop();
         }
+        result
     }
 }
 

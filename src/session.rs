@@ -34,7 +34,7 @@ use smol::io::AsyncWriteExt;
 use smol::Async;
 
 use crate::balancer::{Backend, Client};
-use crate::config::{Mode, Target};
+use crate::config::{constant_time_eq, Mode, Target};
 use crate::health::{Outcome, Source};
 use crate::relay;
 use crate::server::Snapshot;
@@ -157,8 +157,7 @@ async fn negotiate(
         let login =
             until(deadline, socks5::read_user_pass(&mut c)).await.map_err(|e| client_error("login", e))?;
         let accepted = users.iter().any(|u| {
-            constant_time_eq(u.username.as_bytes(), &login.username)
-                & constant_time_eq(u.password.expose().as_bytes(), &login.password)
+            constant_time_eq(u.username.as_bytes(), &login.username) & u.password.matches(&login.password)
         });
         let status = if accepted { 0x00 } else { 0x01 };
         let _ = socks5::write_auth_status(&mut c, status).await;
@@ -512,22 +511,4 @@ async fn give_up(
         read_request(client, deadline, None).await?;
     }
     refuse(client, error.reply(), why).await
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn constant_time_eq_compares_whole_values() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret!"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
 }

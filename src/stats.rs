@@ -72,6 +72,44 @@ pub struct DaemonStats {
     pub accepted: Counter,
     /// Client connections currently open (handshaking or relaying).
     pub open: AtomicUsize,
+    /// Recent aggregate throughput, for the dashboard's graph.
+    pub throughput: Throughput,
+}
+
+/// Throughput samples kept: 120 × [`SAMPLE_EVERY`] = 4 minutes of graph.
+pub const THROUGHPUT_SAMPLES: usize = 120;
+/// How often the server samples aggregate throughput.
+pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One aggregate throughput sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSample {
+    /// Unix time, seconds.
+    pub at: u64,
+    /// Bytes per second, clients to backends.
+    pub up: u64,
+    /// Bytes per second, backends to clients.
+    pub down: u64,
+}
+
+/// A fixed ring of recent [`RateSample`]s, so a freshly opened dashboard
+/// shows minutes of history at once.
+#[derive(Debug, Default)]
+pub struct Throughput(Mutex<heapless::Deque<RateSample, THROUGHPUT_SAMPLES>>);
+
+impl Throughput {
+    pub fn push(&self, sample: RateSample) {
+        let mut ring = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.is_full() {
+            ring.pop_front();
+        }
+        let _ = ring.push_back(sample);
+    }
+
+    /// Oldest first.
+    pub fn samples(&self) -> Vec<RateSample> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +122,18 @@ mod tests {
         c.add(u64::from(u32::MAX));
         c.add(2);
         assert_eq!(c.get(), u64::from(u32::MAX) + 2);
+    }
+
+    #[test]
+    fn throughput_ring_keeps_the_newest() {
+        let t = Throughput::default();
+        for i in 0..(THROUGHPUT_SAMPLES as u64 + 5) {
+            t.push(RateSample { at: i, up: i, down: 0 });
+        }
+        let s = t.samples();
+        assert_eq!(s.len(), THROUGHPUT_SAMPLES);
+        assert_eq!(s[0].at, 5);
+        assert_eq!(s.last().unwrap().at, THROUGHPUT_SAMPLES as u64 + 4);
     }
 
     #[test]

@@ -32,6 +32,9 @@ mode: socks5
 backends:
   - name: direct
     direct: true
+web:
+  enabled: true
+  listen: \"127.0.0.1:8080\"
 ";
 
 /// The most backends one config may have after port-range expansion.
@@ -104,10 +107,21 @@ impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }
-    /// The secret itself, for the one place that must compare or send it.
+    /// The secret itself, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Compares with `candidate` without an early exit on the first
+    /// differing byte, so timing does not reveal how much matched.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        constant_time_eq(self.0.as_bytes(), candidate)
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl fmt::Debug for Secret {
@@ -184,6 +198,9 @@ struct RawWeb {
     enabled: Option<bool>,
     listen: Option<ListenAddr>,
     refresh_interval: Option<u32>,
+    token: Option<Secret>,
+    username: Option<String>,
+    password: Option<Secret>,
 }
 
 #[derive(Deserialize, Default)]
@@ -385,6 +402,10 @@ pub struct Web {
     pub listen: SocketAddr,
     /// Dashboard refresh period in seconds (SocksBalance: a number).
     pub refresh_interval: NonZeroU32,
+    /// Bearer token (`Authorization: Bearer T` or `?token=T`).
+    pub token: Option<Secret>,
+    /// HTTP basic auth.
+    pub basic: Option<Credentials>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,10 +473,20 @@ impl Config {
             }
             None => s.push_str("client auth: none\n"),
         }
+        let web_auth = match (&self.web.token, &self.web.basic) {
+            (Some(_), Some(b)) => format!(", token=MASKED, user={} password=MASKED", b.username),
+            (Some(_), None) => ", token=MASKED".into(),
+            (None, Some(b)) => format!(", user={} password=MASKED", b.username),
+            (None, None) => String::new(),
+        };
         let _ = writeln!(
             s,
             "web: {}",
-            if self.web.enabled { format!("enabled on {}", self.web.listen) } else { "disabled".into() }
+            if self.web.enabled {
+                format!("enabled on {}{web_auth}", self.web.listen)
+            } else {
+                "disabled".into()
+            }
         );
         let _ = writeln!(s, "backends: {}", self.backends.len());
         for b in &self.backends {
@@ -552,11 +583,40 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let w = raw.web.unwrap_or_default();
+    let basic = match (w.username, w.password) {
+        (None, None) => None,
+        (Some(username), Some(password)) => {
+            if username.is_empty() || username.contains(':') {
+                return Err(ConfigError::at("web.username", "must be non-empty and contain no ':'"));
+            }
+            if password.expose().is_empty() {
+                return Err(ConfigError::at("web.password", "must not be empty"));
+            }
+            Some(Credentials { username, password })
+        }
+        (Some(_), None) => return Err(ConfigError::at("web.password", "missing (web.username is set)")),
+        (None, Some(_)) => return Err(ConfigError::at("web.username", "missing (web.password is set)")),
+    };
+    if w.token.as_ref().is_some_and(|t| t.expose().len() < 8) {
+        return Err(ConfigError::at("web.token", "must be at least 8 characters"));
+    }
     let web = Web {
         enabled: w.enabled.unwrap_or(false),
         listen: w.listen.map_or(SocketAddr::from(([127, 0, 0, 1], 8080)), |a| a.0),
         refresh_interval: non_zero("web.refresh_interval", w.refresh_interval, 2)?,
+        token: w.token,
+        basic,
     };
+    if web.enabled && !web.listen.ip().is_loopback() && web.token.is_none() && web.basic.is_none() {
+        return Err(ConfigError::at(
+            "web.listen",
+            format!(
+                "{} is reachable from other hosts; set web.token, or web.username and web.password, \
+                 or listen on 127.0.0.1",
+                web.listen
+            ),
+        ));
+    }
 
     let l = raw.log.unwrap_or_default();
     let log = Log { level: l.level.unwrap_or(LogLevel::Info), format: l.format.unwrap_or(LogFormat::Text) };
@@ -721,6 +781,26 @@ mod tests {
         assert_eq!(c.backends.len(), 1);
         assert_eq!(c.backends[0].target, Target::Direct);
         assert_eq!(c.listen, vec!["127.0.0.1:1080".parse().unwrap()]);
+        assert!(c.web.enabled, "the embedded default serves the dashboard");
+        assert_eq!(c.web.listen, "127.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn a_dashboard_off_loopback_needs_a_token_or_a_login() {
+        let base = "backends:\n  - direct: true\nweb:\n  enabled: true\n  listen: 0.0.0.0:8080\n";
+        let e = err(base);
+        assert_eq!(e.key, "web.listen");
+        assert!(e.message.contains("set web.token"), "{e}");
+        Config::from_yaml(&format!("{base}  token: abcdefgh12\n")).unwrap();
+        Config::from_yaml(&format!("{base}  username: admin\n  password: pw\n")).unwrap();
+        let e = err(&format!("{base}  username: admin\n"));
+        assert_eq!(e.key, "web.password");
+        let e = err(&format!("{base}  token: short\n"));
+        assert_eq!(e.key, "web.token");
+        // Disabled, or on loopback, nothing is needed.
+        Config::from_yaml("backends:\n  - direct: true\nweb:\n  listen: 0.0.0.0:8080\n").unwrap();
+        Config::from_yaml("backends:\n  - direct: true\nweb:\n  enabled: true\n  listen: '[::1]:8080'\n")
+            .unwrap();
     }
 
     #[test]
@@ -816,6 +896,15 @@ mod tests {
             let e = err(yaml);
             assert!(!e.message.is_empty(), "{yaml:?}");
         }
+    }
+
+    #[test]
+    fn secret_comparison() {
+        let s = Secret::new("secret");
+        assert!(s.matches(b"secret"));
+        assert!(!s.matches(b"secreT"));
+        assert!(!s.matches(b"secret!"));
+        assert!(!s.matches(b""));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod support;
 
 mod balancing;
+mod browser;
 mod cli;
 mod curl;
 mod errors;
@@ -13,3 +14,4 @@ mod health;
 mod lifecycle;
 mod modes;
 mod relay;
+mod web;

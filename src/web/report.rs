@@ -1,0 +1,443 @@
+//! What the dashboard, `/api/stats` and `/metrics` show: one pass over the
+//! snapshot into a [`Report`], then rendered as JSON or as Prometheus text.
+//!
+//! Gathering reads atomics and, per backend, takes its health lock just
+//! long enough to copy the windows; it never waits on the proxy.
+//!
+//! JSON is written by hand: the shapes are fixed and small, and a JSON
+//! library would cost the router more flash than these hundred lines.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::Target;
+use crate::health::State;
+use crate::logging::push_json_string;
+use crate::server::Snapshot;
+use crate::stats::DaemonStats;
+
+/// One backend, as reported.
+#[derive(Debug, Clone)]
+pub struct BackendReport {
+    pub name: String,
+    pub address: String,
+    pub kind: &'static str,
+    pub weight: u32,
+    pub healthy: bool,
+    pub circuit: State,
+    pub next_probe: Option<SystemTime>,
+    pub last_checked: Option<SystemTime>,
+    pub success_rate: Option<f64>,
+    pub latency_ema: Option<Duration>,
+    pub latency_median: Option<Duration>,
+    pub latency_recent: Vec<Duration>,
+    pub active_connections: usize,
+    pub total_connections: u64,
+    pub attempts: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub in_active_set: bool,
+}
+
+/// The whole daemon, as reported.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub timestamp: SystemTime,
+    pub version: &'static str,
+    pub uptime: Duration,
+    pub mode: String,
+    pub algorithm: String,
+    pub refresh_interval: u32,
+    pub outage: bool,
+    pub connections_total: u64,
+    pub connections_open: usize,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub rss_bytes: Option<u64>,
+    pub throughput: Vec<crate::stats::RateSample>,
+    pub backends: Vec<BackendReport>,
+}
+
+impl Report {
+    pub fn healthy_backends(&self) -> usize {
+        self.backends.iter().filter(|b| b.healthy).count()
+    }
+}
+
+/// `Instant` → wall clock, for times the breaker keeps as instants.
+fn wall(at: Instant, now: Instant, wall_now: SystemTime) -> SystemTime {
+    match at.checked_duration_since(now) {
+        Some(ahead) => wall_now + ahead,
+        None => wall_now - now.duration_since(at),
+    }
+}
+
+pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Report {
+    let now = Instant::now();
+    let wall_now = SystemTime::now();
+    let backends: Vec<BackendReport> = snapshot
+        .pool
+        .backends()
+        .iter()
+        .map(|b| {
+            let inner = b.health.lock();
+            let circuit = inner.breaker.state();
+            let next_probe = match circuit {
+                State::Open => inner.breaker.retry_at(),
+                State::HalfOpen => Some(now),
+                State::Closed => Some(inner.next_probe),
+            };
+            let report = BackendReport {
+                name: b.config.name.clone(),
+                address: b.config.target.to_string(),
+                kind: match b.config.target {
+                    Target::Proxy { .. } => "proxy",
+                    Target::Direct => "direct",
+                },
+                weight: b.config.weight.get(),
+                healthy: circuit == State::Closed,
+                circuit,
+                next_probe: next_probe.map(|t| wall(t, now, wall_now)),
+                last_checked: inner.last_checked,
+                success_rate: inner.outcomes.success_rate(),
+                latency_ema: inner.latencies.ema(),
+                latency_median: inner.latencies.median(),
+                latency_recent: inner.latencies.recent().collect(),
+                active_connections: b.stats.active.load(Ordering::Relaxed),
+                total_connections: b.stats.connections.get(),
+                attempts: b.stats.attempts.get(),
+                failures: b.stats.failures.get(),
+                timeouts: b.stats.timeouts.get(),
+                bytes_up: b.stats.bytes_up.get(),
+                bytes_down: b.stats.bytes_down.get(),
+                in_active_set: b.health.is_active(),
+            };
+            drop(inner);
+            report
+        })
+        .collect();
+    Report {
+        timestamp: wall_now,
+        version: crate::VERSION,
+        uptime: now.duration_since(started),
+        mode: snapshot.config.mode.to_string(),
+        algorithm: snapshot.config.balancer.algorithm.to_string(),
+        refresh_interval: snapshot.config.web.refresh_interval.get(),
+        outage: snapshot.pool.outage(),
+        connections_total: stats.accepted.get(),
+        connections_open: stats.open.load(Ordering::Relaxed),
+        bytes_up: backends.iter().map(|b| b.bytes_up).sum(),
+        bytes_down: backends.iter().map(|b| b.bytes_down).sum(),
+        rss_bytes: resident_memory(),
+        throughput: stats.throughput.samples(),
+        backends,
+    }
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux);
+/// `None` elsewhere.
+pub fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// RFC 3339 in UTC with second precision: `2026-11-22T02:50:07Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Appends `"key":` to a JSON object under construction.
+fn key(out: &mut String, k: &str) {
+    if !out.ends_with('{') && !out.ends_with('[') {
+        out.push(',');
+    }
+    push_json_string(out, k);
+    out.push(':');
+}
+
+fn opt_f64(out: &mut String, v: Option<f64>, decimals: usize) {
+    match v {
+        Some(v) if v.is_finite() => {
+            let _ = write!(out, "{v:.decimals$}");
+        }
+        _ => out.push_str("null"),
+    }
+}
+
+fn opt_time(out: &mut String, t: Option<SystemTime>) {
+    match t {
+        Some(t) => push_json_string(out, &rfc3339(t)),
+        None => out.push_str("null"),
+    }
+}
+
+/// `GET /api/stats`. SocksBalance's fields come first with its meanings
+/// (`latency_ms` an integer, 0 before the first measurement); ours follow.
+pub fn to_json(r: &Report) -> String {
+    let mut out = String::with_capacity(512 + r.backends.len() * 640);
+    out.push('{');
+    key(&mut out, "timestamp");
+    push_json_string(&mut out, &rfc3339(r.timestamp));
+    key(&mut out, "total_backends");
+    let _ = write!(out, "{}", r.backends.len());
+    key(&mut out, "healthy_backends");
+    let _ = write!(out, "{}", r.healthy_backends());
+    key(&mut out, "version");
+    push_json_string(&mut out, r.version);
+    key(&mut out, "uptime_seconds");
+    let _ = write!(out, "{}", r.uptime.as_secs());
+    key(&mut out, "mode");
+    push_json_string(&mut out, &r.mode);
+    key(&mut out, "algorithm");
+    push_json_string(&mut out, &r.algorithm);
+    key(&mut out, "refresh_interval");
+    let _ = write!(out, "{}", r.refresh_interval);
+    key(&mut out, "outage");
+    let _ = write!(out, "{}", r.outage);
+    key(&mut out, "connections_total");
+    let _ = write!(out, "{}", r.connections_total);
+    key(&mut out, "open_tunnels");
+    let _ = write!(out, "{}", r.connections_open);
+    key(&mut out, "bytes_up");
+    let _ = write!(out, "{}", r.bytes_up);
+    key(&mut out, "bytes_down");
+    let _ = write!(out, "{}", r.bytes_down);
+    key(&mut out, "rss_bytes");
+    match r.rss_bytes {
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.push_str("null"),
+    }
+    key(&mut out, "throughput");
+    out.push('[');
+    for (i, t) in r.throughput.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "[{},{},{}]", t.at, t.up, t.down);
+    }
+    out.push(']');
+    key(&mut out, "backends");
+    out.push('[');
+    for (i, b) in r.backends.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        key(&mut out, "address");
+        push_json_string(&mut out, &b.address);
+        key(&mut out, "name");
+        push_json_string(&mut out, &b.name);
+        key(&mut out, "healthy");
+        let _ = write!(out, "{}", b.healthy);
+        key(&mut out, "latency_ms");
+        let _ =
+            write!(out, "{}", b.latency_ema.map_or(0, |l| l.as_millis().min(u128::from(u64::MAX)) as u64));
+        key(&mut out, "last_checked");
+        opt_time(&mut out, b.last_checked);
+        key(&mut out, "kind");
+        push_json_string(&mut out, b.kind);
+        key(&mut out, "weight");
+        let _ = write!(out, "{}", b.weight);
+        key(&mut out, "circuit");
+        push_json_string(&mut out, b.circuit.as_str());
+        key(&mut out, "next_probe");
+        opt_time(&mut out, b.next_probe);
+        key(&mut out, "in_active_set");
+        let _ = write!(out, "{}", b.in_active_set);
+        key(&mut out, "success_rate");
+        opt_f64(&mut out, b.success_rate, 4);
+        key(&mut out, "latency_ema_ms");
+        opt_f64(&mut out, b.latency_ema.map(ms), 3);
+        key(&mut out, "latency_median_ms");
+        opt_f64(&mut out, b.latency_median.map(ms), 3);
+        key(&mut out, "latency_recent_ms");
+        out.push('[');
+        for (k, l) in b.latency_recent.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{:.3}", ms(*l));
+        }
+        out.push(']');
+        for (name, v) in [
+            ("active_connections", b.active_connections as u64),
+            ("total_connections", b.total_connections),
+            ("attempts", b.attempts),
+            ("failures", b.failures),
+            ("timeouts", b.timeouts),
+            ("bytes_up", b.bytes_up),
+            ("bytes_down", b.bytes_down),
+        ] {
+            key(&mut out, name);
+            let _ = write!(out, "{v}");
+        }
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
+
+/// A Prometheus label value, escaped per the text exposition format.
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `GET /metrics`: the Prometheus text exposition format, version 0.0.4.
+pub fn to_prometheus(r: &Report) -> String {
+    let mut out = String::with_capacity(2048 + r.backends.len() * 1400);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP socksbalance_{name} {help}");
+        let _ = writeln!(out, "# TYPE socksbalance_{name} {kind}");
+    };
+    family(&mut out, "info", "gauge", "Version and settings of this daemon; always 1.");
+    let _ = writeln!(
+        out,
+        "socksbalance_info{{version=\"{}\",mode=\"{}\",algorithm=\"{}\"}} 1",
+        label(r.version),
+        label(&r.mode),
+        label(&r.algorithm)
+    );
+    let globals: [(&str, &str, &str, f64); 8] = [
+        ("uptime_seconds", "gauge", "Seconds since the daemon started.", r.uptime.as_secs_f64()),
+        ("connections_total", "counter", "Client connections accepted.", r.connections_total as f64),
+        ("open_tunnels", "gauge", "Client connections open now.", r.connections_open as f64),
+        ("backends", "gauge", "Configured backends.", r.backends.len() as f64),
+        ("backends_healthy", "gauge", "Backends whose circuit is closed.", r.healthy_backends() as f64),
+        (
+            "uplink_outage",
+            "gauge",
+            "1 while every backend is failing (an uplink outage).",
+            f64::from(u8::from(r.outage)),
+        ),
+        ("bytes_up_total", "counter", "Bytes relayed from clients to backends.", r.bytes_up as f64),
+        ("bytes_down_total", "counter", "Bytes relayed from backends to clients.", r.bytes_down as f64),
+    ];
+    for (name, kind, help, v) in globals {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "socksbalance_{name} {v}");
+    }
+    if let Some(rss) = r.rss_bytes {
+        family(&mut out, "resident_memory_bytes", "gauge", "Resident memory of the daemon.");
+        let _ = writeln!(out, "socksbalance_resident_memory_bytes {rss}");
+    }
+
+    let labels: Vec<String> = r
+        .backends
+        .iter()
+        .map(|b| format!("backend=\"{}\",address=\"{}\"", label(&b.name), label(&b.address)))
+        .collect();
+    type Series = fn(&BackendReport) -> Option<f64>;
+    let per_backend: [(&str, &str, &str, Series); 12] = [
+        ("backend_up", "gauge", "1 if the backend's circuit is closed.", |b| {
+            Some(f64::from(u8::from(b.healthy)))
+        }),
+        ("backend_in_active_set", "gauge", "1 if the backend is in the active set.", |b| {
+            Some(f64::from(u8::from(b.in_active_set)))
+        }),
+        ("backend_success_ratio", "gauge", "Successes over the recent outcome window.", |b| b.success_rate),
+        ("backend_latency_seconds", "gauge", "Latency EMA over the recent window.", |b| {
+            b.latency_ema.map(|l| l.as_secs_f64())
+        }),
+        ("backend_latency_median_seconds", "gauge", "Median latency over the recent window.", |b| {
+            b.latency_median.map(|l| l.as_secs_f64())
+        }),
+        ("backend_active_connections", "gauge", "Client connections using the backend now.", |b| {
+            Some(b.active_connections as f64)
+        }),
+        ("backend_connections_total", "counter", "Tunnels established through the backend.", |b| {
+            Some(b.total_connections as f64)
+        }),
+        ("backend_attempts_total", "counter", "Client connections tried through the backend.", |b| {
+            Some(b.attempts as f64)
+        }),
+        ("backend_failures_total", "counter", "Attempts that failed for the backend's own reasons.", |b| {
+            Some(b.failures as f64)
+        }),
+        ("backend_timeouts_total", "counter", "Attempts that timed out.", |b| Some(b.timeouts as f64)),
+        ("backend_bytes_up_total", "counter", "Bytes relayed from clients to the backend.", |b| {
+            Some(b.bytes_up as f64)
+        }),
+        ("backend_bytes_down_total", "counter", "Bytes relayed from the backend to clients.", |b| {
+            Some(b.bytes_down as f64)
+        }),
+    ];
+    for (name, kind, help, value) in per_backend {
+        family(&mut out, name, kind, help);
+        for (b, l) in r.backends.iter().zip(&labels) {
+            if let Some(v) = value(b) {
+                let _ = writeln!(out, "socksbalance_{name}{{{l}}} {v}");
+            }
+        }
+    }
+    family(&mut out, "backend_circuit_state", "gauge", "1 for the state the backend's circuit is in.");
+    for (b, l) in r.backends.iter().zip(&labels) {
+        for state in [State::Closed, State::Open, State::HalfOpen] {
+            let on = u8::from(b.circuit == state);
+            let _ =
+                writeln!(out, "socksbalance_backend_circuit_state{{{l},state=\"{}\"}} {on}", state.as_str());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_315_807)), "2026-11-22T02:50:07Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(4_102_444_799)), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(resident_memory().unwrap() > 0);
+        }
+    }
+}

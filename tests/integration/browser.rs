@@ -1,0 +1,167 @@
+//! The dashboard in a real browser: headless Chromium renders the page
+//! against live data and dumps the DOM. Skipped with a notice where
+//! Chromium is missing; .ci/run installs it, so CI always runs these.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use crate::web::get;
+
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        eprintln!("NOTICE: chromium not on PATH; skipping the browser test (.ci/run installs it)");
+    }
+    found
+}
+
+/// Loads `url` headless, lets the page run for `budget_ms` of virtual
+/// time, and returns the serialized DOM. Bounded by a wall-clock limit.
+fn dump_dom(browser: &str, url: &str, budget_ms: u32) -> String {
+    let profile =
+        std::env::temp_dir().join(format!("socksbalance-chromium-{}-{}", std::process::id(), budget_ms));
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut dom = String::new();
+        let _ = stdout.read_to_string(&mut dom);
+        dom
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 90 s");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(profile);
+    reader.join().unwrap()
+}
+
+#[test]
+fn dashboard_renders_backend_rows_and_sparklines() {
+    let Some(browser) = chromium() else { return };
+    let backends: Vec<Backend> = (0..3).map(|_| Backend::start(Behaviour::Proxy)).collect();
+    let mut yaml = format!("{LISTEN}mode: socks5\nweb:\n  enabled: true\n  listen: 127.0.0.1:0\nbackends:\n");
+    for (i, b) in backends.iter().enumerate() {
+        yaml.push_str(&b.yaml(&format!("proxy-{i}")));
+    }
+    let d = daemon(&yaml);
+    let target = echo_server("127.0.0.1:0");
+    // Three samples per backend, so each sparkline has a line to draw.
+    for _ in 0..9 {
+        assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
+    }
+    let dom = dump_dom(browser, &format!("http://{}/", d.web_addr().unwrap()), 4000);
+    // Only the rendered table counts (the inline script holds the same tags
+    // as string literals).
+    let rows = dom
+        .split("<tbody id=\"rows\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tbody>").next())
+        .unwrap_or_else(|| panic!("no rendered table:\n{dom}"));
+    assert_eq!(rows.matches("<tr class=\"backend").count(), 3, "backend rows:\n{rows}");
+    for i in 0..3 {
+        assert!(rows.contains(&format!("data-name=\"proxy-{i}\"")), "row for proxy-{i} missing");
+    }
+    let sparklines = rows.matches("<svg class=\"spark\"").count();
+    let drawn = rows
+        .split("<svg class=\"spark\"")
+        .skip(1)
+        .filter(|s| s.split("</svg>").next().unwrap().contains("<polyline"))
+        .count();
+    assert_eq!((sparklines, drawn), (3, 3), "every backend has a drawn sparkline");
+    assert_eq!(rows.matches("badge closed").count(), 3, "circuit badges");
+    assert!(dom.contains("3 / 3"), "healthy tile");
+    assert!(dom.contains("id=\"dot\" class=\"live\""), "connected indicator");
+    assert!(!dom.contains("id=\"banner\" class=\"show\""), "no disconnected banner");
+}
+
+/// A stand-in daemon: serves the real dashboard page, and /api/stats with
+/// a canned document, except that the first `fail` requests for it get no
+/// answer at all (the daemon is "gone").
+fn flaky_stats_server(stats_json: String, fail: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(1) => req.push(b[0]),
+                    _ => break,
+                }
+            }
+            let line = String::from_utf8_lossy(&req).lines().next().unwrap_or("").to_owned();
+            let (ctype, body) = if line.starts_with("GET /api/stats") {
+                if seen.fetch_add(1, Ordering::SeqCst) < fail {
+                    continue; // drop the connection unanswered
+                }
+                ("application/json", stats_json.clone())
+            } else if line.starts_with("GET / ") {
+                ("text/html; charset=utf-8", socksbalance::web::DASHBOARD.to_owned())
+            } else {
+                ("text/plain", String::new())
+            };
+            let _ = s.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    .as_bytes(),
+            );
+        }
+    });
+    (addr, calls)
+}
+
+#[test]
+fn dashboard_shows_disconnected_and_recovers_by_itself() {
+    let Some(browser) = chromium() else { return };
+    let backend = Backend::start(Behaviour::Proxy);
+    let d = daemon(&format!(
+        "{LISTEN}mode: socks5\nweb:\n  enabled: true\n  listen: 127.0.0.1:0\n  refresh_interval: 1\nbackends:\n{}",
+        backend.yaml("only")
+    ));
+    let (_, _, stats) = get(d.web_addr().unwrap(), "/api/stats", "");
+
+    // Gone for good: the page says so.
+    let (down, _) = flaky_stats_server(stats.clone(), usize::MAX);
+    let dom = dump_dom(browser, &format!("http://{down}/"), 3000);
+    assert!(dom.contains("id=\"banner\" class=\"show\""), "no disconnected banner:\n{dom}");
+    assert!(dom.contains("id=\"dot\" class=\"down\""));
+
+    // Gone for the first three polls, then back: the page recovers alone.
+    let (flaky, calls) = flaky_stats_server(stats, 3);
+    let dom = dump_dom(browser, &format!("http://{flaky}/"), 12_000);
+    assert!(calls.load(Ordering::SeqCst) >= 4, "the page stopped polling");
+    assert!(!dom.contains("id=\"banner\" class=\"show\""), "still disconnected:\n{dom}");
+    assert!(dom.contains("data-name=\"only\""), "rows not rendered after recovery");
+}
