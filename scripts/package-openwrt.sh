@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Turns the static binaries in dist/ into OpenWrt packages, without the SDK:
+#   dist/openwrt/socksbalance_<version>-<release>_<openwrt-arch>.ipk
+# An .ipk is what opkg reads: a gzip'd tar of ./debian-binary,
+# ./data.tar.gz and ./control.tar.gz. Output is reproducible: sorted names,
+# mtime SOURCE_DATE_EPOCH, owner 0, gzip without names or times.
+#
+# Usage: scripts/package-openwrt.sh [--build] [--out DIR] [OPENWRT_ARCH...]
+#   no arch: every arch whose binary is in dist/ (see docs/building.md for
+#   the mapping); --build: build missing binaries with scripts/build.sh --local.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+umask 022
+
+# OpenWrt architecture -> Rust target (docs/building.md explains the choice).
+declare -A TARGET=(
+    [x86_64]=x86_64-unknown-linux-musl
+    [i386_pentium4]=i686-unknown-linux-musl
+    [aarch64_cortex-a53]=aarch64-unknown-linux-musl
+    [aarch64_cortex-a72]=aarch64-unknown-linux-musl
+    [aarch64_generic]=aarch64-unknown-linux-musl
+    [arm_cortex-a7_neon-vfpv4]=armv7-unknown-linux-musleabihf
+    [arm_cortex-a9_vfpv3-d16]=armv7-unknown-linux-musleabihf
+    [arm_cortex-a15_neon-vfpv4]=armv7-unknown-linux-musleabihf
+    [arm_arm1176jzf-s_vfp]=arm-unknown-linux-musleabi
+    [mips_24kc]=mips-unknown-linux-musl
+    [mipsel_24kc]=mipsel-unknown-linux-musl
+    [mipsel_74kc]=mipsel-unknown-linux-musl
+    [mips64_octeonplus]=mips64-unknown-linux-muslabi64
+    [mips64el_mips64r2]=mips64el-unknown-linux-muslabi64
+    [riscv64_riscv64]=riscv64gc-unknown-linux-musl
+)
+
+build=0
+out=dist/openwrt
+archs=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build) build=1 ;;
+        --out) out=$2; shift ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -*) echo "package-openwrt.sh: unknown option $1" >&2; exit 2 ;;
+        *) [ -n "${TARGET[$1]:-}" ] || { echo "package-openwrt.sh: unknown OpenWrt arch $1 (known: ${!TARGET[*]})" >&2; exit 2; }
+           archs+=("$1") ;;
+    esac
+    shift
+done
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+release=1
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+
+explicit=1
+if [ ${#archs[@]} -eq 0 ]; then
+    explicit=0
+    mapfile -t archs < <(printf '%s\n' "${!TARGET[@]}" | sort)
+fi
+
+tarball() { # tarball DIR OUT.tar.gz: reproducible tar.gz of DIR's contents
+    tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
+        --format=gnu -C "$1" -cf - . | gzip -n -9 > "$2"
+}
+
+mkdir -p "$out"
+made=()
+for arch in "${archs[@]}"; do
+    target=${TARGET[$arch]}
+    bin="dist/socksbalance-$version-$target"
+    if [ ! -f "$bin" ]; then
+        if [ $build -eq 1 ]; then
+            scripts/build.sh --local "$target"
+        elif [ $explicit -eq 1 ]; then
+            echo "package-openwrt.sh: $bin missing; run scripts/build.sh --local $target (or pass --build)" >&2
+            exit 1
+        else
+            continue
+        fi
+    fi
+    work=$(mktemp -d)
+    mkdir -p "$work/data/usr/bin" "$work/data/etc/init.d" "$work/data/etc/config" \
+        "$work/data/etc/socksbalance" "$work/control"
+    install -m 0755 "$bin" "$work/data/usr/bin/socksbalance"
+    install -m 0755 openwrt/socksbalance/files/socksbalance.init "$work/data/etc/init.d/socksbalance"
+    install -m 0644 openwrt/socksbalance/files/socksbalance.config "$work/data/etc/config/socksbalance"
+    install -m 0644 openwrt/socksbalance/files/config.yaml "$work/data/etc/socksbalance/config.yaml"
+    find "$work/data" -type d -exec chmod 0755 {} +
+    installed_size=$(find "$work/data" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+
+    cat > "$work/control/control" <<CONTROL
+Package: socksbalance
+Version: $version-$release
+Depends:
+Source: feeds/socksbalance/socksbalance
+SourceName: socksbalance
+License: MIT
+Section: net
+SourceDateEpoch: $SOURCE_DATE_EPOCH
+Architecture: $arch
+Installed-Size: $installed_size
+Maintainer: socksbalance developers <socksbalance@users.noreply.github.com>
+Description:  SOCKS5 load balancer with health checks and a web dashboard.
+ Spreads SOCKS5 client connections over many upstream SOCKS5 proxies, with
+ circuit breakers, per-connection failover and a compact dashboard. Static
+ binary built for $target.
+CONTROL
+    printf '/etc/config/socksbalance\n/etc/socksbalance/config.yaml\n' > "$work/control/conffiles"
+    cat > "$work/control/postinst" <<'SCRIPT'
+#!/bin/sh
+[ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
+[ -s ${IPKG_INSTROOT}/lib/functions.sh ] || exit 0
+. ${IPKG_INSTROOT}/lib/functions.sh
+default_postinst $0 $@
+SCRIPT
+    cat > "$work/control/prerm" <<'SCRIPT'
+#!/bin/sh
+[ -s ${IPKG_INSTROOT}/lib/functions.sh ] || exit 0
+. ${IPKG_INSTROOT}/lib/functions.sh
+default_prerm $0 $@
+SCRIPT
+    chmod 0644 "$work/control/control" "$work/control/conffiles"
+    chmod 0755 "$work/control/postinst" "$work/control/prerm"
+
+    mkdir "$work/ipk"
+    printf '2.0\n' > "$work/ipk/debian-binary"
+    tarball "$work/data" "$work/ipk/data.tar.gz"
+    tarball "$work/control" "$work/ipk/control.tar.gz"
+    chmod 0644 "$work/ipk/"*
+    ipk="$out/socksbalance_${version}-${release}_${arch}.ipk"
+    # The order ipkg-build uses: debian-binary, data, control.
+    tar --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
+        -C "$work/ipk" -cf - ./debian-binary ./data.tar.gz ./control.tar.gz | gzip -n -9 > "$ipk"
+    rm -rf "$work"
+    made+=("$ipk")
+done
+
+[ ${#made[@]} -gt 0 ] || { echo "package-openwrt.sh: no binaries in dist/ to package; run scripts/build.sh first" >&2; exit 1; }
+printf '%-62s %10s\n' package bytes
+for ipk in "${made[@]}"; do printf '%-62s %10s\n' "$ipk" "$(stat -c %s "$ipk")"; done
