@@ -19,6 +19,7 @@
 # .cargo/config.toml, so every path gets it. See docs/building.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 ALL_TARGETS=(
     x86_64-unknown-linux-musl
@@ -59,7 +60,7 @@ for t in "${targets[@]}"; do
     esac
 done
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+version=$(crate_version)
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 mkdir -p dist
 
@@ -68,16 +69,6 @@ if [ $local_build -eq 0 ] && ! docker info >/dev/null 2>&1; then
     local_build=1
 fi
 
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-apt_updated=0
-need_apt() { # need_apt COMMAND PACKAGE...
-    command -v "$1" >/dev/null 2>&1 && return 0
-    shift
-    command -v apt-get >/dev/null 2>&1 || { echo "build.sh: please install $*" >&2; exit 1; }
-    if [ $apt_updated -eq 0 ]; then $sudo apt-get update -qq; apt_updated=1; fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
 need_zig() {
     if ! command -v zig >/dev/null 2>&1 && ! command -v python-zig >/dev/null 2>&1; then
         python3 -m pip install -q ziglang==0.15.2

@@ -10,6 +10,7 @@
 #   the mapping); --build: build missing binaries with scripts/build.sh --local.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 umask 022
 
 # OpenWrt architecture -> Rust target (docs/building.md explains the choice).
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+version=$(crate_version)
 release=1
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 

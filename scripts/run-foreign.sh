@@ -9,6 +9,7 @@
 # Builds the artifact first (scripts/build.sh --local) if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 if [ "${1:-}" = "--all" ]; then
     mapfile -t targets < <(sed -n '/^ALL_TARGETS=(/,/^)/p' scripts/build.sh | grep -v '[()]' | tr -d ' ')
@@ -17,16 +18,7 @@ else
 fi
 [ ${#targets[@]} -gt 0 ] || { echo "usage: scripts/run-foreign.sh TARGET... | --all" >&2; exit 2; }
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-apt_updated=0
-need_apt() { # need_apt COMMAND PACKAGE...
-    command -v "$1" >/dev/null 2>&1 && return 0
-    shift
-    if [ $apt_updated -eq 0 ]; then $sudo apt-get update -qq; apt_updated=1; fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+version=$(crate_version)
 need_apt microsocks microsocks
 need_apt curl curl ca-certificates
 

@@ -114,15 +114,8 @@ fn flaky_stats_server(stats_json: String, fail: usize) -> (SocketAddr, Arc<Atomi
     let seen = Arc::clone(&calls);
     thread::spawn(move || {
         for mut s in listener.incoming().flatten() {
-            let mut req = Vec::new();
-            let mut b = [0u8; 1];
-            while !req.ends_with(b"\r\n\r\n") {
-                match s.read(&mut b) {
-                    Ok(1) => req.push(b[0]),
-                    _ => break,
-                }
-            }
-            let line = String::from_utf8_lossy(&req).lines().next().unwrap_or("").to_owned();
+            let head = read_request_head(&mut s).unwrap_or_default();
+            let line = head.lines().next().unwrap_or("").to_owned();
             let (ctype, body) = if line.starts_with("GET /api/stats") {
                 if seen.fetch_add(1, Ordering::SeqCst) < fail {
                     continue; // drop the connection unanswered

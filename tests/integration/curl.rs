@@ -1,7 +1,7 @@
 //! Real curl as the client. Skipped with a notice where curl is missing;
 //! .ci/run installs it, so CI always runs these.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::thread;
@@ -24,13 +24,8 @@ fn http_server(body: Vec<u8>) -> SocketAddr {
         for mut stream in listener.incoming().flatten() {
             let body = body.clone();
             thread::spawn(move || {
-                let mut request = Vec::new();
-                let mut byte = [0u8; 1];
-                while !request.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte) {
-                        Ok(1) => request.push(byte[0]),
-                        _ => return,
-                    }
+                if read_request_head(&mut stream).is_none() {
+                    return;
                 }
                 let head =
                     format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());

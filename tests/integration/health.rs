@@ -461,19 +461,14 @@ fn probes_are_bounded_so_many_backends_never_stampede() {
 
 /// An HTTP server answering every request with `status`.
 fn http_status_server(status: u16) -> SocketAddr {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for mut s in listener.incoming().flatten() {
             std::thread::spawn(move || {
-                let mut req = Vec::new();
-                let mut b = [0u8; 1];
-                while !req.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut b) {
-                        Ok(1) => req.push(b[0]),
-                        _ => return,
-                    }
+                if read_request_head(&mut s).is_none() {
+                    return;
                 }
                 let _ = s.write_all(format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes());
             });
