@@ -10,7 +10,12 @@ need_apt() {
     command -v "$1" >/dev/null 2>&1 && return 0
     shift
     command -v apt-get >/dev/null 2>&1 || { echo "please install: $*" >&2; exit 1; }
-    if [ $apt_updated -eq 0 ]; then $sudo apt-get update -qq; apt_updated=1; fi
+    if [ $apt_updated -eq 0 ]; then
+        # A mirror mid-sync can fail one index; the install still fails
+        # loudly if the package is really missing.
+        $sudo apt-get update -qq || echo "warning: apt-get update reported errors; continuing" >&2
+        apt_updated=1
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
