@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use smol::channel::{self, Receiver, Sender};
 
-use crate::config::{Algorithm, BackendConfig, Config, StickyKey};
+use crate::config::{Algorithm, BackendConfig, Config, Health as HealthConfig, StickyKey};
 use crate::health::{BackendHealth, Outcome, Source, State, Transition};
 use crate::socks5::Address;
 use crate::stats::BackendStats;
@@ -81,6 +81,13 @@ impl Pool {
     /// Builds a pool for `config`. Fails only for a weighted schedule that
     /// would be too large (config validation already rejects that).
     pub fn new(config: &Config) -> Result<Pool, String> {
+        Pool::reloaded(config, None)
+    }
+
+    /// Builds a pool for a reloaded `config`. A backend whose settings did
+    /// not change keeps its traffic counters, and also its health (breaker
+    /// state, windows) when the health settings did not change either.
+    pub fn reloaded(config: &Config, previous: Option<(&Pool, &HealthConfig)>) -> Result<Pool, String> {
         let algorithm = config.balancer.algorithm;
         let schedule = if algorithm == Algorithm::Weighted {
             let weights: Vec<u32> = config.backends.iter().map(|b| b.weight.get()).collect();
@@ -94,29 +101,47 @@ impl Pool {
             | 1;
         let now = Instant::now();
         let n = config.backends.len().max(1) as u32;
+        // Each old backend is carried over at most once (a config may list
+        // the same backend twice).
+        let mut taken = vec![false; previous.map_or(0, |(p, _)| p.backends.len())];
         let backends: Vec<Backend> = config
             .backends
             .iter()
             .enumerate()
             .map(|(i, b)| {
+                let old = previous.and_then(|(pool, health)| {
+                    let k = (0..pool.backends.len()).find(|&k| !taken[k] && pool.backends[k].config == *b)?;
+                    taken[k] = true;
+                    Some((&pool.backends[k], *health == config.health))
+                });
                 // Spread the first probes evenly over (0, check_interval] so
                 // that a thousand backends never start probing at once.
                 let first_probe = now + config.health.check_interval * (i as u32 % n + 1) / n;
-                Backend {
-                    config: b.clone(),
-                    stats: Arc::default(),
-                    health: Arc::new(BackendHealth::new(&config.health, first_probe)),
+                let fresh_health = || Arc::new(BackendHealth::new(&config.health, first_probe));
+                match old {
+                    Some((old, same_health)) => Backend {
+                        config: b.clone(),
+                        stats: Arc::clone(&old.stats),
+                        health: if same_health { Arc::clone(&old.health) } else { fresh_health() },
+                    },
+                    None => Backend { config: b.clone(), stats: Arc::default(), health: fresh_health() },
                 }
             })
             .collect();
         let max_active = config.balancer.max_active_backends.map(|n| n.get() as usize);
-        if let Some(limit) = max_active {
-            for (i, b) in backends.iter().enumerate() {
-                b.health.set_active(i < limit);
+        match (max_active, previous.is_some()) {
+            (None, _) => backends.iter().for_each(|b| b.health.set_active(true)),
+            (Some(limit), false) => {
+                for (i, b) in backends.iter().enumerate() {
+                    b.health.set_active(i < limit);
+                }
             }
+            // Carried-over members stay in; recompute_active_set (at the
+            // end) fills or trims to the limit.
+            (Some(_), true) => {}
         }
         let (kick_tx, kick_rx) = channel::bounded(1);
-        Ok(Pool {
+        let pool = Pool {
             backends,
             algorithm,
             next: AtomicUsize::new(0),
@@ -130,7 +155,11 @@ impl Pool {
             outage: OutageDetector::new(now, outage_window(config)),
             kick_tx,
             kick_rx,
-        })
+        };
+        if previous.is_some() {
+            pool.recompute_active_set();
+        }
+        Ok(pool)
     }
 
     pub fn backends(&self) -> &[Backend] {
@@ -309,6 +338,11 @@ impl Pool {
         let mut outsiders: Vec<usize> =
             (0..self.backends.len()).filter(|&i| !health(i).is_active() && closed(i)).collect();
         outsiders.sort_by_key(|&i| rank(i));
+        if members.len() > limit {
+            // The limit went down (a reload): keep the best.
+            members.sort_by_key(|&i| rank(i));
+            members.truncate(limit);
+        }
         let mut outsiders = outsiders.into_iter().peekable();
         while members.len() < limit {
             match outsiders.next() {
@@ -716,6 +750,34 @@ mod tests {
         let picked: std::collections::BTreeSet<usize> =
             (0..20).map(|_| p.select(client([127, 0, 0, 1]), &|_| false).unwrap()).collect();
         assert_eq!(picked.into_iter().collect::<Vec<_>>(), [1, 2], "the next best came in");
+    }
+
+    #[test]
+    fn a_reload_carries_over_unchanged_backends_only() {
+        let old_config = Config::from_yaml(
+            "mode: socks5\nbackends:\n  - {address: 127.0.0.1:1001}\n  - {address: 127.0.0.1:1002}\n",
+        )
+        .unwrap();
+        let old = Pool::new(&old_config).unwrap();
+        old.backends[0].stats.connections.add(7);
+        fail(&old, 1, 3);
+        // 1002 stays, 1001 goes, 1003 is new.
+        let new_config = Config::from_yaml(
+            "mode: socks5\nbackends:\n  - {address: 127.0.0.1:1003}\n  - {address: 127.0.0.1:1002}\n",
+        )
+        .unwrap();
+        let new = Pool::reloaded(&new_config, Some((&old, &old_config.health))).unwrap();
+        assert!(Arc::ptr_eq(&new.backends[1].stats, &old.backends[1].stats));
+        assert_eq!(new.backends[1].health.state(), State::Open, "breaker state survives");
+        assert_eq!(new.backends[0].stats.connections.get(), 0, "a new backend starts fresh");
+        // Changed health settings: counters survive, health starts over.
+        let retuned = Config::from_yaml(
+            "mode: socks5\nhealth:\n  circuit_threshold: 9\nbackends:\n  - {address: 127.0.0.1:1002}\n",
+        )
+        .unwrap();
+        let again = Pool::reloaded(&retuned, Some((&new, &new_config.health))).unwrap();
+        assert!(Arc::ptr_eq(&again.backends[0].stats, &old.backends[1].stats));
+        assert_eq!(again.backends[0].health.state(), State::Closed);
     }
 
     #[test]

@@ -191,9 +191,21 @@ fn run_daemon(args: Args) -> ExitCode {
         log::info!("dashboard on http://{addr}/");
     }
 
-    match smol::block_on(signals.next()) {
-        Some(Ok(signal)) => log::info!("received {signal:?}; shutting down (send it again to exit at once)"),
-        other => log::warn!("signal handling ended ({other:?}); shutting down"),
+    loop {
+        match smol::block_on(signals.next()) {
+            #[cfg(unix)]
+            Some(Ok(async_signal::Signal::Hup)) => {
+                reload(&daemon, args.config.as_ref(), args.verbose, args.quiet)
+            }
+            Some(Ok(signal)) => {
+                log::info!("received {signal:?}; shutting down (send it again to exit at once)");
+                break;
+            }
+            other => {
+                log::warn!("signal handling ended ({other:?}); shutting down");
+                break;
+            }
+        }
     }
     std::thread::spawn(move || {
         if smol::block_on(signals.next()).is_some() {
@@ -213,9 +225,36 @@ fn run_daemon(args: Args) -> ExitCode {
     }
 }
 
+/// SIGHUP: re-read the config file and switch to it without dropping
+/// tunnels. A config that does not load is logged and ignored; the running
+/// one stays.
+fn reload(daemon: &Daemon, path: Option<&PathBuf>, verbose: u8, quiet: u8) {
+    let Some(path) = path else {
+        log::warn!("SIGHUP: running the embedded default, there is no config file to re-read");
+        return;
+    };
+    log::info!("SIGHUP: reloading {}", path.display());
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("reload failed, the running configuration stays: {}: {e}", path.display());
+            return;
+        }
+    };
+    let level = logging::adjust(config.log.level.to_filter(), verbose, quiet);
+    match daemon.reload(config) {
+        Ok(summary) => {
+            log::set_max_level(level);
+            log::info!("reloaded: {summary}");
+        }
+        Err(e) => log::error!("reload failed, the running configuration stays: {e}"),
+    }
+}
+
 #[cfg(unix)]
-fn termination_signals() -> [async_signal::Signal; 2] {
-    [async_signal::Signal::Int, async_signal::Signal::Term]
+fn termination_signals() -> [async_signal::Signal; 3] {
+    // SIGHUP is a reload, the others stop the daemon.
+    [async_signal::Signal::Int, async_signal::Signal::Term, async_signal::Signal::Hup]
 }
 
 #[cfg(windows)]

@@ -14,14 +14,14 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use smol::channel::{self, Sender};
+use smol::channel::{self, Receiver, Sender};
 use smol::future::FutureExt;
-use smol::{Async, Executor, Timer};
+use smol::{Async, Executor, Task, Timer};
 
 use crate::balancer::Pool;
 use crate::config::{format_duration, Config};
@@ -46,43 +46,132 @@ impl Snapshot {
     }
 }
 
+/// The snapshot new connections get. A reload replaces it whole and bumps
+/// the generation; accept loops compare generations (an atomic load) and
+/// take the lock only when it changed, so accepting stays lock-free.
+#[derive(Debug)]
+pub struct Current {
+    snapshot: Mutex<Arc<Snapshot>>,
+    generation: AtomicUsize,
+}
+
+impl Current {
+    pub fn new(snapshot: Arc<Snapshot>) -> Current {
+        Current { snapshot: Mutex::new(snapshot), generation: AtomicUsize::new(0) }
+    }
+
+    /// The snapshot in force. The lock is held only to clone an `Arc`.
+    pub fn get(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn generation(&self) -> usize {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn replace(&self, snapshot: Arc<Snapshot>) {
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// A reload request for [`run`]: the new configuration, and where to send
+/// the outcome (a summary, or why nothing changed).
+pub struct Reload {
+    pub config: Config,
+    pub reply: Sender<Result<String, String>>,
+}
+
 /// Pause after a failed `accept()`. EMFILE/ENFILE do not clear by retrying
 /// at once: back off so a full fd table does not become a busy loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves clients on `listeners` until `shutdown` fires, then drains.
+/// What the daemon's tasks share.
+struct Context {
+    ex: Arc<Executor<'static>>,
+    current: Arc<Current>,
+    stats: Arc<DaemonStats>,
+    /// The addresses actually bound, in `listen` order, for `local_addrs`.
+    bound: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+/// One listening socket's accept task.
+struct Acceptor {
+    /// As configured (may have port 0).
+    configured: SocketAddr,
+    /// As bound.
+    bound: SocketAddr,
+    task: Task<()>,
+}
+
+impl Context {
+    fn spawn_acceptor(
+        &self,
+        configured: SocketAddr,
+        listener: Async<TcpListener>,
+        drain: &Sender<()>,
+    ) -> Acceptor {
+        let bound = listener.get_ref().local_addr().unwrap_or(configured);
+        let task = self.ex.spawn(accept_loop(
+            Arc::clone(&self.ex),
+            listener,
+            Arc::clone(&self.current),
+            Arc::clone(&self.stats),
+            drain.clone(),
+        ));
+        Acceptor { configured, bound, task }
+    }
+
+    fn publish_bound(&self, acceptors: &[Acceptor]) {
+        *self.bound.lock().unwrap_or_else(|e| e.into_inner()) = acceptors.iter().map(|a| a.bound).collect();
+    }
+}
+
+/// Serves clients on `listeners` (each with the address it was configured
+/// as) until `shutdown` fires, applying reloads as they come; then drains.
 pub async fn run(
     ex: Arc<Executor<'static>>,
-    snapshot: Arc<Snapshot>,
+    current: Arc<Current>,
     stats: Arc<DaemonStats>,
-    listeners: Vec<Async<TcpListener>>,
+    listeners: Vec<(SocketAddr, Async<TcpListener>)>,
+    bound: Arc<Mutex<Vec<SocketAddr>>>,
+    reloads: Receiver<Reload>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
+    let cx = Context { ex, current, stats, bound };
     let (drain_tx, drain_rx) = channel::bounded::<()>(1);
-    let acceptors: Vec<_> = listeners
-        .into_iter()
-        .map(|listener| {
-            ex.spawn(accept_loop(
-                Arc::clone(&ex),
-                listener,
-                Arc::clone(&snapshot),
-                Arc::clone(&stats),
-                drain_tx.clone(),
-            ))
-        })
-        .collect();
-    drop(drain_tx);
-    let checker = ex.spawn(crate::health::checker::run(Arc::clone(&ex), Arc::clone(&snapshot)));
-    let sampler = ex.spawn(sample_throughput(Arc::clone(&snapshot), Arc::clone(&stats)));
+    let mut acceptors: Vec<Acceptor> =
+        listeners.into_iter().map(|(configured, l)| cx.spawn_acceptor(configured, l, &drain_tx)).collect();
+    cx.publish_bound(&acceptors);
+    let mut checker = cx.ex.spawn(crate::health::checker::run(Arc::clone(&cx.ex), cx.current.get()));
+    let sampler = cx.ex.spawn(sample_throughput(Arc::clone(&cx.current), Arc::clone(&cx.stats)));
 
-    shutdown.wait().await;
+    loop {
+        let stop = async {
+            shutdown.wait().await;
+            None
+        };
+        let reload = async {
+            match reloads.recv().await {
+                Ok(reload) => Some(reload),
+                // Nobody can ask for a reload any more; wait for shutdown.
+                Err(_) => smol::future::pending().await,
+            }
+        };
+        let Some(Reload { config, reply }) = stop.or(reload).await else { break };
+        let outcome = apply_reload(&cx, config, &mut acceptors, &mut checker, &drain_tx).await;
+        let _ = reply.try_send(outcome);
+    }
+
+    drop(drain_tx);
     for acceptor in acceptors {
-        acceptor.cancel().await;
+        acceptor.task.cancel().await;
     }
     checker.cancel().await;
     sampler.cancel().await;
+    let stats = &cx.stats;
     let open = stats.open.load(Ordering::Relaxed);
-    let grace = snapshot.config.shutdown_timeout;
+    let grace = cx.current.get().config.shutdown_timeout;
     if open > 0 {
         log::info!("shutting down: waiting up to {} for {open} open connection(s)", format_duration(grace));
     }
@@ -105,11 +194,74 @@ pub async fn run(
     Ok(())
 }
 
+/// Switches to `config`: new backends, settings and listeners for new
+/// connections; open tunnels carry on with what they started with. All or
+/// nothing: if a new listen address cannot be bound, nothing changes.
+async fn apply_reload(
+    cx: &Context,
+    config: Config,
+    acceptors: &mut Vec<Acceptor>,
+    checker: &mut Task<()>,
+    drain: &Sender<()>,
+) -> Result<String, String> {
+    let old = cx.current.get();
+    let pool = Pool::reloaded(&config, Some((&old.pool, &old.config.health)))?;
+    let added: Vec<SocketAddr> =
+        config.listen.iter().filter(|a| !acceptors.iter().any(|x| x.configured == **a)).copied().collect();
+    let fresh = bind(&added).map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+    if config.web.enabled != old.config.web.enabled || config.web.listen != old.config.web.listen {
+        notes.push("web.enabled and web.listen take effect after a restart");
+    }
+    if config.log.format != old.config.log.format {
+        notes.push("log.format takes effect after a restart");
+    }
+    let carried = pool
+        .backends()
+        .iter()
+        .filter(|b| old.pool.backends().iter().any(|o| Arc::ptr_eq(&o.stats, &b.stats)))
+        .count();
+    let summary = format!(
+        "{} backend(s) ({} kept, {} new, {} removed), listening on {}{}{}",
+        pool.backends().len(),
+        carried,
+        pool.backends().len() - carried,
+        old.pool.backends().len() - carried,
+        config.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+        if notes.is_empty() { "" } else { "; " },
+        notes.join("; ")
+    );
+    let snapshot = Arc::new(Snapshot { config, pool });
+    cx.current.replace(Arc::clone(&snapshot));
+
+    // New listeners are up before old ones close.
+    for (configured, listener) in added.into_iter().zip(fresh) {
+        acceptors.push(cx.spawn_acceptor(configured, listener, drain));
+    }
+    let mut kept = Vec::with_capacity(acceptors.len());
+    for acceptor in acceptors.drain(..) {
+        if snapshot.config.listen.contains(&acceptor.configured) {
+            kept.push(acceptor);
+        } else {
+            log::info!("no longer listening on {}", acceptor.bound);
+            acceptor.task.cancel().await;
+        }
+    }
+    kept.sort_by_key(|a| snapshot.config.listen.iter().position(|l| *l == a.configured));
+    *acceptors = kept;
+    cx.publish_bound(acceptors);
+
+    let old_checker =
+        std::mem::replace(checker, cx.ex.spawn(crate::health::checker::run(Arc::clone(&cx.ex), snapshot)));
+    old_checker.cancel().await;
+    Ok(summary)
+}
+
 /// Every [`SAMPLE_EVERY`], records the aggregate byte rates for the
 /// dashboard's throughput graph.
-async fn sample_throughput(snapshot: Arc<Snapshot>, stats: Arc<DaemonStats>) {
+async fn sample_throughput(current: Arc<Current>, stats: Arc<DaemonStats>) {
     let totals = || {
-        snapshot.pool.backends().iter().fold((0u64, 0u64), |(up, down), b| {
+        current.get().pool.backends().iter().fold((0u64, 0u64), |(up, down), b| {
             (up + b.stats.bytes_up.get(), down + b.stats.bytes_down.get())
         })
     };
@@ -122,10 +274,12 @@ async fn sample_throughput(snapshot: Arc<Snapshot>, stats: Arc<DaemonStats>) {
         let secs = now.duration_since(last_at).as_secs_f64().max(0.001);
         let at =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // A reload that removes a backend removes its bytes from the total:
+        // that sample reads low rather than negative.
         stats.throughput.push(RateSample {
             at,
-            up: ((up - last_up) as f64 / secs) as u64,
-            down: ((down - last_down) as f64 / secs) as u64,
+            up: (up.saturating_sub(last_up) as f64 / secs) as u64,
+            down: (down.saturating_sub(last_down) as f64 / secs) as u64,
         });
         (last_up, last_down, last_at) = (up, down, now);
     }
@@ -134,15 +288,19 @@ async fn sample_throughput(snapshot: Arc<Snapshot>, stats: Arc<DaemonStats>) {
 async fn accept_loop(
     ex: Arc<Executor<'static>>,
     listener: Async<TcpListener>,
-    snapshot: Arc<Snapshot>,
+    current: Arc<Current>,
     stats: Arc<DaemonStats>,
     drain: Sender<()>,
 ) {
     let local = listener.get_ref().local_addr().ok();
+    let (mut generation, mut snapshot) = (current.generation(), current.get());
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 stats.accepted.add(1);
+                if current.generation() != generation {
+                    (generation, snapshot) = (current.generation(), current.get());
+                }
                 let open = OpenConnection::new(&stats, &drain);
                 let snapshot = Arc::clone(&snapshot);
                 ex.spawn(async move {
@@ -198,9 +356,10 @@ const WORKER_STACK: usize = 256 * 1024;
 /// A running daemon on its own threads: what `main` starts and what the
 /// integration tests drive.
 pub struct Daemon {
-    addrs: Vec<SocketAddr>,
+    bound: Arc<Mutex<Vec<SocketAddr>>>,
     web: Option<WebServer>,
-    snapshot: Arc<Snapshot>,
+    current: Arc<Current>,
+    reloads: Sender<Reload>,
     trigger: ShutdownTrigger,
     stats: Arc<DaemonStats>,
     thread: Option<thread::JoinHandle<io::Result<()>>>,
@@ -213,13 +372,16 @@ impl Daemon {
     pub fn start(config: Config, threads: usize) -> io::Result<Daemon> {
         let listeners = bind(&config.listen)?;
         let addrs = listeners.iter().map(|l| l.get_ref().local_addr()).collect::<io::Result<Vec<_>>>()?;
+        let listeners: Vec<(SocketAddr, Async<TcpListener>)> =
+            config.listen.iter().copied().zip(listeners).collect();
         let snapshot =
             Arc::new(Snapshot::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
         let stats = Arc::new(DaemonStats::default());
+        let current = Arc::new(Current::new(Arc::clone(&snapshot)));
         let web = match snapshot.config.web.enabled {
             true => {
                 let state = Arc::new(web::State {
-                    snapshot: Arc::clone(&snapshot),
+                    current: Arc::clone(&current),
                     stats: Arc::clone(&stats),
                     started: std::time::Instant::now(),
                 });
@@ -228,8 +390,10 @@ impl Daemon {
             false => None,
         };
         let (trigger, shutdown) = shutdown::channel();
-        let thread_stats = Arc::clone(&stats);
-        let thread_snapshot = Arc::clone(&snapshot);
+        let (reloads, reload_rx) = channel::bounded::<Reload>(1);
+        let bound = Arc::new(Mutex::new(addrs));
+        let (thread_stats, thread_current, thread_bound) =
+            (Arc::clone(&stats), Arc::clone(&current), Arc::clone(&bound));
         let thread =
             thread::Builder::new().name("socksbalance".into()).stack_size(WORKER_STACK).spawn(move || {
                 let ex = Arc::new(Executor::new());
@@ -246,9 +410,11 @@ impl Daemon {
                     .collect();
                 let result = smol::block_on(ex.run(run(
                     Arc::clone(&ex),
-                    thread_snapshot,
+                    thread_current,
                     thread_stats,
                     listeners,
+                    thread_bound,
+                    reload_rx,
                     shutdown,
                 )));
                 drop(stop_workers);
@@ -260,12 +426,28 @@ impl Daemon {
                 drop(ex);
                 result
             })?;
-        Ok(Daemon { addrs, web, snapshot, trigger, stats, thread: Some(thread) })
+        Ok(Daemon { bound, web, current, reloads, trigger, stats, thread: Some(thread) })
     }
 
-    /// The addresses actually bound (port 0 resolved).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+    /// Switches to `config` without dropping open tunnels: new and changed
+    /// backends and settings apply to new connections, unchanged backends
+    /// keep their counters and breaker state, new listen addresses are
+    /// bound before removed ones close. On error nothing changes. Returns
+    /// a one-line summary of what changed.
+    pub fn reload(&self, config: Config) -> Result<String, String> {
+        let (reply, outcome) = channel::bounded(1);
+        smol::block_on(async {
+            self.reloads
+                .send(Reload { config, reply })
+                .await
+                .map_err(|_| "the daemon is shutting down".to_owned())?;
+            outcome.recv().await.map_err(|_| "the daemon is shutting down".to_owned())?
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved), in `listen` order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Where the dashboard listens, when it is enabled.
@@ -273,9 +455,10 @@ impl Daemon {
         self.web.as_ref().map(WebServer::local_addr)
     }
 
-    /// The configuration and backends in use, with their live counters.
-    pub fn snapshot(&self) -> &Snapshot {
-        &self.snapshot
+    /// The configuration and backends new connections get, with their
+    /// live counters.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.get()
     }
 
     pub fn stats(&self) -> &DaemonStats {

@@ -28,7 +28,7 @@ use std::time::Instant;
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 use crate::config::Web as WebConfig;
-use crate::server::Snapshot;
+use crate::server::Current;
 use crate::stats::DaemonStats;
 
 /// The dashboard page, embedded in the binary.
@@ -40,7 +40,9 @@ const HANDLERS: usize = 2;
 
 /// What the handlers read.
 pub struct State {
-    pub snapshot: Arc<Snapshot>,
+    /// The snapshot in force: a reload's new settings (the token, say)
+    /// apply to the next request.
+    pub current: Arc<Current>,
     pub stats: Arc<DaemonStats>,
     pub started: Instant,
 }
@@ -66,12 +68,12 @@ impl WebServer {
         let server = Arc::new(server);
         let mut threads = Vec::with_capacity(HANDLERS);
         for n in 0..HANDLERS {
-            let (server, state, config) = (Arc::clone(&server), Arc::clone(&state), config.clone());
+            let (server, state) = (Arc::clone(&server), Arc::clone(&state));
             threads.push(
                 thread::Builder::new().name(format!("socksbalance-web-{n}")).stack_size(256 * 1024).spawn(
                     move || {
                         for request in server.incoming_requests() {
-                            handle(request, &state, &config);
+                            handle(request, &state);
                         }
                     },
                 )?,
@@ -121,7 +123,9 @@ fn respond(request: Request, status: u16, content_type: &str, body: String, extr
     let _ = request.respond(response);
 }
 
-fn handle(request: Request, state: &State, config: &WebConfig) {
+fn handle(request: Request, state: &State) {
+    let snapshot = state.current.get();
+    let config = &snapshot.config.web;
     let url = request.url().to_owned();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let route = match path {
@@ -162,11 +166,11 @@ fn handle(request: Request, state: &State, config: &WebConfig) {
             )],
         ),
         Route::Stats => {
-            let report = report::gather(&state.snapshot, &state.stats, state.started);
+            let report = report::gather(&snapshot, &state.stats, state.started);
             respond(request, 200, "application/json", report::to_json(&report), &[])
         }
         Route::Metrics => {
-            let report = report::gather(&state.snapshot, &state.stats, state.started);
+            let report = report::gather(&snapshot, &state.stats, state.started);
             respond(request, 200, "text/plain; version=0.0.4; charset=utf-8", report::to_prometheus(&report), &[])
         }
         Route::Health => respond(request, 200, "text/plain; charset=utf-8", "ok\n".into(), &[]),

@@ -106,6 +106,27 @@ impl Running {
         Running { child, lines, addr, dir }
     }
 
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("run.yaml")
+    }
+
+    /// Sends `signal` and returns at once.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Reads stderr until a line contains `needle`; returns that line.
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the daemon exited before logging {needle:?}");
+    }
+
     /// Sends `signal`, waits for exit, returns the exit code and the rest of stderr.
     fn stop(mut self, signal: &str) -> (Option<i32>, Vec<String>) {
         let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
@@ -161,4 +182,34 @@ fn json_log_format_writes_one_object_per_line() {
         assert!(line.starts_with("{\"ts\":") && line.ends_with('}'), "not a JSON object: {line}");
         assert!(line.contains("\"level\":\"INFO\""), "{line}");
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_and_a_broken_file_keeps_the_running_config() {
+    use crate::support::*;
+    let b0 = Backend::start(Behaviour::Proxy);
+    let b1 = Backend::start(Behaviour::Proxy);
+    let base = "listen: 127.0.0.1:0\nmode: socks5\nbackends:\n";
+    let mut running = Running::start("reload", &format!("{base}{}", b0.yaml("b0")), &[]);
+    let target = echo_server("127.0.0.1:0");
+    assert_echo(running.addr, &Dest::Ip(target), None);
+
+    std::fs::write(running.config_path(), format!("{base}  - address: 127.0.0.1:99999\n")).unwrap();
+    running.signal("-HUP");
+    let line = running.wait_for_line("reload failed");
+    assert!(line.contains("99999") && line.contains("the running configuration stays"), "{line}");
+    assert_echo(running.addr, &Dest::Ip(target), None);
+
+    std::fs::write(running.config_path(), format!("{base}{}{}", b0.yaml("b0"), b1.yaml("b1"))).unwrap();
+    running.signal("-HUP");
+    let line = running.wait_for_line("reloaded:");
+    assert!(line.contains("1 kept, 1 new"), "{line}");
+    for _ in 0..4 {
+        assert_echo(running.addr, &Dest::Ip(target), None);
+    }
+    assert_eq!(b1.request_count(), 2, "the added backend takes traffic");
+    assert_eq!(b0.request_count(), 4);
+    let (code, _) = running.stop("-TERM");
+    assert_eq!(code, Some(0));
 }

@@ -71,7 +71,7 @@ fn clients_never_see_a_failing_backend() {
             assert_eq!(state(&d, 0), State::Open, "{mode}/{name}: circuit should be open");
             // circuit_threshold counts consecutive failures of real
             // connections and of the early probes they trigger together.
-            let stats = &d.snapshot().pool.backends()[0].stats;
+            let stats = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].stats);
             let attempts = stats.attempts.get();
             assert!((1..=3).contains(&attempts), "{mode}/{name}: {attempts} real attempts");
             assert_eq!(stats.failures.get() + stats.timeouts.get(), attempts, "{mode}/{name}");
@@ -113,7 +113,7 @@ fn destination_failures_do_not_open_the_breaker() {
                 assert_eq!(got, code);
             }
             assert_eq!(state(&d, 0), State::Closed, "{mode}: code {code:#04x} opened the breaker");
-            let stats = &d.snapshot().pool.backends()[0].stats;
+            let stats = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].stats);
             assert_eq!(stats.failures.get(), 0, "{mode}");
             assert_eq!(stats.attempts.get(), 8, "{mode}");
         }
@@ -144,7 +144,7 @@ fn breaker_recovery_follows_the_backoff_schedule() {
     assert_eq!(state(&d, 0), State::Open);
     // Let any early probe from before the opening finish, then take the
     // opening time from the breaker itself.
-    let health = &d.snapshot().pool.backends()[0].health;
+    let health = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].health);
     wait_for("early probes to finish", WAIT, || !health.lock().probing);
     let (retry_at, backoff) = {
         let inner = health.lock();
@@ -207,7 +207,8 @@ fn all_backends_down_is_an_outage_not_a_race_to_max_backoff() {
         assert_eq!(code, 0x01);
         assert!(start.elapsed() < Duration::from_secs(3));
     }
-    let pool = &d.snapshot().pool;
+    let snapshot = d.snapshot();
+    let pool = &snapshot.pool;
     wait_for("every circuit open", WAIT, || (0..3).all(|i| state(&d, i) != State::Closed));
     // The outage window is 1 s here (2 × connect_timeout, at least 1 s).
     wait_for("outage detection", WAIT, || pool.outage());
@@ -258,7 +259,7 @@ fn http_probes_check_the_test_url_through_the_backend() {
     );
     wait_for("two probes", WAIT, || backend.request_count() >= 2);
     assert_eq!(backend.requests.lock().unwrap()[0], format!("localhost:{}", web.port()));
-    let health = &d.snapshot().pool.backends()[0].health;
+    let health = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].health);
     wait_for("a latency sample", WAIT, || health.latency().is_some());
     assert_eq!(health.state(), State::Closed);
 }
@@ -336,7 +337,7 @@ fn sticky_sessions_keep_each_client_on_its_backend() {
     let target = echo_server("127.0.0.1:0");
     // Two clients: one from 127.0.0.1, one from ::1.
     for _ in 0..5 {
-        for &proxy in d.local_addrs() {
+        for proxy in d.local_addrs() {
             all_succeed(proxy, target, 1);
         }
     }

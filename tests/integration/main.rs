@@ -14,4 +14,5 @@ mod health;
 mod lifecycle;
 mod modes;
 mod relay;
+mod reload;
 mod web;

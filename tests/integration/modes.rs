@@ -146,7 +146,7 @@ fn listen_on_several_addresses() {
     let d = daemon("listen: ['127.0.0.1:0', '[::1]:0']\nmode: socks5\nbackends:\n  - direct: true\n");
     assert_eq!(d.local_addrs().len(), 2);
     let target = echo_server("127.0.0.1:0");
-    for &addr in d.local_addrs() {
+    for addr in d.local_addrs() {
         assert_echo(addr, &Dest::Ip(target), None);
     }
 }

@@ -29,7 +29,7 @@ fn a_megabyte_each_way_arrives_intact() {
         assert_eq!(back.len(), data.len(), "{mode}");
         assert!(back == data, "{mode}: echoed bytes differ");
 
-        let stats = &d.snapshot().pool.backends()[0].stats;
+        let stats = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].stats);
         // The tunnel's counters are final once the relay returns; the
         // client sees EOF a moment before, so wait for the count.
         let deadline = Instant::now() + IO_TIMEOUT;
