@@ -87,12 +87,14 @@ pub struct Reload {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the daemon's tasks share.
-struct Context {
-    ex: Arc<Executor<'static>>,
-    current: Arc<Current>,
-    stats: Arc<DaemonStats>,
+pub struct Context {
+    pub ex: Arc<Executor<'static>>,
+    pub current: Arc<Current>,
+    pub stats: Arc<DaemonStats>,
     /// The addresses actually bound, in `listen` order, for `local_addrs`.
-    bound: Arc<Mutex<Vec<SocketAddr>>>,
+    pub bound: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Where the dashboard listens (it is not rebound on reload).
+    pub web_bound: Option<SocketAddr>,
 }
 
 /// One listening socket's accept task.
@@ -130,15 +132,11 @@ impl Context {
 /// Serves clients on `listeners` (each with the address it was configured
 /// as) until `shutdown` fires, applying reloads as they come; then drains.
 pub async fn run(
-    ex: Arc<Executor<'static>>,
-    current: Arc<Current>,
-    stats: Arc<DaemonStats>,
+    cx: Context,
     listeners: Vec<(SocketAddr, Async<TcpListener>)>,
-    bound: Arc<Mutex<Vec<SocketAddr>>>,
     reloads: Receiver<Reload>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let cx = Context { ex, current, stats, bound };
     let (drain_tx, drain_rx) = channel::bounded::<()>(1);
     let mut acceptors: Vec<Acceptor> =
         listeners.into_iter().map(|(configured, l)| cx.spawn_acceptor(configured, l, &drain_tx)).collect();
@@ -205,10 +203,25 @@ async fn apply_reload(
     drain: &Sender<()>,
 ) -> Result<String, String> {
     let old = cx.current.get();
-    let pool = Pool::reloaded(&config, Some((&old.pool, &old.config.health)))?;
+    let mut config = config;
     let added: Vec<SocketAddr> =
         config.listen.iter().filter(|a| !acceptors.iter().any(|x| x.configured == **a)).copied().collect();
     let fresh = bind(&added).map_err(|e| e.to_string())?;
+    // Deny our own port-0 listeners (kept and new) and dashboard, as at start.
+    let mut own = Vec::new();
+    for a in acceptors.iter().filter(|a| config.listen.contains(&a.configured)) {
+        own.extend(bound_rules(&[a.configured], &[a.bound]));
+    }
+    for (configured, listener) in added.iter().zip(&fresh) {
+        if let Ok(bound) = listener.get_ref().local_addr() {
+            own.extend(bound_rules(&[*configured], &[bound]));
+        }
+    }
+    if let (true, Some(web)) = (config.web.enabled, cx.web_bound) {
+        own.extend(bound_rules(&[config.web.listen], &[web]));
+    }
+    config.deny_destinations.extend(own);
+    let pool = Pool::reloaded(&config, Some((&old.pool, &old.config.health)))?;
     let mut notes = Vec::new();
     if config.web.enabled != old.config.web.enabled || config.web.listen != old.config.web.listen {
         notes.push("web.enabled and web.listen take effect after a restart");
@@ -285,6 +298,13 @@ async fn sample_throughput(current: Arc<Current>, stats: Arc<DaemonStats>) {
     }
 }
 
+/// Refusals answered at once (with a SOCKS5 failure reply) while over a
+/// connection limit; past this, extra clients are just closed.
+const MAX_REFUSING: usize = 64;
+
+/// Logs refused clients at most once per this interval, with a count.
+const DENY_LOG_EVERY: Duration = Duration::from_secs(10);
+
 async fn accept_loop(
     ex: Arc<Executor<'static>>,
     listener: Async<TcpListener>,
@@ -294,6 +314,7 @@ async fn accept_loop(
 ) {
     let local = listener.get_ref().local_addr().ok();
     let (mut generation, mut snapshot) = (current.generation(), current.get());
+    let mut deny_log: (Option<std::time::Instant>, u32) = (None, 0);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -301,10 +322,36 @@ async fn accept_loop(
                 if current.generation() != generation {
                     (generation, snapshot) = (current.generation(), current.get());
                 }
+                let limits = &snapshot.config.limits;
+                if !snapshot.config.allows_client(peer.ip()) {
+                    // Closed before a byte is read. Logged at most every
+                    // 10 s, so a scan cannot flood the log.
+                    stats.denied_clients.add(1);
+                    deny_log.1 += 1;
+                    if deny_log.0.is_none_or(|t| t.elapsed() >= DENY_LOG_EVERY) {
+                        log::warn!("refused {} client(s) not in `allow`, the last from {peer}", deny_log.1);
+                        deny_log = (Some(std::time::Instant::now()), 0);
+                    }
+                    continue;
+                }
+                if stats.open.load(Ordering::Relaxed) >= limits.max_connections.get() as usize {
+                    refuse_busy(&ex, &stats, stream, "max_connections");
+                    continue;
+                }
+                let slot = match limits.max_connections_per_client {
+                    None => None,
+                    Some(limit) => match ClientSlot::take(&stats, peer.ip(), limit.get()) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            refuse_busy(&ex, &stats, stream, "max_connections_per_client");
+                            continue;
+                        }
+                    },
+                };
                 let open = OpenConnection::new(&stats, &drain);
                 let snapshot = Arc::clone(&snapshot);
                 ex.spawn(async move {
-                    let _open = open;
+                    let _open = (open, slot);
                     session::serve(snapshot, stream, peer).await;
                 })
                 .detach();
@@ -312,6 +359,64 @@ async fn accept_loop(
             Err(e) => {
                 log::warn!("accept on {local:?} failed: {e}; pausing {} ms", ACCEPT_BACKOFF.as_millis());
                 Timer::after(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Over a limit: answer the client's handshake with a general failure (so
+/// it does not hang), within 2 s, or just close when too many refusals are
+/// already in flight.
+fn refuse_busy(
+    ex: &Executor<'static>,
+    stats: &Arc<DaemonStats>,
+    stream: Async<std::net::TcpStream>,
+    limit: &str,
+) {
+    stats.refused_busy.add(1);
+    log::debug!("refusing a client: {limit} reached");
+    if stats.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
+        stats.refusing.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let stats = Arc::clone(stats);
+    ex.spawn(async move {
+        let _ = crate::upstream::until(
+            std::time::Instant::now() + Duration::from_secs(2),
+            session::refuse_busy(&stream),
+        )
+        .await;
+        stats.refusing.fetch_sub(1, Ordering::Relaxed);
+    })
+    .detach();
+}
+
+/// One client address's share of `max_connections_per_client`, given back
+/// when the connection ends.
+struct ClientSlot {
+    stats: Arc<DaemonStats>,
+    ip: std::net::IpAddr,
+}
+
+impl ClientSlot {
+    fn take(stats: &Arc<DaemonStats>, ip: std::net::IpAddr, limit: u32) -> Option<ClientSlot> {
+        let mut map = stats.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot { stats: Arc::clone(stats), ip })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.stats.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
             }
         }
     }
@@ -335,6 +440,13 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.stats.open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Deny rules for addresses configured with port 0, now that binding has
+/// chosen their ports (the others were added by config validation).
+fn bound_rules(configured: &[SocketAddr], bound: &[SocketAddr]) -> Vec<crate::config::DestRule> {
+    let chosen = configured.iter().zip(bound).filter(|(c, _)| c.port() == 0).map(|(_, b)| *b);
+    crate::config::own_address_rules(chosen)
 }
 
 /// Binds every configured listen address, or says which one failed.
@@ -372,23 +484,34 @@ impl Daemon {
     pub fn start(config: Config, threads: usize) -> io::Result<Daemon> {
         let listeners = bind(&config.listen)?;
         let addrs = listeners.iter().map(|l| l.get_ref().local_addr()).collect::<io::Result<Vec<_>>>()?;
+        let mut config = config;
         let listeners: Vec<(SocketAddr, Async<TcpListener>)> =
             config.listen.iter().copied().zip(listeners).collect();
-        let snapshot =
-            Arc::new(Snapshot::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
+        let mut own = bound_rules(&config.listen, &addrs);
         let stats = Arc::new(DaemonStats::default());
-        let current = Arc::new(Current::new(Arc::clone(&snapshot)));
-        let web = match snapshot.config.web.enabled {
+        // The dashboard binds before the final snapshot exists, so that a
+        // port-0 dashboard's real port can be denied as a destination too.
+        let current = Arc::new(Current::new(Arc::new(
+            Snapshot::new(config.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        )));
+        let web = match config.web.enabled {
             true => {
                 let state = Arc::new(web::State {
                     current: Arc::clone(&current),
                     stats: Arc::clone(&stats),
                     started: std::time::Instant::now(),
                 });
-                Some(WebServer::start(&snapshot.config.web, state)?)
+                let server = WebServer::start(&config.web, state)?;
+                own.extend(bound_rules(&[config.web.listen], &[server.local_addr()]));
+                Some(server)
             }
             false => None,
         };
+        let web_bound = web.as_ref().map(WebServer::local_addr);
+        config.deny_destinations.extend(own);
+        let snapshot =
+            Arc::new(Snapshot::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
+        current.replace(snapshot);
         let (trigger, shutdown) = shutdown::channel();
         let (reloads, reload_rx) = channel::bounded::<Reload>(1);
         let bound = Arc::new(Mutex::new(addrs));
@@ -408,15 +531,14 @@ impl Daemon {
                             .ok()
                     })
                     .collect();
-                let result = smol::block_on(ex.run(run(
-                    Arc::clone(&ex),
-                    thread_current,
-                    thread_stats,
-                    listeners,
-                    thread_bound,
-                    reload_rx,
-                    shutdown,
-                )));
+                let cx = Context {
+                    ex: Arc::clone(&ex),
+                    current: thread_current,
+                    stats: thread_stats,
+                    bound: thread_bound,
+                    web_bound,
+                };
+                let result = smol::block_on(ex.run(run(cx, listeners, reload_rx, shutdown)));
                 drop(stop_workers);
                 for worker in workers {
                     let _ = worker.join();

@@ -100,7 +100,9 @@ impl Attempts {
     }
 
     fn worth_retrying(&self, e: &UpstreamError) -> bool {
-        e.blames_backend() || matches!(e, UpstreamError::MethodMismatch(_)) || self.destination_failures <= 1
+        !matches!(e, UpstreamError::NotAllowed) && e.blames_backend()
+            || matches!(e, UpstreamError::MethodMismatch(_))
+            || self.destination_failures <= 1
     }
 
     /// Reports a failed attempt on backend `i` and keeps the error.
@@ -196,6 +198,41 @@ async fn read_request(
     }
 }
 
+/// Over a connection limit: a general-failure reply to whatever the client
+/// asks, so it fails at once instead of waiting. The caller bounds the time.
+pub async fn refuse_busy(client: &Async<TcpStream>) -> io::Result<()> {
+    let mut c = client;
+    let greeting = socks5::read_greeting(&mut c).await.map_err(|e| io::Error::other(e.to_string()))?;
+    if !greeting.offers(socks5::METHOD_NO_AUTH) {
+        return socks5::write_method_choice(&mut c, socks5::METHOD_NONE_ACCEPTABLE).await;
+    }
+    socks5::write_method_choice(&mut c, socks5::METHOD_NO_AUTH).await?;
+    socks5::read_request(&mut c).await.map_err(|e| io::Error::other(e.to_string()))?;
+    socks5::write_reply(&mut c, ReplyCode::GeneralFailure as u8, &Address::UNSPECIFIED).await
+}
+
+/// The `deny_destinations` rule a request breaks, if any. Names other
+/// than `localhost` cannot be checked before the backend resolves them;
+/// `direct` backends check the addresses they resolve (open_upstream).
+fn denied_destination(snap: &Snapshot, dest: &Address) -> Option<String> {
+    let config = &snap.config;
+    match dest {
+        Address::Ip(addr) => config.denied(*addr).map(|rule| rule.to_string()),
+        Address::Domain(name, port) => {
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+            let name = name.trim_end_matches('.');
+            if name == "localhost" || name.ends_with(".localhost") {
+                let loopback =
+                    [SocketAddr::from(([127, 0, 0, 1], *port)), SocketAddr::from(([0u16; 8], *port))];
+                let v6 = SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), *port);
+                loopback.into_iter().chain([v6]).find_map(|a| config.denied(a)).map(|rule| rule.to_string())
+            } else {
+                None
+            }
+        }
+    }
+}
+
 /// Sends a failure reply and ends the session.
 async fn refuse(client: &Async<TcpStream>, code: u8, why: impl Into<String>) -> Result<(), Failure> {
     let mut c = client;
@@ -222,6 +259,10 @@ async fn connect_and_relay(
         }
     }
     let dest = &request.address;
+    if let Some(rule) = denied_destination(snap, dest) {
+        let why = format!("CONNECT to {dest} refused by deny_destinations ({rule})");
+        return refuse(client, ReplyCode::NotAllowed as u8, why).await;
+    }
     let who = Client { ip, destination: dest };
     while let Some(i) = first.take().or_else(|| attempts.next(snap, who, |_| false)) {
         let backend = &snap.pool.backends()[i];
@@ -254,8 +295,24 @@ async fn open_upstream(
     let health = &snap.config.health;
     match &backend.config.target {
         Target::Direct => {
-            let stream = upstream::connect_direct(dest, health.request_timeout).await?;
-            let bound = stream.get_ref().local_addr().map_or(Address::UNSPECIFIED, Address::Ip);
+            let config = &snap.config;
+            let allowed = |addr: SocketAddr| config.denied(addr).is_none();
+            let stream = upstream::connect_direct(dest, health.request_timeout, &allowed).await?;
+            let (local, peer) = (stream.get_ref().local_addr(), stream.get_ref().peer_addr());
+            if let (Ok(local), Ok(peer)) = (&local, &peer) {
+                // Connected to one of this host's own addresses, on one of
+                // our own ports: a loop through 0.0.0.0 that the address
+                // rules could not see (the LAN address, say).
+                let own_port = config
+                    .listen
+                    .iter()
+                    .chain(config.web.enabled.then_some(&config.web.listen))
+                    .any(|a| a.port() == peer.port());
+                if local.ip() == peer.ip() && own_port {
+                    return Err(UpstreamError::NotAllowed);
+                }
+            }
+            let bound = local.map_or(Address::UNSPECIFIED, Address::Ip);
             Ok((stream, bound))
         }
         Target::Proxy { host, port } => {
@@ -454,6 +511,11 @@ async fn transparent_attempt(
     if talk.request.is_none() {
         let mut bytes = Vec::with_capacity(32);
         let request = read_request(client, deadline, Some(&mut bytes)).await.map_err(Stop::Session)?;
+        if let Some(rule) = denied_destination(snap, &request.address) {
+            let why = format!("CONNECT to {} refused by deny_destinations ({rule})", request.address);
+            let _ = socks5::write_reply(&mut c, ReplyCode::NotAllowed as u8, &Address::UNSPECIFIED).await;
+            return Err(Stop::Session(why));
+        }
         talk.request = Some((request, bytes));
     }
     let request_bytes = talk.request.as_ref().map(|(_, b)| b.as_slice()).unwrap_or_default();

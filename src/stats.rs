@@ -74,6 +74,14 @@ pub struct DaemonStats {
     pub open: AtomicUsize,
     /// Recent aggregate throughput, for the dashboard's graph.
     pub throughput: Throughput,
+    /// Clients closed at once for not being in `allow`.
+    pub denied_clients: Counter,
+    /// Clients refused over `max_connections` or the per-client limit.
+    pub refused_busy: Counter,
+    /// Refusals being answered right now (bounded, see `server`).
+    pub refusing: AtomicUsize,
+    /// Open connections per client address, with a per-client limit.
+    pub per_client: Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
 }
 
 /// Throughput samples kept: 120 × [`SAMPLE_EVERY`] = 4 minutes of graph.

@@ -52,6 +52,9 @@ pub enum UpstreamError {
     MethodMismatch(u8),
     /// No backend could be tried at all.
     NoBackend,
+    /// The destination is one `deny_destinations` forbids (found once its
+    /// name was resolved), or this daemon itself.
+    NotAllowed,
 }
 
 impl UpstreamError {
@@ -61,6 +64,7 @@ impl UpstreamError {
             UpstreamError::BackendReply(code) => *code,
             UpstreamError::Destination(e) => ReplyCode::from_io(e) as u8,
             UpstreamError::Resolve(_) => ReplyCode::HostUnreachable as u8,
+            UpstreamError::NotAllowed => ReplyCode::NotAllowed as u8,
             // The client asked for a destination; the hop in between
             // failing is a server failure, not the destination's refusal.
             _ => ReplyCode::GeneralFailure as u8,
@@ -86,7 +90,8 @@ impl UpstreamError {
             UpstreamError::Destination(_)
             | UpstreamError::Resolve(_)
             | UpstreamError::MethodMismatch(_)
-            | UpstreamError::NoBackend => false,
+            | UpstreamError::NoBackend
+            | UpstreamError::NotAllowed => false,
         }
     }
 
@@ -122,6 +127,7 @@ impl std::fmt::Display for UpstreamError {
                 write!(f, "backend chose auth method {m:#04x}, which does not fit this client")
             }
             UpstreamError::NoBackend => f.write_str("no backend available"),
+            UpstreamError::NotAllowed => f.write_str("destination refused by deny_destinations"),
         }
     }
 }
@@ -170,8 +176,13 @@ pub async fn connect_backend(
     connect_any(&addrs, deadline).await.map_err(UpstreamError::BackendUnreachable)
 }
 
-/// Connects straight to the destination, resolving a name ourselves.
-pub async fn connect_direct(dest: &Address, timeout: Duration) -> Result<Async<TcpStream>, UpstreamError> {
+/// Connects straight to the destination, resolving a name ourselves, to
+/// the first resolved address `allowed` accepts.
+pub async fn connect_direct(
+    dest: &Address,
+    timeout: Duration,
+    allowed: &(dyn Fn(SocketAddr) -> bool + Sync),
+) -> Result<Async<TcpStream>, UpstreamError> {
     let deadline = Instant::now() + timeout;
     let addrs = match dest {
         Address::Ip(addr) => vec![*addr],
@@ -182,6 +193,10 @@ pub async fn connect_direct(dest: &Address, timeout: Duration) -> Result<Async<T
             until(deadline, resolve(name, *port)).await.map_err(UpstreamError::Resolve)?
         }
     };
+    let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| allowed(*a)).collect();
+    if addrs.is_empty() {
+        return Err(UpstreamError::NotAllowed);
+    }
     connect_any(&addrs, deadline).await.map_err(UpstreamError::Destination)
 }
 

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use values::{format_duration, BackendAddr, GoDuration, Host, ListenAddr, OneOrMany, ProbeUrl};
+pub use values::{
+    format_duration, BackendAddr, Cidr, DestRule, GoDuration, Host, ListenAddr, OneOrMany, ProbeUrl,
+};
 
 /// The configuration used when no `-c FILE` is given: a SOCKS5 proxy on
 /// loopback that connects to destinations itself, so a fresh install
@@ -46,6 +48,29 @@ pub const MAX_METRICS_WINDOW: usize = 64;
 
 /// Upper bound on a backend's `weight`.
 pub const MAX_WEIGHT: u32 = 1000;
+
+/// The largest config file read: far above any real config (1,000
+/// backends take about 60 KiB), so a wrong path or a hostile file cannot
+/// make the daemon read gigabytes.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The default `allow`: loopback, the private ranges (RFC 1918, IPv6 ULA),
+/// link-local and carrier-grade NAT (RFC 6598). Everything a router's LAN
+/// can be; nothing on the internet.
+pub const DEFAULT_ALLOW: [Cidr; 9] = {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    [
+        Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+        Cidr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+        Cidr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8),
+        Cidr::new(IpAddr::V4(Ipv4Addr::new(172, 16, 0, 0)), 12),
+        Cidr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, 0)), 16),
+        Cidr::new(IpAddr::V4(Ipv4Addr::new(169, 254, 0, 0)), 16),
+        Cidr::new(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)), 10),
+        Cidr::new(IpAddr::V6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0)), 7),
+        Cidr::new(IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), 10),
+    ]
+};
 
 /// A configuration problem: which key, where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +178,8 @@ struct RawConfig {
     auth: Option<RawAuth>,
     limits: Option<RawLimits>,
     shutdown_timeout: Option<GoDuration>,
+    allow: Option<Vec<Cidr>>,
+    deny_destinations: Option<Vec<DestRule>>,
 }
 
 #[derive(Deserialize)]
@@ -228,6 +255,8 @@ struct RawUser {
 struct RawLimits {
     idle_timeout: Option<GoDuration>,
     handshake_timeout: Option<GoDuration>,
+    max_connections: Option<u32>,
+    max_connections_per_client: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------
@@ -420,6 +449,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// A client must finish its greeting, auth and request within this.
     pub handshake_timeout: Duration,
+    /// Client connections open at once; beyond it new ones are refused.
+    pub max_connections: NonZeroU32,
+    /// Client connections open at once from one IP address.
+    pub max_connections_per_client: Option<NonZeroU32>,
 }
 
 /// A validated configuration. Immutable once built: the daemon shares it
@@ -438,6 +471,11 @@ pub struct Config {
     pub limits: Limits,
     /// How long a shutdown waits for open tunnels to finish.
     pub shutdown_timeout: Duration,
+    /// Client addresses that may connect; others are closed at once.
+    pub allow: Vec<Cidr>,
+    /// Destinations refused with "not allowed by ruleset": the configured
+    /// ones, then our own listen and dashboard addresses (no loops).
+    pub deny_destinations: Vec<DestRule>,
 }
 
 impl Config {
@@ -446,15 +484,38 @@ impl Config {
         if text.trim().is_empty() {
             return Err(ConfigError::at("", "the file is empty; a config needs at least `backends:`"));
         }
+        check_nesting(text)?;
         let raw: RawConfig = serde_yaml::from_str(text).map_err(ConfigError::from_yaml)?;
         validate(raw)
     }
 
-    /// Reads, parses and validates a file.
+    /// Reads, parses and validates a file of at most [`MAX_CONFIG_BYTES`].
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::at("", format!("cannot read {}: {e}", path.display())))?;
+        use std::io::Read;
+        let cannot = |e: std::io::Error| ConfigError::at("", format!("cannot read {}: {e}", path.display()));
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(cannot)?
+            .take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(cannot)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::at(
+                "",
+                format!("{} is larger than {MAX_CONFIG_BYTES} bytes", path.display()),
+            ));
+        }
         Config::from_yaml(&text)
+    }
+
+    /// Whether a client at `ip` may connect.
+    pub fn allows_client(&self, ip: std::net::IpAddr) -> bool {
+        self.allow.iter().any(|block| block.contains(ip))
+    }
+
+    /// The rule that forbids connecting to `dest`, if any.
+    pub fn denied(&self, dest: SocketAddr) -> Option<&DestRule> {
+        self.deny_destinations.iter().find(|rule| rule.matches(dest))
     }
 
     /// The summary `socksbalance check` prints: everything that decides
@@ -488,6 +549,16 @@ impl Config {
                 "disabled".into()
             }
         );
+        let allow: Vec<String> = self.allow.iter().map(|c| c.to_string()).collect();
+        let _ = writeln!(s, "allow: {}", allow.join(", "));
+        let deny: Vec<String> = self.deny_destinations.iter().map(|r| r.to_string()).collect();
+        let _ = writeln!(s, "deny destinations: {}", deny.join(", "));
+        let _ = writeln!(
+            s,
+            "limits: {} connections{}",
+            self.limits.max_connections,
+            self.limits.max_connections_per_client.map_or(String::new(), |n| format!(", {n} per client"))
+        );
         let _ = writeln!(s, "backends: {}", self.backends.len());
         for b in &self.backends {
             let _ = write!(s, "  {:<24} {}", b.name, b.target);
@@ -501,6 +572,62 @@ impl Config {
         }
         s
     }
+}
+
+/// The rules that keep the proxy from connecting to its own addresses: an
+/// address as it is, or for 0.0.0.0/:: every loopback address with that
+/// port (the LAN addresses are caught when connecting; see `session`).
+pub fn own_address_rules(addrs: impl Iterator<Item = SocketAddr>) -> Vec<DestRule> {
+    let mut rules = Vec::new();
+    for addr in addrs {
+        let port = Some(addr.port());
+        if addr.ip().is_unspecified() {
+            rules.push(DestRule { block: DEFAULT_ALLOW[0], port });
+            rules.push(DestRule { block: DEFAULT_ALLOW[1], port });
+        } else {
+            let prefix = if addr.is_ipv4() { 32 } else { 128 };
+            rules.push(DestRule { block: Cidr::new(addr.ip(), prefix), port });
+        }
+    }
+    rules
+}
+
+/// Deepest `[`/`{` nesting accepted. A real config needs three levels;
+/// the YAML parser takes time quadratic in the depth, so a hostile file of
+/// nothing but brackets would stall a (re)load for minutes.
+const MAX_NESTING: usize = 64;
+
+/// Refuses flow collections nested deeper than [`MAX_NESTING`], skipping
+/// quoted strings and comments, before the YAML parser sees the text.
+fn check_nesting(text: &str) -> Result<(), ConfigError> {
+    let (mut depth, mut quote, mut comment) = (0usize, None::<char>, false);
+    let mut line = 1;
+    for c in text.chars() {
+        match (c, quote) {
+            ('\n', _) => {
+                line += 1;
+                comment = false;
+            }
+            _ if comment => {}
+            (q, Some(open)) if q == open => quote = None,
+            (_, Some(_)) => {}
+            ('"' | '\'', None) => quote = Some(c),
+            ('#', None) => comment = true,
+            ('[' | '{', None) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ConfigError {
+                        key: String::new(),
+                        line: Some(line),
+                        message: format!("nested more than {MAX_NESTING} levels deep"),
+                    });
+                }
+            }
+            (']' | '}', None) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn non_zero(key: &str, value: Option<u32>, default: u32) -> Result<NonZeroU32, ConfigError> {
@@ -658,7 +785,28 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let limits = Limits {
         idle_timeout: lim.idle_timeout.map_or(Duration::from_secs(600), |d| d.0),
         handshake_timeout: lim.handshake_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        max_connections: non_zero("limits.max_connections", lim.max_connections, 1024)?,
+        max_connections_per_client: match lim.max_connections_per_client {
+            None => None,
+            Some(n) => Some(non_zero("limits.max_connections_per_client", Some(n), 0)?),
+        },
     };
+
+    let allow = match raw.allow {
+        None => DEFAULT_ALLOW.to_vec(),
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::at(
+                "allow",
+                "an empty list would refuse every client; write 0.0.0.0/0 and ::/0 to allow all",
+            ));
+        }
+        Some(list) => list,
+    };
+    let mut deny_destinations = raw.deny_destinations.unwrap_or_default();
+    // Never connect to ourselves: that loop would eat every fd. Port 0 is
+    // chosen at bind time; the daemon adds those rules once it knows.
+    let own = listen.iter().copied().chain(web.enabled.then_some(web.listen)).filter(|a| a.port() != 0);
+    deny_destinations.extend(own_address_rules(own));
 
     Ok(Config {
         listen,
@@ -671,6 +819,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         auth,
         limits,
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        allow,
+        deny_destinations,
     })
 }
 
@@ -896,6 +1046,73 @@ mod tests {
             let e = err(yaml);
             assert!(!e.message.is_empty(), "{yaml:?}");
         }
+    }
+
+    #[test]
+    fn access_control_defaults_and_self_loop_rules() {
+        let c = Config::from_yaml("listen: ['0.0.0.0:1080', '[::1]:1081']\nbackends:\n  - direct: true\nweb:\n  enabled: true\n  token: abcdefgh12\n  listen: 192.168.1.1:8080\n").unwrap();
+        assert!(c.allows_client("192.168.1.50".parse().unwrap()));
+        assert!(c.allows_client("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(c.allows_client("fd00::9".parse().unwrap()));
+        assert!(!c.allows_client("8.8.8.8".parse().unwrap()));
+        assert!(!c.allows_client("2001:db8::1".parse().unwrap()));
+        // 0.0.0.0:1080 -> loopback:1080 refused; ::1:1081 and the dashboard too.
+        for looped in ["127.0.0.1:1080", "127.9.9.9:1080", "[::1]:1080", "[::1]:1081", "192.168.1.1:8080"] {
+            assert!(c.denied(looped.parse().unwrap()).is_some(), "{looped}");
+        }
+        for fine in ["127.0.0.1:80", "192.168.1.1:80", "10.0.0.1:1080"] {
+            assert!(c.denied(fine.parse().unwrap()).is_none(), "{fine}");
+        }
+        assert_eq!(c.limits.max_connections.get(), 1024);
+        assert_eq!(c.limits.max_connections_per_client, None);
+    }
+
+    #[test]
+    fn access_control_settings() {
+        let c = Config::from_yaml("allow: ['0.0.0.0/0']\ndeny_destinations: ['10.0.0.0/8', '192.168.1.1:22']\nlimits:\n  max_connections: 5\n  max_connections_per_client: 2\nbackends:\n  - direct: true\n").unwrap();
+        assert!(c.allows_client("8.8.8.8".parse().unwrap()));
+        assert!(c.denied("10.2.3.4:443".parse().unwrap()).is_some());
+        assert!(c.denied("192.168.1.1:22".parse().unwrap()).is_some());
+        assert!(c.denied("192.168.1.1:23".parse().unwrap()).is_none());
+        assert_eq!(c.limits.max_connections_per_client.map(|n| n.get()), Some(2));
+        assert_eq!(err("allow: []\nbackends:\n  - direct: true\n").key, "allow");
+        let e = err("allow: ['lan']\nbackends:\n  - direct: true\n");
+        assert_eq!((e.key.as_str(), e.line), ("allow[0]", Some(1)), "{e}");
+        assert_eq!(
+            err("limits:\n  max_connections: 0\nbackends:\n  - direct: true\n").key,
+            "limits.max_connections"
+        );
+    }
+
+    #[test]
+    fn oversized_config_files_are_refused_unread() {
+        let path = std::env::temp_dir().join(format!("socksbalance-big-{}.yaml", std::process::id()));
+        let mut text = "backends:\n  - direct: true\n".to_owned();
+        text.push_str(&"#".repeat(MAX_CONFIG_BYTES as usize));
+        std::fs::write(&path, text).unwrap();
+        let e = Config::load(&path).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(e.message.contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn deeply_nested_yaml_is_an_error_not_a_stack_overflow() {
+        let deep = format!("backends: {}{}\n", "[".repeat(500_000), "]".repeat(500_000));
+        let start = std::time::Instant::now();
+        let e = err(&deep);
+        assert!(e.message.contains("nested more than 64"), "{e}");
+        assert_eq!(e.line, Some(1));
+        assert!(start.elapsed() < std::time::Duration::from_secs(2), "took {:?}", start.elapsed());
+        // Brackets in quoted strings and comments do not count.
+        let quoted = format!(
+            "# {}\nbackends:\n  - direct: true\n    name: \"{}\"\n",
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(Config::from_yaml(&quoted).is_ok());
+        let wide = format!("backends:\n  - direct: true\n    name: {}\n", "x".repeat(500_000));
+        // Huge values parse (the file size bound is what limits them).
+        assert_eq!(Config::from_yaml(&wide).unwrap().backends[0].name.len(), 500_000);
     }
 
     #[test]

@@ -483,3 +483,163 @@ mod url_tests {
         }
     }
 }
+
+/// An address block: `192.168.0.0/16`, `fd00::/8`, or one address
+/// (`10.0.0.1` = `/32`, `::1` = `/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub const fn new(network: IpAddr, prefix: u8) -> Cidr {
+        Cidr { network, prefix }
+    }
+
+    /// Whether `ip` is inside. IPv4-mapped IPv6 clients (`::ffff:a.b.c.d`,
+    /// as a dual-stack listener sees them) count as their IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("invalid address block {text:?}: {why} (examples: 192.168.0.0/16, fd00::/8, 10.0.0.1)")
+        };
+        let (ip, prefix) = match text.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (text, None),
+        };
+        let ip: IpAddr = ip.parse().map_err(|_| bad("not an IP address"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| bad("bad prefix length"))?,
+            None => max,
+        };
+        Ok(Cidr { network: ip, prefix })
+    }
+}
+
+/// A `deny_destinations` entry: an address block, optionally one port of
+/// it: `10.0.0.0/8`, `192.168.1.1:22`, `[fd00::/8]:443`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestRule {
+    pub block: Cidr,
+    pub port: Option<u16>,
+}
+
+impl DestRule {
+    pub fn matches(&self, dest: SocketAddr) -> bool {
+        self.block.contains(dest.ip()) && self.port.is_none_or(|p| p == dest.port())
+    }
+}
+
+impl fmt::Display for DestRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.port, self.block.network) {
+            (None, _) => write!(f, "{}", self.block),
+            (Some(p), IpAddr::V6(_)) => write!(f, "[{}]:{p}", self.block),
+            (Some(p), IpAddr::V4(_)) => write!(f, "{}:{p}", self.block),
+        }
+    }
+}
+
+impl FromStr for DestRule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let port = |p: &str| -> Result<u16, String> {
+            p.parse().map_err(|_| format!("invalid destination rule {text:?}: {p:?} is not a port"))
+        };
+        if let Some(rest) = text.strip_prefix('[') {
+            let (block, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("invalid destination rule {text:?}: missing ']'"))?;
+            let p = after
+                .strip_prefix(':')
+                .ok_or_else(|| format!("invalid destination rule {text:?}: expected :PORT after ']'"))?;
+            return Ok(DestRule { block: block.parse()?, port: Some(port(p)?) });
+        }
+        match text.matches(':').count() {
+            // IPv4 (or a bare IPv6 block, which has several colons).
+            0 => Ok(DestRule { block: text.parse()?, port: None }),
+            1 => {
+                let (block, p) = text.split_once(':').unwrap_or((text, ""));
+                Ok(DestRule { block: block.parse()?, port: Some(port(p)?) })
+            }
+            _ => Ok(DestRule { block: text.parse()?, port: None }),
+        }
+    }
+}
+
+deserialize_from_str!(Cidr, "an address block such as 192.168.0.0/16");
+deserialize_from_str!(
+    DestRule,
+    "an address block, optionally with a port: 10.0.0.0/8, 192.168.1.1:22, [fd00::/8]:443"
+);
+
+#[cfg(test)]
+mod acl_tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_membership() {
+        let lan: Cidr = "192.168.0.0/16".parse().unwrap();
+        assert!(lan.contains(ip("192.168.77.1")));
+        assert!(!lan.contains(ip("192.169.0.1")));
+        assert!(lan.contains(ip("::ffff:192.168.1.2")), "IPv4-mapped clients count as IPv4");
+        assert!(!lan.contains(ip("fd00::1")));
+        let ula: Cidr = "fc00::/7".parse().unwrap();
+        assert!(ula.contains(ip("fd12:3456::1")) && !ula.contains(ip("fe80::1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("8.8.8.8")));
+        let one: Cidr = "10.0.0.1".parse().unwrap();
+        assert_eq!(one.prefix, 32);
+        assert!(one.contains(ip("10.0.0.1")) && !one.contains(ip("10.0.0.2")));
+        for bad in ["10.0.0.0/33", "fd00::/129", "lan", "10.0.0/8", "10.0.0.0/-1"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn destination_rules() {
+        let r: DestRule = "192.168.1.1:22".parse().unwrap();
+        assert!(r.matches("192.168.1.1:22".parse().unwrap()));
+        assert!(!r.matches("192.168.1.1:80".parse().unwrap()));
+        let r: DestRule = "[fd00::/8]:443".parse().unwrap();
+        assert!(r.matches("[fd00::5]:443".parse().unwrap()));
+        assert_eq!(r.to_string(), "[fd00::/8]:443");
+        let r: DestRule = "10.0.0.0/8".parse().unwrap();
+        assert!(r.matches("10.1.2.3:9".parse().unwrap()));
+        let r: DestRule = "::1".parse().unwrap();
+        assert!(r.matches("[::1]:1080".parse().unwrap()));
+        for bad in ["10.0.0.0/8:http", "[::1/128", "[::1]/128", "host:22"] {
+            assert!(bad.parse::<DestRule>().is_err(), "{bad}");
+        }
+    }
+}

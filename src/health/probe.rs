@@ -73,7 +73,7 @@ pub async fn probe(backend: &BackendConfig, config: &Health) -> ProbeResult {
         Ok::<_, io::Error>(match (&backend.target, &config.test_url) {
             (Target::Direct, None) => ProbeResult { outcome: Outcome::Success, latency: None },
             (Target::Direct, Some(url)) => {
-                match upstream::connect_direct(&destination(url), config.connect_timeout).await {
+                match upstream::connect_direct(&destination(url), config.connect_timeout, &|_| true).await {
                     Ok(stream) => http_check(&stream, url, start, config).await,
                     Err(e) => ProbeResult::from_upstream(&e),
                 }

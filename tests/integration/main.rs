@@ -12,6 +12,7 @@ mod errors;
 mod fixtures;
 mod health;
 mod lifecycle;
+mod limits;
 mod modes;
 mod relay;
 mod reload;
