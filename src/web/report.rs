@@ -54,6 +54,10 @@ pub struct Report {
     pub outage: bool,
     pub connections_total: u64,
     pub connections_open: usize,
+    /// Clients closed for not being in `allow`.
+    pub clients_denied: u64,
+    /// Clients refused over a connection limit.
+    pub clients_refused: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub rss_bytes: Option<u64>,
@@ -129,6 +133,8 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
         outage: snapshot.pool.outage(),
         connections_total: stats.accepted.get(),
         connections_open: stats.open.load(Ordering::Relaxed),
+        clients_denied: stats.denied_clients.get(),
+        clients_refused: stats.refused_busy.get(),
         bytes_up: backends.iter().map(|b| b.bytes_up).sum(),
         bytes_down: backends.iter().map(|b| b.bytes_down).sum(),
         rss_bytes: resident_memory(),
@@ -224,6 +230,10 @@ pub fn to_json(r: &Report) -> String {
     let _ = write!(out, "{}", r.connections_total);
     key(&mut out, "open_tunnels");
     let _ = write!(out, "{}", r.connections_open);
+    key(&mut out, "clients_denied");
+    let _ = write!(out, "{}", r.clients_denied);
+    key(&mut out, "clients_refused");
+    let _ = write!(out, "{}", r.clients_refused);
     key(&mut out, "bytes_up");
     let _ = write!(out, "{}", r.bytes_up);
     key(&mut out, "bytes_down");
@@ -334,10 +344,22 @@ pub fn to_prometheus(r: &Report) -> String {
         label(&r.mode),
         label(&r.algorithm)
     );
-    let globals: [(&str, &str, &str, f64); 8] = [
+    let globals: [(&str, &str, &str, f64); 10] = [
         ("uptime_seconds", "gauge", "Seconds since the daemon started.", r.uptime.as_secs_f64()),
         ("connections_total", "counter", "Client connections accepted.", r.connections_total as f64),
         ("open_tunnels", "gauge", "Client connections open now.", r.connections_open as f64),
+        (
+            "clients_denied_total",
+            "counter",
+            "Clients closed for not being in `allow`.",
+            r.clients_denied as f64,
+        ),
+        (
+            "clients_refused_total",
+            "counter",
+            "Clients refused over a connection limit.",
+            r.clients_refused as f64,
+        ),
         ("backends", "gauge", "Configured backends.", r.backends.len() as f64),
         ("backends_healthy", "gauge", "Backends whose circuit is closed.", r.healthy_backends() as f64),
         (

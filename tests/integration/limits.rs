@@ -87,6 +87,8 @@ fn over_max_connections_clients_get_a_general_failure_at_once() {
     assert_eq!(code, 0x01);
     assert!(start.elapsed() < Duration::from_secs(2), "refusal took {:?}", start.elapsed());
     assert_eq!(d.stats().refused_busy.get(), 1);
+    let report = socksbalance::web::report::gather(&d.snapshot(), d.stats(), Instant::now());
+    assert!(socksbalance::web::report::to_json(&report).contains("\"clients_refused\":1"));
     drop((t1, t2));
     wait_for("the tunnels to close", IO_TIMEOUT, || {
         d.stats().open.load(std::sync::atomic::Ordering::Relaxed) == 0
