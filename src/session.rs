@@ -222,10 +222,11 @@ fn denied_destination(snap: &Snapshot, dest: &Address) -> Option<String> {
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
             let name = name.trim_end_matches('.');
             if name == "localhost" || name.ends_with(".localhost") {
-                let loopback =
-                    [SocketAddr::from(([127, 0, 0, 1], *port)), SocketAddr::from(([0u16; 8], *port))];
-                let v6 = SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), *port);
-                loopback.into_iter().chain([v6]).find_map(|a| config.denied(a)).map(|rule| rule.to_string())
+                let loopback = [
+                    SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), *port),
+                    SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), *port),
+                ];
+                loopback.into_iter().find_map(|a| config.denied(a)).map(|rule| rule.to_string())
             } else {
                 None
             }
