@@ -302,8 +302,28 @@ async fn sample_throughput(current: Arc<Current>, stats: Arc<DaemonStats>) {
 /// connection limit; past this, extra clients are just closed.
 const MAX_REFUSING: usize = 64;
 
-/// Logs refused clients at most once per this interval, with a count.
-const DENY_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Repeated warnings (refused clients, failing accepts) are logged at
+/// most once per this interval, with a count.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts events and says when one is due to be logged.
+#[derive(Default)]
+struct Throttle {
+    last: Option<std::time::Instant>,
+    count: u32,
+}
+
+impl Throttle {
+    /// Counts one event; returns the count to log when a line is due.
+    fn hit(&mut self) -> Option<u32> {
+        self.count = self.count.saturating_add(1);
+        if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return None;
+        }
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
 
 async fn accept_loop(
     ex: Arc<Executor<'static>>,
@@ -314,7 +334,7 @@ async fn accept_loop(
 ) {
     let local = listener.get_ref().local_addr().ok();
     let (mut generation, mut snapshot) = (current.generation(), current.get());
-    let mut deny_log: (Option<std::time::Instant>, u32) = (None, 0);
+    let (mut deny_log, mut error_log) = (Throttle::default(), Throttle::default());
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -327,10 +347,8 @@ async fn accept_loop(
                     // Closed before a byte is read. Logged at most every
                     // 10 s, so a scan cannot flood the log.
                     stats.denied_clients.add(1);
-                    deny_log.1 += 1;
-                    if deny_log.0.is_none_or(|t| t.elapsed() >= DENY_LOG_EVERY) {
-                        log::warn!("refused {} client(s) not in `allow`, the last from {peer}", deny_log.1);
-                        deny_log = (Some(std::time::Instant::now()), 0);
+                    if let Some(count) = deny_log.hit() {
+                        log::warn!("refused {count} client(s) not in `allow`, the last from {peer}");
                     }
                     continue;
                 }
@@ -357,7 +375,14 @@ async fn accept_loop(
                 .detach();
             }
             Err(e) => {
-                log::warn!("accept on {local:?} failed: {e}; pausing {} ms", ACCEPT_BACKOFF.as_millis());
+                // EMFILE and friends: pause instead of spinning, and say so
+                // at most once per interval however long it lasts.
+                if let Some(count) = error_log.hit() {
+                    log::warn!(
+                        "accept on {local:?} failed {count} time(s): {e}; retrying every {} ms",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                }
                 Timer::after(ACCEPT_BACKOFF).await;
             }
         }

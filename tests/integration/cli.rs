@@ -93,7 +93,14 @@ impl Running {
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("run.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let mut child = bin().arg("-c").arg(&config).args(args).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = bin()
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         // Readiness is the log line that names the bound address.
         let addr = loop {
@@ -129,12 +136,33 @@ impl Running {
 
     /// Sends `signal`, waits for exit, returns the exit code and the rest of stderr.
     fn stop(mut self, signal: &str) -> (Option<i32>, Vec<String>) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+        self.signal(signal);
         let code = self.child.wait().unwrap().code();
         let rest = self.lines.by_ref().map_while(Result::ok).collect();
         let _ = std::fs::remove_dir_all(&self.dir);
         (code, rest)
+    }
+}
+
+/// A failed assertion must not leave the daemon running: it would hold the
+/// test's output open and hang the run instead of failing it.
+#[cfg(unix)]
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills a child process when dropped (a test that panics included).
+#[cfg(unix)]
+struct KillOnDrop(std::process::Child);
+
+#[cfg(unix)]
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -212,4 +240,87 @@ fn sighup_reloads_and_a_broken_file_keeps_the_running_config() {
     assert_eq!(b0.request_count(), 4);
     let (code, _) = running.stop("-TERM");
     assert_eq!(code, Some(0));
+}
+
+/// CPU time (user + system, in clock ticks) a process has used so far.
+#[cfg(target_os = "linux")]
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses).
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    use crate::support::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let dir = std::env::temp_dir().join(format!("socksbalance-emfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("run.yaml");
+    std::fs::write(&config, "listen: 127.0.0.1:0\nmode: socks5\nbackends:\n  - direct: true\n").unwrap();
+    // A tiny descriptor budget: the daemon's own needs plus a dozen clients.
+    let script =
+        format!("ulimit -n 24 && exec {} -c {}", env!("CARGO_BIN_EXE_socksbalance"), config.display());
+    let mut child = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, lines) = mpsc::channel::<String>();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next_line = |limit: Duration| lines.recv_timeout(limit).ok();
+    let addr: std::net::SocketAddr = loop {
+        let line = next_line(IO_TIMEOUT).expect("daemon did not start");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+
+    // 40 clients that say nothing: the kernel completes their connections,
+    // the daemon accepts until it has no descriptors left.
+    let flood: Vec<std::net::TcpStream> =
+        (0..40).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let emfile = loop {
+        let line = next_line(IO_TIMEOUT).expect("no accept failure logged");
+        if line.contains("accept") && line.contains("failed") {
+            break line;
+        }
+    };
+    assert!(emfile.contains("Too many open files") || emfile.contains("os error 24"), "{emfile}");
+
+    // Backing off, not spinning: little CPU, and no flood of log lines.
+    let before = cpu_ticks(child.0.id());
+    let start = Instant::now();
+    let mut more = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        if next_line(Duration::from_millis(100)).is_some_and(|l| l.contains("accept")) {
+            more += 1;
+        }
+    }
+    let used = cpu_ticks(child.0.id()) - before;
+    assert!(used < 50, "{used} CPU ticks in 1.5 s while out of descriptors: a busy loop");
+    assert!(more <= 1, "{more} more accept-failure lines in 1.5 s: not throttled");
+
+    // Descriptors free up: service resumes.
+    drop(flood);
+    let target = echo_server("127.0.0.1:0");
+    wait_for("service to recover", Duration::from_secs(15), || {
+        socks_connect(addr, &Dest::Ip(target), None).map(|(code, _)| code == 0).unwrap_or(false)
+    });
+    assert_echo(addr, &Dest::Ip(target), None);
+    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
 }
