@@ -10,13 +10,16 @@
 //!
 //! The web threads only read the config snapshot and its counters, so a
 //! slow or hostile HTTP client can stall the dashboard but never the proxy.
-//! Other methods than GET and HEAD get 405, other paths 404.
+//! Other methods than GET and HEAD get 405, other paths 404. Clients reach
+//! tiny_http only through [`gate`], which bounds connections, header size
+//! and time, since tiny_http itself does not.
 //!
 //! With `web.token` or `web.username`/`web.password` set, every path but
 //! `/healthz` needs them: `Authorization: Bearer TOKEN`, `?token=TOKEN`, or
 //! HTTP basic auth. Config validation refuses a non-loopback address
 //! without one of them.
 
+pub mod gate;
 pub mod report;
 
 use std::io;
@@ -47,24 +50,28 @@ pub struct State {
     pub started: Instant,
 }
 
-/// A running web server.
+/// A running web server: the gate on the public address, tiny_http behind
+/// it on a private loopback port.
 pub struct WebServer {
     server: Arc<Server>,
     addr: SocketAddr,
     threads: Vec<thread::JoinHandle<()>>,
+    gate: Option<(smol::channel::Sender<()>, thread::JoinHandle<()>)>,
 }
 
 impl WebServer {
-    /// Binds `config.listen` and starts the handler threads.
+    /// Binds `config.listen` and starts the gate and the handler threads.
     pub fn start(config: &WebConfig, state: Arc<State>) -> io::Result<WebServer> {
         let listen = config.listen;
-        let server = Server::http(listen).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("cannot listen on {listen} for the dashboard: {e}"),
-            )
+        let public = std::net::TcpListener::bind(listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {listen} for the dashboard: {e}"))
         })?;
-        let addr = server.server_addr().to_ip().unwrap_or(listen);
+        let addr = public.local_addr()?;
+        let private = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = Server::http(private)
+            .map_err(|e| io::Error::other(format!("cannot start the dashboard's HTTP server: {e}")))?;
+        let inner =
+            server.server_addr().to_ip().ok_or_else(|| io::Error::other("dashboard: no IP address"))?;
         let server = Arc::new(server);
         let mut threads = Vec::with_capacity(HANDLERS);
         for n in 0..HANDLERS {
@@ -79,19 +86,25 @@ impl WebServer {
                 )?,
             );
         }
-        Ok(WebServer { server, addr, threads })
+        let (stop, stopped) = smol::channel::bounded(1);
+        let gate = gate::start(public, inner, stopped)?;
+        Ok(WebServer { server, addr, threads, gate: Some((stop, gate)) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Stops the handler threads and waits for them.
-    pub fn stop(self) {
+    /// Stops the gate and the handler threads and waits for them.
+    pub fn stop(mut self) {
+        if let Some((stop, gate)) = self.gate.take() {
+            stop.close();
+            let _ = gate.join();
+        }
         for _ in &self.threads {
             self.server.unblock();
         }
-        for t in self.threads {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }

@@ -337,3 +337,35 @@ fn status_subcommand_prints_the_backend_table() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+#[test]
+fn the_gate_bounds_head_size_time_and_connections() {
+    use socksbalance::web::gate::{HEAD_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD};
+    let d = web_daemon("", &[&Backend::start(Behaviour::Proxy)]);
+    let web = d.web_addr().unwrap();
+    let target = echo_server("127.0.0.1:0");
+
+    // A head over the limit is refused without reading further.
+    let (status, _, _) = get(web, &format!("/?{}", "a".repeat(MAX_HEAD + 10)), "");
+    assert_eq!(status, 431);
+
+    // Slow clients: each holds one of the gate's places until the head
+    // timeout; past the limit, clients are turned away at once.
+    let start = std::time::Instant::now();
+    let mut slow: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| {
+            let mut s = TcpStream::connect(web).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            s
+        })
+        .collect();
+    wait_for("the gate to be full", IO_TIMEOUT, || get(web, "/healthz", "").0 == 503);
+    assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
+    let mut answer = String::new();
+    slow[0].read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(start.elapsed() >= HEAD_TIMEOUT.mul_f64(0.9), "408 came after {:?}", start.elapsed());
+    drop(slow);
+    wait_for("the gate to have room again", IO_TIMEOUT, || get(web, "/healthz", "").0 == 200);
+}
