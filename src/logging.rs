@@ -27,10 +27,18 @@ pub fn adjust(level: LevelFilter, verbose: u8, quiet: u8) -> LevelFilter {
     ORDER[at as usize]
 }
 
+/// Libraries (the async runtime, the HTTP server) log at this level at
+/// most, whatever `-v` asks: their trace output is per epoll event, and a
+/// user raising the verbosity wants socksbalance's own story.
+const LIBRARY_LEVEL: LevelFilter = LevelFilter::Warn;
+
 /// Installs the global logger. Call once, before the daemon starts.
 pub fn init(format: LogFormat, level: LevelFilter) {
     let result = match format {
-        LogFormat::Text => simple_logger::SimpleLogger::new().with_level(level).init(),
+        LogFormat::Text => simple_logger::SimpleLogger::new()
+            .with_level(level.min(LIBRARY_LEVEL))
+            .with_module_level("socksbalance", level)
+            .init(),
         LogFormat::Json => {
             log::set_boxed_logger(Box::new(JsonLogger { level })).map(|()| log::set_max_level(level))
         }
@@ -46,7 +54,12 @@ struct JsonLogger {
 
 impl Log for JsonLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        let limit = if metadata.target().starts_with("socksbalance") {
+            self.level
+        } else {
+            self.level.min(LIBRARY_LEVEL)
+        };
+        metadata.level() <= limit
     }
 
     fn log(&self, record: &Record) {

@@ -74,13 +74,27 @@ struct Check {
     config: Option<PathBuf>,
 }
 
+/// argh takes `-v -v` but not the usual `-vv`: spell such groups out.
+fn expand_repeated_flags<'a>(args: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    for arg in args {
+        let letters = arg.strip_prefix('-').filter(|l| l.len() > 1 && !l.starts_with('-'));
+        match letters {
+            Some(l) if l.bytes().all(|b| b == b'v') => out.extend(std::iter::repeat_n("-v", l.len())),
+            Some(l) if l.bytes().all(|b| b == b'q') => out.extend(std::iter::repeat_n("-q", l.len())),
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let strings: Vec<String> = std::env::args().collect();
     let program = strings.first().map_or("socksbalance", |s| s.as_str());
-    let rest: Vec<&str> = strings.iter().skip(1).map(|s| s.as_str()).collect();
+    let rest = expand_repeated_flags(strings.iter().skip(1).map(|s| s.as_str()));
     let args = match Args::from_args(&[program], &rest) {
         Ok(args) => args,
         Err(early) => {

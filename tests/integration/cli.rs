@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::support::IO_TIMEOUT;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_socksbalance"))
 }
@@ -77,11 +79,13 @@ fn running_with_an_invalid_config_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("check_intervall"));
 }
 
-/// The daemon binary, running from a config file, with its stderr.
+/// The daemon binary, running from a config file. Its stderr is drained
+/// on a thread (as procd would), so a chatty daemon never blocks on a full
+/// pipe; lines arrive on `lines`.
 #[cfg(unix)]
 struct Running {
     child: std::process::Child,
-    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    lines: std::sync::mpsc::Receiver<String>,
     addr: std::net::SocketAddr,
     dir: PathBuf,
 }
@@ -101,16 +105,22 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        // Readiness is the log line that names the bound address.
-        let addr = loop {
-            let line = lines.next().expect("daemon exited before listening").unwrap();
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap();
-                break addr.parse().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-        };
-        Running { child, lines, addr, dir }
+        });
+        let mut running = Running { child, lines, addr: "0.0.0.0:0".parse().unwrap(), dir };
+        // Readiness is the log line that names the bound address.
+        let line = running.wait_for_line("listening on ");
+        let rest = line.split("listening on ").nth(1).unwrap();
+        let addr = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap();
+        running.addr = addr.parse().unwrap();
+        running
     }
 
     fn config_path(&self) -> PathBuf {
@@ -125,20 +135,21 @@ impl Running {
 
     /// Reads stderr until a line contains `needle`; returns that line.
     fn wait_for_line(&mut self, needle: &str) -> String {
-        for line in self.lines.by_ref() {
-            let line = line.unwrap();
-            if line.contains(needle) {
-                return line;
+        loop {
+            match self.lines.recv_timeout(IO_TIMEOUT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?} within {IO_TIMEOUT:?}"),
             }
         }
-        panic!("the daemon exited before logging {needle:?}");
     }
 
     /// Sends `signal`, waits for exit, returns the exit code and the rest of stderr.
     fn stop(mut self, signal: &str) -> (Option<i32>, Vec<String>) {
         self.signal(signal);
         let code = self.child.wait().unwrap().code();
-        let rest = self.lines.by_ref().map_while(Result::ok).collect();
+        // The reader thread ends at end of input, closing the channel.
+        let rest = self.lines.iter().collect();
         let _ = std::fs::remove_dir_all(&self.dir);
         (code, rest)
     }
@@ -323,4 +334,31 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
     let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
     assert_eq!(child.0.wait().unwrap().code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn secrets_never_reach_the_log_even_at_trace_level() {
+    use crate::support::*;
+    let backend = Backend::start_with(Behaviour::Proxy, Some(("upstream", "backend-s3cret")));
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nmode: socks5\nauth:\n  users: [{{username: alice, password: client-s3cret}}]\n\
+         web:\n  enabled: true\n  listen: 127.0.0.1:0\n  token: token-s3cret-123\n\
+         backends:\n  - {{address: \"{}\", username: upstream, password: backend-s3cret}}\n  - {{address: \"{}\", username: upstream, password: wrong-s3cret}}\n",
+        backend.addr, backend.addr
+    );
+    let running = Running::start("secrets", &yaml, &["-vv"]);
+    let target = echo_server("127.0.0.1:0");
+    // Successes, a wrong client password, and a backend rejecting ours.
+    for _ in 0..4 {
+        let _ = socks_connect(running.addr, &Dest::Ip(target), Some(("alice", "client-s3cret")));
+    }
+    let _ = socks_connect(running.addr, &Dest::Ip(target), Some(("alice", "bad-s3cret-guess")));
+    let (code, lines) = running.stop("-TERM");
+    assert_eq!(code, Some(0));
+    assert!(lines.iter().any(|l| l.starts_with("TRACE") || l.starts_with("DEBUG")), "not verbose: {lines:?}");
+    assert!(lines.iter().any(|l| l.contains("login failed")), "the failed login was not logged");
+    for line in &lines {
+        assert!(!line.contains("s3cret"), "a secret in the log: {line}");
+    }
 }
