@@ -198,6 +198,8 @@ fn run_daemon(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    #[cfg(windows)]
+    console::on_close(daemon.trigger(), daemon.snapshot().config.shutdown_timeout);
     for addr in daemon.local_addrs() {
         log::info!("socksbalance {VERSION} listening on {addr} ({summary})");
     }
@@ -205,6 +207,8 @@ fn run_daemon(args: Args) -> ExitCode {
         log::info!("dashboard on http://{addr}/");
     }
 
+    // Only SIGHUP comes back around, and Windows has none.
+    #[cfg_attr(not(unix), allow(clippy::never_loop))]
     loop {
         match smol::block_on(signals.next()) {
             #[cfg(unix)]
@@ -227,7 +231,10 @@ fn run_daemon(args: Args) -> ExitCode {
             std::process::exit(i32::from(EXIT_FAILURE));
         }
     });
-    match daemon.shutdown() {
+    let stopped = daemon.shutdown();
+    #[cfg(windows)]
+    console::stopped();
+    match stopped {
         Ok(()) => {
             log::info!("stopped");
             ExitCode::SUCCESS
@@ -240,8 +247,9 @@ fn run_daemon(args: Args) -> ExitCode {
 }
 
 /// SIGHUP: re-read the config file and switch to it without dropping
-/// tunnels. A config that does not load is logged and ignored; the running
+/// tunnels. (Windows has no SIGHUP: restart there.) A config that does not load is logged and ignored; the running
 /// one stays.
+#[cfg(unix)]
 fn reload(daemon: &Daemon, path: Option<&PathBuf>, verbose: u8, quiet: u8) {
     let Some(path) = path else {
         log::warn!("SIGHUP: running the embedded default, there is no config file to re-read");
@@ -274,4 +282,66 @@ fn termination_signals() -> [async_signal::Signal; 3] {
 #[cfg(windows)]
 fn termination_signals() -> [async_signal::Signal; 1] {
     [async_signal::Signal::Int]
+}
+
+/// Windows: closing the console window, logging off or shutting down sends
+/// a console event that async-signal does not handle (it takes Ctrl-C
+/// only). Windows ends the process when the handler returns, so the
+/// handler starts the graceful shutdown and waits, bounded, until `main`
+/// has drained the tunnels. Windows itself allows about 5 s for a close.
+#[cfg(windows)]
+mod console {
+    use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    use socksbalance::shutdown::ShutdownTrigger;
+    use windows_sys::Win32::System::Console::{
+        SetConsoleCtrlHandler, CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT,
+    };
+
+    struct Hook {
+        trigger: ShutdownTrigger,
+        grace: Duration,
+        done: Mutex<Receiver<()>>,
+        notify: SyncSender<()>,
+    }
+
+    static HOOK: OnceLock<Hook> = OnceLock::new();
+
+    unsafe extern "system" fn handler(event: u32) -> windows_sys::core::BOOL {
+        if !matches!(event, CTRL_CLOSE_EVENT | CTRL_LOGOFF_EVENT | CTRL_SHUTDOWN_EVENT) {
+            return 0; // Ctrl-C and Ctrl-Break: async-signal's handler.
+        }
+        if let Some(hook) = HOOK.get() {
+            hook.trigger.trigger();
+            // Stay inside the 5 s Windows allows for a console close.
+            let wait = (hook.grace + Duration::from_millis(500)).min(Duration::from_millis(4500));
+            if let Ok(done) = hook.done.lock() {
+                let _ = done.recv_timeout(wait);
+            }
+        }
+        1
+    }
+
+    /// Installs the handler for this daemon.
+    pub fn on_close(trigger: ShutdownTrigger, grace: Duration) {
+        let (notify, done) = sync_channel(1);
+        if HOOK.set(Hook { trigger, grace, done: Mutex::new(done), notify }).is_ok() {
+            // SAFETY: `handler` is a plain `extern "system"` function that
+            // only reads the `HOOK` static, which is set just above and
+            // never changes again; registering it has no other effect.
+            let ok = unsafe { SetConsoleCtrlHandler(Some(handler), 1) };
+            if ok == 0 {
+                log::warn!("cannot watch for the console closing; Ctrl-C still stops gracefully");
+            }
+        }
+    }
+
+    /// Tells a waiting handler that the drain is over.
+    pub fn stopped() {
+        if let Some(hook) = HOOK.get() {
+            let _ = hook.notify.try_send(());
+        }
+    }
 }

@@ -1,10 +1,14 @@
 //! The binary itself: `check`, `--version`, `--help`, exit codes, and a
 //! real run stopped by SIGTERM.
 
+#[cfg(unix)]
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+#[cfg(unix)]
+use std::process::Stdio;
 
+#[cfg(unix)]
 use crate::support::IO_TIMEOUT;
 
 fn bin() -> Command {
