@@ -13,9 +13,10 @@
 //!   down at once, so the other direction ends instead of waiting.
 //! - **Idle timeout.** No byte either way for `idle` closes the tunnel
 //!   (checked every `idle / 4`, so it closes within 1.25 × `idle`).
-//! - **Memory.** Each tunnel owns exactly [`BUFFER_SIZE`] bytes per
-//!   direction, allocated once, so N tunnels cost N × 2 × `BUFFER_SIZE`
-//!   plus the sockets' kernel buffers.
+//! - **Memory.** A direction holds a [`BUFFER_SIZE`] buffer only while
+//!   data is moving through it; an idle tunnel holds none. N tunnels cost
+//!   at most N × 2 × `BUFFER_SIZE` when all move data at once, and about
+//!   their task and sockets when idle (measured: docs/performance.md).
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
@@ -23,7 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use smol::future::{self, FutureExt};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use std::io::Read;
+
+use smol::io::AsyncWriteExt;
 use smol::{Async, Timer};
 
 use crate::stats::{BackendStats, Counter};
@@ -67,12 +70,10 @@ pub async fn relay(
     // so wrapping is harmless and 32 bits suffice on every target.
     let activity = AtomicU32::new(0);
     let went_idle = AtomicBool::new(false);
-    let mut buffers = vec![0u8; 2 * BUFFER_SIZE];
-    let (up_buf, down_buf) = buffers.split_at_mut(BUFFER_SIZE);
 
     let pipes = future::zip(
-        pipe(client, upstream, up_buf, &activity, &stats.bytes_up),
-        pipe(upstream, client, down_buf, &activity, &stats.bytes_down),
+        pipe(client, upstream, &activity, &stats.bytes_up),
+        pipe(upstream, client, &activity, &stats.bytes_down),
     );
     // The watchdog never completes: when the tunnel goes idle it shuts both
     // sockets, which ends both pipes, which ends the `or`.
@@ -112,29 +113,53 @@ pub async fn relay(
 /// One direction: copy until EOF (then half-close the writer) or an error
 /// (then shut both sockets so the other direction ends too). Returns the
 /// bytes moved and the error, if any.
+///
+/// The buffer exists only while data moves: the pipe takes a
+/// [`BUFFER_SIZE`] buffer when the socket is readable, drains what the
+/// kernel holds, keeps the buffer while more is ready at once (a bulk
+/// transfer), and drops it before it has to wait. An idle tunnel
+/// therefore holds no relay buffer at all.
 async fn pipe(
-    mut from: &Async<TcpStream>,
+    from: &Async<TcpStream>,
     mut to: &Async<TcpStream>,
-    buf: &mut [u8],
     activity: &AtomicU32,
     counter: &Counter,
 ) -> (u64, Option<io::ErrorKind>) {
     let mut total = 0u64;
+    let mut buffer: Option<Vec<u8>> = None;
     loop {
-        let n = match from.read(buf).await {
-            Ok(0) => {
-                let _ = to.get_ref().shutdown(Shutdown::Write);
-                return (total, None);
+        // Busy (readable again at once): keep the buffer. Otherwise give it
+        // back before waiting, so an idle direction holds none.
+        match smol::future::poll_once(from.readable()).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return (total, Some(abort(from, to, e))),
+            None => {
+                buffer = None;
+                if let Err(e) = from.readable().await {
+                    return (total, Some(abort(from, to, e)));
+                }
             }
-            Ok(n) => n,
-            Err(e) => return (total, Some(abort(from, to, e))),
-        };
-        if let Err(e) = to.write_all(&buf[..n]).await {
-            return (total, Some(abort(from, to, e)));
         }
-        total += n as u64;
-        counter.add(n as u64);
-        activity.fetch_add(1, Ordering::Relaxed);
+        let buf = buffer.get_or_insert_with(|| vec![0u8; BUFFER_SIZE]);
+        loop {
+            let n = match from.get_ref().read(buf) {
+                Ok(0) => {
+                    let _ = to.get_ref().shutdown(Shutdown::Write);
+                    return (total, None);
+                }
+                Ok(n) => n,
+                // Drained: give the buffer back and wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return (total, Some(abort(from, to, e))),
+            };
+            if let Err(e) = to.write_all(&buf[..n]).await {
+                return (total, Some(abort(from, to, e)));
+            }
+            total += n as u64;
+            counter.add(n as u64);
+            activity.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

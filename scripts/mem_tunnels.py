@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Memory per idle tunnel: starts the release daemon (one `direct`
+backend, no dashboard), opens N SOCKS5 tunnels to a local sink that holds
+them open, and reports the daemon's RSS before and after.
+
+Usage: mem_tunnels.py BINARY N      (N up to the fd limit / 2, bounded)
+Everything stays on 127.0.0.1. Standard library only.
+"""
+import os, resource, socket, subprocess, sys, tempfile, threading, time
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+def main():
+    binary, n = sys.argv[1], min(int(sys.argv[2]), 20000)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    sink = socket.socket(); sink.bind(("127.0.0.1", 0)); sink.listen(4096)
+    held = []
+    def accept():
+        while True:
+            c, _ = sink.accept(); held.append(c)
+    threading.Thread(target=accept, daemon=True).start()
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    cfg.write(f"listen: 127.0.0.1:0\nmode: socks5\nlimits:\n  max_connections: {n + 100}\nbackends:\n  - direct: true\n")
+    cfg.close()
+    proc = subprocess.Popen([binary, "-c", cfg.name], stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    while "listening on" not in line:
+        line = proc.stderr.readline()
+        if not line:
+            raise SystemExit("daemon did not start")
+    host, port = line.split("listening on ")[1].split()[0].rsplit(":", 1)
+    time.sleep(0.5)
+    before = rss_kb(proc.pid)
+    port_bytes = sink.getsockname()[1].to_bytes(2, "big")
+    clients = []
+    for _ in range(n):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + port_bytes)
+        got = b""
+        while len(got) < 12:
+            got += s.recv(12 - len(got))
+        assert got[3] == 0, got
+        clients.append(s)
+    time.sleep(1.0)
+    after = rss_kb(proc.pid)
+    print(f"tunnels={n} rss_before_kb={before} rss_after_kb={after} per_tunnel_bytes={(after - before) * 1024 // max(n, 1)}")
+    proc.terminate(); proc.wait(10); os.unlink(cfg.name)
+
+if __name__ == "__main__":
+    main()
