@@ -10,7 +10,8 @@ Checks, each printed as PASS or FAIL:
   3. a timer fires: with a blackholed backend (accepts, never answers) and
      connect_timeout 1s, a client gets a SOCKS5 error reply in time. On
      32-bit MIPS without --cfg fix_y2038 it never would.
-  4. SIGTERM stops it with exit status 0 (Linux targets).
+  4. SIGTERM (Linux) or Ctrl-C (Windows: Wine delivers SIGINT as the
+     console's CTRL_C_EVENT) stops it gracefully with exit status 0.
 
 Everything listens on 127.0.0.1; every wait is bounded. Standard library only.
 Usage: foreign_test.py --binary FILE [--runner CMD] [--windows]
@@ -210,8 +211,14 @@ def main():
                         print(f"      curl rc={rc} bytes={len(body)} {err}", flush=True)
                 check(f"{mode} mode: 4 downloads of 2 MiB through microsocks, SHA-256 verified", ok == 4, f"{ok}/4")
             finally:
-                rc = d.stop()
-            if not args.windows:
+                # Wine turns SIGINT into the console's CTRL_C_EVENT: the
+                # Windows Ctrl-C path. Linux gets SIGTERM.
+                rc = d.stop(signal.SIGINT if args.windows else signal.SIGTERM)
+            if args.windows:
+                stopped = any("stopped" in line for line in d.lines)
+                check(f"{mode} mode: Ctrl-C drains and exits with status 0", rc == 0 and stopped,
+                      f"status {rc}, {'stopped' if stopped else 'no stop logged'}")
+            else:
                 check(f"{mode} mode: SIGTERM exits with status 0", rc == 0, f"status {rc}")
 
         d = Daemon(args.runner, args.binary,

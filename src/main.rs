@@ -199,7 +199,7 @@ fn run_daemon(args: Args) -> ExitCode {
         }
     };
     #[cfg(windows)]
-    console::on_close(daemon.trigger(), daemon.snapshot().config.shutdown_timeout);
+    console::on_close(daemon.trigger(), daemon.finished(), daemon.snapshot().config.shutdown_timeout);
     for addr in daemon.local_addrs() {
         log::info!("socksbalance {VERSION} listening on {addr} ({summary})");
     }
@@ -231,10 +231,7 @@ fn run_daemon(args: Args) -> ExitCode {
             std::process::exit(i32::from(EXIT_FAILURE));
         }
     });
-    let stopped = daemon.shutdown();
-    #[cfg(windows)]
-    console::stopped();
-    match stopped {
+    match daemon.shutdown() {
         Ok(()) => {
             log::info!("stopped");
             ExitCode::SUCCESS
@@ -291,10 +288,11 @@ fn termination_signals() -> [async_signal::Signal; 1] {
 /// has drained the tunnels. Windows itself allows about 5 s for a close.
 #[cfg(windows)]
 mod console {
-    use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::OnceLock;
     use std::time::Duration;
 
+    use smol::channel::Receiver;
+    use smol::future::FutureExt;
     use socksbalance::shutdown::ShutdownTrigger;
     use windows_sys::Win32::System::Console::{
         SetConsoleCtrlHandler, CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT,
@@ -302,9 +300,8 @@ mod console {
 
     struct Hook {
         trigger: ShutdownTrigger,
+        finished: Receiver<()>,
         grace: Duration,
-        done: Mutex<Receiver<()>>,
-        notify: SyncSender<()>,
     }
 
     static HOOK: OnceLock<Hook> = OnceLock::new();
@@ -315,19 +312,21 @@ mod console {
         }
         if let Some(hook) = HOOK.get() {
             hook.trigger.trigger();
-            // Stay inside the 5 s Windows allows for a console close.
+            // Wait for the drain, within the 5 s Windows allows a close.
             let wait = (hook.grace + Duration::from_millis(500)).min(Duration::from_millis(4500));
-            if let Ok(done) = hook.done.lock() {
-                let _ = done.recv_timeout(wait);
-            }
+            let drained = async {
+                let _ = hook.finished.recv().await;
+            };
+            smol::block_on(drained.or(async {
+                smol::Timer::after(wait).await;
+            }));
         }
         1
     }
 
     /// Installs the handler for this daemon.
-    pub fn on_close(trigger: ShutdownTrigger, grace: Duration) {
-        let (notify, done) = sync_channel(1);
-        if HOOK.set(Hook { trigger, grace, done: Mutex::new(done), notify }).is_ok() {
+    pub fn on_close(trigger: ShutdownTrigger, finished: Receiver<()>, grace: Duration) {
+        if HOOK.set(Hook { trigger, finished, grace }).is_ok() {
             // SAFETY: `handler` is a plain `extern "system"` function that
             // only reads the `HOOK` static, which is set just above and
             // never changes again; registering it has no other effect.
@@ -335,13 +334,6 @@ mod console {
             if ok == 0 {
                 log::warn!("cannot watch for the console closing; Ctrl-C still stops gracefully");
             }
-        }
-    }
-
-    /// Tells a waiting handler that the drain is over.
-    pub fn stopped() {
-        if let Some(hook) = HOOK.get() {
-            let _ = hook.notify.try_send(());
         }
     }
 }

@@ -500,6 +500,8 @@ pub struct Daemon {
     trigger: ShutdownTrigger,
     stats: Arc<DaemonStats>,
     thread: Option<thread::JoinHandle<io::Result<()>>>,
+    /// Closed when the daemon thread ends (see [`Daemon::finished`]).
+    finished: Receiver<()>,
 }
 
 impl Daemon {
@@ -539,11 +541,14 @@ impl Daemon {
         current.replace(snapshot);
         let (trigger, shutdown) = shutdown::channel();
         let (reloads, reload_rx) = channel::bounded::<Reload>(1);
+        let (finished_tx, finished) = channel::bounded::<()>(1);
         let bound = Arc::new(Mutex::new(addrs));
         let (thread_stats, thread_current, thread_bound) =
             (Arc::clone(&stats), Arc::clone(&current), Arc::clone(&bound));
         let thread =
             thread::Builder::new().name("socksbalance".into()).stack_size(WORKER_STACK).spawn(move || {
+                // Dropped when this thread ends, which closes `finished`.
+                let _finished = finished_tx;
                 let ex = Arc::new(Executor::new());
                 let (stop_workers, workers_stop) = channel::bounded::<()>(1);
                 let workers: Vec<_> = (1..threads.max(1))
@@ -573,7 +578,7 @@ impl Daemon {
                 drop(ex);
                 result
             })?;
-        Ok(Daemon { bound, web, current, reloads, trigger, stats, thread: Some(thread) })
+        Ok(Daemon { bound, web, current, reloads, trigger, stats, thread: Some(thread), finished })
     }
 
     /// Switches to `config` without dropping open tunnels: new and changed
@@ -610,6 +615,12 @@ impl Daemon {
 
     pub fn stats(&self) -> &DaemonStats {
         &self.stats
+    }
+
+    /// A channel that closes when the daemon has stopped (drained), for
+    /// waiting from a thread that cannot join it.
+    pub fn finished(&self) -> Receiver<()> {
+        self.finished.clone()
     }
 
     /// A handle that can stop the daemon from another thread.

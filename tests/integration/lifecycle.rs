@@ -77,3 +77,24 @@ fn a_port_in_use_is_a_start_error_naming_the_address() {
     };
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+#[test]
+fn finished_closes_once_the_daemon_has_drained() {
+    let d = daemon(&format!("{LISTEN}mode: socks5\nbackends:\n  - direct: true\n"));
+    let finished = d.finished();
+    assert!(finished.try_recv().is_err() && !finished.is_closed(), "closed while running");
+    let trigger = d.trigger();
+    let joiner = thread::spawn(move || d.join());
+    trigger.trigger();
+    let closed = smol::block_on(async {
+        use smol::future::FutureExt;
+        let recv = async { finished.recv().await.is_err() };
+        recv.or(async {
+            smol::Timer::after(IO_TIMEOUT).await;
+            false
+        })
+        .await
+    });
+    assert!(closed, "finished did not close after shutdown");
+    joiner.join().unwrap().unwrap();
+}
