@@ -32,6 +32,7 @@ use smol::channel::{self, Receiver, Sender};
 
 use crate::config::{Algorithm, BackendConfig, Config, Health as HealthConfig, StickyKey};
 use crate::health::{BackendHealth, Outcome, Source, State, Transition};
+use crate::rng::Rng;
 use crate::socks5::Address;
 use crate::stats::BackendStats;
 
@@ -60,8 +61,8 @@ pub struct Pool {
     algorithm: Algorithm,
     /// Round-robin position (also the position in `schedule`).
     next: AtomicUsize,
-    /// xorshift32 state for `random`; never zero.
-    rng: AtomicU32,
+    /// For `random`.
+    rng: Rng,
     /// Smooth-weighted-round-robin order, precomputed: picking is then an
     /// index bump. Empty unless the algorithm is `weighted`.
     schedule: Vec<u32>,
@@ -95,10 +96,6 @@ impl Pool {
         } else {
             Vec::new()
         };
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9E37_79B9, |d| d.subsec_nanos())
-            | 1;
         let now = Instant::now();
         let n = config.backends.len().max(1) as u32;
         // Each old backend is carried over at most once (a config may list
@@ -145,7 +142,7 @@ impl Pool {
             backends,
             algorithm,
             next: AtomicUsize::new(0),
-            rng: AtomicU32::new(seed),
+            rng: Rng::new(),
             schedule,
             max_latency: config.balancer.max_latency,
             max_active,
@@ -234,7 +231,7 @@ impl Pool {
             Algorithm::Roundrobin => {
                 (0..n).map(|_| self.next.fetch_add(1, Ordering::Relaxed) % n).find(|&i| eligible(i))
             }
-            Algorithm::Random => rotating(self.random() as usize).find(|&i| eligible(i)),
+            Algorithm::Random => rotating(self.rng.next_u32() as usize).find(|&i| eligible(i)),
             Algorithm::LeastConnections => rotating(self.next.fetch_add(1, Ordering::Relaxed))
                 .filter(|&i| eligible(i))
                 .min_by_key(|&i| self.backends[i].stats.active.load(Ordering::Relaxed)),
@@ -249,19 +246,6 @@ impl Pool {
                     .find(|&i| eligible(i))
             }
         }
-    }
-
-    /// xorshift32: fast, lock-free, and plenty for spreading load.
-    fn random(&self) -> u32 {
-        let step = |mut x: u32| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
-        let prev =
-            self.rng.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x))).unwrap_or(1);
-        step(prev)
     }
 
     /// Records a result for backend `i`. `outcome: None` is neutral (the

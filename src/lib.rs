@@ -18,6 +18,7 @@
 //! - [`server`]: listeners, the accept loop, shutdown, and [`server::Daemon`].
 //! - [`shutdown`]: the shutdown signal passed to everything that stops.
 //! - [`stats`]: counters that work without 64-bit atomics.
+//! - [`rng`]: the lock-free random source for picks and jitter.
 //! - [`logging`]: text or JSON logs on stderr.
 //! - [`web`]: dashboard, JSON API and Prometheus metrics (tiny_http).
 //! - [`status`]: `socksbalance status`, the table in a terminal.
@@ -33,6 +34,7 @@ pub mod config;
 pub mod health;
 pub mod logging;
 pub mod relay;
+pub mod rng;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -16,7 +16,6 @@
 //! (at most 1 s) late, and so does each recovery probe. An early probe
 //! after a failed connection goes at once.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,7 @@ use smol::lock::Semaphore;
 use smol::{Executor, Timer};
 
 use super::{probe, Source, State};
+use crate::rng::Rng;
 use crate::server::Snapshot;
 
 /// Probes in flight at once, across all backends.
@@ -39,7 +39,7 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
     let config = &snapshot.config.health;
     let pool = &snapshot.pool;
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
-    let jitter = Arc::new(Jitter::new());
+    let jitter = Arc::new(Rng::new());
     loop {
         let now = Instant::now();
         let mut wake = now + config.check_interval;
@@ -91,7 +91,7 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
     }
 }
 
-async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Jitter) {
+async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Rng) {
     let config = &snapshot.config.health;
     let backend = &snapshot.pool.backends()[i];
     let result = probe::probe(&backend.config, config).await;
@@ -107,30 +107,4 @@ async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Jitter) {
     inner.next_probe = Instant::now() + every + jitter.up_to((every / 10).min(Duration::from_secs(1)));
     drop(inner);
     snapshot.pool.kick();
-}
-
-/// A small lock-free random source for probe jitter.
-struct Jitter(AtomicU32);
-
-impl Jitter {
-    fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x2545_F491, |d| d.subsec_nanos())
-            | 1;
-        Jitter(AtomicU32::new(seed))
-    }
-
-    /// A uniformly random duration in `[0, max)`.
-    fn up_to(&self, max: Duration) -> Duration {
-        let step = |mut x: u32| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
-        let x =
-            step(self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(step(x))).unwrap_or(1));
-        max.mul_f64(f64::from(x) / (f64::from(u32::MAX) + 1.0))
-    }
 }
