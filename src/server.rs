@@ -515,30 +515,29 @@ impl Daemon {
         let listeners: Vec<(SocketAddr, Async<TcpListener>)> =
             config.listen.iter().copied().zip(listeners).collect();
         let mut own = bound_rules(&config.listen, &addrs);
+        // The dashboard binds first too, so that a port-0 dashboard's real
+        // port can be denied as a destination in the one snapshot built.
+        let web_listener = config.web.enabled.then(|| WebServer::bind(&config.web)).transpose()?;
+        let web_bound = web_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        if let Some(addr) = web_bound {
+            own.extend(bound_rules(&[config.web.listen], &[addr]));
+        }
+        config.deny_destinations.extend(own);
+        let snapshot =
+            Arc::new(Snapshot::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
         let stats = Arc::new(DaemonStats::default());
-        // The dashboard binds before the final snapshot exists, so that a
-        // port-0 dashboard's real port can be denied as a destination too.
-        let current = Arc::new(Current::new(Arc::new(
-            Snapshot::new(config.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        )));
-        let web = match config.web.enabled {
-            true => {
+        let current = Arc::new(Current::new(snapshot));
+        let web = match web_listener {
+            Some(listener) => {
                 let state = Arc::new(web::State {
                     current: Arc::clone(&current),
                     stats: Arc::clone(&stats),
                     started: std::time::Instant::now(),
                 });
-                let server = WebServer::start(&config.web, state)?;
-                own.extend(bound_rules(&[config.web.listen], &[server.local_addr()]));
-                Some(server)
+                Some(WebServer::start(listener, state)?)
             }
-            false => None,
+            None => None,
         };
-        let web_bound = web.as_ref().map(WebServer::local_addr);
-        config.deny_destinations.extend(own);
-        let snapshot =
-            Arc::new(Snapshot::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
-        current.replace(snapshot);
         let (trigger, shutdown) = shutdown::channel();
         let (reloads, reload_rx) = channel::bounded::<Reload>(1);
         let (finished_tx, finished) = channel::bounded::<()>(1);

@@ -60,12 +60,18 @@ pub struct WebServer {
 }
 
 impl WebServer {
-    /// Binds `config.listen` and starts the gate and the handler threads.
-    pub fn start(config: &WebConfig, state: Arc<State>) -> io::Result<WebServer> {
+    /// Binds the dashboard's public address (before starting, so that its
+    /// real port is known when the config snapshot is built).
+    pub fn bind(config: &WebConfig) -> io::Result<std::net::TcpListener> {
         let listen = config.listen;
-        let public = std::net::TcpListener::bind(listen).map_err(|e| {
+        std::net::TcpListener::bind(listen).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {listen} for the dashboard: {e}"))
-        })?;
+        })
+    }
+
+    /// Starts the gate on `public` (from [`WebServer::bind`]) and the
+    /// handler threads.
+    pub fn start(public: std::net::TcpListener, state: Arc<State>) -> io::Result<WebServer> {
         let addr = public.local_addr()?;
         let private = SocketAddr::from(([127, 0, 0, 1], 0));
         let server = Server::http(private)
