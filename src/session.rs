@@ -100,9 +100,14 @@ impl Attempts {
     }
 
     fn worth_retrying(&self, e: &UpstreamError) -> bool {
-        !matches!(e, UpstreamError::NotAllowed) && e.blames_backend()
-            || matches!(e, UpstreamError::MethodMismatch(_))
-            || self.destination_failures <= 1
+        match e {
+            // The rules are the same whichever backend is tried.
+            UpstreamError::NotAllowed => false,
+            UpstreamError::MethodMismatch(_) => true,
+            e if e.blames_backend() => true,
+            // About the destination: one more backend at most.
+            _ => self.destination_failures <= 1,
+        }
     }
 
     /// Reports a failed attempt on backend `i` and keeps the error.
@@ -574,4 +579,30 @@ async fn give_up(
         read_request(client, deadline, None).await?;
     }
     refuse(client, error.reply(), why).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Attempts, UpstreamError};
+    use std::io;
+
+    fn attempts(destination_failures: u32) -> Attempts {
+        Attempts { tried: heapless::Vec::new(), max: 3, destination_failures, last: None }
+    }
+
+    #[test]
+    fn retry_policy() {
+        // Regression: operator precedence let NotAllowed through the
+        // "one more backend for a destination failure" arm.
+        assert!(!attempts(0).worth_retrying(&UpstreamError::NotAllowed));
+        assert!(!attempts(1).worth_retrying(&UpstreamError::NotAllowed));
+        let refused = || UpstreamError::BackendUnreachable(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(attempts(5).worth_retrying(&refused()), "backend failures always retry");
+        assert!(attempts(5).worth_retrying(&UpstreamError::MethodMismatch(0xFF)));
+        assert!(
+            attempts(1).worth_retrying(&UpstreamError::BackendReply(0x05)),
+            "one more after a destination failure"
+        );
+        assert!(!attempts(2).worth_retrying(&UpstreamError::BackendReply(0x05)), "but not two");
+    }
 }
