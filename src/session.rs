@@ -369,6 +369,16 @@ struct Conversation {
     request: Option<(Request, Vec<u8>)>,
 }
 
+/// The destination before the client has named one.
+static NOT_YET_KNOWN: Address = Address::UNSPECIFIED;
+
+impl Conversation {
+    /// The client's destination, once its request has been read.
+    fn destination(&self) -> &Address {
+        self.request.as_ref().map_or(&NOT_YET_KNOWN, |(r, _)| &r.address)
+    }
+}
+
 /// How one transparent-mode attempt ended, short of a working tunnel.
 enum Stop {
     /// The backend failed; another may be tried.
@@ -406,11 +416,9 @@ async fn transparent_session(
         request: None,
     };
     let mut attempts = Attempts::new(snap);
-    let unknown = Address::UNSPECIFIED;
     loop {
-        let dest = talk.request.as_ref().map_or(&unknown, |(r, _)| &r.address);
         let answered = talk.method.is_some();
-        let who = Client { ip, destination: dest };
+        let who = Client { ip, destination: talk.destination() };
         // Once a proxy has answered the client, only proxies can take over.
         let is_direct = |i: usize| snap.pool.backends()[i].config.target == Target::Direct;
         let Some(i) = attempts.next(snap, who, |i| answered && is_direct(i)) else { break };
@@ -429,14 +437,12 @@ async fn transparent_session(
                 if let Some(reply) = &opened.reply_bytes {
                     c.write_all(reply).await.map_err(|e| e.to_string())?;
                 }
-                let dest = talk.request.as_ref().map_or(&unknown, |(r, _)| &r.address);
-                tunnel(snap, client, &opened.upstream, backend, dest).await;
+                tunnel(snap, client, &opened.upstream, backend, talk.destination()).await;
                 return Ok(());
             }
             Err(Stop::Session(why)) => return Err(why),
             Err(Stop::Backend(e)) => {
-                let dest = talk.request.as_ref().map_or(&unknown, |(r, _)| &r.address).clone();
-                attempts.failed(snap, i, &dest, e);
+                attempts.failed(snap, i, talk.destination(), e);
             }
         }
     }
