@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use smol::channel::{self, Receiver, Sender};
 
-use crate::config::{Algorithm, BackendConfig, Config, Health as HealthConfig, StickyKey};
+use crate::config::{Algorithm, BackendConfig, Config, Health as HealthConfig, StickyKey, Target, Uplink};
 use crate::health::{BackendHealth, Outcome, Source, State, Transition};
 use crate::rng::Rng;
 use crate::socks5::Address;
@@ -47,6 +47,18 @@ pub struct Backend {
     pub health: Arc<BackendHealth>,
 }
 
+/// How a backend reaches its proxy: directly, or through an uplink of the
+/// same pool (`via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Direct,
+    /// Through the uplink at this index.
+    Uplink(usize),
+    /// `via` names an uplink that does not exist now (an `interfaces:
+    /// auto` interface that is down or gone): the backend is not picked.
+    Missing,
+}
+
 /// What a connection offers for sticky lookups.
 #[derive(Debug, Clone, Copy)]
 pub struct Client<'a> {
@@ -58,6 +70,8 @@ pub struct Client<'a> {
 #[derive(Debug)]
 pub struct Pool {
     backends: Vec<Backend>,
+    /// Per backend, how it reaches its proxy.
+    via: Vec<Via>,
     algorithm: Algorithm,
     /// Round-robin position (also the position in `schedule`).
     next: AtomicUsize,
@@ -125,6 +139,16 @@ impl Pool {
                 }
             })
             .collect();
+        let via = backends
+            .iter()
+            .map(|b| match &b.config.via {
+                None => Via::Direct,
+                Some(name) => backends
+                    .iter()
+                    .position(|u| matches!(u.config.target, Target::Uplink(_)) && u.config.name == *name)
+                    .map_or(Via::Missing, Via::Uplink),
+            })
+            .collect();
         let max_active = config.balancer.max_active_backends.map(|n| n.get() as usize);
         match (max_active, previous.is_some()) {
             (None, _) => backends.iter().for_each(|b| b.health.set_active(true)),
@@ -140,6 +164,7 @@ impl Pool {
         let (kick_tx, kick_rx) = channel::bounded(1);
         let pool = Pool {
             backends,
+            via,
             algorithm,
             next: AtomicUsize::new(0),
             rng: Rng::new(),
@@ -161,6 +186,43 @@ impl Pool {
 
     pub fn backends(&self) -> &[Backend] {
         &self.backends
+    }
+
+    /// How backend `i` reaches its proxy.
+    pub fn via(&self, i: usize) -> Via {
+        self.via.get(i).copied().unwrap_or(Via::Direct)
+    }
+
+    /// The uplink backend `i` is pinned to, if any and if it exists now.
+    pub fn uplink_of(&self, i: usize) -> Option<&Uplink> {
+        match self.via(i) {
+            Via::Uplink(u) => match &self.backends[u].config.target {
+                Target::Uplink(uplink) => Some(uplink),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether backend `i` can be reached at all: not through a missing
+    /// uplink, nor one whose link is down. Even panic mode skips the rest.
+    fn reachable(&self, i: usize) -> bool {
+        match self.via(i) {
+            Via::Direct => !self.backends[i].health.link_down(),
+            Via::Uplink(u) => !self.backends[u].health.link_down() && !self.backends[i].health.link_down(),
+            Via::Missing => false,
+        }
+    }
+
+    /// Whether backend `i` may take new connections: its own health and
+    /// that of the uplink it is pinned to.
+    fn usable(&self, i: usize) -> bool {
+        self.backends[i].health.usable()
+            && match self.via(i) {
+                Via::Direct => true,
+                Via::Uplink(u) => self.backends[u].health.usable(),
+                Via::Missing => false,
+            }
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -187,13 +249,14 @@ impl Pool {
     pub fn select(&self, client: Client<'_>, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
         let now = Instant::now();
         let key = self.sticky.as_ref().map(|_| sticky_hash(self.sticky_key, &client));
-        let usable = |i: usize| !skip(i) && self.backends[i].health.usable();
+        let usable = |i: usize| !skip(i) && self.usable(i);
         if let (Some(table), Some(key)) = (&self.sticky, key) {
             if let Some(i) = table.get(key, now).filter(|&i| i < self.backends.len() && usable(i)) {
                 return Some(i);
             }
         }
-        let picked = self.pick_filtered(&usable).or_else(|| self.pick_filtered(&|i| !skip(i)));
+        let picked =
+            self.pick_filtered(&usable).or_else(|| self.pick_filtered(&|i| !skip(i) && self.reachable(i)));
         if let (Some(table), Some(key), Some(i)) = (&self.sticky, key, picked) {
             table.put(key, i, now);
         }

@@ -13,6 +13,7 @@
 //! - [`health`]: metrics windows, circuit breakers, probes and their schedule.
 //! - [`upstream`]: connecting to a backend or a destination, and our own
 //!   SOCKS5 client handshake.
+//! - [`uplink`]: multipath: connecting through an interface, link state.
 //! - [`session`]: one client connection in socks5 or transparent mode.
 //! - [`relay`]: moving bytes once the handshake is done.
 //! - [`server`]: listeners, the accept loop, shutdown, and [`server::Daemon`].
@@ -27,7 +28,9 @@
 //! signal handlers and calls [`server::Daemon::start`]; the integration
 //! tests start the same daemon on `127.0.0.1:0`.
 
-#![forbid(unsafe_code)]
+// Unsafe code is allowed in one place only: the socket options that pin
+// an uplink to an interface (`uplink::sys`), each block with a SAFETY note.
+#![deny(unsafe_code)]
 
 pub mod balancer;
 pub mod config;
@@ -41,6 +44,7 @@ pub mod shutdown;
 pub mod socks5;
 pub mod stats;
 pub mod status;
+pub mod uplink;
 pub mod upstream;
 pub mod web;
 

@@ -40,9 +40,120 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Builds the pool for `config`, with the uplinks `interfaces: auto`
+    /// finds now.
     pub fn new(config: Config) -> Result<Snapshot, String> {
+        let config = discover(config, &crate::uplink::current_links());
         let pool = Pool::new(&config)?;
         Ok(Snapshot { config, pool })
+    }
+}
+
+/// `config` with the uplinks `interfaces: auto` takes from `links`.
+fn discover(config: Config, links: &[crate::uplink::Link]) -> Config {
+    if config.auto_uplinks.is_none() {
+        return config;
+    }
+    config.with_discovered(&crate::uplink::auto_names(links))
+}
+
+/// Applies the kernel's link states to the uplinks of `snapshot`: an
+/// uplink whose interface is down or gone is not picked (and proxies
+/// pinned to it are not blamed); one that comes back is probed at once.
+/// Every uplink is re-probed after any change (`reprobe`).
+fn mark_links(snapshot: &Snapshot, links: &[crate::uplink::Link], reprobe: bool) {
+    let now = std::time::Instant::now();
+    let mut changed = false;
+    for b in snapshot.pool.backends() {
+        let crate::config::Target::Uplink(uplink) = &b.config.target else { continue };
+        // No list (not Linux, or listing failed): the state is unknown,
+        // and probes and traffic judge the uplink alone.
+        if let (Some(dev), false) = (&uplink.interface, links.is_empty()) {
+            let link = links.iter().find(|l| l.name == *dev);
+            let down = !link.is_some_and(|l| l.up);
+            if b.health.set_link_down(down, now) {
+                changed = true;
+                if down {
+                    let why = if link.is_some() { "no carrier or administratively down" } else { "gone" };
+                    log::warn!(
+                        "uplink {}: interface {dev} is down ({why}); not used until it is back",
+                        b.config.name
+                    );
+                } else {
+                    log::info!("uplink {}: interface {dev} is up; probing it", b.config.name);
+                }
+            }
+        }
+        if reprobe {
+            let mut inner = b.health.lock();
+            inner.breaker.retry_now(now);
+            if inner.breaker.state() == crate::health::State::Closed {
+                inner.next_probe = now;
+            }
+            changed = true;
+        }
+    }
+    if changed {
+        snapshot.pool.recompute_active_set();
+        snapshot.pool.kick();
+    }
+}
+
+/// A burst of netlink messages (one `ip link set` sends several) is taken
+/// as one change once this long has passed without another.
+#[cfg(target_os = "linux")]
+const LINK_SETTLE: Duration = Duration::from_millis(100);
+
+/// Follows interface changes over netlink (Linux): marks uplinks up or
+/// down, re-probes them, and asks [`run`] to rebuild the pool when the
+/// set `interfaces: auto` would take has changed.
+#[cfg(target_os = "linux")]
+async fn follow_links(current: Arc<Current>, stats: Arc<DaemonStats>, rediscover: Sender<()>) {
+    use crate::uplink::links::Watcher;
+    let watcher = match Watcher::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::warn!(
+                "cannot watch network interfaces ({e}); uplinks are judged by probes and traffic only"
+            );
+            None
+        }
+    };
+    let mut first = true;
+    loop {
+        let links = crate::uplink::current_links();
+        let snapshot = current.get();
+        mark_links(&snapshot, &links, !first);
+        if snapshot.config.auto_uplinks.is_some() {
+            let wanted = crate::uplink::auto_names(&links);
+            let have: Vec<&str> = snapshot.config.discovered();
+            if wanted.iter().map(String::as_str).ne(have.iter().copied()) {
+                log::info!(
+                    "interfaces: auto: uplinks now [{}] (were [{}])",
+                    wanted.join(", "),
+                    have.join(", ")
+                );
+                let _ = rediscover.try_send(());
+            }
+        }
+        *stats.links.lock().unwrap_or_else(|e| e.into_inner()) = links;
+        first = false;
+        let Some(watcher) = &watcher else { return };
+        if let Err(e) = watcher.changed().await {
+            log::warn!("stopped watching network interfaces: {e}");
+            return;
+        }
+        // Let the burst finish.
+        loop {
+            let more = async { watcher.changed().await.is_ok() };
+            let quiet = async {
+                Timer::after(LINK_SETTLE).await;
+                false
+            };
+            if !more.or(quiet).await {
+                break;
+            }
+        }
     }
 }
 
@@ -143,6 +254,12 @@ pub async fn run(
     cx.publish_bound(&acceptors);
     let mut checker = cx.ex.spawn(crate::health::checker::run(Arc::clone(&cx.ex), cx.current.get()));
     let sampler = cx.ex.spawn(sample_throughput(Arc::clone(&cx.current), Arc::clone(&cx.stats)));
+    let (rediscover_tx, rediscover_rx) = channel::bounded::<()>(1);
+    #[cfg(target_os = "linux")]
+    let links =
+        cx.ex.spawn(follow_links(Arc::clone(&cx.current), Arc::clone(&cx.stats), rediscover_tx.clone()));
+    #[cfg(not(target_os = "linux"))]
+    let links = cx.ex.spawn(async {});
 
     loop {
         let stop = async {
@@ -151,15 +268,39 @@ pub async fn run(
         };
         let reload = async {
             match reloads.recv().await {
-                Ok(reload) => Some(reload),
+                Ok(reload) => Some(Some(reload)),
                 // Nobody can ask for a reload any more; wait for shutdown.
                 Err(_) => smol::future::pending().await,
             }
         };
-        let Some(Reload { config, reply }) = stop.or(reload).await else { break };
-        let outcome = apply_reload(&cx, config, &mut acceptors, &mut checker, &drain_tx).await;
-        let _ = reply.try_send(outcome);
+        let rediscover = async {
+            let _ = rediscover_rx.recv().await;
+            Some(None)
+        };
+        match stop.or(reload).or(rediscover).await {
+            None => break,
+            Some(Some(Reload { config, reply })) => {
+                let outcome = apply_reload(&cx, config, &mut acceptors, &mut checker, &drain_tx).await;
+                if let Ok(summary) = &outcome {
+                    log::debug!("reloaded: {summary}");
+                }
+                let _ = reply.try_send(outcome);
+            }
+            Some(None) => {
+                // The interfaces changed under `interfaces: auto`: the
+                // same config, rebuilt over the uplinks there are now.
+                let config = cx.current.get().config.clone();
+                match apply_reload(&cx, config, &mut acceptors, &mut checker, &drain_tx).await {
+                    Ok(summary) => log::info!("uplinks changed: {summary}"),
+                    Err(e) => log::warn!("uplinks changed, but the pool was not rebuilt: {e}"),
+                }
+            }
+        }
+        let links = cx.stats.links.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        mark_links(&cx.current.get(), &links, true);
     }
+    drop(rediscover_tx);
+    links.cancel().await;
 
     drop(drain_tx);
     for acceptor in acceptors {
@@ -203,7 +344,8 @@ async fn apply_reload(
     drain: &Sender<()>,
 ) -> Result<String, String> {
     let old = cx.current.get();
-    let mut config = config;
+    let links = crate::uplink::current_links();
+    let mut config = discover(config, &links);
     let added: Vec<SocketAddr> =
         config.listen.iter().filter(|a| !acceptors.iter().any(|x| x.configured == **a)).copied().collect();
     let fresh = bind(&added).map_err(|e| e.to_string())?;
@@ -220,7 +362,12 @@ async fn apply_reload(
     if let (true, Some(web)) = (config.web.enabled, cx.web_bound) {
         own.extend(bound_rules(&[config.web.listen], &[web]));
     }
-    config.deny_destinations.extend(own);
+    // A rebuild of the running config already has them.
+    for rule in own {
+        if !config.deny_destinations.contains(&rule) {
+            config.deny_destinations.push(rule);
+        }
+    }
     let pool = Pool::reloaded(&config, Some((&old.pool, &old.config.health)))?;
     let mut notes = Vec::new();
     if config.web.enabled != old.config.web.enabled || config.web.listen != old.config.web.listen {

@@ -33,7 +33,7 @@ use std::time::Instant;
 use smol::io::AsyncWriteExt;
 use smol::Async;
 
-use crate::balancer::{Backend, Client};
+use crate::balancer::{Backend, Client, Via};
 use crate::config::{constant_time_eq, Mode, Target};
 use crate::health::{Outcome, Source};
 use crate::relay;
@@ -113,6 +113,19 @@ impl Attempts {
     /// Reports a failed attempt on backend `i` and keeps the error.
     fn failed(&mut self, snap: &Snapshot, i: usize, dest: &Address, e: UpstreamError) {
         let backend = &snap.pool.backends()[i];
+        if let (UpstreamError::Uplink(_), Via::Uplink(u)) = (&e, snap.pool.via(i)) {
+            // The link to the proxy failed, not the proxy: the uplink
+            // takes the blame, and another backend is tried.
+            let uplink = &snap.pool.backends()[u].config.name;
+            log::warn!(
+                "backend {} via uplink {uplink}: {e} (for {dest}); trying another",
+                backend.config.name
+            );
+            snap.pool.report(u, Source::Traffic, e.outcome(), None);
+            snap.pool.report(i, Source::Traffic, None, None);
+            self.last = Some(e);
+            return;
+        }
         if e.blames_backend() {
             log::warn!("backend {}: {e} (for {dest}); trying another", backend.config.name);
         } else {
@@ -274,7 +287,7 @@ async fn connect_and_relay(
         let backend = &snap.pool.backends()[i];
         let _active = ActiveGuard::new(&backend.stats);
         let start = Instant::now();
-        match open_upstream(snap, backend, dest).await {
+        match open_upstream(snap, i, dest).await {
             Ok((upstream, bound)) => {
                 snap.pool.report(i, Source::Traffic, Some(Outcome::Success), Some(start.elapsed()));
                 let mut c = client;
@@ -295,15 +308,23 @@ async fn connect_and_relay(
 /// address to report to the client.
 async fn open_upstream(
     snap: &Snapshot,
-    backend: &Backend,
+    index: usize,
     dest: &Address,
 ) -> Result<(Async<TcpStream>, Address), UpstreamError> {
+    let backend = &snap.pool.backends()[index];
     let health = &snap.config.health;
+    let uplink = match &backend.config.target {
+        Target::Uplink(u) => Some(u),
+        _ => None,
+    };
     match &backend.config.target {
-        Target::Direct => {
+        Target::Direct | Target::Uplink(_) => {
             let config = &snap.config;
             let allowed = |addr: SocketAddr| config.denied(addr).is_none();
-            let stream = upstream::connect_direct(dest, health.request_timeout, &allowed).await?;
+            // Through an uplink, a dead link must fail over within one
+            // connect timeout; a direct connect may wait for a slow host.
+            let timeout = if uplink.is_some() { health.connect_timeout } else { health.request_timeout };
+            let stream = upstream::connect_direct(dest, timeout, &allowed, uplink).await?;
             let (local, peer) = (stream.get_ref().local_addr(), stream.get_ref().peer_addr());
             if let (Ok(local), Ok(peer)) = (&local, &peer) {
                 // Connected to one of this host's own addresses, on one of
@@ -322,7 +343,8 @@ async fn open_upstream(
             Ok((stream, bound))
         }
         Target::Proxy { host, port } => {
-            let stream = upstream::connect_backend(host, *port, health.connect_timeout).await?;
+            let via = snap.pool.uplink_of(index);
+            let stream = upstream::connect_backend(host, *port, health.connect_timeout, via).await?;
             let bound = upstream::socks5_connect(
                 &stream,
                 backend.config.credentials.as_ref(),
@@ -420,7 +442,7 @@ async fn transparent_session(
         let answered = talk.method.is_some();
         let who = Client { ip, destination: talk.destination() };
         // Once a proxy has answered the client, only proxies can take over.
-        let is_direct = |i: usize| snap.pool.backends()[i].config.target == Target::Direct;
+        let is_direct = |i: usize| snap.pool.backends()[i].config.target.is_local();
         let Some(i) = attempts.next(snap, who, |i| answered && is_direct(i)) else { break };
         let backend = &snap.pool.backends()[i];
         let Target::Proxy { host, port } = &backend.config.target else {
@@ -431,7 +453,8 @@ async fn transparent_session(
         };
         let _active = ActiveGuard::new(&backend.stats);
         let start = Instant::now();
-        match transparent_attempt(snap, client, &mut talk, host, *port, deadline).await {
+        let via = snap.pool.uplink_of(i);
+        match transparent_attempt(snap, client, &mut talk, (host, *port, via), deadline).await {
             Ok(opened) => {
                 snap.pool.report(i, Source::Traffic, Some(Outcome::Success), Some(start.elapsed()));
                 if let Some(reply) = &opened.reply_bytes {
@@ -454,14 +477,13 @@ async fn transparent_attempt(
     snap: &Snapshot,
     client: &Async<TcpStream>,
     talk: &mut Conversation,
-    host: &crate::config::Host,
-    port: u16,
+    (host, port, via): (&crate::config::Host, u16, Option<&crate::config::Uplink>),
     deadline: Instant,
 ) -> Result<Opened, Stop> {
     let health = &snap.config.health;
     let mut c = client;
     let upstream =
-        upstream::connect_backend(host, port, health.connect_timeout).await.map_err(Stop::Backend)?;
+        upstream::connect_backend(host, port, health.connect_timeout, via).await.map_err(Stop::Backend)?;
     let mut u = &upstream;
     let protocol = |e: socks5::Error| Stop::Backend(UpstreamError::BackendProtocol(e));
     let backend_deadline = Instant::now() + health.connect_timeout;

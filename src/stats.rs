@@ -82,6 +82,8 @@ pub struct DaemonStats {
     pub refusing: AtomicUsize,
     /// Open connections per client address, with a per-client limit.
     pub per_client: Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+    /// The network interfaces as last seen (Linux), for uplink reports.
+    pub links: Mutex<Vec<crate::uplink::Link>>,
 }
 
 /// Throughput samples kept: 120 × [`SAMPLE_EVERY`] = 4 minutes of graph.

@@ -9,12 +9,14 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::{Async, Timer};
 
-use crate::config::{Credentials, Host};
+use crate::config::{Credentials, Host, Uplink};
 use crate::socks5::{self, Address, ReplyCode};
 
 /// Runs `fut` until `deadline`; past it, fails with `TimedOut`.
@@ -44,6 +46,9 @@ pub enum UpstreamError {
     BackendReply(u8),
     /// A direct connect to the destination failed.
     Destination(io::Error),
+    /// An uplink cannot carry traffic: no route, link down, its address
+    /// gone, or (connecting to a destination through it) a timeout.
+    Uplink(io::Error),
     /// The destination's name could not be resolved.
     Resolve(io::Error),
     /// Transparent mode: the backend accepts none of the client's methods,
@@ -62,7 +67,7 @@ impl UpstreamError {
     pub fn reply(&self) -> u8 {
         match self {
             UpstreamError::BackendReply(code) => *code,
-            UpstreamError::Destination(e) => ReplyCode::from_io(e) as u8,
+            UpstreamError::Destination(e) | UpstreamError::Uplink(e) => ReplyCode::from_io(e) as u8,
             UpstreamError::Resolve(_) => ReplyCode::HostUnreachable as u8,
             UpstreamError::NotAllowed => ReplyCode::NotAllowed as u8,
             // The client asked for a destination; the hop in between
@@ -79,7 +84,8 @@ impl UpstreamError {
             UpstreamError::BackendUnreachable(_)
             | UpstreamError::BackendProtocol(_)
             | UpstreamError::BackendNoMethod
-            | UpstreamError::BackendAuthFailed => true,
+            | UpstreamError::BackendAuthFailed
+            | UpstreamError::Uplink(_) => true,
             UpstreamError::BackendReply(code) => !matches!(
                 *code,
                 c if c == ReplyCode::NetworkUnreachable as u8
@@ -103,7 +109,9 @@ impl UpstreamError {
             return None;
         }
         let timed_out = match self {
-            UpstreamError::BackendUnreachable(e) => e.kind() == io::ErrorKind::TimedOut,
+            UpstreamError::BackendUnreachable(e) | UpstreamError::Uplink(e) => {
+                e.kind() == io::ErrorKind::TimedOut
+            }
             UpstreamError::BackendProtocol(socks5::Error::Io(e)) => e.kind() == io::ErrorKind::TimedOut,
             _ => false,
         };
@@ -122,6 +130,7 @@ impl std::fmt::Display for UpstreamError {
                 write!(f, "backend replied {c:#04x} ({})", ReplyCode::describe(*c))
             }
             UpstreamError::Destination(e) => write!(f, "destination: {e}"),
+            UpstreamError::Uplink(e) => write!(f, "uplink: {e}"),
             UpstreamError::Resolve(e) => write!(f, "cannot resolve destination: {e}"),
             UpstreamError::MethodMismatch(m) => {
                 write!(f, "backend chose auth method {m:#04x}, which does not fit this client")
@@ -142,29 +151,112 @@ async fn resolve(name: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-/// Connects to the first of `addrs` that answers, all within `deadline`.
-async fn connect_any(addrs: &[SocketAddr], deadline: Instant) -> io::Result<Async<TcpStream>> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses to connect to");
-    for &addr in addrs {
-        match until(deadline, Async::<TcpStream>::connect(addr)).await {
-            Ok(stream) => {
-                // The handshake is many small messages: don't let Nagle
-                // hold any of them back.
-                let _ = stream.get_ref().set_nodelay(true);
-                return Ok(stream);
-            }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(e),
-            Err(e) => last = e,
-        }
+/// RFC 8305's "connection attempt delay": how long one address gets to
+/// answer before the next is tried alongside it.
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Orders addresses for happy eyeballs: the resolver's first family first,
+/// then alternating families, each family in resolver order.
+fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let first_v6 = addrs.first().is_some_and(|a| a.is_ipv6());
+    let (mut first, mut second): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        addrs.iter().partition(|a| a.is_ipv6() == first_v6);
+    first.reverse();
+    second.reverse();
+    let mut out = Vec::with_capacity(addrs.len());
+    while !first.is_empty() || !second.is_empty() {
+        out.extend(first.pop());
+        out.extend(second.pop());
     }
-    Err(last)
+    out
 }
 
-/// Opens a TCP connection to a backend proxy.
+async fn connect_one(addr: SocketAddr, uplink: Option<&Uplink>) -> io::Result<Async<TcpStream>> {
+    match uplink {
+        Some(u) => crate::uplink::connect(u, addr).await,
+        None => {
+            let stream = Async::<TcpStream>::connect(addr).await?;
+            // The handshake is many small messages: don't let Nagle hold
+            // any of them back.
+            let _ = stream.get_ref().set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
+
+/// Connects to one of `addrs` (through `uplink`, if given), happy-eyeballs
+/// style: addresses of both families in turn, each next one started
+/// [`ATTEMPT_DELAY`] after the previous or as soon as it fails; the first
+/// to connect wins and the others are dropped. All within `deadline`.
+///
+/// When every attempt fails, the error kept is the most telling: one from
+/// the destination (refused, say) over one that only says this path lacks
+/// a route, e.g. IPv6 on a link that has only IPv4.
+async fn connect_any(
+    addrs: &[SocketAddr],
+    uplink: Option<&Uplink>,
+    deadline: Instant,
+) -> io::Result<Async<TcpStream>> {
+    type Attempt<'a> = Pin<Box<dyn Future<Output = io::Result<Async<TcpStream>>> + Send + 'a>>;
+    let order = interleave(addrs);
+    let mut pending: Vec<Attempt<'_>> = Vec::new();
+    let mut next = 0;
+    let mut timer = Timer::never();
+    let mut last: Option<io::Error> = None;
+    let race = std::future::poll_fn(|cx| loop {
+        let start_next =
+            next < order.len() && (pending.is_empty() || Pin::new(&mut timer).poll(cx).is_ready());
+        if start_next {
+            pending.push(Box::pin(connect_one(order[next], uplink)));
+            next += 1;
+            timer.set_after(ATTEMPT_DELAY);
+            continue;
+        }
+        let mut failed = false;
+        let mut i = 0;
+        while i < pending.len() {
+            match pending[i].as_mut().poll(cx) {
+                Poll::Ready(Ok(stream)) => return Poll::Ready(Ok(stream)),
+                Poll::Ready(Err(e)) => {
+                    drop(pending.swap_remove(i));
+                    if last.as_ref().is_none_or(crate::uplink::link_failure) {
+                        last = Some(e);
+                    }
+                    failed = true;
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        if pending.is_empty() && next >= order.len() {
+            let e = last.take();
+            return Poll::Ready(Err(
+                e.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses to connect to"))
+            ));
+        }
+        if failed && next < order.len() {
+            // A failure hands its turn to the next address at once.
+            timer.set_after(Duration::ZERO);
+            continue;
+        }
+        if next < order.len() {
+            // Register the timer's waker for the next head start.
+            if Pin::new(&mut timer).poll(cx).is_ready() {
+                continue;
+            }
+        }
+        return Poll::Pending;
+    });
+    until(deadline, race).await
+}
+
+/// Opens a TCP connection to a backend proxy, through `via` if it is
+/// pinned to an uplink. A failure of that uplink itself (no route, link
+/// down) is [`UpstreamError::Uplink`]: the proxy is not to blame.
 pub async fn connect_backend(
     host: &Host,
     port: u16,
     timeout: Duration,
+    via: Option<&Uplink>,
 ) -> Result<Async<TcpStream>, UpstreamError> {
     let deadline = Instant::now() + timeout;
     let addrs = match host {
@@ -173,15 +265,22 @@ pub async fn connect_backend(
             until(deadline, resolve(name, port)).await.map_err(UpstreamError::BackendUnreachable)?
         }
     };
-    connect_any(&addrs, deadline).await.map_err(UpstreamError::BackendUnreachable)
+    connect_any(&addrs, via, deadline).await.map_err(|e| match via {
+        Some(_) if crate::uplink::link_failure(&e) => UpstreamError::Uplink(e),
+        _ => UpstreamError::BackendUnreachable(e),
+    })
 }
 
-/// Connects straight to the destination, resolving a name ourselves, to
-/// the first resolved address `allowed` accepts.
+/// Connects straight to the destination, resolving a name ourselves with
+/// the system resolver, to a resolved address `allowed` accepts; through
+/// `uplink` when given. For an uplink, a link failure or a timeout is
+/// [`UpstreamError::Uplink`] (the link is to blame; its probe will tell
+/// if it was only this destination), a refusal is the destination's.
 pub async fn connect_direct(
     dest: &Address,
     timeout: Duration,
     allowed: &(dyn Fn(SocketAddr) -> bool + Sync),
+    uplink: Option<&Uplink>,
 ) -> Result<Async<TcpStream>, UpstreamError> {
     let deadline = Instant::now() + timeout;
     let addrs = match dest {
@@ -197,7 +296,17 @@ pub async fn connect_direct(
     if addrs.is_empty() {
         return Err(UpstreamError::NotAllowed);
     }
-    connect_any(&addrs, deadline).await.map_err(UpstreamError::Destination)
+    // A source address of one family cannot reach the other.
+    let addrs: Vec<SocketAddr> = match uplink.and_then(|u| u.bind) {
+        Some(ip) => addrs.into_iter().filter(|a| a.is_ipv4() == ip.is_ipv4()).collect(),
+        None => addrs,
+    };
+    connect_any(&addrs, uplink, deadline).await.map_err(|e| match uplink {
+        Some(_) if crate::uplink::link_failure(&e) || e.kind() == io::ErrorKind::TimedOut => {
+            UpstreamError::Uplink(e)
+        }
+        _ => UpstreamError::Destination(e),
+    })
 }
 
 /// Our SOCKS5 client handshake with a backend: greeting, optional

@@ -191,6 +191,21 @@ struct RawBackend {
     password: Option<Secret>,
     weight: Option<u32>,
     direct: Option<bool>,
+    /// Uplink: connect to destinations through this network interface.
+    interface: Option<String>,
+    /// Uplink: connect to destinations from this source address.
+    bind: Option<std::net::IpAddr>,
+    /// `interfaces: auto`: one uplink per usable interface, found at run time.
+    interfaces: Option<AutoInterfaces>,
+    /// A SOCKS backend reached through the named uplink.
+    via: Option<String>,
+}
+
+/// The one value `interfaces:` takes.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum AutoInterfaces {
+    Auto,
 }
 
 #[derive(Deserialize, Default)]
@@ -206,6 +221,7 @@ struct RawHealth {
     max_recovery_interval: Option<GoDuration>,
     metrics_window_size: Option<u32>,
     passive_monitoring: Option<bool>,
+    uplink_probe: Option<BackendAddr>,
 }
 
 #[derive(Deserialize, Default)]
@@ -359,6 +375,17 @@ pub enum Target {
     Proxy { host: Host, port: u16 },
     /// No proxy: connect to the destination from this host.
     Direct,
+    /// No proxy: connect to the destination from this host, through one
+    /// network interface or from one source address (multipath).
+    Uplink(Uplink),
+}
+
+impl Target {
+    /// Whether the daemon itself connects to the destination (no proxy
+    /// upstream to do the SOCKS5 talking).
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Target::Proxy { .. })
+    }
 }
 
 impl fmt::Display for Target {
@@ -366,9 +393,41 @@ impl fmt::Display for Target {
         match self {
             Target::Proxy { host, port } => write!(f, "{host}:{port}"),
             Target::Direct => f.write_str("direct"),
+            Target::Uplink(u) => write!(f, "uplink {u}"),
         }
     }
 }
+
+/// How an uplink leaves this host: through an interface (Linux
+/// `SO_BINDTODEVICE`, Windows `IP_UNICAST_IF`), from a source address
+/// (a bind before connect), or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    pub interface: Option<String>,
+    pub bind: Option<std::net::IpAddr>,
+}
+
+impl fmt::Display for Uplink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.interface, &self.bind) {
+            (Some(dev), Some(ip)) => write!(f, "dev {dev} from {ip}"),
+            (Some(dev), None) => write!(f, "dev {dev}"),
+            (None, Some(ip)) => write!(f, "from {ip}"),
+            (None, None) => f.write_str("default route"),
+        }
+    }
+}
+
+/// Where `interfaces: auto` sits in `backends`, and its weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoUplinks {
+    /// Discovered uplinks are inserted here, in interface-index order.
+    pub position: usize,
+    pub weight: NonZeroU32,
+}
+
+/// The longest interface name Linux accepts (IFNAMSIZ minus the NUL).
+const MAX_INTERFACE_NAME: usize = 15;
 
 /// Username and password for RFC 1929, each 1 to 255 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,6 +447,11 @@ pub struct BackendConfig {
     pub credentials: Option<Credentials>,
     /// Share of connections under `algorithm: weighted`.
     pub weight: NonZeroU32,
+    /// The uplink (by name) a SOCKS backend is reached through.
+    pub via: Option<String>,
+    /// Found by `interfaces: auto` rather than written in the file; a
+    /// re-discovery replaces exactly these.
+    pub discovered: bool,
 }
 
 /// Settings for health checking. The health issue's circuit breaker and
@@ -411,6 +475,9 @@ pub struct Health {
     pub max_recovery_interval: Duration,
     pub metrics_window_size: usize,
     pub passive_monitoring: bool,
+    /// Where uplinks are probed with a TCP connect (`health.uplink_probe`);
+    /// without it, `test_url`'s host and port.
+    pub uplink_probe: Option<(Host, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -476,6 +543,8 @@ pub struct Config {
     /// Destinations refused with "not allowed by ruleset": the configured
     /// ones, then our own listen and dashboard addresses (no loops).
     pub deny_destinations: Vec<DestRule>,
+    /// `interfaces: auto` in `backends`, if present.
+    pub auto_uplinks: Option<AutoUplinks>,
 }
 
 impl Config {
@@ -659,7 +728,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
-    let backends = expand_backends(raw.backends.unwrap_or_default(), mode)?;
+    let (backends, auto_uplinks) = expand_backends(raw.backends.unwrap_or_default(), mode)?;
 
     let h = raw.health.unwrap_or_default();
     let health = Health {
@@ -674,6 +743,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         metrics_window_size: non_zero("health.metrics_window_size", h.metrics_window_size, 10)?.get()
             as usize,
         passive_monitoring: h.passive_monitoring.unwrap_or(true),
+        uplink_probe: match h.uplink_probe {
+            None => None,
+            Some(a) if a.first_port != a.last_port => {
+                return Err(ConfigError::at("health.uplink_probe", "takes one port, not a range"));
+            }
+            Some(a) => Some((a.host, a.first_port)),
+        },
     };
     if health.metrics_window_size > MAX_METRICS_WINDOW {
         return Err(ConfigError::at(
@@ -821,14 +897,21 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(5), |d| d.0),
         allow,
         deny_destinations,
+        auto_uplinks,
     })
 }
 
-fn expand_backends(raw: Vec<RawBackend>, mode: Mode) -> Result<Vec<BackendConfig>, ConfigError> {
+fn expand_backends(
+    raw: Vec<RawBackend>,
+    mode: Mode,
+) -> Result<(Vec<BackendConfig>, Option<AutoUplinks>), ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::at("backends", "at least one backend is required"));
     }
     let mut out = Vec::new();
+    let mut auto = None;
+    // `via` is checked once every uplink is known: (entry, name).
+    let mut vias: Vec<(usize, String)> = Vec::new();
     for (i, b) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("backends[{i}].{field}");
         let weight = non_zero(&key("weight"), b.weight, 1)?;
@@ -855,22 +938,97 @@ fn expand_backends(raw: Vec<RawBackend>, mode: Mode) -> Result<Vec<BackendConfig
                  SOCKS5 handshake reaches the backend unchanged",
             ));
         }
-        if b.direct == Some(true) {
-            if b.address.is_some() {
-                return Err(ConfigError::at(key("address"), "a `direct: true` backend takes no address"));
+        // The keys that make this entry something other than a proxy; each
+        // such entry takes none of the proxy's keys.
+        let local = if b.interfaces.is_some() {
+            Some("interfaces")
+        } else if b.direct == Some(true) {
+            Some("direct")
+        } else if b.interface.is_some() || b.bind.is_some() {
+            Some(if b.interface.is_some() { "interface" } else { "bind" })
+        } else {
+            None
+        };
+        if let Some(kind) = local {
+            let what = match kind {
+                "interfaces" => "an `interfaces: auto` entry",
+                "direct" => "a `direct: true` backend",
+                _ => "an uplink (interface/bind)",
+            };
+            let conflict = [
+                ("address", b.address.is_some()),
+                ("username", credentials.is_some()),
+                ("via", b.via.is_some()),
+                ("direct", kind != "direct" && b.direct.is_some()),
+                ("interface", kind != "interface" && b.interface.is_some()),
+                ("bind", kind != "interface" && kind != "bind" && b.bind.is_some()),
+                ("name", kind == "interfaces" && b.name.is_some()),
+            ];
+            if let Some((field, _)) = conflict.iter().find(|(_, set)| *set) {
+                let hint = match *field {
+                    "via" => "; `via` pins a SOCKS backend (one with an address) to an uplink",
+                    "name" => "; discovered uplinks are named after their interface",
+                    _ => "",
+                };
+                return Err(ConfigError::at(key(field), format!("{what} takes no {field}{hint}")));
             }
-            if credentials.is_some() {
-                return Err(ConfigError::at(
-                    key("username"),
-                    "a `direct: true` backend takes no credentials",
-                ));
-            }
-            let name = b.name.unwrap_or_else(|| "direct".to_owned());
-            out.push(BackendConfig { name, target: Target::Direct, credentials, weight });
-            continue;
         }
-        let addr =
-            b.address.ok_or_else(|| ConfigError::at(key("address"), "missing (or set `direct: true`)"))?;
+        match local {
+            Some("interfaces") => {
+                if auto.is_some() {
+                    return Err(ConfigError::at(key("interfaces"), "`interfaces: auto` is listed twice"));
+                }
+                if !cfg!(target_os = "linux") {
+                    return Err(ConfigError::at(
+                        key("interfaces"),
+                        "`interfaces: auto` needs Linux (it reads the interfaces over netlink); \
+                         list each uplink with `interface:` or `bind:` instead",
+                    ));
+                }
+                auto = Some(AutoUplinks { position: out.len(), weight });
+                continue;
+            }
+            Some("direct") => {
+                let name = b.name.unwrap_or_else(|| "direct".to_owned());
+                out.push(BackendConfig {
+                    name,
+                    target: Target::Direct,
+                    credentials,
+                    weight,
+                    via: None,
+                    discovered: false,
+                });
+                continue;
+            }
+            Some(_) => {
+                if let Some(dev) = &b.interface {
+                    interface_name(&key("interface"), dev)?;
+                }
+                let uplink = Uplink { interface: b.interface, bind: b.bind };
+                let name = match (b.name, &uplink.interface, uplink.bind) {
+                    (Some(name), _, _) => name,
+                    (None, Some(dev), _) => dev.clone(),
+                    (None, None, Some(ip)) => ip.to_string(),
+                    (None, None, None) => unreachable!("an uplink has an interface or a bind address"),
+                };
+                out.push(BackendConfig {
+                    name,
+                    target: Target::Uplink(uplink),
+                    credentials,
+                    weight,
+                    via: None,
+                    discovered: false,
+                });
+                continue;
+            }
+            None => {}
+        }
+        let addr = b.address.ok_or_else(|| {
+            ConfigError::at(key("address"), "missing (or set `direct: true`, `interface:` or `bind:`)")
+        })?;
+        if let Some(via) = &b.via {
+            vias.push((i, via.clone()));
+        }
         let is_range = addr.first_port != addr.last_port;
         for (n, port) in (addr.first_port..=addr.last_port).enumerate() {
             let target = Target::Proxy { host: addr.host.clone(), port };
@@ -879,7 +1037,14 @@ fn expand_backends(raw: Vec<RawBackend>, mode: Mode) -> Result<Vec<BackendConfig
                 Some(name) => name.clone(),
                 None => target.to_string(),
             };
-            out.push(BackendConfig { name, target, credentials: credentials.clone(), weight });
+            out.push(BackendConfig {
+                name,
+                target,
+                credentials: credentials.clone(),
+                weight,
+                via: b.via.clone(),
+                discovered: false,
+            });
         }
         if out.len() > MAX_BACKENDS {
             return Err(ConfigError::at(
@@ -888,7 +1053,70 @@ fn expand_backends(raw: Vec<RawBackend>, mode: Mode) -> Result<Vec<BackendConfig
             ));
         }
     }
-    Ok(out)
+    let uplinks: Vec<&str> =
+        out.iter().filter(|b| matches!(b.target, Target::Uplink(_))).map(|b| b.name.as_str()).collect();
+    for (i, via) in vias {
+        // With `interfaces: auto`, an uplink may appear later, named after
+        // its interface; until then the backend is simply not picked.
+        if auto.is_none() && !uplinks.contains(&via.as_str()) {
+            let known = if uplinks.is_empty() { "none is configured".to_owned() } else { uplinks.join(", ") };
+            return Err(ConfigError::at(
+                format!("backends[{i}].via"),
+                format!("no uplink is named {via:?} (uplinks: {known})"),
+            ));
+        }
+    }
+    Ok((out, auto))
+}
+
+/// Interface names as Linux accepts them: 1 to 15 bytes, no `/`, no
+/// whitespace (Windows names are checked when used).
+fn interface_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > MAX_INTERFACE_NAME && cfg!(not(windows)) {
+        return Err(ConfigError::at(
+            key,
+            format!("{name:?}: an interface name is 1 to {MAX_INTERFACE_NAME} bytes"),
+        ));
+    }
+    if name.contains('/') || name.chars().any(char::is_whitespace) && cfg!(not(windows)) {
+        return Err(ConfigError::at(key, format!("{name:?} is not an interface name")));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// This config with the uplinks `interfaces: auto` found now (interface
+    /// names, in index order) in place of those found before.
+    pub fn with_discovered(&self, interfaces: &[String]) -> Config {
+        let mut config = self.clone();
+        let Some(auto) = self.auto_uplinks else { return config };
+        config.backends.retain(|b| !b.discovered);
+        let found = interfaces
+            .iter()
+            // An interface already listed by hand keeps its own settings.
+            .filter(|dev| {
+                !config.backends.iter().any(|b| {
+                    matches!(&b.target, Target::Uplink(u) if u.interface.as_deref() == Some(dev.as_str()))
+                })
+            })
+            .map(|dev| BackendConfig {
+                name: dev.clone(),
+                target: Target::Uplink(Uplink { interface: Some(dev.clone()), bind: None }),
+                credentials: None,
+                weight: auto.weight,
+                via: None,
+                discovered: true,
+            })
+            .collect::<Vec<_>>();
+        let at = auto.position.min(config.backends.len());
+        config.backends.splice(at..at, found);
+        config
+    }
+
+    /// The names of the discovered uplinks in this config.
+    pub fn discovered(&self) -> Vec<&str> {
+        self.backends.iter().filter(|b| b.discovered).map(|b| b.name.as_str()).collect()
+    }
 }
 
 #[cfg(test)]

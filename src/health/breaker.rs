@@ -136,6 +136,16 @@ impl Breaker {
         }
     }
 
+    /// Something changed that may have healed the backend (its link came
+    /// back): an OPEN circuit's recovery probe is due now, at the base
+    /// interval should it fail again.
+    pub fn retry_now(&mut self, now: Instant) {
+        self.backoff = self.config.recovery_interval;
+        if self.retry_at.is_some() {
+            self.retry_at = Some(now);
+        }
+    }
+
     /// A success. While CLOSED, a probe's success clears only the probe
     /// count: a probe that gets a greeting through says nothing about a
     /// backend that fails every real request, so only real traffic clears

@@ -24,6 +24,7 @@ use smol::lock::Semaphore;
 use smol::{Executor, Timer};
 
 use super::{probe, Source, State};
+use crate::balancer::Via;
 use crate::rng::Rng;
 use crate::server::Snapshot;
 
@@ -93,10 +94,20 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
 
 async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Rng) {
     let config = &snapshot.config.health;
-    let backend = &snapshot.pool.backends()[i];
-    let result = probe::probe(&backend.config, config).await;
-    log::debug!("backend {}: probe {:?} in {:?}", backend.config.name, result.outcome, result.latency);
-    snapshot.pool.report(i, Source::Probe, Some(result.outcome), result.latency);
+    let pool = &snapshot.pool;
+    let backend = &pool.backends()[i];
+    // A proxy behind an uplink that is down cannot be judged: skip it
+    // until the link is back (the uplink's own probe runs meanwhile).
+    let cut_off = match pool.via(i) {
+        Via::Direct => false,
+        Via::Uplink(u) => !pool.backends()[u].health.usable(),
+        Via::Missing => true,
+    };
+    if !cut_off {
+        let result = probe::probe(&backend.config, pool.uplink_of(i), config).await;
+        log::debug!("backend {}: probe {:?} in {:?}", backend.config.name, result.outcome, result.latency);
+        pool.report(i, Source::Probe, Some(result.outcome), result.latency);
+    }
     let mut inner = backend.health.lock();
     inner.probing = false;
     let every = if config.passive_monitoring {

@@ -52,6 +52,9 @@ pub struct BackendHealth {
     /// Part of the active set (`balancer.max_active_backends`); always
     /// true without that setting.
     active: AtomicBool,
+    /// Uplinks only: the kernel says the interface is down (no carrier,
+    /// or gone). Set by the link watcher, not by results.
+    link_down: AtomicBool,
 }
 
 fn state_to_u8(s: State) -> u8 {
@@ -92,6 +95,7 @@ impl BackendHealth {
             state: AtomicU8::new(state_to_u8(State::Closed)),
             latency_us: AtomicU32::new(0),
             active: AtomicBool::new(true),
+            link_down: AtomicBool::new(false),
         }
     }
 
@@ -121,10 +125,29 @@ impl BackendHealth {
         self.active.store(active, Ordering::Relaxed);
     }
 
-    /// Whether new connections may use this backend: circuit closed and
-    /// in the active set.
+    /// Whether new connections may use this backend: circuit closed, in
+    /// the active set, and (for an uplink) its link not down.
     pub fn usable(&self) -> bool {
-        self.state() == State::Closed && self.is_active()
+        self.state() == State::Closed && self.is_active() && !self.link_down()
+    }
+
+    pub fn link_down(&self) -> bool {
+        self.link_down.load(Ordering::Relaxed)
+    }
+
+    /// Records the kernel's word on an uplink's interface; true if it
+    /// changed. A link that comes back is probed at once, whatever its
+    /// circuit's recovery timer says.
+    pub(crate) fn set_link_down(&self, down: bool, now: Instant) -> bool {
+        if self.link_down.swap(down, Ordering::Relaxed) == down {
+            return false;
+        }
+        if !down {
+            let mut inner = self.lock();
+            inner.breaker.retry_now(now);
+            inner.next_probe = now;
+        }
+        true
     }
 
     /// Copies the breaker state and EMA into the atomics after a change.

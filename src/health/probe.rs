@@ -26,7 +26,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Async;
 
 use super::Outcome;
-use crate::config::{BackendConfig, Health, ProbeUrl, Target};
+use crate::config::{BackendConfig, Health, Host, ProbeUrl, Target, Uplink};
 use crate::socks5::{self, Address, Domain};
 use crate::upstream::{self, until, UpstreamError};
 
@@ -50,7 +50,8 @@ impl ProbeResult {
     fn from_upstream(e: &UpstreamError) -> Self {
         let timed_out = matches!(
             e,
-            UpstreamError::BackendUnreachable(io) | UpstreamError::Destination(io) if io.kind() == io::ErrorKind::TimedOut
+            UpstreamError::BackendUnreachable(io) | UpstreamError::Destination(io) | UpstreamError::Uplink(io)
+                if io.kind() == io::ErrorKind::TimedOut
         );
         ProbeResult { outcome: if timed_out { Outcome::Timeout } else { Outcome::Failure }, latency: None }
     }
@@ -65,21 +66,25 @@ fn destination(url: &ProbeUrl) -> Address {
     }
 }
 
-/// Probes `backend` once, within `connect_timeout + request_timeout`.
-pub async fn probe(backend: &BackendConfig, config: &Health) -> ProbeResult {
+/// Probes `backend` once, within `connect_timeout + request_timeout`,
+/// reaching a proxy through `via` when it is pinned to an uplink.
+pub async fn probe(backend: &BackendConfig, via: Option<&Uplink>, config: &Health) -> ProbeResult {
     let start = Instant::now();
     let limit = config.connect_timeout + config.request_timeout;
     let run = async {
         Ok::<_, io::Error>(match (&backend.target, &config.test_url) {
             (Target::Direct, None) => ProbeResult { outcome: Outcome::Success, latency: None },
+            (Target::Uplink(uplink), url) => uplink_check(uplink, url.as_ref(), start, config).await,
             (Target::Direct, Some(url)) => {
-                match upstream::connect_direct(&destination(url), config.connect_timeout, &|_| true).await {
+                match upstream::connect_direct(&destination(url), config.connect_timeout, &|_| true, None)
+                    .await
+                {
                     Ok(stream) => http_check(&stream, url, start, config).await,
                     Err(e) => ProbeResult::from_upstream(&e),
                 }
             }
             (Target::Proxy { host, port }, url) => {
-                let stream = match upstream::connect_backend(host, *port, config.connect_timeout).await {
+                let stream = match upstream::connect_backend(host, *port, config.connect_timeout, via).await {
                     Ok(stream) => stream,
                     Err(e) => return Ok(ProbeResult::from_upstream(&e)),
                 };
@@ -112,6 +117,34 @@ pub async fn probe(backend: &BackendConfig, config: &Health) -> ProbeResult {
     match until(start + limit, run).await {
         Ok(result) => result,
         Err(e) => ProbeResult::failed(&e),
+    }
+}
+
+/// An uplink: a TCP connect through the link to `health.uplink_probe`, or
+/// else to `test_url`'s host and port. A refusal counts as success: the
+/// SYN went out over the link and the answer came back. Without either
+/// address there is nothing to connect to, and only the link state and
+/// real traffic judge the uplink.
+async fn uplink_check(
+    uplink: &Uplink,
+    url: Option<&ProbeUrl>,
+    start: Instant,
+    config: &Health,
+) -> ProbeResult {
+    let dest = match (&config.uplink_probe, url) {
+        (Some((Host::Ip(ip), port)), _) => Address::Ip(SocketAddr::new(*ip, *port)),
+        (Some((Host::Name(name), port)), _) => {
+            Address::Domain(Domain::from_slice(name.as_bytes()).unwrap_or_default(), *port)
+        }
+        (None, Some(url)) => destination(url),
+        (None, None) => return ProbeResult { outcome: Outcome::Success, latency: None },
+    };
+    match upstream::connect_direct(&dest, config.connect_timeout, &|_| true, Some(uplink)).await {
+        Ok(_) => ProbeResult::success(start),
+        Err(UpstreamError::Destination(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            ProbeResult::success(start)
+        }
+        Err(e) => ProbeResult::from_upstream(&e),
     }
 }
 

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::Target;
+use crate::config::{Target, Uplink};
 use crate::health::State;
 use crate::logging::push_json_string;
 use crate::server::Snapshot;
@@ -40,6 +40,16 @@ pub struct BackendReport {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub in_active_set: bool,
+    /// Uplinks: the interface they are pinned to.
+    pub interface: Option<String>,
+    /// Uplinks: the source address configured, or the interface's
+    /// addresses as last seen.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Uplinks with an interface: "up" or "down" as the kernel says;
+    /// `None` when unknown (not Linux) or not an uplink.
+    pub link: Option<&'static str>,
+    /// SOCKS backends pinned to an uplink: its name.
+    pub via: Option<String>,
 }
 
 /// The whole daemon, as reported.
@@ -82,11 +92,16 @@ fn wall(at: Instant, now: Instant, wall_now: SystemTime) -> SystemTime {
 pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Report {
     let now = Instant::now();
     let wall_now = SystemTime::now();
+    let links = stats.links.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let backends: Vec<BackendReport> = snapshot
         .pool
         .backends()
         .iter()
         .map(|b| {
+            let uplink = match &b.config.target {
+                Target::Uplink(u) => Some(u),
+                _ => None,
+            };
             let inner = b.health.lock();
             let circuit = inner.breaker.state();
             let next_probe = match circuit {
@@ -100,6 +115,7 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
                 kind: match b.config.target {
                     Target::Proxy { .. } => "proxy",
                     Target::Direct => "direct",
+                    Target::Uplink(_) => "uplink",
                 },
                 weight: b.config.weight.get(),
                 healthy: circuit == State::Closed,
@@ -118,6 +134,21 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
                 bytes_up: b.stats.bytes_up.get(),
                 bytes_down: b.stats.bytes_down.get(),
                 in_active_set: b.health.is_active(),
+                interface: uplink.and_then(|u| u.interface.clone()),
+                addresses: match uplink {
+                    Some(Uplink { bind: Some(ip), .. }) => vec![*ip],
+                    Some(Uplink { interface: Some(dev), .. }) => {
+                        links.iter().find(|l| l.name == *dev).map(|l| l.addrs.clone()).unwrap_or_default()
+                    }
+                    _ => Vec::new(),
+                },
+                link: match uplink {
+                    Some(Uplink { interface: Some(_), .. }) if !links.is_empty() => {
+                        Some(if b.health.link_down() { "down" } else { "up" })
+                    }
+                    _ => None,
+                },
+                via: b.config.via.clone(),
             };
             drop(inner);
             report
@@ -309,6 +340,25 @@ pub fn to_json(r: &Report) -> String {
             key(&mut out, name);
             let _ = write!(out, "{v}");
         }
+        let opt_str = |out: &mut String, k: &str, v: Option<&str>| {
+            key(out, k);
+            match v {
+                Some(v) => push_json_string(out, v),
+                None => out.push_str("null"),
+            }
+        };
+        opt_str(&mut out, "interface", b.interface.as_deref());
+        key(&mut out, "addresses");
+        out.push('[');
+        for (k, ip) in b.addresses.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            push_json_string(&mut out, &ip.to_string());
+        }
+        out.push(']');
+        opt_str(&mut out, "link", b.link);
+        opt_str(&mut out, "via", b.via.as_deref());
         out.push('}');
     }
     out.push_str("]}");
@@ -386,12 +436,15 @@ pub fn to_prometheus(r: &Report) -> String {
         .map(|b| format!("backend=\"{}\",address=\"{}\"", label(&b.name), label(&b.address)))
         .collect();
     type Series = fn(&BackendReport) -> Option<f64>;
-    let per_backend: [(&str, &str, &str, Series); 12] = [
+    let per_backend: [(&str, &str, &str, Series); 13] = [
         ("backend_up", "gauge", "1 if the backend's circuit is closed.", |b| {
             Some(f64::from(u8::from(b.healthy)))
         }),
         ("backend_in_active_set", "gauge", "1 if the backend is in the active set.", |b| {
             Some(f64::from(u8::from(b.in_active_set)))
+        }),
+        ("backend_link_up", "gauge", "Uplinks: 1 if the kernel reports the interface up, 0 if down.", |b| {
+            b.link.map(|l| f64::from(u8::from(l == "up")))
         }),
         ("backend_success_ratio", "gauge", "Successes over the recent outcome window.", |b| b.success_rate),
         ("backend_latency_seconds", "gauge", "Latency EMA over the recent window.", |b| {

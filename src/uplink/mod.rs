@@ -1,0 +1,121 @@
+//! Multipath uplinks: connecting through one of this host's own network
+//! interfaces or from one of its addresses, and knowing which links are up.
+//!
+//! An uplink backend (`interface:`, `bind:`, or found by `interfaces:
+//! auto`) connects to destinations itself, like `direct`, but pinned to a
+//! link. A SOCKS backend with `via: NAME` reaches its proxy the same way.
+//!
+//! Per platform (see docs/multipath.md):
+//! - Linux: `interface` is `SO_BINDTODEVICE` (route lookups are confined
+//!   to that device; Linux ≥ 5.7 allows it without CAP_NET_RAW), `bind` a
+//!   bind to the source address before connecting. Link state comes from a
+//!   netlink route socket ([`links`]).
+//! - Windows: `interface` is `IP_UNICAST_IF`/`IPV6_UNICAST_IF` with the
+//!   interface's index (looked up from its alias, e.g. `Wi-Fi`, or given
+//!   as a number); `bind` as on Linux. No link events: probes and traffic
+//!   tell when a link dies.
+//!
+//! Errors that mean "this link cannot carry anything" (no route, network
+//! down, device gone, source address gone) are told apart from a
+//! destination's own refusal by [`link_failure`].
+
+#[cfg(target_os = "linux")]
+pub mod links;
+mod sys;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+
+use smol::Async;
+
+use crate::config::Uplink;
+
+/// One network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// Administratively up and with carrier (`IFF_UP` and `IFF_RUNNING`).
+    pub up: bool,
+    pub loopback: bool,
+    /// Global-scope addresses (no link-local, no tentative IPv6).
+    pub addrs: Vec<IpAddr>,
+    /// A default route of the main table leaves through this interface.
+    pub default_route: bool,
+}
+
+impl Link {
+    /// What `interfaces: auto` takes: up, not loopback, with an address
+    /// and a default route through it (so a router's LAN bridge is not an
+    /// uplink, and its WANs are).
+    pub fn is_uplink(&self) -> bool {
+        self.up && !self.loopback && !self.addrs.is_empty() && self.default_route
+    }
+}
+
+/// The interfaces as they are now; empty where they cannot be listed
+/// (not Linux) or when listing fails (logged).
+pub fn current_links() -> Vec<Link> {
+    #[cfg(target_os = "linux")]
+    match links::links() {
+        Ok(links) => return links,
+        Err(e) => log::warn!("cannot list network interfaces: {e}"),
+    }
+    Vec::new()
+}
+
+/// The interface names `interfaces: auto` takes from `links`.
+pub fn auto_names(links: &[Link]) -> Vec<String> {
+    links.iter().filter(|l| l.is_uplink()).map(|l| l.name.clone()).collect()
+}
+
+/// Opens a TCP connection to `addr` through `uplink`. The caller bounds
+/// it with a deadline.
+pub async fn connect(uplink: &Uplink, addr: SocketAddr) -> io::Result<Async<TcpStream>> {
+    if let Some(ip) = uplink.bind {
+        if ip.is_ipv4() != addr.is_ipv4() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("source address {ip} cannot reach {addr} (other address family)"),
+            ));
+        }
+    }
+    let socket = sys::socket(addr)?;
+    if let Some(dev) = &uplink.interface {
+        sys::bind_to_interface(&socket, dev, addr.is_ipv6())
+            .map_err(|e| io::Error::new(e.kind(), format!("interface {dev}: {e}")))?;
+    }
+    if let Some(ip) = uplink.bind {
+        rustix::net::bind(&socket, &SocketAddr::new(ip, 0))
+            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("bind to {ip}: {e}")))?;
+    }
+    match rustix::net::connect(&socket, &addr) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::INPROGRESS || e == rustix::io::Errno::WOULDBLOCK => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stream = Async::new(TcpStream::from(socket))?;
+    // A non-blocking connect is done when the socket turns writable; its
+    // outcome is then in SO_ERROR.
+    stream.writable().await?;
+    if let Err(e) = rustix::net::sockopt::socket_error(stream.get_ref())? {
+        return Err(e.into());
+    }
+    let _ = stream.get_ref().set_nodelay(true);
+    Ok(stream)
+}
+
+/// Whether a connect error says the link itself is unusable, rather than
+/// that one destination refused or could not be reached beyond it.
+pub fn link_failure(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    if matches!(e.kind(), NetworkUnreachable | NetworkDown | AddrNotAvailable) {
+        return true;
+    }
+    // ENODEV: the interface is gone. (Not in io::ErrorKind.)
+    #[cfg(target_os = "linux")]
+    if e.raw_os_error() == Some(19) {
+        return true;
+    }
+    false
+}
