@@ -185,12 +185,6 @@ fn run_daemon(args: Args) -> ExitCode {
         }
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    let summary = format!(
-        "{} mode, {} backend(s), {} balancing",
-        config.mode,
-        config.backends.len(),
-        config.balancer.algorithm
-    );
     let daemon = match Daemon::start(config, threads) {
         Ok(daemon) => daemon,
         Err(e) => {
@@ -198,6 +192,15 @@ fn run_daemon(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    // From the running snapshot: `interfaces: auto` has found its uplinks.
+    let running = daemon.snapshot();
+    let summary = format!(
+        "{} mode, {} backend(s), {} balancing",
+        running.config.mode,
+        running.pool.backends().len(),
+        running.config.balancer.algorithm
+    );
+    drop(running);
     #[cfg(windows)]
     console::on_close(daemon.trigger(), daemon.finished(), daemon.snapshot().config.shutdown_timeout);
     for addr in daemon.local_addrs() {

@@ -122,6 +122,9 @@ async fn follow_links(current: Arc<Current>, stats: Arc<DaemonStats>, rediscover
     let mut first = true;
     loop {
         let links = crate::uplink::current_links();
+        // Published first: a rebuild asked for below marks its new pool
+        // from this list.
+        *stats.links.lock().unwrap_or_else(|e| e.into_inner()) = links.clone();
         let snapshot = current.get();
         mark_links(&snapshot, &links, !first);
         if snapshot.config.auto_uplinks.is_some() {
@@ -136,7 +139,6 @@ async fn follow_links(current: Arc<Current>, stats: Arc<DaemonStats>, rediscover
                 let _ = rediscover.try_send(());
             }
         }
-        *stats.links.lock().unwrap_or_else(|e| e.into_inner()) = links;
         first = false;
         let Some(watcher) = &watcher else { return };
         if let Err(e) = watcher.changed().await {
@@ -296,8 +298,10 @@ pub async fn run(
                 }
             }
         }
-        let links = cx.stats.links.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // The new pool's uplinks get the link states as they are now.
+        let links = crate::uplink::current_links();
         mark_links(&cx.current.get(), &links, true);
+        *cx.stats.links.lock().unwrap_or_else(|e| e.into_inner()) = links;
     }
     drop(rediscover_tx);
     links.cancel().await;

@@ -555,7 +555,13 @@ impl Config {
         }
         check_nesting(text)?;
         let raw: RawConfig = serde_yaml::from_str(text).map_err(ConfigError::from_yaml)?;
-        validate(raw)
+        validate(raw).map_err(|mut e| {
+            // Rules checked after parsing know the key, not the line.
+            if e.line.is_none() && !e.key.is_empty() {
+                e.line = locate(text, &e.key);
+            }
+            e
+        })
     }
 
     /// Reads, parses and validates a file of at most [`MAX_CONFIG_BYTES`].
@@ -634,10 +640,20 @@ impl Config {
             if let Some(c) = &b.credentials {
                 let _ = write!(s, "  user={} password={}", c.username, c.password);
             }
+            if let Some(via) = &b.via {
+                let _ = write!(s, "  via={via}");
+            }
             if b.weight.get() != 1 {
                 let _ = write!(s, "  weight={}", b.weight);
             }
             s.push('\n');
+        }
+        if let Some(auto) = self.auto_uplinks {
+            let _ = writeln!(
+                s,
+                "  + interfaces: auto (every up interface with an address and a default route){}",
+                if auto.weight.get() == 1 { String::new() } else { format!("  weight={}", auto.weight) }
+            );
         }
         s
     }
@@ -659,6 +675,97 @@ pub fn own_address_rules(addrs: impl Iterator<Item = SocketAddr>) -> Vec<DestRul
         }
     }
     rules
+}
+
+/// One structural piece of a YAML line: a sequence item's `-`, or a
+/// `key:`, each at its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    Item(usize),
+    Key(usize, &'a str),
+}
+
+impl Token<'_> {
+    fn indent(self) -> usize {
+        match self {
+            Token::Item(i) | Token::Key(i, _) => i,
+        }
+    }
+}
+
+/// Splits block-style YAML into (line, token) pairs: `  - name: x`
+/// gives `Item(2)` and `Key(4, "name")`. Comments, blank lines and
+/// anything inside flow collections or multi-line scalars are not
+/// structure and are skipped or read as plain values.
+fn tokens(text: &str) -> Vec<(usize, Token<'_>)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut rest = line.trim_start();
+        let mut col = line.len() - rest.len();
+        if rest.is_empty() || rest.starts_with('#') {
+            continue;
+        }
+        while let Some(after) = rest.strip_prefix('-').filter(|a| a.is_empty() || a.starts_with(' ')) {
+            out.push((n + 1, Token::Item(col)));
+            let trimmed = after.trim_start();
+            col += rest.len() - trimmed.len();
+            rest = trimmed;
+        }
+        if let Some((key, _)) = rest.split_once(':') {
+            let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+            let plain = !key.is_empty() && !key.contains(['{', '[', '#', ' ']);
+            if plain {
+                out.push((n + 1, Token::Key(col, key)));
+            }
+        }
+    }
+    out
+}
+
+/// The line of a key path such as `backends[2].via` or `health.uplink_probe`
+/// in block-style YAML; for a path that goes into a flow collection
+/// (`allow: [a, b]`), the line of the deepest key found.
+fn locate(text: &str, path: &str) -> Option<usize> {
+    let toks = tokens(text);
+    let (mut lo, mut hi) = (0, toks.len());
+    let mut line = None;
+    for part in path.split('.') {
+        let (name, indices) = match part.find('[') {
+            Some(at) => (&part[..at], &part[at..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            let block = toks.get(lo..hi)?.first()?.1.indent();
+            let j = (lo..hi).find(|&j| toks[j].1 == Token::Key(block, name))?;
+            line = Some(toks[j].0);
+            // A key's value runs to the next key at its level or less; a
+            // sequence may sit at the key's own column.
+            let end = (j + 1..hi)
+                .find(|&k| match toks[k].1 {
+                    Token::Key(i, _) => i <= block,
+                    Token::Item(i) => i < block,
+                })
+                .unwrap_or(hi);
+            (lo, hi) = (j + 1, end);
+        }
+        for index in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+            let index: usize = index.parse().ok()?;
+            let Some(&(_, Token::Item(col))) = toks.get(lo..hi).and_then(|t| t.first()) else {
+                return line;
+            };
+            let mut items = (lo..hi).filter(|&k| toks[k].1 == Token::Item(col));
+            let Some(j) = items.nth(index) else { return line };
+            line = Some(toks[j].0);
+            let end = (j + 1..hi)
+                .find(|&k| match toks[k].1 {
+                    Token::Item(i) => i <= col,
+                    Token::Key(i, _) => i < col,
+                })
+                .unwrap_or(hi);
+            (lo, hi) = (j + 1, end);
+        }
+    }
+    line
 }
 
 /// Deepest `[`/`{` nesting accepted. A real config needs three levels;
@@ -1150,6 +1257,67 @@ mod tests {
         assert_eq!(c.web.refresh_interval.get(), 2);
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.backends[0].name, "127.0.0.1:1080");
+    }
+
+    #[test]
+    fn errors_found_after_parsing_name_their_line() {
+        let text = "mode: socks5\nbackends:\n  - interface: wan1\n  # a comment\n  - address: 203.0.113.7:1080\n    weight: 2\n    via: wan9\n";
+        let e = err(text);
+        assert_eq!((e.key.as_str(), e.line), ("backends[1].via", Some(7)), "{e}");
+        assert_eq!(locate(text, "backends[1].weight"), Some(6));
+        assert_eq!(locate(text, "backends[0]"), Some(3));
+        assert_eq!(locate(text, "mode"), Some(1));
+        // Sequences at the key's own column, and flow collections.
+        let text = "backends:\n- direct: true\n- direct: true\n  weight: 0\nallow: ['10.0.0.0/8']\n";
+        assert_eq!(locate(text, "backends[1].weight"), Some(4));
+        assert_eq!(locate(text, "allow[0]"), Some(5));
+        assert_eq!(locate(text, "health.check_interval"), None);
+        assert_eq!(err("limits:\n  max_connections: 0\nbackends:\n  - direct: true\n").line, Some(2));
+    }
+
+    #[test]
+    fn uplinks_parse_with_their_rules() {
+        let c = Config::from_yaml(
+            "mode: socks5\nbackends:\n  - interface: wan1\n  - {name: office, bind: 10.0.0.2}\n  - {address: 127.0.0.1:1080, via: wan1}\n",
+        )
+        .unwrap();
+        assert_eq!(c.backends[0].name, "wan1");
+        assert_eq!(c.backends[0].target.to_string(), "uplink dev wan1");
+        assert_eq!(c.backends[1].target.to_string(), "uplink from 10.0.0.2");
+        assert_eq!(c.backends[2].via.as_deref(), Some("wan1"));
+        assert!(c.backends[0].target.is_local() && !c.backends[2].target.is_local());
+        assert_eq!(err("backends:\n  - {interface: wan1, direct: true}\n").key, "backends[0].interface");
+        assert_eq!(err("backends:\n  - {interface: wan1, via: wan1}\n").key, "backends[0].via");
+        assert_eq!(err("backends:\n  - interface: a-very-long-name0\n").key, "backends[0].interface");
+        assert_eq!(err("backends:\n  - bind: 10.0.0.300\n").key, "backends[0].bind");
+        let e = err("backends:\n  - {address: 127.0.0.1:1080, via: lte}\n");
+        assert!(e.message.contains("none is configured"), "{e}");
+        let e = err("health:\n  uplink_probe: 192.0.2.1:1-2\nbackends:\n  - direct: true\n");
+        assert_eq!(e.key, "health.uplink_probe");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn interfaces_auto_is_filled_in_place_and_replaced_on_rediscovery() {
+        let c = Config::from_yaml(
+            "mode: socks5\nbackends:\n  - direct: true\n  - {interfaces: auto, weight: 2}\n  - interface: wan2\n  - {address: 127.0.0.1:1080, via: wan3}\n",
+        )
+        .unwrap();
+        assert_eq!(c.backends.len(), 3);
+        let names = |c: &Config| c.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>();
+        // wan2 is listed by hand: it keeps its own entry.
+        let found = c.with_discovered(&["wan1".into(), "wan2".into(), "wan3".into()]);
+        assert_eq!(names(&found), ["direct", "wan1", "wan3", "wan2", "127.0.0.1:1080"]);
+        assert_eq!(found.discovered(), ["wan1", "wan3"]);
+        assert_eq!(found.backends[1].weight.get(), 2);
+        let again = found.with_discovered(&["wan3".into()]);
+        assert_eq!(names(&again), ["direct", "wan3", "wan2", "127.0.0.1:1080"]);
+        assert_eq!(
+            err("backends:\n  - interfaces: auto\n  - interfaces: auto\n").key,
+            "backends[1].interfaces"
+        );
+        assert_eq!(err("backends:\n  - {interfaces: auto, name: x}\n").key, "backends[0].name");
+        assert_eq!(err("backends:\n  - interfaces: all\n").key, "backends[0].interfaces");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod health;
 mod lifecycle;
 mod limits;
 mod modes;
+mod multipath;
 mod relay;
 mod reload;
 mod web;

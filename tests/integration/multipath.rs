@@ -1,0 +1,440 @@
+//! Multipath uplinks in real network namespaces (Linux, root).
+//!
+//! Topology, created and removed by each test:
+//!
+//! ```text
+//!   ns "…b" (balancer)                         ns "…i" ("internet")
+//!   socksbalance on 127.0.0.1:1080
+//!   wan1 198.18.1.1/24  ── veth ──  p1 198.18.1.2/24
+//!   wan2 198.18.2.1/24  ── veth ──  p2 198.18.2.2/24    target 198.19.0.1:7
+//!   (wan3 198.18.3.1/24 ── veth ──  p3 198.18.3.2/24, added mid-test)
+//!   default routes: via p1 metric 10, via p2 metric 20 (and p3 metric 30)
+//! ```
+//!
+//! Addresses come from 198.18.0.0/15 (RFC 2544's benchmarking range), so
+//! nothing can be confused with a real network. The target answers every
+//! connection with `peer=<source address>\n` and then echoes, which tells
+//! the test which link each connection left through; the veth packet
+//! counters say the same from the kernel's side.
+//!
+//! The daemon is the real binary, started with `ip netns exec`; the test's
+//! own client and target run on threads moved into the namespaces with
+//! setns(2). Without root or iproute2 the tests skip with a notice.
+
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crate::support::{wait_for, IO_TIMEOUT};
+
+const TARGET: &str = "198.19.0.1:7";
+const PROXY: &str = "127.0.0.1:1080";
+const API: &str = "127.0.0.1:8080";
+
+/// Whether this process may create network namespaces; if not, says why.
+fn can_run() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    let ip = Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if !root || !ip {
+        eprintln!(
+            "NOTICE: multipath namespace test skipped: needs root and iproute2 (root: {root}, ip: {ip}); \
+             CI runs it as root"
+        );
+    }
+    root && ip
+}
+
+fn ip(args: &str) {
+    let out = Command::new("ip").args(args.split_whitespace()).output().expect("run ip");
+    assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The two namespaces; deleted when dropped (after the daemon is gone).
+struct Net {
+    bal: String,
+    inet: String,
+}
+
+impl Net {
+    fn new(tag: &str) -> Net {
+        let pid = std::process::id();
+        let net = Net { bal: format!("sb{tag}{pid}b"), inet: format!("sb{tag}{pid}i") };
+        ip(&format!("netns add {}", net.bal));
+        ip(&format!("netns add {}", net.inet));
+        ip(&format!("-n {} link set lo up", net.bal));
+        ip(&format!("-n {} link set lo up", net.inet));
+        ip(&format!("-n {} addr add 198.19.0.1/32 dev lo", net.inet));
+        net
+    }
+
+    /// Adds uplink `wanN` (and its peer `pN`) with its default route.
+    fn add_link(&self, n: u8) {
+        let (b, i) = (&self.bal, &self.inet);
+        ip(&format!("link add wan{n} netns {b} type veth peer name p{n} netns {i}"));
+        ip(&format!("-n {i} addr add 198.18.{n}.2/24 dev p{n}"));
+        ip(&format!("-n {i} link set p{n} up"));
+        ip(&format!("-n {b} addr add 198.18.{n}.1/24 dev wan{n}"));
+        ip(&format!("-n {b} link set wan{n} up"));
+        self.add_route(n);
+    }
+
+    fn add_route(&self, n: u8) {
+        ip(&format!(
+            "-n {} route add default via 198.18.{n}.2 dev wan{n} metric {}",
+            self.bal,
+            u32::from(n) * 10
+        ));
+    }
+
+    fn set_link(&self, n: u8, up: bool) {
+        ip(&format!("-n {} link set wan{n} {}", self.bal, if up { "up" } else { "down" }));
+    }
+
+    /// Packets sent through `wanN`, from the kernel's counters.
+    fn tx_packets(&self, n: u8) -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.bal,
+                "cat",
+                &format!("/sys/class/net/wan{n}/statistics/tx_packets"),
+            ])
+            .output()
+            .expect("read counters");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("a packet count")
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.bal, &self.inet] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns` (setns is per thread).
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    thread::spawn(move || {
+        enter(&path);
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+#[allow(unsafe_code)]
+fn enter(path: &str) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).expect("open netns");
+    // SAFETY: a valid namespace fd for the duration of the call; setns
+    // changes only this thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// The target in the "internet" namespace: tells each client its source
+/// address, then echoes.
+fn start_target(ns: &str) {
+    let path = format!("/var/run/netns/{ns}");
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        enter(&path);
+        let listener = TcpListener::bind(TARGET).expect("bind target");
+        ready_tx.send(()).unwrap();
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            thread::spawn(move || {
+                let peer = s.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                let _ = s.write_all(format!("peer={peer}\n").as_bytes());
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    ready.recv_timeout(IO_TIMEOUT).expect("target listening");
+}
+
+/// One client connection through the balancer to the target, from inside
+/// the balancer's namespace: the source address the target saw, or what
+/// went wrong.
+fn through(proxy: SocketAddr) -> Result<String, String> {
+    let target: SocketAddr = TARGET.parse().unwrap();
+    let mut s = TcpStream::connect(proxy).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut request = vec![5, 1, 0, 5, 1, 0, 1];
+    if let SocketAddr::V4(t) = target {
+        request.extend_from_slice(&t.ip().octets());
+        request.extend_from_slice(&t.port().to_be_bytes());
+    }
+    s.write_all(&request).map_err(|e| e.to_string())?;
+    let mut reply = [0u8; 12];
+    s.read_exact(&mut reply).map_err(|e| format!("reply: {e}"))?;
+    if reply[3] != 0 {
+        return Err(format!("SOCKS reply {:#04x}", reply[3]));
+    }
+    let mut lines = BufReader::new(s.try_clone().unwrap());
+    let mut peer = String::new();
+    lines.read_line(&mut peer).map_err(|e| e.to_string())?;
+    s.write_all(b"ping\n").map_err(|e| e.to_string())?;
+    let mut echo = String::new();
+    lines.read_line(&mut echo).map_err(|e| e.to_string())?;
+    if echo != "ping\n" {
+        return Err(format!("echo came back as {echo:?}"));
+    }
+    Ok(peer.trim().trim_start_matches("peer=").to_owned())
+}
+
+/// `count` connections from inside namespace `ns`: the source addresses
+/// seen, and the errors.
+fn connections(ns: &str, count: usize) -> (Vec<String>, Vec<String>) {
+    in_ns(ns, move || {
+        let proxy: SocketAddr = PROXY.parse().unwrap();
+        let (mut seen, mut errors) = (Vec::new(), Vec::new());
+        for _ in 0..count {
+            match through(proxy) {
+                Ok(peer) => seen.push(peer),
+                Err(e) => errors.push(e),
+            }
+        }
+        (seen, errors)
+    })
+}
+
+/// `/api/stats` from inside namespace `ns`.
+fn api_stats(ns: &str) -> String {
+    in_ns(ns, || {
+        let Ok(mut s) = TcpStream::connect(API) else { return String::new() };
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let _ = s.write_all(b"GET /api/stats HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    })
+}
+
+/// The JSON object of backend `name` in a stats body, as text.
+fn backend<'a>(stats: &'a str, name: &str) -> Option<&'a str> {
+    stats.split("{\"address\"").find(|b| b.contains(&format!("\"name\":\"{name}\"")))
+}
+
+/// Copies `from` to `to` on a thread until either side ends.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+/// The daemon binary inside the balancer namespace. Killed when dropped.
+struct Daemon {
+    child: std::process::Child,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Daemon {
+    fn start(ns: &str, yaml: &str) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("socksbalance-mp-{}-{ns}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_socksbalance"), "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the daemon");
+        let (tx, lines) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("daemon: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let daemon = Daemon { child, _dir: TempDir(dir) };
+        // Ready once it says where it listens.
+        loop {
+            match lines.recv_timeout(IO_TIMEOUT) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(_) => {}
+                Err(_) => panic!("the daemon did not start within {IO_TIMEOUT:?}"),
+            }
+        }
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SETTINGS: &str = "\
+listen: 127.0.0.1:1080
+mode: socks5
+health:
+  uplink_probe: 198.19.0.1:7
+  check_interval: 1s
+  connect_timeout: 1s
+  recovery_interval: 1s
+web:
+  enabled: true
+  listen: 127.0.0.1:8080
+log:
+  level: debug
+";
+
+fn from(n: u8) -> String {
+    format!("198.18.{n}.1")
+}
+
+#[test]
+fn auto_uplinks_spread_fail_over_recover_and_pick_up_new_interfaces() {
+    if !can_run() {
+        return;
+    }
+    let net = Net::new("a");
+    net.add_link(1);
+    net.add_link(2);
+    start_target(&net.inet);
+    let _daemon = Daemon::start(&net.bal, &format!("{SETTINGS}backends:\n  - interfaces: auto\n"));
+    let limit = Duration::from_secs(10);
+    wait_for("two uplinks found", limit, || {
+        let stats = api_stats(&net.bal);
+        backend(&stats, "wan1").is_some() && backend(&stats, "wan2").is_some()
+    });
+
+    // Spread: round robin over both links, seen by the target and by the
+    // kernel's packet counters.
+    let before = (net.tx_packets(1), net.tx_packets(2));
+    let (seen, errors) = connections(&net.bal, 20);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(seen.iter().filter(|s| **s == from(1)).count(), 10, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| **s == from(2)).count(), 10, "{seen:?}");
+    assert!(net.tx_packets(1) >= before.0 + 10 * 3, "wan1 carried traffic");
+    assert!(net.tx_packets(2) >= before.1 + 10 * 3, "wan2 carried traffic");
+
+    // wan1 goes down: once the daemon has seen it, every connection takes
+    // wan2, and no client sees an error.
+    net.set_link(1, false);
+    wait_for("wan1 dropped from the pool", limit, || backend(&api_stats(&net.bal), "wan1").is_none());
+    let (seen, errors) = connections(&net.bal, 20);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(seen.iter().all(|s| *s == from(2)), "{seen:?}");
+
+    // Back up (with its route, as the DHCP client or netifd would add it):
+    // wan1 takes connections again.
+    net.set_link(1, true);
+    net.add_route(1);
+    wait_for("wan1 back in the pool and healthy", limit, || {
+        backend(&api_stats(&net.bal), "wan1")
+            .is_some_and(|b| b.contains("\"circuit\":\"closed\"") && b.contains("\"link\":\"up\""))
+    });
+    let (seen, errors) = connections(&net.bal, 20);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(seen.contains(&from(1)) && seen.contains(&from(2)), "{seen:?}");
+
+    // A third WAN appears while running: picked up without a reload.
+    net.add_link(3);
+    wait_for("wan3 found", limit, || backend(&api_stats(&net.bal), "wan3").is_some());
+    let (seen, errors) = connections(&net.bal, 30);
+    assert!(errors.is_empty(), "{errors:?}");
+    for n in 1..=3 {
+        assert!(seen.contains(&from(n)), "no connection left through wan{n}: {seen:?}");
+    }
+    let stats = api_stats(&net.bal);
+    let wan3 = backend(&stats, "wan3").unwrap();
+    assert!(wan3.contains("\"kind\":\"uplink\"") && wan3.contains("\"interface\":\"wan3\""), "{wan3}");
+    assert!(wan3.contains("\"addresses\":[\"198.18.3.1\"]") && wan3.contains("\"link\":\"up\""), "{wan3}");
+}
+
+#[test]
+fn a_proxy_pinned_via_an_uplink_leaves_through_it_and_is_not_blamed_when_it_is_down() {
+    if !can_run() {
+        return;
+    }
+    let net = Net::new("v");
+    net.add_link(1);
+    net.add_link(2);
+    start_target(&net.inet);
+    // A SOCKS5 proxy in the "internet" namespace, behind a forwarder that
+    // notes where each connection to it came from.
+    let (proxy, callers) = in_ns(&net.inet, || {
+        let backend = crate::support::Backend::start(crate::support::Behaviour::Proxy);
+        let listener = TcpListener::bind("198.19.0.1:1080").expect("bind proxy");
+        let callers = Arc::new(Mutex::new(Vec::new()));
+        let (inner, noted) = (backend.addr, Arc::clone(&callers));
+        thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let peer = client.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                noted.lock().unwrap().push(peer);
+                let Ok(upstream) = TcpStream::connect(inner) else { continue };
+                pipe(client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                pipe(upstream, client);
+            }
+        });
+        (backend, callers)
+    });
+    let yaml = format!(
+        "{SETTINGS}backends:\n  - interface: wan1\n  - interface: wan2\n  - name: proxy\n    address: 198.19.0.1:1080\n    via: wan2\n"
+    );
+    let _daemon = Daemon::start(&net.bal, &yaml);
+    let limit = Duration::from_secs(10);
+    wait_for("link states known", limit, || {
+        backend(&api_stats(&net.bal), "wan2").is_some_and(|b| b.contains("\"link\":\"up\""))
+    });
+
+    // Round robin over wan1, wan2 and the proxy; the proxy's connections
+    // reach it from wan2's address, so they too leave through wan2.
+    let (seen, errors) = connections(&net.bal, 30);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(seen.iter().filter(|s| **s == from(1)).count(), 10, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| **s == "198.19.0.1").count(), 10, "proxy connections: {seen:?}");
+    let came_from = callers.lock().unwrap().clone();
+    assert!(!came_from.is_empty() && came_from.iter().all(|c| *c == from(2)), "{came_from:?}");
+    assert!(proxy.request_count() >= 10);
+    let stats = api_stats(&net.bal);
+    assert!(backend(&stats, "proxy").unwrap().contains("\"via\":\"wan2\""));
+
+    // wan2 down: neither wan2 nor the proxy behind it is used, nobody sees
+    // an error, and the proxy's record stays clean.
+    net.set_link(2, false);
+    wait_for("wan2 reported down", limit, || {
+        backend(&api_stats(&net.bal), "wan2").is_some_and(|b| b.contains("\"link\":\"down\""))
+    });
+    let (seen, errors) = connections(&net.bal, 20);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(seen.iter().all(|s| *s == from(1)), "{seen:?}");
+    let stats = api_stats(&net.bal);
+    let pinned = backend(&stats, "proxy").unwrap();
+    assert!(pinned.contains("\"failures\":0") && pinned.contains("\"timeouts\":0"), "{pinned}");
+    assert!(pinned.contains("\"circuit\":\"closed\""), "{pinned}");
+}
