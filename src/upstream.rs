@@ -395,6 +395,71 @@ mod tests {
     }
 
     #[test]
+    fn happy_eyeballs_alternates_families_from_the_resolvers_first() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let resolved = [a("[::1]:1"), a("[::2]:1"), a("10.0.0.1:1"), a("[::3]:1"), a("10.0.0.2:1")];
+        let order: Vec<String> = interleave(&resolved).iter().map(|x| x.to_string()).collect();
+        assert_eq!(order, ["[::1]:1", "10.0.0.1:1", "[::2]:1", "10.0.0.2:1", "[::3]:1"]);
+        assert_eq!(interleave(&[a("10.0.0.1:1")]), [a("10.0.0.1:1")]);
+        assert!(interleave(&[]).is_empty());
+    }
+
+    /// A listening socket whose accept queue is full: the kernel drops
+    /// further SYNs, so a connect to it hangs like one into a black hole.
+    fn black_hole() -> (SocketAddr, rustix::fd::OwnedFd, TcpStream) {
+        use rustix::net::{AddressFamily, SocketType};
+        let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        rustix::net::bind(&fd, &SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        rustix::net::listen(&fd, 0).unwrap();
+        let addr = match rustix::net::getsockname(&fd).unwrap().try_into() {
+            Ok(std::net::SocketAddr::V4(v4)) => SocketAddr::V4(v4),
+            other => panic!("not IPv4: {other:?}"),
+        };
+        // Backlog 0 admits one connection; it is never accepted.
+        let filler = TcpStream::connect(addr).unwrap();
+        (addr, fd, filler)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_silent_address_does_not_hold_up_the_next_one() {
+        let good = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let good_addr = good.local_addr().unwrap();
+        let (hole, _fd, _filler) = black_hole();
+        // The deadline is far beyond the head start: only the race can
+        // make the second address win before it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = smol::block_on(connect_any(&[hole, good_addr], None, deadline)).expect("connects");
+        assert_eq!(stream.get_ref().peer_addr().unwrap(), good_addr);
+        // And alone, the hole times out at the deadline rather than failing.
+        let deadline = Instant::now() + ATTEMPT_DELAY * 2;
+        let e = smol::block_on(connect_any(&[hole], None, deadline)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn a_refusal_beats_a_link_failure_as_the_reported_error() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        // Through an uplink bound to 127.0.0.1, the IPv6 address fails as
+        // a link failure (no source address of that family); the IPv4 one
+        // is refused by the destination. Whichever fails last, the client
+        // hears about the refusal.
+        let uplink = Uplink { interface: None, bind: Some("127.0.0.1".parse().unwrap()) };
+        let v6 = SocketAddr::new("::1".parse().unwrap(), closed.port());
+        for addrs in [[v6, closed], [closed, v6]] {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let e = smol::block_on(connect_any(&addrs, Some(&uplink), deadline)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{addrs:?}: {e}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let e = smol::block_on(connect_any(&[v6], Some(&uplink), deadline)).unwrap_err();
+        assert!(crate::uplink::link_failure(&e), "{e}");
+    }
+
+    #[test]
     fn an_unreachable_backend_is_a_general_failure_for_the_client() {
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert_eq!(UpstreamError::BackendUnreachable(refused).reply(), 0x01);

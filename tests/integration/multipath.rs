@@ -438,3 +438,45 @@ fn a_proxy_pinned_via_an_uplink_leaves_through_it_and_is_not_blamed_when_it_is_d
     assert!(pinned.contains("\"failures\":0") && pinned.contains("\"timeouts\":0"), "{pinned}");
     assert!(pinned.contains("\"circuit\":\"closed\""), "{pinned}");
 }
+
+#[test]
+fn a_link_whose_gateway_goes_silent_fails_over_and_opens_its_circuit() {
+    if !can_run() {
+        return;
+    }
+    let net = Net::new("s");
+    net.add_link(1);
+    net.add_link(2);
+    start_target(&net.inet);
+    let yaml = format!("{SETTINGS}backends:\n  - interface: wan1\n  - interface: wan2\n");
+    let _daemon = Daemon::start(&net.bal, &yaml);
+    let limit = Duration::from_secs(10);
+    wait_for("link states known", limit, || {
+        backend(&api_stats(&net.bal), "wan1").is_some_and(|b| b.contains("\"link\":\"up\""))
+    });
+    let (seen, errors) = connections(&net.bal, 4);
+    assert!(errors.is_empty() && seen.contains(&from(1)), "{seen:?} {errors:?}");
+
+    // The far end of wan1 disappears, but the link keeps its carrier: no
+    // kernel event, connects through it just go unanswered. Each client
+    // that lands on wan1 is moved to wan2 after one connect timeout (1 s
+    // here), and after circuit_threshold of those wan1 is taken out.
+    ip(&format!("-n {} addr del 198.18.1.2/24 dev p1", net.inet));
+    let (seen, errors) = connections(&net.bal, 10);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(seen.iter().all(|s| *s == from(2)), "{seen:?}");
+    let stats = api_stats(&net.bal);
+    let wan1 = backend(&stats, "wan1").unwrap();
+    assert!(wan1.contains("\"circuit\":\"open\"") && wan1.contains("\"link\":\"up\""), "{wan1}");
+    assert!(!wan1.contains("\"timeouts\":0"), "timeouts counted against the uplink: {wan1}");
+    let wan2 = backend(&stats, "wan2").unwrap();
+    assert!(wan2.contains("\"circuit\":\"closed\"") && wan2.contains("\"failures\":0"), "{wan2}");
+
+    // The gateway comes back: the recovery probe closes the circuit.
+    ip(&format!("-n {} addr add 198.18.1.2/24 dev p1", net.inet));
+    wait_for("wan1 recovered", limit, || {
+        backend(&api_stats(&net.bal), "wan1").is_some_and(|b| b.contains("\"circuit\":\"closed\""))
+    });
+    let (seen, errors) = connections(&net.bal, 6);
+    assert!(errors.is_empty() && seen.contains(&from(1)), "{seen:?} {errors:?}");
+}
