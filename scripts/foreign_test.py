@@ -198,8 +198,10 @@ def main():
     backend_yaml = "".join(f"  - address: \"127.0.0.1:{p}\"\n    name: microsocks-{i}\n" for i, p in enumerate(backends))
     try:
         for mode in ("socks5", "transparent"):
+            # Debug logs on Windows show the console handler being installed.
+            log = "log:\n  level: debug\n" if args.windows else ""
             d = Daemon(args.runner, args.binary,
-                       f"listen: \"127.0.0.1:0\"\nmode: {mode}\nhealth:\n  connect_timeout: 5s\nbackends:\n{backend_yaml}",
+                       f"listen: \"127.0.0.1:0\"\nmode: {mode}\nhealth:\n  connect_timeout: 5s\n{log}backends:\n{backend_yaml}",
                        workdir, args.windows)
             try:
                 ok = 0
@@ -215,11 +217,29 @@ def main():
                 # Windows Ctrl-C path. Linux gets SIGTERM.
                 rc = d.stop(signal.SIGINT if args.windows else signal.SIGTERM)
             if args.windows:
+                hooked = any("console close, logoff and shutdown will drain" in line for line in d.lines)
+                check(f"{mode} mode: the console close/logoff/shutdown handler is registered", hooked,
+                      "" if hooked else "SetConsoleCtrlHandler failed or was not called")
                 stopped = any("stopped" in line for line in d.lines)
                 check(f"{mode} mode: Ctrl-C drains and exits with status 0", rc == 0 and stopped,
                       f"status {rc}, {'stopped' if stopped else 'no stop logged'}")
             else:
                 check(f"{mode} mode: SIGTERM exits with status 0", rc == 0, f"status {rc}")
+
+        # An uplink: the socket bound before it connects (rustix on every
+        # target; SO_BINDTODEVICE too on Linux, which needs root there).
+        uplink = "  - bind: 127.0.0.1\n"
+        if not args.windows and os.geteuid() == 0:
+            uplink = "  - bind: 127.0.0.1\n    interface: lo\n"
+        d = Daemon(args.runner, args.binary,
+                   f"listen: \"127.0.0.1:0\"\nmode: socks5\nbackends:\n{uplink}", workdir, args.windows)
+        try:
+            rc, body, err = curl_download(d.addr, url)
+            ok = rc == 0 and hashlib.sha256(body).hexdigest() == digest
+            check(f"uplink ({uplink.strip()}): a 2 MiB download, SHA-256 verified", ok,
+                  "" if ok else f"curl rc={rc} bytes={len(body)} {err}")
+        finally:
+            d.stop()
 
         d = Daemon(args.runner, args.binary,
                    "listen: \"127.0.0.1:0\"\nmode: socks5\nhealth:\n  connect_timeout: 1s\n"

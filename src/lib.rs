@@ -20,6 +20,7 @@
 //! - [`shutdown`]: the shutdown signal passed to everything that stops.
 //! - [`stats`]: counters that work without 64-bit atomics.
 //! - [`rng`]: the lock-free random source for picks and jitter.
+//! - [`console`]: Windows console close/logoff/shutdown → graceful drain.
 //! - [`logging`]: text or JSON logs on stderr.
 //! - [`web`]: dashboard, JSON API and Prometheus metrics (tiny_http).
 //! - [`status`]: `socksbalance status`, the table in a terminal.
@@ -28,12 +29,14 @@
 //! signal handlers and calls [`server::Daemon::start`]; the integration
 //! tests start the same daemon on `127.0.0.1:0`.
 
-// Unsafe code is allowed in one place only: the socket options that pin
-// an uplink to an interface (`uplink::sys`), each block with a SAFETY note.
+// Unsafe code is allowed in two places only, each block with a SAFETY
+// note: the socket options that pin an uplink to an interface
+// (`uplink::sys`), and the Windows console handler (`console`).
 #![deny(unsafe_code)]
 
 pub mod balancer;
 pub mod config;
+pub mod console;
 pub mod health;
 pub mod logging;
 pub mod relay;

@@ -202,7 +202,11 @@ fn run_daemon(args: Args) -> ExitCode {
     );
     drop(running);
     #[cfg(windows)]
-    console::on_close(daemon.trigger(), daemon.finished(), daemon.snapshot().config.shutdown_timeout);
+    socksbalance::console::install(socksbalance::console::CloseHook::new(
+        daemon.trigger(),
+        daemon.finished(),
+        daemon.snapshot().config.shutdown_timeout,
+    ));
     for addr in daemon.local_addrs() {
         log::info!("socksbalance {VERSION} listening on {addr} ({summary})");
     }
@@ -282,61 +286,4 @@ fn termination_signals() -> [async_signal::Signal; 3] {
 #[cfg(windows)]
 fn termination_signals() -> [async_signal::Signal; 1] {
     [async_signal::Signal::Int]
-}
-
-/// Windows: closing the console window, logging off or shutting down sends
-/// a console event that async-signal does not handle (it takes Ctrl-C
-/// only). Windows ends the process when the handler returns, so the
-/// handler starts the graceful shutdown and waits, bounded, until `main`
-/// has drained the tunnels. Windows itself allows about 5 s for a close.
-#[cfg(windows)]
-mod console {
-    use std::sync::OnceLock;
-    use std::time::Duration;
-
-    use smol::channel::Receiver;
-    use smol::future::FutureExt;
-    use socksbalance::shutdown::ShutdownTrigger;
-    use windows_sys::Win32::System::Console::{
-        SetConsoleCtrlHandler, CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT,
-    };
-
-    struct Hook {
-        trigger: ShutdownTrigger,
-        finished: Receiver<()>,
-        grace: Duration,
-    }
-
-    static HOOK: OnceLock<Hook> = OnceLock::new();
-
-    unsafe extern "system" fn handler(event: u32) -> windows_sys::core::BOOL {
-        if !matches!(event, CTRL_CLOSE_EVENT | CTRL_LOGOFF_EVENT | CTRL_SHUTDOWN_EVENT) {
-            return 0; // Ctrl-C and Ctrl-Break: async-signal's handler.
-        }
-        if let Some(hook) = HOOK.get() {
-            hook.trigger.trigger();
-            // Wait for the drain, within the 5 s Windows allows a close.
-            let wait = (hook.grace + Duration::from_millis(500)).min(Duration::from_millis(4500));
-            let drained = async {
-                let _ = hook.finished.recv().await;
-            };
-            smol::block_on(drained.or(async {
-                smol::Timer::after(wait).await;
-            }));
-        }
-        1
-    }
-
-    /// Installs the handler for this daemon.
-    pub fn on_close(trigger: ShutdownTrigger, finished: Receiver<()>, grace: Duration) {
-        if HOOK.set(Hook { trigger, finished, grace }).is_ok() {
-            // SAFETY: `handler` is a plain `extern "system"` function that
-            // only reads the `HOOK` static, which is set just above and
-            // never changes again; registering it has no other effect.
-            let ok = unsafe { SetConsoleCtrlHandler(Some(handler), 1) };
-            if ok == 0 {
-                log::warn!("cannot watch for the console closing; Ctrl-C still stops gracefully");
-            }
-        }
-    }
 }

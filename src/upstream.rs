@@ -404,8 +404,9 @@ mod tests {
         assert!(interleave(&[]).is_empty());
     }
 
-    /// A listening socket whose accept queue is full: the kernel drops
+    /// A listening socket whose accept queue is full: Linux drops
     /// further SYNs, so a connect to it hangs like one into a black hole.
+    #[cfg(target_os = "linux")]
     fn black_hole() -> (SocketAddr, rustix::fd::OwnedFd, TcpStream) {
         use rustix::net::{AddressFamily, SocketType};
         let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();

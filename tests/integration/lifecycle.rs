@@ -98,3 +98,56 @@ fn finished_closes_once_the_daemon_has_drained() {
     assert!(closed, "finished did not close after shutdown");
     joiner.join().unwrap().unwrap();
 }
+
+/// What the Windows console handler does on a console close, logoff or
+/// shutdown (`socksbalance::console`), run here against a real daemon:
+/// it starts the drain, the open tunnel keeps working, and it returns only
+/// once the daemon has finished. Windows ends the process when it returns.
+#[test]
+fn a_console_close_drains_open_tunnels_before_the_handler_returns() {
+    use socksbalance::console::{CloseHook, Event};
+    let d = daemon(&format!("{LISTEN}mode: socks5\nshutdown_timeout: 4s\nbackends:\n  - direct: true\n"));
+    let proxy = d.local_addrs()[0];
+    let target = echo_server("127.0.0.1:0");
+    let (code, mut tunnel) = socks_connect(proxy, &Dest::Ip(target), None).unwrap();
+    assert_eq!(code, 0);
+    let hook = CloseHook::new(d.trigger(), d.finished(), Duration::from_secs(4));
+    assert!(!hook.handle(Event::CtrlC), "Ctrl-C is async-signal's");
+    let joiner = thread::spawn(move || d.join());
+    let handler = thread::spawn(move || hook.handle(Event::Close));
+    // Draining: new clients are refused, the open tunnel carries on, and
+    // the handler has not returned.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while TcpStream::connect(proxy).is_ok() {
+        assert!(Instant::now() < deadline, "listener still accepting after the close event");
+        thread::yield_now();
+    }
+    tunnel.write_all(b"draining").unwrap();
+    let mut back = [0u8; 8];
+    tunnel.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"draining");
+    assert!(!handler.is_finished(), "the handler returned while a tunnel was open");
+    drop(tunnel);
+    assert!(handler.join().unwrap(), "a close event is handled");
+    // The daemon had finished when the handler returned.
+    joiner.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_console_close_handler_gives_up_within_the_windows_limit() {
+    use socksbalance::console::{CloseHook, Event, MAX_WAIT};
+    // A tunnel that never closes and a grace period longer than Windows
+    // allows: the handler must still return, at about MAX_WAIT.
+    let d = daemon(&format!("{LISTEN}mode: socks5\nshutdown_timeout: 1h\nbackends:\n  - direct: true\n"));
+    let target = echo_server("127.0.0.1:0");
+    let (code, tunnel) = socks_connect(d.local_addrs()[0], &Dest::Ip(target), None).unwrap();
+    assert_eq!(code, 0);
+    let hook = CloseHook::new(d.trigger(), d.finished(), Duration::from_secs(3600));
+    let start = Instant::now();
+    assert!(hook.handle(Event::Shutdown));
+    let took = start.elapsed();
+    assert!(took >= MAX_WAIT && took < MAX_WAIT + Duration::from_secs(5), "{took:?}");
+    // Closing the tunnel lets the daemon finish its (long) drain.
+    drop(tunnel);
+    d.join().unwrap();
+}
