@@ -155,11 +155,23 @@ pub fn verify_with_openssl(
     std::fs::write(&sig, signature).map_err(|e| Error(format!("{}: {e}", sig.display())))?;
     let key = public_pem.to_str().ok_or_else(|| Error("key path is not UTF-8".into()))?;
     let s = sig.to_str().ok_or_else(|| Error("scratch path is not UTF-8".into()))?;
-    match openssl(&["dgst", "-sha512", "-verify", key, "-signature", s], Some(message)) {
-        Ok(out) => Ok(String::from_utf8_lossy(&out).contains("Verified OK")),
-        Err(e) if e.0.contains("Verification failure") => Ok(false),
-        Err(e) => Err(e),
-    }
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha512", "-verify", key, "-signature", s])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error(format!("cannot run openssl: {e}")))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(message)
+        .map_err(|e| Error(format!("writing to openssl: {e}")))?;
+    let out = child.wait_with_output().map_err(|e| Error(format!("openssl: {e}")))?;
+    // openssl exits 1 both for a wrong signature ("Verification failure")
+    // and for one it cannot parse; either way it does not verify.
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK"))
 }
 
 #[cfg(test)]
