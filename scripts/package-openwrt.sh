@@ -69,7 +69,7 @@ tarball() { # tarball DIR OUT.tar.gz: reproducible tar.gz of DIR's contents
 }
 
 # The apk v3 writer, a workspace member (packaging/apk).
-cargo build --release --quiet -p socksbalance-apk
+cargo build --release --quiet --locked -p socksbalance-apk
 apk_tool=target/release/socksbalance-apk
 sign_args=()
 [ -z "${APK_SIGN_KEY:-}" ] || sign_args=(--sign-key "$APK_SIGN_KEY")
