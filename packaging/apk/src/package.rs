@@ -293,11 +293,12 @@ impl Package {
             }
         }
         for d in &self.dirs {
-            if d.path.starts_with('/')
-                || d.path.ends_with('/')
-                || d.path.split('/').any(|c| c == "." || c == "..") && !d.path.is_empty()
-            {
-                return invalid(format!("directory path {:?} must be relative, without . or ..", d.path));
+            let bad_component = |c: &str| c.is_empty() || c == "." || c == "..";
+            if !d.path.is_empty() && d.path.split('/').any(bad_component) {
+                return invalid(format!(
+                    "directory path {:?} must be relative, without empty, . or .. parts",
+                    d.path
+                ));
             }
             for w in d.files.windows(2) {
                 if w[0].name.as_bytes() >= w[1].name.as_bytes() {

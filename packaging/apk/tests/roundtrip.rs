@@ -92,6 +92,12 @@ fn bad_input_is_refused_with_a_reason() {
     let mut p = common::tiny();
     p.scripts.push(("postinst".into(), b"x".to_vec()));
     assert!(p.to_bytes(Options::default(), None).unwrap_err().0.contains("unknown script"));
+    for bad in ["/etc", "etc/", "etc//x", "etc/../x"] {
+        let mut p = common::tiny();
+        p.dirs[1].path = bad.into();
+        let e = p.to_bytes(Options::default(), None).unwrap_err();
+        assert!(e.0.contains("relative") || e.0.contains("out of order"), "{bad}: {e}");
+    }
     let mut p = common::tiny();
     p.dirs.swap(1, 2);
     assert!(p.to_bytes(Options::default(), None).unwrap_err().0.contains("out of order"));
