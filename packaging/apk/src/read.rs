@@ -199,17 +199,17 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
         dirs[*di as usize - 1].files[*fi as usize - 1].content = content.to_vec();
     }
 
-    let mut scripts = Vec::new();
-    for (slot, v) in root.field(pkg::SCRIPTS).items().iter().enumerate() {
-        if let Some(b) = v.blob() {
-            scripts.push((
-                schema::SCRIPT_NAMES[slot.min(schema::SCRIPT_NAMES.len() - 1)].to_string(),
-                b.to_vec(),
-            ));
-        }
-    }
-    if root.field(pkg::SCRIPTS).items().len() > schema::SCRIPT_NAMES.len() {
+    let slots = root.field(pkg::SCRIPTS).items();
+    if slots.len() > schema::SCRIPT_NAMES.len() {
         return Err(Error("scripts object has unknown slots".into()));
+    }
+    let mut scripts = Vec::new();
+    for (name, v) in schema::SCRIPT_NAMES.iter().zip(slots) {
+        match v {
+            Value::Null => {}
+            Value::Blob(b) => scripts.push((name.to_string(), b.clone())),
+            _ => return Err(Error(format!("script {name} is not a blob"))),
+        }
     }
 
     let package = Package { info: info_out, dirs, scripts };
