@@ -480,6 +480,22 @@ mod tests {
     }
 
     #[test]
+    fn ext_blocks_are_read_with_their_64_bit_size() {
+        // adb.h adb_block_init: type_size = (EXT << 30) + type, a reserved
+        // u32, then x_size = header (16) + payload length.
+        let mut b = ((BLOCK_EXT << 30) | BLOCK_DATA).to_le_bytes().to_vec();
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&(16u64 + 3).to_le_bytes());
+        b.extend_from_slice(b"xyz");
+        b.resize(24, 0);
+        let parsed = blocks(&b, 0).unwrap();
+        assert_eq!(parsed[0].kind, BLOCK_DATA);
+        assert_eq!(parsed[0].payload, b"xyz");
+        b[8] = 2; // x_size smaller than the header
+        assert!(blocks(&b, 0).is_err());
+    }
+
+    #[test]
     fn reader_refuses_out_of_bounds_and_deep_values() {
         let area = [0u8; 8];
         let mut r = Reader::new(&area).unwrap();
