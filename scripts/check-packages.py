@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Unpacks every OpenWrt .ipk in a directory (default dist/openwrt) and
-checks what opkg and OpenWrt rely on:
+every .apk in its <arch>/ folders, and checks what opkg, apk and OpenWrt
+rely on. For an .ipk:
 
 - the outer gzip'd tar holds exactly ./debian-binary ("2.0\\n"),
   ./data.tar.gz and ./control.tar.gz;
@@ -12,16 +13,32 @@ checks what opkg and OpenWrt rely on:
 - the binary's ELF class, endianness and machine match the architecture,
   and it is statically linked (no PT_INTERP).
 
+For an .apk (apk-tools v3 "ADB", read here by a second, independent
+parser, not the Rust one that wrote it):
+
+- "ADBd" + raw deflate of "ADB.pckg", then one ADB block, optional SIG
+  blocks, DATA blocks, each 8-aligned with zero padding;
+- info: name, version and arch matching socksbalance-<version>.apk in the
+  <arch>/ folder, every descriptive field set, no depends, installed-size
+  equal to the files' bytes, and the unique-id (SHA-256 of the ADB block);
+- the same payload as the .ipk plus lib/apk/packages/socksbalance.list,
+  .conffiles and .conffiles_static with OpenWrt 25.12's contents;
+- every file's SHA-256 against its DATA block, and the DATA order;
+- post-install, post-upgrade and pre-deinstall as OpenWrt writes them;
+- the binary's ELF as for the .ipk; and each .ipk has its .apk.
+
 Exits non-zero on the first package that fails. Standard library only.
 Usage: check-packages.py [DIR]
 """
 
 import gzip
+import hashlib
 import io
 import os
 import struct
 import sys
 import tarfile
+import zlib
 
 # OpenWrt arch prefix -> (ELF class, data encoding, e_machine)
 # class 1 = 32-bit, 2 = 64-bit; data 1 = little-endian, 2 = big-endian.
@@ -152,6 +169,165 @@ def check(ipk):
     print(f"OK   {base}  ({arch}, {size} bytes installed)")
 
 
+# apk v3 (apk-tools doc/apk-v3.5.scd, src/adb.h, src/apk_adb.h).
+T_OBJECT, T_ARRAY = 0xE, 0xD
+APK_EXTRA = {
+    "lib/apk/packages/socksbalance.list": 0o644,
+    "lib/apk/packages/socksbalance.conffiles": 0o644,
+    "lib/apk/packages/socksbalance.conffiles_static": 0o644,
+}
+
+
+def adb_value(area, tag, depth=0):
+    """Decodes one tagged value: None, int, bytes, or a list of slots
+    (index 0 = field 1) for objects and arrays."""
+    if depth > 16:
+        raise ValueError("nested too deep")
+    kind, v = tag >> 28, tag & 0x0FFFFFFF
+
+    def take(off, n):
+        if off + n > len(area):
+            raise ValueError(f"value at {off} out of range")
+        return area[off:off + n]
+
+    if kind == 0 and v == 0:
+        return None
+    if kind == 1:
+        return v
+    if kind == 2:
+        return struct.unpack("<I", take(v, 4))[0]
+    if kind == 3:
+        return struct.unpack("<Q", take(v, 8))[0]
+    if kind in (8, 9, 0xA):
+        width = {8: 1, 9: 2, 0xA: 4}[kind]
+        n = int.from_bytes(take(v, width), "little")
+        return bytes(take(v + width, n))
+    if kind in (T_OBJECT, T_ARRAY):
+        if v % 4:
+            raise ValueError(f"object at {v} not 4-aligned")
+        n = struct.unpack("<I", take(v, 4))[0]
+        slots = struct.unpack(f"<{n}I", take(v, 4 * n))[1:]
+        return [adb_value(area, t, depth + 1) for t in slots]
+    raise ValueError(f"bad tag {tag:#x}")
+
+
+def field(obj, i):
+    return obj[i - 1] if obj and len(obj) >= i else None
+
+
+def check_apk(path):
+    arch = os.path.basename(os.path.dirname(path))
+    base = os.path.basename(path)
+    if not (base.startswith("socksbalance-") and base.endswith(".apk")):
+        fail(path, "name is not socksbalance-<version>.apk")
+    version = base[len("socksbalance-"):-len(".apk")]
+    raw = open(path, "rb").read()
+    if raw[:4] != b"ADBd":
+        fail(path, "does not start with ADBd")
+    stream = zlib.decompress(raw[4:], -15)
+    if stream[:8] != b"ADB.pckg":
+        fail(path, "stream does not start with ADB.pckg")
+    pos, blocks = 8, []
+    while pos < len(stream):
+        ts = struct.unpack("<I", stream[pos:pos + 4])[0]
+        kind, size = ts >> 30, ts & 0x3FFFFFFF
+        end = pos + ((size + 7) & ~7)
+        if size < 4 or end > len(stream) or any(stream[pos + size:end]):
+            fail(path, f"bad block at {pos}")
+        blocks.append((kind, stream[pos + 4:pos + size]))
+        pos = end
+    kinds = [k for k, _ in blocks]
+    if not kinds or kinds[0] != 0 or kinds.count(0) != 1 or kinds != sorted(kinds):
+        fail(path, f"block order {kinds}")
+    area = blocks[0][1]
+    if area[0] != 0:
+        fail(path, "ADB compat version is not 0")
+    root = adb_value(area, struct.unpack("<I", area[4:8])[0])
+    info, paths, scripts = field(root, 1), field(root, 2) or [], field(root, 3)
+    text = {k: (field(info, i) or b"").decode() for k, i in
+            [("name", 1), ("version", 2), ("description", 4), ("arch", 5), ("license", 6),
+             ("origin", 7), ("maintainer", 8), ("url", 9)]}
+    if text["name"] != "socksbalance" or text["version"] != version or text["arch"] != arch:
+        fail(path, f"name/version/arch {text['name']} {text['version']} {text['arch']}")
+    for k, v in text.items():
+        if not v:
+            fail(path, f"info.{k} is empty")
+    if field(info, 15) is not None:
+        fail(path, "depends should be empty (static binary)")
+
+    # unique-id: SHA-256 of the ADB block with the id zeroed, first 20 bytes.
+    uid = field(info, 3)
+    root_off = struct.unpack("<I", area[4:8])[0] & 0x0FFFFFFF
+    info_off = struct.unpack("<I", area[root_off + 4:root_off + 8])[0] & 0x0FFFFFFF
+    uid_off = (struct.unpack("<I", area[info_off + 12:info_off + 16])[0] & 0x0FFFFFFF) + 1
+    zeroed = area[:uid_off] + bytes(20) + area[uid_off + 20:]
+    if uid is None or len(uid) != 20 or uid != hashlib.sha256(zeroed).digest()[:20]:
+        fail(path, "unique-id is not the SHA-256 of the ADB block")
+
+    files, order = {}, []
+    for di, d in enumerate(paths, 1):
+        dname = (field(d, 1) or b"").decode()
+        acl = field(d, 2)
+        if field(acl, 1) != 0o755 or field(acl, 2) != b"root" or field(acl, 3) != b"root":
+            fail(path, f"directory /{dname} acl {acl}")
+        for fi, f in enumerate(field(d, 3) or [], 1):
+            name = (dname + "/" if dname else "") + field(f, 1).decode()
+            acl = field(f, 2)
+            if field(acl, 2) != b"root" or field(acl, 3) != b"root":
+                fail(path, f"{name} not owned by root:root")
+            files[name] = {"mode": field(acl, 1), "size": field(f, 3) or 0, "hash": field(f, 5)}
+            if files[name]["size"]:
+                order.append((di, fi, name))
+    want = {n[2:]: m for n, m in PAYLOAD.items()}
+    want.update(APK_EXTRA)
+    if set(files) != set(want):
+        fail(path, f"payload files {sorted(files)}")
+    for name, mode in want.items():
+        if files[name]["mode"] != mode:
+            fail(path, f"{name}: mode {oct(files[name]['mode'])}")
+    data = [b for k, b in blocks if k == 2]
+    if len(data) != len(order):
+        fail(path, f"{len(data)} DATA blocks for {len(order)} files")
+    content = {}
+    for payload, (di, fi, name) in zip(data, order):
+        if struct.unpack("<II", payload[:8]) != (di, fi):
+            fail(path, f"DATA block out of order at {name}")
+        body = payload[8:]
+        if len(body) != files[name]["size"] or hashlib.sha256(body).digest() != files[name]["hash"]:
+            fail(path, f"{name}: size or SHA-256 does not match its DATA block")
+        content[name] = body
+    size = sum(f["size"] for f in files.values())
+    if field(info, 12) != size:
+        fail(path, f"installed-size {field(info, 12)} != {size}")
+
+    listed = content["lib/apk/packages/socksbalance.list"].decode().splitlines()
+    if listed != sorted(n[1:] for n in PAYLOAD):
+        fail(path, f"socksbalance.list is {listed}")
+    if content["lib/apk/packages/socksbalance.conffiles"].decode().splitlines() != CONFFILES:
+        fail(path, "socksbalance.conffiles")
+    static = [line.split(" ") for line in
+              content["lib/apk/packages/socksbalance.conffiles_static"].decode().splitlines()]
+    if [c[0] for c in static] != CONFFILES or any(
+            hashlib.sha256(content[c[0][1:]]).hexdigest() != c[1] for c in static):
+        fail(path, "socksbalance.conffiles_static does not list the conffiles' SHA-256")
+
+    head = ('. ${IPKG_INSTROOT}/lib/functions.sh\nexport root="${IPKG_INSTROOT}"\n'
+            'export pkgname="socksbalance"\n')
+    post = (field(scripts, 3) or b"").decode()
+    upgrade = (field(scripts, 7) or b"").decode()
+    prerm = (field(scripts, 4) or b"").decode()
+    if not post.startswith("#!/bin/sh\n") or head + "add_group_and_user\ndefault_postinst\n" not in post:
+        fail(path, "post-install is not OpenWrt's")
+    if not upgrade.startswith("#!/bin/sh\nexport PKG_UPGRADE=1\n") or "default_postinst" not in upgrade:
+        fail(path, "post-upgrade is not OpenWrt's")
+    if not prerm.startswith("#!/bin/sh\n") or head + "default_prerm\n" not in prerm:
+        fail(path, "pre-deinstall is not OpenWrt's")
+    if [i for i, v in enumerate(scripts or [], 1) if v is not None] != [3, 4, 7]:
+        fail(path, "unexpected scripts")
+    check_elf(path, arch, content["usr/bin/socksbalance"])
+    print(f"OK   {arch}/{base}  ({size} bytes installed, {kinds.count(1)} signature(s))")
+
+
 def main():
     directory = sys.argv[1] if len(sys.argv) > 1 else "dist/openwrt"
     ipks = sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".ipk"))
@@ -159,7 +335,16 @@ def main():
         raise SystemExit(f"FAIL: no .ipk files in {directory}")
     for ipk in ipks:
         check(ipk)
-    print(f"{len(ipks)} package(s) checked")
+    apks = sorted(os.path.join(directory, d, f) for d in os.listdir(directory)
+                  if os.path.isdir(os.path.join(directory, d))
+                  for f in os.listdir(os.path.join(directory, d)) if f.endswith(".apk"))
+    for apk in apks:
+        check_apk(apk)
+    ipk_archs = sorted(os.path.basename(i)[:-4].split("_", 2)[2] for i in ipks)
+    apk_archs = sorted(os.path.basename(os.path.dirname(a)) for a in apks)
+    if ipk_archs != apk_archs:
+        raise SystemExit(f"FAIL: .ipk arches {ipk_archs} but .apk arches {apk_archs}")
+    print(f"{len(ipks)} .ipk and {len(apks)} .apk package(s) checked")
 
 
 if __name__ == "__main__":

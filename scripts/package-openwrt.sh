@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Turns the static binaries in dist/ into OpenWrt packages, without the SDK:
-#   dist/openwrt/socksbalance_<version>-<release>_<openwrt-arch>.ipk
+#   dist/openwrt/socksbalance_<version>-<release>_<openwrt-arch>.ipk   (opkg: 23.05, 24.10)
+#   dist/openwrt/<openwrt-arch>/socksbalance-<version>-r<release>.apk  (apk v3: 25.12)
 # An .ipk is what opkg reads: a gzip'd tar of ./debian-binary,
-# ./data.tar.gz and ./control.tar.gz. Output is reproducible: sorted names,
-# mtime SOURCE_DATE_EPOCH, owner 0, gzip without names or times.
+# ./data.tar.gz and ./control.tar.gz. An .apk is apk-tools v3's ADB format,
+# written by packaging/apk (socksbalance-apk) with the files, scripts and
+# lib/apk/packages/ entries OpenWrt 25.12's include/package-pack.mk makes;
+# its name is OpenWrt's, which has no arch in it, hence one folder per arch.
+# Output is reproducible: sorted names, mtime SOURCE_DATE_EPOCH, owner 0,
+# gzip without names or times. APK_SIGN_KEY=key.pem signs the .apk files
+# (RSA or ECDSA P-256; see docs/openwrt.md).
 #
 # Usage: scripts/package-openwrt.sh [--build] [--out DIR] [OPENWRT_ARCH...]
 #   no arch: every arch whose binary is in dist/ (see docs/building.md for
@@ -39,7 +45,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --build) build=1 ;;
         --out) out=$2; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         -*) echo "package-openwrt.sh: unknown option $1" >&2; exit 2 ;;
         *) [ -n "${TARGET[$1]:-}" ] || { echo "package-openwrt.sh: unknown OpenWrt arch $1 (known: ${!TARGET[*]})" >&2; exit 2; }
            archs+=("$1") ;;
@@ -61,6 +67,12 @@ tarball() { # tarball DIR OUT.tar.gz: reproducible tar.gz of DIR's contents
     tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
         --format=gnu -C "$1" -cf - . | gzip -n -9 > "$2"
 }
+
+# The apk v3 writer, a workspace member (packaging/apk).
+cargo build --release --quiet --locked -p socksbalance-apk
+apk_tool=target/release/socksbalance-apk
+sign_args=()
+[ -z "${APK_SIGN_KEY:-}" ] || sign_args=(--sign-key "$APK_SIGN_KEY")
 
 mkdir -p "$out"
 made=()
@@ -130,10 +142,59 @@ SCRIPT
     # The order ipkg-build uses: debian-binary, data, control.
     tar --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
         -C "$work/ipk" -cf - ./debian-binary ./data.tar.gz ./control.tar.gz | gzip -n -9 > "$ipk"
-    rm -rf "$work"
     made+=("$ipk")
+
+    # The .apk for OpenWrt 25.12, staged as include/package-pack.mk stages
+    # it: the file list (taken before the lib/apk/packages/ files are
+    # added), the conffiles and their checksums, and its three scripts.
+    apkroot="$work/apk/root"
+    mkdir -p "$work/apk"
+    cp -a "$work/data" "$apkroot"
+    mkdir -p "$apkroot/lib/apk/packages"
+    (cd "$apkroot" && find . -type f,l -printf '/%P\n' | LC_ALL=C sort) > "$work/apk/list"
+    mv "$work/apk/list" "$apkroot/lib/apk/packages/socksbalance.list"
+    cp "$work/control/conffiles" "$apkroot/lib/apk/packages/socksbalance.conffiles"
+    while read -r f; do
+        printf '%s %s\n' "$f" "$(sha256sum "$apkroot$f" | cut -d' ' -f1)"
+    done < "$work/control/conffiles" > "$apkroot/lib/apk/packages/socksbalance.conffiles_static"
+    chmod 0644 "$apkroot"/lib/apk/packages/*
+    find "$apkroot" -type d -exec chmod 0755 {} +
+    cat > "$work/apk/post-install" <<'SCRIPT'
+#!/bin/sh
+[ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
+[ -s ${IPKG_INSTROOT}/lib/functions.sh ] || exit 0
+. ${IPKG_INSTROOT}/lib/functions.sh
+export root="${IPKG_INSTROOT}"
+export pkgname="socksbalance"
+add_group_and_user
+default_postinst
+SCRIPT
+    { printf '#!/bin/sh\nexport PKG_UPGRADE=1\n'; sed '1d' "$work/apk/post-install"; } > "$work/apk/post-upgrade"
+    cat > "$work/apk/pre-deinstall" <<'SCRIPT'
+#!/bin/sh
+[ -s ${IPKG_INSTROOT}/lib/functions.sh ] || exit 0
+. ${IPKG_INSTROOT}/lib/functions.sh
+export root="${IPKG_INSTROOT}"
+export pkgname="socksbalance"
+default_prerm
+SCRIPT
+    mkdir -p "$out/$arch"
+    apk="$out/$arch/socksbalance-${version}-r${release}.apk"
+    "$apk_tool" build --files "$apkroot" --output "$apk" \
+        --name socksbalance --version "${version}-r${release}" --arch "$arch" \
+        --description "SOCKS5 load balancer with health checks and a web dashboard: spreads SOCKS5 client connections over many upstream SOCKS5 proxies, with circuit breakers, per-connection failover and a compact dashboard. Static binary built for $target." \
+        --license MIT --origin feeds/socksbalance/socksbalance \
+        --url https://github.com/socksbalance/socksbalance \
+        --maintainer "socksbalance developers <socksbalance@users.noreply.github.com>" \
+        --mtime "$SOURCE_DATE_EPOCH" \
+        --script "post-install:$work/apk/post-install" \
+        --script "post-upgrade:$work/apk/post-upgrade" \
+        --script "pre-deinstall:$work/apk/pre-deinstall" \
+        "${sign_args[@]}"
+    made+=("$apk")
+    rm -rf "$work"
 done
 
 [ ${#made[@]} -gt 0 ] || { echo "package-openwrt.sh: no binaries in dist/ to package; run scripts/build.sh first" >&2; exit 1; }
-printf '%-62s %10s\n' package bytes
-for ipk in "${made[@]}"; do printf '%-62s %10s\n' "$ipk" "$(stat -c %s "$ipk")"; done
+printf '%-66s %10s\n' package bytes
+for f in "${made[@]}"; do printf '%-66s %10s\n' "$f" "$(stat -c %s "$f")"; done
