@@ -59,6 +59,7 @@ PAYLOAD = {
     "./etc/init.d/socksbalance": 0o755,
     "./etc/config/socksbalance": 0o644,
     "./etc/socksbalance/config.yaml": 0o644,
+    "./etc/hotplug.d/iface/30-socksbalance": 0o644,
 }
 CONFFILES = ["/etc/config/socksbalance", "/etc/socksbalance/config.yaml"]
 FIELDS = ["Package", "Version", "Depends", "Source", "License", "Section", "Architecture",

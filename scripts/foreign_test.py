@@ -236,7 +236,8 @@ def main():
         try:
             rc, body, err = curl_download(d.addr, url)
             ok = rc == 0 and hashlib.sha256(body).hexdigest() == digest
-            check(f"uplink ({uplink.strip()}): a 2 MiB download, SHA-256 verified", ok,
+            label = " ".join(uplink.replace("-", "").split())
+            check(f"uplink ({label}): a 2 MiB download, SHA-256 verified", ok,
                   "" if ok else f"curl rc={rc} bytes={len(body)} {err}")
         finally:
             d.stop()

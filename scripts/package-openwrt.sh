@@ -91,11 +91,14 @@ for arch in "${archs[@]}"; do
     fi
     work=$(mktemp -d)
     mkdir -p "$work/data/usr/bin" "$work/data/etc/init.d" "$work/data/etc/config" \
-        "$work/data/etc/socksbalance" "$work/control"
+        "$work/data/etc/socksbalance" "$work/data/etc/hotplug.d/iface" "$work/control"
     install -m 0755 "$bin" "$work/data/usr/bin/socksbalance"
     install -m 0755 openwrt/socksbalance/files/socksbalance.init "$work/data/etc/init.d/socksbalance"
     install -m 0644 openwrt/socksbalance/files/socksbalance.config "$work/data/etc/config/socksbalance"
     install -m 0644 openwrt/socksbalance/files/config.yaml "$work/data/etc/socksbalance/config.yaml"
+    # Multipath: re-probe uplinks when netifd brings an interface up or down.
+    install -m 0644 openwrt/socksbalance/files/socksbalance.hotplug \
+        "$work/data/etc/hotplug.d/iface/30-socksbalance"
     find "$work/data" -type d -exec chmod 0755 {} +
     installed_size=$(find "$work/data" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 
