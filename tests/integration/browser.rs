@@ -158,3 +158,35 @@ fn dashboard_shows_disconnected_and_recovers_by_itself() {
     assert!(!dom.contains("id=\"banner\" class=\"show\""), "still disconnected:\n{dom}");
     assert!(dom.contains("data-name=\"only\""), "rows not rendered after recovery");
 }
+
+/// Uplinks in the table: interface and address in the address column, a
+/// "link down" badge for an interface the kernel reports down (here: one
+/// that does not exist), and a proxy pinned to it shown "via" it.
+#[cfg(target_os = "linux")]
+#[test]
+fn dashboard_shows_uplinks_with_interface_address_and_link_state() {
+    let Some(browser) = chromium() else { return };
+    let d = daemon(&format!(
+        "{LISTEN}mode: socks5\nweb:\n  enabled: true\n  listen: 127.0.0.1:0\nbackends:\n  \
+         - {{name: wan-up, interface: lo, bind: 127.0.0.1}}\n  - {{name: wan-gone, interface: sbnone0}}\n  \
+         - {{name: pinned, address: \"127.0.0.1:9\", via: wan-gone}}\n"
+    ));
+    let web = d.web_addr().unwrap();
+    wait_for("the link states", IO_TIMEOUT, || get(web, "/api/stats", "").2.contains("\"link\":\"down\""));
+    let dom = dump_dom(browser, &format!("http://{web}/"), 3000);
+    let rows = dom
+        .split("<tbody id=\"rows\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tbody>").next())
+        .unwrap_or_else(|| panic!("no rendered table:\n{dom}"));
+    let row = |name: &str| {
+        rows.split("<tr ")
+            .find(|r| r.contains(&format!("data-name=\"{name}\"")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{rows}"))
+    };
+    assert!(row("wan-up").contains(">lo 127.0.0.1<"), "{}", row("wan-up"));
+    assert!(row("wan-up").contains("badge closed"), "{}", row("wan-up"));
+    assert!(row("wan-gone").contains("badge down\">link down<"), "{}", row("wan-gone"));
+    assert!(row("wan-gone").contains(">sbnone0 no address<"), "{}", row("wan-gone"));
+    assert!(row("pinned").contains(">127.0.0.1:9 via wan-gone<"), "{}", row("pinned"));
+}
