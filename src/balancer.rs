@@ -214,6 +214,17 @@ impl Pool {
         }
     }
 
+    /// Whether backend `i` is a proxy behind an uplink that is down, open
+    /// or missing: it can be neither used nor judged until the uplink is
+    /// back (the uplink's own probes run meanwhile).
+    pub fn cut_off(&self, i: usize) -> bool {
+        match self.via(i) {
+            Via::Direct => false,
+            Via::Uplink(u) => !self.backends[u].health.usable(),
+            Via::Missing => true,
+        }
+    }
+
     /// Whether backend `i` may take new connections: its own health and
     /// that of the uplink it is pinned to.
     fn usable(&self, i: usize) -> bool {
@@ -620,6 +631,45 @@ mod tests {
     }
 
     const LOCAL: Address = Address::UNSPECIFIED;
+
+    #[test]
+    fn a_proxy_behind_a_down_uplink_is_cut_off_and_never_picked() {
+        let c = Config::from_yaml(
+            "mode: socks5\nbackends:\n  - interface: wan1\n  - interface: wan2\n  - {address: 127.0.0.1:1080, via: wan2}\n",
+        )
+        .unwrap();
+        let p = Pool::new(&c).unwrap();
+        let who = Client { ip: [127, 0, 0, 1].into(), destination: &LOCAL };
+        assert_eq!((p.via(2), p.via(0)), (Via::Uplink(1), Via::Direct));
+        assert!(!p.cut_off(2));
+        let picks: Vec<usize> = (0..6).filter_map(|_| p.select(who, &|_| false)).collect();
+        assert!(picks.contains(&2), "{picks:?}");
+        // wan2's link goes down: neither it nor the proxy behind it is
+        // picked, even when nothing else is usable (panic mode).
+        assert!(p.backends()[1].health.set_link_down(true, Instant::now()));
+        assert!(p.cut_off(2));
+        for _ in 0..6 {
+            assert_eq!(p.select(who, &|_| false), Some(0));
+        }
+        p.backends()[0].health.set_active(false);
+        assert_eq!(p.select(who, &|i| i == 0), None, "panic mode skips unreachable backends");
+        // Back up: the proxy returns.
+        assert!(p.backends()[1].health.set_link_down(false, Instant::now()));
+        assert!(!p.cut_off(2));
+        assert!(p.select(who, &|i| i != 2).is_some() && p.select(who, &|i| i != 1).is_some());
+    }
+
+    #[test]
+    fn via_an_uplink_auto_has_not_found_is_missing() {
+        let c = Config::from_yaml(
+            "mode: socks5\nbackends:\n  - interfaces: auto\n  - {address: 127.0.0.1:1080, via: wan9}\n",
+        );
+        // `interfaces: auto` is Linux-only; elsewhere the config is refused.
+        let Ok(c) = c else { return };
+        let p = Pool::new(&c.with_discovered(&["wan1".into()])).unwrap();
+        assert_eq!(p.via(1), Via::Missing);
+        assert!(p.cut_off(1));
+    }
 
     fn client(ip: [u8; 4]) -> Client<'static> {
         Client { ip: IpAddr::from(ip), destination: &LOCAL }

@@ -24,7 +24,6 @@ use smol::lock::Semaphore;
 use smol::{Executor, Timer};
 
 use super::{probe, Source, State};
-use crate::balancer::Via;
 use crate::rng::Rng;
 use crate::server::Snapshot;
 
@@ -46,6 +45,12 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
         let mut wake = now + config.check_interval;
         let mut changed = false;
         for (i, backend) in pool.backends().iter().enumerate() {
+            // A proxy behind a down uplink waits for it: probing it would
+            // judge the link, not the proxy. The uplink's recovery kicks
+            // this loop.
+            if pool.cut_off(i) {
+                continue;
+            }
             let mut inner = backend.health.lock();
             if inner.probing {
                 continue;
@@ -96,14 +101,8 @@ async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Rng) {
     let config = &snapshot.config.health;
     let pool = &snapshot.pool;
     let backend = &pool.backends()[i];
-    // A proxy behind an uplink that is down cannot be judged: skip it
-    // until the link is back (the uplink's own probe runs meanwhile).
-    let cut_off = match pool.via(i) {
-        Via::Direct => false,
-        Via::Uplink(u) => !pool.backends()[u].health.usable(),
-        Via::Missing => true,
-    };
-    if !cut_off {
+    // The uplink may have gone down since the probe was scheduled.
+    if !pool.cut_off(i) {
         let result = probe::probe(&backend.config, pool.uplink_of(i), config).await;
         log::debug!("backend {}: probe {:?} in {:?}", backend.config.name, result.outcome, result.latency);
         pool.report(i, Source::Probe, Some(result.outcome), result.latency);
