@@ -312,19 +312,26 @@ log:
   level: debug
 ";
 
+/// The namespaces with wan1 and wan2 up and the target running; `None`
+/// (the test skips) without root or iproute2.
+fn two_wans(tag: &str) -> Option<Net> {
+    if !can_run() {
+        return None;
+    }
+    let net = Net::new(tag);
+    net.add_link(1);
+    net.add_link(2);
+    start_target(&net.inet);
+    Some(net)
+}
+
 fn from(n: u8) -> String {
     format!("198.18.{n}.1")
 }
 
 #[test]
 fn auto_uplinks_spread_fail_over_recover_and_pick_up_new_interfaces() {
-    if !can_run() {
-        return;
-    }
-    let net = Net::new("a");
-    net.add_link(1);
-    net.add_link(2);
-    start_target(&net.inet);
+    let Some(net) = two_wans("a") else { return };
     let _daemon = Daemon::start(&net.bal, &format!("{SETTINGS}backends:\n  - interfaces: auto\n"));
     let limit = Duration::from_secs(10);
     wait_for("two uplinks found", limit, || {
@@ -378,13 +385,7 @@ fn auto_uplinks_spread_fail_over_recover_and_pick_up_new_interfaces() {
 
 #[test]
 fn a_proxy_pinned_via_an_uplink_leaves_through_it_and_is_not_blamed_when_it_is_down() {
-    if !can_run() {
-        return;
-    }
-    let net = Net::new("v");
-    net.add_link(1);
-    net.add_link(2);
-    start_target(&net.inet);
+    let Some(net) = two_wans("v") else { return };
     // A SOCKS5 proxy in the "internet" namespace, behind a forwarder that
     // notes where each connection to it came from.
     let (proxy, callers) = in_ns(&net.inet, || {
@@ -441,13 +442,7 @@ fn a_proxy_pinned_via_an_uplink_leaves_through_it_and_is_not_blamed_when_it_is_d
 
 #[test]
 fn a_link_whose_gateway_goes_silent_fails_over_and_opens_its_circuit() {
-    if !can_run() {
-        return;
-    }
-    let net = Net::new("s");
-    net.add_link(1);
-    net.add_link(2);
-    start_target(&net.inet);
+    let Some(net) = two_wans("s") else { return };
     let yaml = format!("{SETTINGS}backends:\n  - interface: wan1\n  - interface: wan2\n");
     let _daemon = Daemon::start(&net.bal, &yaml);
     let limit = Duration::from_secs(10);
