@@ -85,6 +85,15 @@ impl Net {
         ip(&format!("-n {i} link set p{n} up"));
         ip(&format!("-n {b} addr add 198.18.{n}.1/24 dev wan{n}"));
         ip(&format!("-n {b} link set wan{n} up"));
+        // ARP as an ISP's gateway does it: answer only for p{n}'s own
+        // address, and ask from it too. Otherwise the namespace answers
+        // for the target (and teaches wan{n} the target's "MAC" when it
+        // asks for a client), and a socket bound to wan{n} would reach the
+        // target with no route at all.
+        let conf = format!("/proc/sys/net/ipv4/conf/p{n}");
+        let arp = format!("echo 1 > {conf}/arp_ignore && echo 2 > {conf}/arp_announce");
+        let status = Command::new("ip").args(["netns", "exec", i, "sh", "-c", &arp]).status().expect("sh");
+        assert!(status.success(), "arp_ignore on p{n}");
         self.add_route(n);
     }
 
@@ -474,4 +483,30 @@ fn a_link_whose_gateway_goes_silent_fails_over_and_opens_its_circuit() {
     });
     let (seen, errors) = connections(&net.bal, 6);
     assert!(errors.is_empty() && seen.contains(&from(1)), "{seen:?} {errors:?}");
+
+    // No route through wan1 (carrier still up). For a socket bound to a
+    // device Linux then assumes the destination is on the link and asks
+    // for it by ARP, which the gateway does not answer: connects time out,
+    // count against wan1, and clients move to wan2.
+    ip(&format!("-n {} route del default dev wan1", net.bal));
+    let timeouts_before = count(&api_stats(&net.bal), "wan1", "timeouts");
+    let (seen, errors) = connections(&net.bal, 10);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(seen.iter().all(|s| *s == from(2)), "{seen:?}");
+    assert!(count(&api_stats(&net.bal), "wan1", "timeouts") > timeouts_before);
+    // The route returns: the route event re-probes wan1.
+    net.add_route(1);
+    wait_for("wan1 back after its route", limit, || {
+        backend(&api_stats(&net.bal), "wan1").is_some_and(|b| b.contains("\"circuit\":\"closed\""))
+    });
+    let (seen, errors) = connections(&net.bal, 6);
+    assert!(errors.is_empty() && seen.contains(&from(1)), "{seen:?} {errors:?}");
+}
+
+/// A backend's integer field from a stats body.
+fn count(stats: &str, name: &str, field: &str) -> u64 {
+    let b = backend(stats, name).unwrap_or_else(|| panic!("no {name} in {stats}"));
+    let at =
+        b.find(&format!("\"{field}\":")).unwrap_or_else(|| panic!("no {field} in {b}")) + field.len() + 3;
+    b[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
 }
