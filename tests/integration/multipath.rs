@@ -30,9 +30,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::support::{wait_for, IO_TIMEOUT};
+use crate::support::{socks_connect, wait_for, Dest, IO_TIMEOUT};
 
 const TARGET: &str = "198.19.0.1:7";
+const TARGET_V6: &str = "[fd00:19::1]:7";
 const PROXY: &str = "127.0.0.1:1080";
 const API: &str = "127.0.0.1:8080";
 
@@ -74,6 +75,7 @@ impl Net {
         ip(&format!("-n {} link set lo up", net.bal));
         ip(&format!("-n {} link set lo up", net.inet));
         ip(&format!("-n {} addr add 198.19.0.1/32 dev lo", net.inet));
+        ip(&format!("-n {} addr add fd00:19::1/128 dev lo", net.inet));
         net
     }
 
@@ -84,6 +86,10 @@ impl Net {
         ip(&format!("-n {i} addr add 198.18.{n}.2/24 dev p{n}"));
         ip(&format!("-n {i} link set p{n} up"));
         ip(&format!("-n {b} addr add 198.18.{n}.1/24 dev wan{n}"));
+        // IPv6 too (fd00::/8), without duplicate address detection so the
+        // addresses are usable at once.
+        ip(&format!("-n {i} addr add fd00:{n}::2/64 dev p{n} nodad"));
+        ip(&format!("-n {b} addr add fd00:{n}::1/64 dev wan{n} nodad"));
         ip(&format!("-n {b} link set wan{n} up"));
         // ARP as an ISP's gateway does it: answer only for p{n}'s own
         // address, and ask from it too. Otherwise the namespace answers
@@ -98,15 +104,17 @@ impl Net {
     }
 
     fn add_route(&self, n: u8) {
-        ip(&format!(
-            "-n {} route add default via 198.18.{n}.2 dev wan{n} metric {}",
-            self.bal,
-            u32::from(n) * 10
-        ));
+        let metric = u32::from(n) * 10;
+        ip(&format!("-n {} route replace default via 198.18.{n}.2 dev wan{n} metric {metric}", self.bal));
+        ip(&format!("-n {} -6 route replace default via fd00:{n}::2 dev wan{n} metric {metric}", self.bal));
     }
 
     fn set_link(&self, n: u8, up: bool) {
         ip(&format!("-n {} link set wan{n} {}", self.bal, if up { "up" } else { "down" }));
+        if up {
+            // Linux drops IPv6 addresses when a link goes down.
+            ip(&format!("-n {} addr replace fd00:{n}::1/64 dev wan{n} nodad", self.bal));
+        }
     }
 
     /// Packets sent through `wanN`, from the kernel's counters.
@@ -162,7 +170,16 @@ fn start_target(ns: &str) {
     thread::spawn(move || {
         enter(&path);
         let listener = TcpListener::bind(TARGET).expect("bind target");
+        let v6 = TcpListener::bind(TARGET_V6).expect("bind IPv6 target");
+        thread::spawn(move || serve_target(v6));
         ready_tx.send(()).unwrap();
+        serve_target(listener);
+    });
+    ready.recv_timeout(IO_TIMEOUT).expect("target listening");
+}
+
+fn serve_target(listener: TcpListener) {
+    {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
             thread::spawn(move || {
@@ -176,27 +193,20 @@ fn start_target(ns: &str) {
                 }
             });
         }
-    });
-    ready.recv_timeout(IO_TIMEOUT).expect("target listening");
+    }
 }
 
 /// One client connection through the balancer to the target, from inside
 /// the balancer's namespace: the source address the target saw, or what
 /// went wrong.
 fn through(proxy: SocketAddr) -> Result<String, String> {
-    let target: SocketAddr = TARGET.parse().unwrap();
-    let mut s = TcpStream::connect(proxy).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut request = vec![5, 1, 0, 5, 1, 0, 1];
-    if let SocketAddr::V4(t) = target {
-        request.extend_from_slice(&t.ip().octets());
-        request.extend_from_slice(&t.port().to_be_bytes());
-    }
-    s.write_all(&request).map_err(|e| e.to_string())?;
-    let mut reply = [0u8; 12];
-    s.read_exact(&mut reply).map_err(|e| format!("reply: {e}"))?;
-    if reply[3] != 0 {
-        return Err(format!("SOCKS reply {:#04x}", reply[3]));
+    through_to(proxy, &Dest::Ip(TARGET.parse().unwrap()))
+}
+
+fn through_to(proxy: SocketAddr, dest: &Dest) -> Result<String, String> {
+    let (code, mut s) = socks_connect(proxy, dest, None).map_err(|e| format!("handshake: {e}"))?;
+    if code != 0 {
+        return Err(format!("SOCKS reply {code:#04x}"));
     }
     let mut lines = BufReader::new(s.try_clone().unwrap());
     let mut peer = String::new();
@@ -389,7 +399,10 @@ fn auto_uplinks_spread_fail_over_recover_and_pick_up_new_interfaces() {
     let stats = api_stats(&net.bal);
     let wan3 = backend(&stats, "wan3").unwrap();
     assert!(wan3.contains("\"kind\":\"uplink\"") && wan3.contains("\"interface\":\"wan3\""), "{wan3}");
-    assert!(wan3.contains("\"addresses\":[\"198.18.3.1\"]") && wan3.contains("\"link\":\"up\""), "{wan3}");
+    assert!(
+        wan3.contains("\"addresses\":[\"198.18.3.1\",\"fd00:3::1\"]") && wan3.contains("\"link\":\"up\""),
+        "{wan3}"
+    );
 }
 
 #[test]
@@ -509,4 +522,58 @@ fn count(stats: &str, name: &str, field: &str) -> u64 {
     let at =
         b.find(&format!("\"{field}\":")).unwrap_or_else(|| panic!("no {field} in {b}")) + field.len() + 3;
     b[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+/// Names resolve with the system resolver (here a hosts file that `ip
+/// netns exec` gives the daemon), and the two IP versions are raced. The
+/// resolver puts the name's IPv6 address first, and it is silent, so the
+/// IPv4 one must win, through the uplink, well before the connect timeout
+/// (which covers all attempts: one after the other, they would fail). A
+/// literal IPv6 destination goes through each uplink too.
+#[test]
+fn dual_stack_names_fall_back_between_families_through_an_uplink() {
+    let Some(net) = two_wans("d") else { return };
+    // fd00:19::99 is nobody: packets to it are dropped without an answer.
+    let _hosts = HostsFile::new(&net.bal, "fd00:19::99 dual.test\n198.19.0.1 dual.test\n");
+    let order =
+        Command::new("ip").args(["netns", "exec", &net.bal, "getent", "ahosts", "dual.test"]).output();
+    let order = String::from_utf8_lossy(&order.expect("getent").stdout).into_owned();
+    assert!(order.starts_with("fd00:19::99"), "the silent IPv6 address must come first:\n{order}");
+    let yaml = format!("{SETTINGS}backends:\n  - interface: wan1\n  - interface: wan2\n");
+    let _daemon = Daemon::start(&net.bal, &yaml);
+    let (by_name, literal) = in_ns(&net.bal, || {
+        let proxy: SocketAddr = PROXY.parse().unwrap();
+        let v6: SocketAddr = TARGET_V6.parse().unwrap();
+        let by_name: Vec<_> = (0..4).map(|_| through_to(proxy, &Dest::Name("dual.test", 7))).collect();
+        let literal: Vec<_> = (0..4).map(|_| through_to(proxy, &Dest::Ip(v6))).collect();
+        (by_name, literal)
+    });
+    let peers = |results: &[Result<String, String>]| -> Vec<String> {
+        results.iter().map(|r| r.clone().expect("connected")).collect()
+    };
+    let (by_name, literal) = (peers(&by_name), peers(&literal));
+    assert!(by_name.contains(&from(1)) && by_name.contains(&from(2)), "{by_name:?}");
+    assert!(
+        literal.contains(&"fd00:1::1".to_owned()) && literal.contains(&"fd00:2::1".to_owned()),
+        "{literal:?}"
+    );
+}
+
+/// `/etc/netns/NS/hosts`, which `ip netns exec NS` mounts over /etc/hosts
+/// for the programs it starts; removed when dropped.
+struct HostsFile(std::path::PathBuf);
+
+impl HostsFile {
+    fn new(ns: &str, text: &str) -> HostsFile {
+        let dir = std::path::Path::new("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{text}")).unwrap();
+        HostsFile(dir)
+    }
+}
+
+impl Drop for HostsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
