@@ -90,6 +90,45 @@ pub struct Pool {
     /// Wakes the health checker early (after a failure, a state change).
     kick_tx: Sender<()>,
     kick_rx: Receiver<()>,
+    /// Health probes in flight (the checker bounds them).
+    probes: ProbeGauge,
+}
+
+/// Counts the health probes in flight, and the most there ever were at
+/// once. `usize` atomics only: 32-bit MIPS has no 64-bit ones.
+#[derive(Debug, Default)]
+pub struct ProbeGauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl ProbeGauge {
+    /// Counts one probe until the returned guard drops.
+    pub fn start(&self) -> ProbeGuard<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        ProbeGuard(self)
+    }
+
+    /// Probes in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    /// The most probes that were ever in flight at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// One probe in flight; see [`ProbeGauge::start`].
+#[derive(Debug)]
+pub struct ProbeGuard<'a>(&'a ProbeGauge);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Pool {
@@ -177,6 +216,7 @@ impl Pool {
             outage: OutageDetector::new(now, outage_window(config)),
             kick_tx,
             kick_rx,
+            probes: ProbeGauge::default(),
         };
         if previous.is_some() {
             pool.recompute_active_set();
@@ -243,6 +283,11 @@ impl Pool {
     /// Whether an uplink outage is in progress (see [`OutageDetector`]).
     pub fn outage(&self) -> bool {
         self.outage.active.load(Ordering::Relaxed)
+    }
+
+    /// The health probes in flight.
+    pub fn probes(&self) -> &ProbeGauge {
+        &self.probes
     }
 
     /// The receiver the health checker waits on besides its timer.

@@ -79,6 +79,7 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
                 (Arc::clone(&snapshot), Arc::clone(&permits), Arc::clone(&jitter));
             ex.spawn(async move {
                 let _permit = permits.acquire().await;
+                let _counted = snapshot.pool.probes().start();
                 Timer::after(delay).await;
                 probe_one(&snapshot, i, &jitter).await;
             })

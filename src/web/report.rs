@@ -62,6 +62,8 @@ pub struct Report {
     pub algorithm: String,
     pub refresh_interval: u32,
     pub outage: bool,
+    /// Health probes in flight now.
+    pub probes_in_flight: usize,
     pub connections_total: u64,
     pub connections_open: usize,
     /// Clients closed for not being in `allow`.
@@ -162,6 +164,7 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
         algorithm: snapshot.config.balancer.algorithm.to_string(),
         refresh_interval: snapshot.config.web.refresh_interval.get(),
         outage: snapshot.pool.outage(),
+        probes_in_flight: snapshot.pool.probes().in_flight(),
         connections_total: stats.accepted.get(),
         connections_open: stats.open.load(Ordering::Relaxed),
         clients_denied: stats.denied_clients.get(),
@@ -394,7 +397,7 @@ pub fn to_prometheus(r: &Report) -> String {
         label(&r.mode),
         label(&r.algorithm)
     );
-    let globals: [(&str, &str, &str, f64); 10] = [
+    let globals: [(&str, &str, &str, f64); 11] = [
         ("uptime_seconds", "gauge", "Seconds since the daemon started.", r.uptime.as_secs_f64()),
         ("connections_total", "counter", "Client connections accepted.", r.connections_total as f64),
         ("open_tunnels", "gauge", "Client connections open now.", r.connections_open as f64),
@@ -418,6 +421,7 @@ pub fn to_prometheus(r: &Report) -> String {
             "1 while every backend is failing (an uplink outage).",
             f64::from(u8::from(r.outage)),
         ),
+        ("probes_in_flight", "gauge", "Health probes in flight now (at most 16).", r.probes_in_flight as f64),
         ("bytes_up_total", "counter", "Bytes relayed from clients to backends.", r.bytes_up as f64),
         ("bytes_down_total", "counter", "Bytes relayed from backends to clients.", r.bytes_down as f64),
     ];
