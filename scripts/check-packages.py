@@ -57,8 +57,8 @@ ELF = {
 PAYLOAD = {
     "./usr/bin/socksbalance": 0o755,
     "./etc/init.d/socksbalance": 0o755,
-    "./etc/config/socksbalance": 0o644,
-    "./etc/socksbalance/config.yaml": 0o644,
+    "./etc/config/socksbalance": 0o600,
+    "./etc/socksbalance/config.yaml": 0o600,
     "./etc/hotplug.d/iface/30-socksbalance": 0o644,
 }
 CONFFILES = ["/etc/config/socksbalance", "/etc/socksbalance/config.yaml"]

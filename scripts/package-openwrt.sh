@@ -94,8 +94,8 @@ for arch in "${archs[@]}"; do
         "$work/data/etc/socksbalance" "$work/data/etc/hotplug.d/iface" "$work/control"
     install -m 0755 "$bin" "$work/data/usr/bin/socksbalance"
     install -m 0755 openwrt/socksbalance/files/socksbalance.init "$work/data/etc/init.d/socksbalance"
-    install -m 0644 openwrt/socksbalance/files/socksbalance.config "$work/data/etc/config/socksbalance"
-    install -m 0644 openwrt/socksbalance/files/config.yaml "$work/data/etc/socksbalance/config.yaml"
+    install -m 0600 openwrt/socksbalance/files/socksbalance.config "$work/data/etc/config/socksbalance"
+    install -m 0600 openwrt/socksbalance/files/config.yaml "$work/data/etc/socksbalance/config.yaml"
     # Multipath: re-probe uplinks when netifd brings an interface up or down.
     install -m 0644 openwrt/socksbalance/files/socksbalance.hotplug \
         "$work/data/etc/hotplug.d/iface/30-socksbalance"
