@@ -86,13 +86,18 @@ pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, Error> {
 ///
 /// Each indirect value is aligned as apk-tools' writer aligns it (adb.c:
 /// a blob to the width of its length field, ints and objects to 4), and
-/// identical bytes at a suitable alignment are stored once, as apk-tools
-/// does, so names like "root" appear once however often they are used.
+/// identical bytes are stored once, as apk-tools does, so names like
+/// "root" appear once however often they are used.
+///
+/// The reuse rule is adb.c `adb_w_data`'s, so that our bytes are the bytes
+/// `apk mkpkg` writes: it remembers one offset per distinct byte string (the
+/// latest written), reuses it when it suits the alignment asked for, and
+/// otherwise writes a new copy that from then on is the one remembered.
 pub struct Writer {
     /// The payload so far; bytes 4..8 receive the root value at the end.
     buf: Vec<u8>,
-    /// Offsets of bytes already written, for reuse (apk's `adb_w_data`).
-    seen: HashMap<Vec<u8>, Vec<u32>>,
+    /// The offset of each byte string written with reuse (apk's hash buckets).
+    seen: HashMap<Vec<u8>, u32>,
 }
 
 impl Default for Writer {
@@ -121,13 +126,17 @@ impl Writer {
     }
 
     fn data(&mut self, data: &[u8], align: usize) -> Result<u32, Error> {
-        if let Some(offsets) = self.seen.get(data) {
-            if let Some(&o) = offsets.iter().find(|&&o| o as usize % align == 0) {
+        // adb.c adb_w_data: `if ((entry->offs & (alignment-1)) != 0) goto
+        // add;` replaces the bucket entry with the new copy. (apk-tools
+        // before 3.0 tested `offs & alignment`, a bug fixed since; we follow
+        // the fixed rule, which is the one OpenWrt 25.12's apk 3.0 has.)
+        if let Some(&o) = self.seen.get(data) {
+            if o as usize % align == 0 {
                 return Ok(o);
             }
         }
         let offset = self.raw(data, align)?;
-        self.seen.entry(data.to_vec()).or_default().push(offset);
+        self.seen.insert(data.to_vec(), offset);
         Ok(offset)
     }
 
@@ -196,10 +205,21 @@ impl Writer {
         self.slots(TYPE_OBJECT, fields)
     }
 
-    /// An array of the non-NULL `items`, in order.
+    /// An array of the non-NULL `items`, in order, under the Array tag
+    /// (adb.c `adb_w_arr`).
     pub fn array(&mut self, items: &[u32]) -> Result<u32, Error> {
         let items: Vec<u32> = items.iter().copied().filter(|&v| v != NULL).collect();
         self.slots(TYPE_ARRAY, &items)
+    }
+
+    /// An array of the non-NULL `items` written as apk's mkpkg writes its
+    /// "paths" and "files" arrays: built with `adb_wa_append_obj` and stored
+    /// with `adb_wo_obj`, which goes through `adb_w_obj` and so gives the
+    /// array the Object tag (0xe), not the Array tag (0xd). apk reads either
+    /// (adb.c `adb_r_obj`); the tag only matters for being byte-identical.
+    pub fn object_array(&mut self, items: &[u32]) -> Result<u32, Error> {
+        let items: Vec<u32> = items.iter().copied().filter(|&v| v != NULL).collect();
+        self.slots(TYPE_OBJECT, &items)
     }
 
     /// The finished payload with `root` stored in the header.
@@ -450,6 +470,30 @@ mod tests {
         assert_eq!(w.blob(&[7; 256]).unwrap() & TYPE_MASK, TYPE_BLOB16);
         assert_eq!(w.blob(&[7; 0x10000]).unwrap() & TYPE_MASK, TYPE_BLOB32);
         assert_eq!(w.blob(b"").unwrap(), NULL);
+    }
+
+    #[test]
+    fn reuse_follows_adb_w_data_one_offset_per_byte_string() {
+        // Regression: we kept every copy and reused the first that fit; apk
+        // remembers only the latest copy, so a later request can land on a
+        // different offset than ours did.
+        let mut w = Writer::new();
+        w.buf.push(0); // make the next free offset odd (9)
+        let first = w.data(b"abcd", 1).unwrap();
+        assert_eq!(first, 9);
+        let aligned = w.data(b"abcd", 4).unwrap();
+        assert_eq!(aligned, 16, "9 is not 4-aligned: a new copy");
+        assert_eq!(w.data(b"abcd", 1).unwrap(), 16, "the latest copy is the one reused");
+        assert_eq!(w.data(b"abcd", 4).unwrap(), 16);
+    }
+
+    #[test]
+    fn object_arrays_carry_the_object_tag() {
+        let mut w = Writer::new();
+        let one = w.int(1).unwrap();
+        assert_eq!(w.object_array(&[NULL, one]).unwrap() & TYPE_MASK, TYPE_OBJECT);
+        assert_eq!(w.array(&[one]).unwrap() & TYPE_MASK, TYPE_ARRAY);
+        assert_eq!(w.object_array(&[NULL]).unwrap(), NULL);
     }
 
     #[test]

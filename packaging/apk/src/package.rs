@@ -275,12 +275,18 @@ impl Package {
     /// Refuses input apk would reject or misread.
     pub fn check(&self) -> Result<(), Error> {
         self.info.check()?;
-        for (name, _) in &self.scripts {
+        for (i, (name, _)) in self.scripts.iter().enumerate() {
             if schema::script_slot(name).is_none() {
                 return invalid(format!(
                     "unknown script {name:?}; apk knows {}",
                     schema::SCRIPT_NAMES.join(", ")
                 ));
+            }
+            // A slot holds one script: mkpkg keeps the last --script for a
+            // slot and still leaves the earlier body's bytes in the file.
+            // Refuse instead of silently dropping one.
+            if self.scripts[..i].iter().any(|(n, _)| n == name) {
+                return invalid(format!("script {name:?} given twice; a package has one per slot"));
             }
         }
         match self.dirs.first() {
@@ -366,7 +372,7 @@ impl Package {
             let mut dobj = vec![NULL; dir::FILES];
             dobj[dir::NAME - 1] = w.blob(d.path.as_bytes())?;
             dobj[dir::ACL - 1] = acl_object(&mut w, d.mode, &d.user, &d.group)?;
-            dobj[dir::FILES - 1] = w.array(&files)?;
+            dobj[dir::FILES - 1] = w.object_array(&files)?;
             paths.push(w.object(&dobj)?);
         }
 
@@ -376,11 +382,15 @@ impl Package {
 
         let mut root = vec![NULL; pkg::SCRIPTS];
         root[pkg::INFO - 1] = w.object(&pi)?;
-        root[pkg::PATHS - 1] = w.array(&paths)?;
+        root[pkg::PATHS - 1] = w.object_array(&paths)?;
+        // mkpkg writes the script bodies slot by slot, ADBI_SCRPT_TRIGGER up
+        // to ADBI_SCRPT_POSTUPGRADE, whatever order --script came in; so do
+        // we, or equal scripts would land at other offsets.
         let mut scripts = vec![NULL; schema::SCRIPT_NAMES.len()];
-        for (name, body) in &self.scripts {
-            let slot = schema::script_slot(name).expect("checked");
-            scripts[slot - 1] = w.blob(body)?;
+        for (i, slot_name) in schema::SCRIPT_NAMES.iter().enumerate() {
+            if let Some((_, body)) = self.scripts.iter().find(|(n, _)| n == slot_name) {
+                scripts[i] = w.blob(body)?;
+            }
         }
         root[pkg::SCRIPTS - 1] = w.object(&scripts)?;
         let root = w.object(&root)?;
@@ -488,6 +498,55 @@ mod tests {
         for bad in ["", "-x", "a b", "a/b", "ä"] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    fn one_file_package(scripts: &[(&str, &str)]) -> Package {
+        Package {
+            info: Info {
+                name: "s".into(),
+                version: "1-r0".into(),
+                description: String::new(),
+                arch: "x86_64".into(),
+                license: String::new(),
+                origin: String::new(),
+                maintainer: String::new(),
+                url: String::new(),
+            },
+            dirs: vec![Dir {
+                path: String::new(),
+                mode: 0o755,
+                user: "root".into(),
+                group: "root".into(),
+                files: vec![File {
+                    name: "f".into(),
+                    mode: 0o644,
+                    user: "root".into(),
+                    group: "root".into(),
+                    mtime: 1,
+                    content: b"x".to_vec(),
+                }],
+            }],
+            scripts: scripts.iter().map(|(n, b)| (n.to_string(), b.as_bytes().to_vec())).collect(),
+        }
+    }
+
+    #[test]
+    fn scripts_are_written_in_slot_order_whatever_order_they_come_in() {
+        // Regression: bodies were written in the order given, so a package
+        // built with --script post-upgrade before --script post-install
+        // differed from apk mkpkg's, which walks the slots in order.
+        let in_order =
+            one_file_package(&[("post-install", "#!/bin/sh\na\n"), ("post-upgrade", "#!/bin/sh\nb\n")]);
+        let reversed =
+            one_file_package(&[("post-upgrade", "#!/bin/sh\nb\n"), ("post-install", "#!/bin/sh\na\n")]);
+        assert_eq!(in_order.adb().unwrap(), reversed.adb().unwrap());
+    }
+
+    #[test]
+    fn a_script_slot_given_twice_is_refused() {
+        let p = one_file_package(&[("post-install", "a"), ("pre-deinstall", "b"), ("post-install", "c")]);
+        let e = p.adb().unwrap_err();
+        assert!(e.0.contains("\"post-install\" given twice"), "{e}");
     }
 
     #[test]

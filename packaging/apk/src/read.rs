@@ -115,6 +115,11 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
         }
     }
     let area = adb_payload.ok_or_else(|| Error("no ADB block".into()))?;
+    // adb.c __adb_m_parse refuses an ADB block under 16 bytes (adb_hdr plus
+    // at least a root object's count and one slot).
+    if area.len() < 16 {
+        return Err(Error(format!("ADB block of {} bytes; apk needs at least 16", area.len())));
+    }
     let mut r = Reader::new(area)?;
     let root = r.value(r.root_tag())?;
     let placements = std::mem::take(&mut r.placements);

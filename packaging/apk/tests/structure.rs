@@ -82,11 +82,14 @@ fn adb_header_and_value_tags_follow_the_wire_format() {
     let n = le32(a, root_off) as usize;
     assert_eq!(n, 4, "info, paths, scripts + the count slot");
     let slot = |obj: u32, i: usize| le32(a, (obj & 0x0fff_ffff) as usize + 4 * i);
-    // apk_adb.h: ADBI_PKG_PKGINFO 1 (object), ADBI_PKG_PATHS 2 (array),
-    // ADBI_PKG_SCRIPTS 3 (object).
+    // apk_adb.h: ADBI_PKG_PKGINFO 1 (object), ADBI_PKG_PATHS 2 (an array
+    // in the schema, but mkpkg stores it with adb_wo_obj, hence the Object
+    // tag 0xe, as are each directory's "files"), ADBI_PKG_SCRIPTS 3.
     assert_eq!(slot(root, 1) >> 28, 0xe);
-    assert_eq!(slot(root, 2) >> 28, 0xd);
+    assert_eq!(slot(root, 2) >> 28, 0xe);
     assert_eq!(slot(root, 3) >> 28, 0xe);
+    let usr_bin = le32(a, (slot(root, 2) & 0x0fff_ffff) as usize + 4 * 5);
+    assert_eq!(slot(usr_bin, 3) >> 28, 0xe, "usr/bin's files, Object-tagged too");
     let info = slot(root, 1);
     // ADBI_PI_NAME 1, ADBI_PI_VERSION 2, ADBI_PI_HASHES 3 (20 bytes),
     // ADBI_PI_ARCH 5, ADBI_PI_INSTALLED_SIZE 0x0c (a direct Int, type 1).
