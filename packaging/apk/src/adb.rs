@@ -127,9 +127,9 @@ impl Writer {
 
     fn data(&mut self, data: &[u8], align: usize) -> Result<u32, Error> {
         // adb.c adb_w_data: `if ((entry->offs & (alignment-1)) != 0) goto
-        // add;` replaces the bucket entry with the new copy. (apk-tools
-        // before 3.0 tested `offs & alignment`, a bug fixed since; we follow
-        // the fixed rule, which is the one OpenWrt 25.12's apk 3.0 has.)
+        // add;` replaces the bucket entry with the new copy. (Older
+        // apk-tools, e.g. adb.c at 6941f8bd, tested `offs & alignment`, a
+        // bug fixed since; we follow the fixed rule of apk 3.0.)
         if let Some(&o) = self.seen.get(data) {
             if o as usize % align == 0 {
                 return Ok(o);
