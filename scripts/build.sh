@@ -17,6 +17,9 @@
 #   what it needs, idempotently, and is what CI uses.
 # MIPS needs `--cfg fix_y2038` for timers to fire; that lives in
 # .cargo/config.toml, so every path gets it. See docs/building.md.
+# Targets built with build-std also get the size settings of scripts/lib.sh
+# (immediate-abort panics, std's optimize_for_size, no unwind tables; on
+# MIPS opt-level z and no .pdr section): docs/performance.md#binary-size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -118,9 +121,14 @@ build_local() {
             if [[ "$t" != mips* ]] && have_rustup_target "$t"; then
                 cargo zigbuild --release --locked --target "$t" --config "target.$t.rustflags=$ZIG_FLAGS"
             else
+                # Building std here lets it shrink too: the size settings of
+                # scripts/lib.sh (docs/performance.md#binary-size).
                 need_nightly_src
+                local size_args
+                mapfile -t size_args < <(size_cargo_args "$t")
                 cargo +nightly zigbuild --release --locked --target "$t" -Zbuild-std=std,panic_abort \
-                    --config "target.$t.rustflags=$ZIG_FLAGS"
+                    "${size_args[@]}" --config "target.$t.rustflags=${ZIG_FLAGS%]},$SIZE_RUSTFLAGS]"
+                [[ "$t" != mips* ]] || strip_pdr "target/$t/release/socksbalance"
             fi
             ;;
     esac

@@ -24,3 +24,44 @@ need_apt() {
 crate_version() {
     sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1
 }
+
+# Size settings for the targets whose std is built from source (nightly
+# -Zbuild-std: all MIPS, and armv7/arm/riscv64 where rustup has no std).
+# docs/performance.md#binary-size measures each one (scripts/size-levers.sh);
+# docs/architecture.md#release-profile says why they are safe.
+#
+# Extra rustflags, as TOML array items to append after a comma:
+# immediate-abort panics (no panic message, no backtrace machinery; a
+# panic is a bug and aborts either way), and no unwind tables (nothing
+# unwinds with immediate-abort).
+SIZE_RUSTFLAGS="'-Zunstable-options','-Cpanic=immediate-abort','-Cforce-unwind-tables=no'"
+
+# size_cargo_args TARGET: extra cargo arguments, one per line: std's
+# size-over-speed code paths, and opt-level z on MIPS (the slowest CPUs
+# in the matrix, but their relay is kernel-bound: docs/architecture.md).
+size_cargo_args() {
+    echo "-Zbuild-std-features=optimize_for_size"
+    if [[ "$1" == mips* ]]; then
+        echo "--config"
+        echo "profile.release.opt-level='z'"
+    fi
+}
+
+# An llvm-objcopy that understands every target's ELF: from PATH, else
+# rustup's llvm-tools component.
+find_objcopy() {
+    if command -v llvm-objcopy >/dev/null 2>&1; then
+        command -v llvm-objcopy
+        return
+    fi
+    local bin
+    bin="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-objcopy"
+    [ -x "$bin" ] || rustup component add llvm-tools >/dev/null 2>&1
+    echo "$bin"
+}
+
+# strip_pdr FILE: drops a MIPS binary's .pdr section (procedure
+# descriptors that only debuggers read; `strip` keeps it). No-op if absent.
+strip_pdr() {
+    "$(find_objcopy)" --remove-section=.pdr "$1"
+}

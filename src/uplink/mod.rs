@@ -97,10 +97,13 @@ pub async fn connect(uplink: &Uplink, addr: SocketAddr) -> io::Result<Async<TcpS
     }
     let stream = Async::new(TcpStream::from(socket))?;
     // A non-blocking connect is done when the socket turns writable; its
-    // outcome is then in SO_ERROR.
+    // outcome is then in SO_ERROR. Read through std, not rustix: on mips64
+    // rustix's libc backend takes SOL_SOCKET and SO_ERROR from libc, whose
+    // 0.2.191 has the generic values there (see sys::bind_to_interface),
+    // and the kernel refuses them with ENOPROTOOPT.
     stream.writable().await?;
-    if let Err(e) = rustix::net::sockopt::socket_error(stream.get_ref())? {
-        return Err(e.into());
+    if let Some(e) = stream.get_ref().take_error()? {
+        return Err(e);
     }
     let _ = stream.get_ref().set_nodelay(true);
     Ok(stream)

@@ -26,9 +26,18 @@ pub fn socket(addr: SocketAddr) -> io::Result<OwnedFd> {
 }
 
 /// Linux: `SO_BINDTODEVICE`.
+///
+/// The option's level and name come from linux-raw-sys, not libc: libc
+/// 0.2.191 files mips64 under the generic `asm/socket.h` values, so its
+/// `SOL_SOCKET` is 1 there instead of MIPS's 0xffff, and the kernel answers
+/// a TCP socket's unknown level with ENOPROTOOPT ("Protocol not
+/// available", errno 99 on MIPS). Real mips64 routers would see that, not
+/// only qemu. linux-raw-sys generates its constants from each
+/// architecture's kernel headers.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub fn bind_to_interface(socket: &OwnedFd, name: &str, _ipv6: bool) -> io::Result<()> {
+    use linux_raw_sys::net::{SOL_SOCKET, SO_BINDTODEVICE};
     use rustix::fd::AsRawFd;
     // SAFETY: `socket` is an open socket for the duration of the call; the
     // option value is `name`'s bytes with their exact length, which the
@@ -36,8 +45,8 @@ pub fn bind_to_interface(socket: &OwnedFd, name: &str, _ipv6: bool) -> io::Resul
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
+            SOL_SOCKET as libc::c_int,
+            SO_BINDTODEVICE as libc::c_int,
             name.as_ptr().cast(),
             name.len() as libc::socklen_t,
         )
