@@ -184,7 +184,7 @@ fn run_daemon(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = config.executor_threads();
     let daemon = match Daemon::start(config, threads) {
         Ok(daemon) => daemon,
         Err(e) => {
