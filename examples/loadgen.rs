@@ -435,6 +435,10 @@ fn cpu(pid: u32, seconds: u64) -> io::Result<()> {
     let t0 = cpu_ticks(pid)?;
     thread::sleep(Duration::from_secs(seconds));
     let t1 = cpu_ticks(pid)?;
-    println!("cpu_ticks={} secs={seconds} cpu_pct={:.2}", t1 - t0, (t1 - t0) as f64 / TICKS_PER_SEC / seconds as f64 * 100.0);
+    println!(
+        "cpu_ticks={} secs={seconds} cpu_pct={:.2}",
+        t1 - t0,
+        (t1 - t0) as f64 / TICKS_PER_SEC / seconds as f64 * 100.0
+    );
     Ok(())
 }
