@@ -275,4 +275,9 @@ done
 echo
 echo "socksbalance $("$SB" --version 2>&1 | head -1) | $(haproxy -v 2>&1 | head -1)"
 echo "microsocks $(dpkg-query -W -f='${Version}' microsocks 2>/dev/null || echo '?') | $(rustc --version) | $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) CPUs | rounds=$rounds mib=$mib"
+# The raw lines, for a second look (target/ is not tracked).
+mkdir -p target/bench
+keep="target/bench/results-$(date -u +%Y%m%dT%H%M%SZ)$([ "$quick" = 1 ] && echo -quick).txt"
+cp "$results" "$keep"
+echo "raw results: $keep"
 python3 scripts/bench_report.py "$results" "$scale_backends"
