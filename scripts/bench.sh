@@ -277,7 +277,9 @@ echo "socksbalance $("$SB" --version 2>&1 | head -1) | $(haproxy -v 2>&1 | head 
 echo "microsocks $(dpkg-query -W -f='${Version}' microsocks 2>/dev/null || echo '?') | $(rustc --version) | $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) CPUs | rounds=$rounds mib=$mib"
 # The raw lines, for a second look (target/ is not tracked).
 mkdir -p target/bench
-keep="target/bench/results-$(date -u +%Y%m%dT%H%M%SZ)$([ "$quick" = 1 ] && echo -quick).txt"
+suffix=""
+[ "$quick" = 1 ] && suffix=-quick
+keep="target/bench/results-$(date -u +%Y%m%dT%H%M%SZ)$suffix.txt"
 cp "$results" "$keep"
 echo "raw results: $keep"
 python3 scripts/bench_report.py "$results" "$scale_backends"
