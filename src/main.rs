@@ -184,7 +184,7 @@ fn run_daemon(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = config.executor_threads();
     let daemon = match Daemon::start(config, threads) {
         Ok(daemon) => daemon,
         Err(e) => {
@@ -215,9 +215,16 @@ fn run_daemon(args: Args) -> ExitCode {
     }
 
     // Only SIGHUP comes back around, and Windows has none.
+    //
+    // `future::block_on` only parks this thread: it does not drive the
+    // reactor. `smol::block_on` would, and then every socket event would be
+    // taken here and handed to the executor thread with a futex wake, a
+    // cross-thread hop per event (measured: docs/performance.md,
+    // "Executor threads"). The executor threads drive the reactor
+    // themselves, and async-io's own thread when they are all busy.
     #[cfg_attr(not(unix), allow(clippy::never_loop))]
     loop {
-        match smol::block_on(signals.next()) {
+        match smol::future::block_on(signals.next()) {
             #[cfg(unix)]
             Some(Ok(async_signal::Signal::Hup)) => {
                 reload(&daemon, args.config.as_ref(), args.verbose, args.quiet)
@@ -233,7 +240,7 @@ fn run_daemon(args: Args) -> ExitCode {
         }
     }
     std::thread::spawn(move || {
-        if smol::block_on(signals.next()).is_some() {
+        if smol::future::block_on(signals.next()).is_some() {
             log::warn!("second signal: exiting without draining");
             std::process::exit(i32::from(EXIT_FAILURE));
         }

@@ -1,8 +1,17 @@
 //! The byte relay between a client and its upstream, once the handshake
 //! is done.
 //!
-//! This is the only code that moves payload, so a Linux splice(2) fast
-//! path can replace [`relay`] without touching anything else.
+//! This is the only code that moves payload. Two ways to move it:
+//!
+//! - **splice** (Linux): socket → pipe → socket with splice(2), so the
+//!   bytes never enter userspace. A direction takes a pipe when data
+//!   arrives and gives it back when it has to wait, so an idle tunnel holds
+//!   no pipe; given-back pipes wait in a small [`PIPE_POOL`] for the next
+//!   burst, so an echo or a short request costs no pipe(2)/close(2). When
+//!   no pipe can be had (out of descriptors) or the kernel refuses to
+//!   splice these sockets, the direction falls back to copying.
+//! - **copy** (everywhere else, and the fallback): read into a
+//!   [`BUFFER_SIZE`] buffer, write it out.
 //!
 //! Semantics:
 //! - **Half-close.** When one side sends FIN, we `shutdown(Write)` the
@@ -13,10 +22,12 @@
 //!   down at once, so the other direction ends instead of waiting.
 //! - **Idle timeout.** No byte either way for `idle` closes the tunnel
 //!   (checked every `idle / 4`, so it closes within 1.25 × `idle`).
-//! - **Memory.** A direction holds a [`BUFFER_SIZE`] buffer only while
-//!   data is moving through it; an idle tunnel holds none. N tunnels cost
-//!   at most N × 2 × `BUFFER_SIZE` when all move data at once, and about
-//!   their task and sockets when idle (measured: docs/performance.md).
+//! - **Memory.** A direction holds a [`BUFFER_SIZE`] buffer (copy) or a
+//!   pipe (splice) only while data is moving through it; an idle tunnel
+//!   holds neither. Copying, N tunnels cost at most N × 2 × `BUFFER_SIZE`
+//!   when all move data at once, and about their task and sockets when
+//!   idle (measured: docs/performance.md). A pipe's pages are kernel
+//!   memory, at most [`PIPE_SIZE`] per busy direction.
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
@@ -57,10 +68,39 @@ pub struct Totals {
     pub end: End,
 }
 
-/// Copies both directions until both are closed, one fails, or the tunnel
+/// How [`relay_with`] moves bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Through a userspace buffer: read, then write.
+    Copy,
+    /// Through a pipe with splice(2), falling back to [`Method::Copy`]
+    /// per direction when splicing is not possible.
+    #[cfg(target_os = "linux")]
+    Splice,
+}
+
+/// What [`relay`] uses: splice on Linux (measured faster: see
+/// docs/performance.md, "Relay: splice vs copy"), copy elsewhere.
+#[cfg(target_os = "linux")]
+pub const DEFAULT_METHOD: Method = Method::Splice;
+#[cfg(not(target_os = "linux"))]
+pub const DEFAULT_METHOD: Method = Method::Copy;
+
+/// Moves both directions until both are closed, one fails, or the tunnel
 /// is idle for `idle`. Counts bytes into `stats` as they move, so the
 /// dashboard sees long transfers progress.
 pub async fn relay(
+    client: &Async<TcpStream>,
+    upstream: &Async<TcpStream>,
+    idle: Duration,
+    stats: &BackendStats,
+) -> Totals {
+    relay_with(DEFAULT_METHOD, client, upstream, idle, stats).await
+}
+
+/// [`relay`] with the method chosen, for tests and measurements.
+pub async fn relay_with(
+    method: Method,
     client: &Async<TcpStream>,
     upstream: &Async<TcpStream>,
     idle: Duration,
@@ -72,8 +112,8 @@ pub async fn relay(
     let went_idle = AtomicBool::new(false);
 
     let pipes = future::zip(
-        pipe(client, upstream, &activity, &stats.bytes_up),
-        pipe(upstream, client, &activity, &stats.bytes_down),
+        direction(method, client, upstream, &activity, &stats.bytes_up),
+        direction(method, upstream, client, &activity, &stats.bytes_down),
     );
     // The watchdog never completes: when the tunnel goes idle it shuts both
     // sockets, which ends both pipes, which ends the `or`.
@@ -110,22 +150,40 @@ pub async fn relay(
     Totals { up, down, end }
 }
 
+/// One direction, by `method`.
+async fn direction(
+    method: Method,
+    from: &Async<TcpStream>,
+    to: &Async<TcpStream>,
+    activity: &AtomicU32,
+    counter: &Counter,
+) -> (u64, Option<io::ErrorKind>) {
+    match method {
+        Method::Copy => copy(from, to, activity, counter, 0).await,
+        #[cfg(target_os = "linux")]
+        Method::Splice => match splice::direction(from, to, activity, counter).await {
+            splice::Ended::Done(total, error) => (total, error),
+            splice::Ended::CannotSplice(total) => copy(from, to, activity, counter, total).await,
+        },
+    }
+}
+
 /// One direction: copy until EOF (then half-close the writer) or an error
 /// (then shut both sockets so the other direction ends too). Returns the
-/// bytes moved and the error, if any.
+/// bytes moved (counting from `total`) and the error, if any.
 ///
 /// The buffer exists only while data moves: the pipe takes a
 /// [`BUFFER_SIZE`] buffer when the socket is readable, drains what the
 /// kernel holds, keeps the buffer while more is ready at once (a bulk
 /// transfer), and drops it before it has to wait. An idle tunnel
 /// therefore holds no relay buffer at all.
-async fn pipe(
+async fn copy(
     from: &Async<TcpStream>,
     mut to: &Async<TcpStream>,
     activity: &AtomicU32,
     counter: &Counter,
+    mut total: u64,
 ) -> (u64, Option<io::ErrorKind>) {
-    let mut total = 0u64;
     let mut buffer: Option<Vec<u8>> = None;
     loop {
         // Busy (readable again at once): keep the buffer. Otherwise give it
@@ -159,6 +217,12 @@ async fn pipe(
             total += n as u64;
             counter.add(n as u64);
             activity.fetch_add(1, Ordering::Relaxed);
+            // A short read took all there was: wait instead of asking
+            // again for an EAGAIN (one syscall less per message; the
+            // reactor reports data that came in meanwhile at once).
+            if n < buf.len() {
+                break;
+            }
         }
     }
 }
@@ -167,4 +231,304 @@ fn abort(a: &Async<TcpStream>, b: &Async<TcpStream>, e: io::Error) -> io::ErrorK
     let _ = a.get_ref().shutdown(Shutdown::Both);
     let _ = b.get_ref().shutdown(Shutdown::Both);
     e.kind()
+}
+
+/// Kernel buffer of a relay pipe, and the most one splice(2) moves. 256 KiB
+/// (64 pages) moved a GiB with about a third less CPU than the kernel's
+/// default 64 KiB, and 1 MiB gained nothing more (docs/performance.md,
+/// "Relay: splice vs copy"). Pages are taken only while bytes sit in the
+/// pipe, so an empty pooled pipe costs its ring of 64 slots, not 256 KiB.
+#[cfg(target_os = "linux")]
+pub const PIPE_SIZE: usize = 256 * 1024;
+
+/// What Linux gives a new pipe.
+#[cfg(target_os = "linux")]
+const KERNEL_PIPE_SIZE: usize = 64 * 1024;
+
+/// Idle pipes kept for the next burst, process-wide (a pipe is two file
+/// descriptors, not memory of any one tunnel). Beyond this, a given-back
+/// pipe is closed.
+#[cfg(target_os = "linux")]
+pub const PIPE_POOL: usize = 32;
+
+#[cfg(target_os = "linux")]
+mod splice {
+    use super::*;
+    use rustix::fd::OwnedFd;
+    use rustix::pipe::{PipeFlags, SpliceFlags};
+    use std::sync::Mutex;
+
+    /// A pipe: its read end and its write end.
+    pub(super) struct Pipe {
+        read: OwnedFd,
+        write: OwnedFd,
+    }
+
+    /// The pool of idle pipes, empty until a pipe is given back. A
+    /// process-wide cache like the allocator's: the lock is held only to
+    /// push or pop, never across an `.await`.
+    static POOL: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
+
+    fn take() -> io::Result<Pipe> {
+        if let Some(pipe) = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(pipe);
+        }
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        if PIPE_SIZE != KERNEL_PIPE_SIZE {
+            // Best effort: an unprivileged process may be capped by
+            // /proc/sys/fs/pipe-max-size; the pipe works at any size.
+            let _ = rustix::pipe::fcntl_setpipe_size(&write, PIPE_SIZE);
+        }
+        Ok(Pipe { read, write })
+    }
+
+    /// Gives an empty pipe back (a pipe with bytes in it is closed: its
+    /// bytes belong to a tunnel that failed).
+    fn give_back(pipe: Pipe) {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < PIPE_POOL {
+            pool.push(pipe);
+        }
+    }
+
+    pub(super) enum Ended {
+        /// The direction is over: bytes moved, and the error if any.
+        Done(u64, Option<io::ErrorKind>),
+        /// Splicing is not possible here (no pipe, or the kernel refuses
+        /// these descriptors) and no byte was lost: copy from now on.
+        CannotSplice(u64),
+    }
+
+    /// Errors that mean "splice cannot work here", not "the tunnel broke".
+    pub(super) fn unsupported(e: &io::Error) -> bool {
+        matches!(
+            rustix::io::Errno::from_io_error(e),
+            Some(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP)
+        )
+    }
+
+    /// Like [`super::copy`], through a pipe: splice what the socket holds
+    /// into the pipe, splice the pipe out to the other socket, repeat while
+    /// data keeps coming; give the pipe back before waiting.
+    pub(super) async fn direction(
+        from: &Async<TcpStream>,
+        to: &Async<TcpStream>,
+        activity: &AtomicU32,
+        counter: &Counter,
+    ) -> Ended {
+        let mut total = 0u64;
+        let mut pipe: Option<Pipe> = None;
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        loop {
+            match smol::future::poll_once(from.readable()).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Ended::Done(total, Some(abort(from, to, e))),
+                None => {
+                    if let Some(p) = pipe.take() {
+                        give_back(p);
+                    }
+                    if let Err(e) = from.readable().await {
+                        return Ended::Done(total, Some(abort(from, to, e)));
+                    }
+                }
+            }
+            let p = match &pipe {
+                Some(p) => p,
+                None => match take() {
+                    Ok(p) => pipe.insert(p),
+                    // Out of descriptors: this direction copies instead.
+                    Err(_) => return Ended::CannotSplice(total),
+                },
+            };
+            loop {
+                let n = match rustix::pipe::splice(from.get_ref(), None, &p.write, None, PIPE_SIZE, flags) {
+                    Ok(0) => {
+                        let _ = to.get_ref().shutdown(Shutdown::Write);
+                        if let Some(p) = pipe.take() {
+                            give_back(p);
+                        }
+                        return Ended::Done(total, None);
+                    }
+                    Ok(n) => n,
+                    Err(rustix::io::Errno::AGAIN) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => {
+                        let e = io::Error::from(e);
+                        // The pipe is empty here: copying loses nothing.
+                        if unsupported(&e) {
+                            return Ended::CannotSplice(total);
+                        }
+                        return Ended::Done(total, Some(abort(from, to, e)));
+                    }
+                };
+                // Drain the pipe into `to` before reading more, so the pipe
+                // is empty whenever this loop waits or gives it back.
+                let mut left = n;
+                while left > 0 {
+                    match rustix::pipe::splice(&p.read, None, to.get_ref(), None, left, flags) {
+                        Ok(m) => left -= m,
+                        Err(rustix::io::Errno::AGAIN) => {
+                            if let Err(e) = to.writable().await {
+                                return Ended::Done(total, Some(abort(from, to, e)));
+                            }
+                        }
+                        Err(rustix::io::Errno::INTR) => {}
+                        // Returning drops the pipe, bytes and all: a pipe
+                        // with a dead tunnel's bytes never goes back.
+                        Err(e) => return Ended::Done(total, Some(abort(from, to, e.into()))),
+                    }
+                }
+                total += n as u64;
+                counter.add(n as u64);
+                activity.fetch_add(1, Ordering::Relaxed);
+                // A short splice took all there was (as in `copy`).
+                if n < PIPE_SIZE {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::thread;
+
+    /// Every way this platform can relay.
+    fn methods() -> Vec<Method> {
+        #[cfg(target_os = "linux")]
+        return vec![Method::Copy, Method::Splice];
+        #[cfg(not(target_os = "linux"))]
+        return vec![Method::Copy];
+    }
+
+    /// A byte stream no offset bug can pass: each 8-byte block is its
+    /// own offset, and the length is not a multiple of any buffer size.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i / 8) as u64).to_le_bytes()[i % 8] ^ (i as u8)).collect()
+    }
+
+    type Relay = thread::JoinHandle<(Totals, u64, u64)>;
+
+    /// A tunnel over real loopback sockets: the client's end, the
+    /// destination's end (blocking), and the thread running the relay,
+    /// which returns its totals and the bytes it counted up and down.
+    fn tunnel(method: Method) -> (TcpStream, TcpStream, Relay) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).unwrap();
+        let (client_side, _) = listener.accept().unwrap();
+        let upstream_side = TcpStream::connect(addr).unwrap();
+        let (destination, _) = listener.accept().unwrap();
+        for s in [&client, &destination] {
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        }
+        let relay = thread::spawn(move || {
+            let stats = BackendStats::default();
+            let (c, u) = (Async::new(client_side).unwrap(), Async::new(upstream_side).unwrap());
+            let totals = smol::block_on(relay_with(method, &c, &u, Duration::from_secs(60), &stats));
+            (totals, stats.bytes_up.get(), stats.bytes_down.get())
+        });
+        (client, destination, relay)
+    }
+
+    fn send_then_fin(mut to: TcpStream, data: Vec<u8>) -> thread::JoinHandle<()> {
+        thread::spawn(move || {
+            to.write_all(&data).unwrap();
+            to.shutdown(Shutdown::Write).unwrap();
+        })
+    }
+
+    fn read_to_eof(mut from: &TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        from.read_to_end(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn large_transfers_both_ways_at_once_arrive_intact() {
+        for method in methods() {
+            let (client, destination, relay) = tunnel(method);
+            let (up, down) = (pattern(24 << 20 | 12_345), pattern(16 << 20 | 777));
+            let senders = [
+                send_then_fin(client.try_clone().unwrap(), up.clone()),
+                send_then_fin(destination.try_clone().unwrap(), down.clone()),
+            ];
+            let got_up = read_to_eof(&destination);
+            let got_down = read_to_eof(&client);
+            for s in senders {
+                s.join().unwrap();
+            }
+            assert!(got_up == up, "{method:?}: upload corrupted ({} of {} bytes)", got_up.len(), up.len());
+            assert!(got_down == down, "{method:?}: download corrupted");
+            let (totals, counted_up, counted_down) = relay.join().unwrap();
+            assert_eq!(totals, Totals { up: up.len() as u64, down: down.len() as u64, end: End::Closed });
+            assert_eq!((counted_up, counted_down), (totals.up, totals.down), "{method:?}");
+        }
+    }
+
+    #[test]
+    fn half_close_lets_the_other_direction_finish() {
+        for method in methods() {
+            let (mut client, mut destination, relay) = tunnel(method);
+            client.write_all(b"request").unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(read_to_eof(&destination), b"request", "{method:?}: FIN passed after the data");
+            // The client's half is closed; the answer still flows, in
+            // many pieces and after a pause.
+            let answer = pattern(3 << 20);
+            destination.write_all(&answer[..1000]).unwrap();
+            let mut first = vec![0u8; 1000];
+            client.read_exact(&mut first).unwrap();
+            destination.write_all(&answer[1000..]).unwrap();
+            destination.shutdown(Shutdown::Write).unwrap();
+            let mut rest = read_to_eof(&client);
+            first.append(&mut rest);
+            assert!(first == answer, "{method:?}: answer after half-close corrupted");
+            let (totals, _, _) = relay.join().unwrap();
+            assert_eq!(totals.end, End::Closed, "{method:?}");
+            assert_eq!((totals.up, totals.down), (7, answer.len() as u64), "{method:?}");
+        }
+    }
+
+    #[test]
+    fn a_reset_ends_both_directions() {
+        for method in methods() {
+            let (client, destination, relay) = tunnel(method);
+            (&client).write_all(b"x").unwrap();
+            let mut one = [0u8; 1];
+            (&destination).read_exact(&mut one).unwrap();
+            (&destination).write_all(b"answer").unwrap();
+            let mut six = [0u8; 6];
+            (&client).read_exact(&mut six).unwrap();
+            // Linger 0: closing sends RST, not FIN.
+            rustix::net::sockopt::set_socket_linger(&destination, Some(Duration::ZERO)).unwrap();
+            drop(destination);
+            // The client's side is shut down too, rather than left waiting
+            // on a tunnel that is gone (the read times out after 30 s).
+            let mut rest = Vec::new();
+            let _ = (&client).read_to_end(&mut rest);
+            let (totals, _, _) = relay.join().unwrap();
+            assert_eq!(totals.end, End::Error(io::ErrorKind::ConnectionReset), "{method:?}");
+            assert_eq!((totals.up, totals.down), (1, 6), "{method:?}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_unsupported_descriptors_fall_back_to_copying() {
+        use rustix::io::Errno;
+        for errno in [Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP] {
+            assert!(splice::unsupported(&io::Error::from(errno)), "{errno:?}");
+        }
+        for errno in [Errno::CONNRESET, Errno::PIPE, Errno::NOMEM] {
+            assert!(
+                !splice::unsupported(&io::Error::from(errno)),
+                "{errno:?}: a broken tunnel, not a fallback"
+            );
+        }
+    }
 }

@@ -274,6 +274,9 @@ async fn apply_reload(
     if config.log.format != old.config.log.format {
         notes.push("log.format takes effect after a restart");
     }
+    if config.threads != old.config.threads {
+        notes.push("threads takes effect after a restart");
+    }
     let carried = pool
         .backends()
         .iter()

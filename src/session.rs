@@ -45,6 +45,11 @@ use crate::upstream::{self, until, UpstreamError};
 /// Why a session ended early; logged at debug level by [`serve`].
 type Failure = String;
 
+/// The client's side of the handshake, read ahead (see
+/// [`socks5::Buffered`]); what it holds past the handshake goes upstream
+/// before the relay starts.
+type ClientReader<'a> = socks5::Buffered<&'a Async<TcpStream>>;
+
 /// Most attempts per connection (`balancer.max_attempts` is capped to it).
 const MAX_ATTEMPTS: usize = 16;
 
@@ -148,11 +153,11 @@ async fn socks5_session(
     ip: IpAddr,
     deadline: Instant,
 ) -> Result<(), Failure> {
-    let mut c = client;
+    let mut reader = socks5::Buffered::new(client);
     let greeting =
-        until(deadline, socks5::read_greeting(&mut c)).await.map_err(|e| client_error("greeting", e))?;
-    let request = negotiate(snap, client, &greeting, deadline).await?;
-    connect_and_relay(snap, client, ip, request, Attempts::new(snap), None).await
+        until(deadline, socks5::read_greeting(&mut reader)).await.map_err(|e| client_error("greeting", e))?;
+    let request = negotiate(snap, client, &mut reader, &greeting, deadline).await?;
+    connect_and_relay(snap, client, ip, request, Attempts::new(snap), None, reader.into_leftover()).await
 }
 
 /// Ends the client's handshake here: method choice, login when `auth` is
@@ -160,6 +165,7 @@ async fn socks5_session(
 async fn negotiate(
     snap: &Snapshot,
     client: &Async<TcpStream>,
+    reader: &mut ClientReader<'_>,
     greeting: &Greeting,
     deadline: Instant,
 ) -> Result<Request, Failure> {
@@ -175,7 +181,7 @@ async fn negotiate(
     socks5::write_method_choice(&mut c, method).await.map_err(|e| e.to_string())?;
     if let Some(users) = &snap.config.auth {
         let login =
-            until(deadline, socks5::read_user_pass(&mut c)).await.map_err(|e| client_error("login", e))?;
+            until(deadline, socks5::read_user_pass(reader)).await.map_err(|e| client_error("login", e))?;
         let accepted = users.iter().any(|u| {
             constant_time_eq(u.username.as_bytes(), &login.username) & u.password.matches(&login.password)
         });
@@ -190,20 +196,21 @@ async fn negotiate(
             return Err("login failed".into());
         }
     }
-    read_request(client, deadline, None).await
+    read_request(client, reader, deadline, None).await
 }
 
 /// Reads the client's request; on a malformed one, sends the reply the
 /// protocol has for it before failing. With `copy`, keeps the raw bytes.
 async fn read_request(
     client: &Async<TcpStream>,
+    reader: &mut ClientReader<'_>,
     deadline: Instant,
     copy: Option<&mut Vec<u8>>,
 ) -> Result<Request, Failure> {
     let mut c = client;
     let result = match copy {
-        Some(copy) => until(deadline, socks5::read_request(&mut Recorder::new(&mut c, copy))).await,
-        None => until(deadline, socks5::read_request(&mut c)).await,
+        Some(copy) => until(deadline, socks5::read_request(&mut Recorder::new(reader, copy))).await,
+        None => until(deadline, socks5::read_request(reader)).await,
     };
     match result {
         Ok(request) => Ok(request),
@@ -220,12 +227,13 @@ async fn read_request(
 /// asks, so it fails at once instead of waiting. The caller bounds the time.
 pub async fn refuse_busy(client: &Async<TcpStream>) -> io::Result<()> {
     let mut c = client;
-    let greeting = socks5::read_greeting(&mut c).await.map_err(|e| io::Error::other(e.to_string()))?;
+    let mut reader = socks5::Buffered::new(client);
+    let greeting = socks5::read_greeting(&mut reader).await.map_err(|e| io::Error::other(e.to_string()))?;
     if !greeting.offers(socks5::METHOD_NO_AUTH) {
         return socks5::write_method_choice(&mut c, socks5::METHOD_NONE_ACCEPTABLE).await;
     }
     socks5::write_method_choice(&mut c, socks5::METHOD_NO_AUTH).await?;
-    socks5::read_request(&mut c).await.map_err(|e| io::Error::other(e.to_string()))?;
+    socks5::read_request(&mut reader).await.map_err(|e| io::Error::other(e.to_string()))?;
     socks5::write_reply(&mut c, ReplyCode::GeneralFailure as u8, &Address::UNSPECIFIED).await
 }
 
@@ -261,7 +269,8 @@ async fn refuse(client: &Async<TcpStream>, code: u8, why: impl Into<String>) -> 
 
 /// Ends the client's request here: opens an upstream for it (with
 /// failover), answers the client, relays. `first`, already counted in
-/// `attempts`, is tried before any other.
+/// `attempts`, is tried before any other. `early` is what the client sent
+/// behind its request, for the destination.
 async fn connect_and_relay(
     snap: &Snapshot,
     client: &Async<TcpStream>,
@@ -269,6 +278,7 @@ async fn connect_and_relay(
     request: Request,
     mut attempts: Attempts,
     mut first: Option<usize>,
+    early: Vec<u8>,
 ) -> Result<(), Failure> {
     match request.command {
         Command::Connect => {}
@@ -288,13 +298,13 @@ async fn connect_and_relay(
         let _active = ActiveGuard::new(&backend.stats);
         let start = Instant::now();
         match open_upstream(snap, i, dest).await {
-            Ok((upstream, bound)) => {
+            Ok((upstream, bound, early_down)) => {
                 snap.pool.report(i, Source::Traffic, Some(Outcome::Success), Some(start.elapsed()));
                 let mut c = client;
                 socks5::write_reply(&mut c, ReplyCode::Succeeded as u8, &bound)
                     .await
                     .map_err(|e| e.to_string())?;
-                tunnel(snap, client, &upstream, backend, dest).await;
+                tunnel(snap, client, &upstream, backend, dest, (&early, &early_down)).await;
                 return Ok(());
             }
             Err(e) => attempts.failed(snap, i, dest, e),
@@ -304,13 +314,14 @@ async fn connect_and_relay(
     refuse(client, e.reply(), e.to_string()).await
 }
 
-/// Connects to `dest` through `backend`; returns the stream and the bound
-/// address to report to the client.
+/// Connects to `dest` through `backend`; returns the stream, the bound
+/// address to report to the client, and any bytes the backend sent behind
+/// its reply (for the client).
 async fn open_upstream(
     snap: &Snapshot,
     index: usize,
     dest: &Address,
-) -> Result<(Async<TcpStream>, Address), UpstreamError> {
+) -> Result<(Async<TcpStream>, Address, Vec<u8>), UpstreamError> {
     let backend = &snap.pool.backends()[index];
     let health = &snap.config.health;
     let uplink = match &backend.config.target {
@@ -340,12 +351,12 @@ async fn open_upstream(
                 }
             }
             let bound = local.map_or(Address::UNSPECIFIED, Address::Ip);
-            Ok((stream, bound))
+            Ok((stream, bound, Vec::new()))
         }
         Target::Proxy { host, port } => {
             let via = snap.pool.uplink_of(index);
             let stream = upstream::connect_backend(host, *port, health.connect_timeout, via).await?;
-            let bound = upstream::socks5_connect(
+            let (bound, early) = upstream::socks5_connect(
                 &stream,
                 backend.config.credentials.as_ref(),
                 dest,
@@ -353,20 +364,36 @@ async fn open_upstream(
                 health.request_timeout,
             )
             .await?;
-            Ok((stream, bound))
+            Ok((stream, bound, early))
         }
     }
 }
 
-/// The relay stage, shared by both modes.
+/// The relay stage, shared by both modes. `early` holds what either side
+/// sent behind its handshake (read ahead with it): client bytes for the
+/// upstream, upstream bytes for the client. They go first.
 async fn tunnel(
     snap: &Snapshot,
     client: &Async<TcpStream>,
     upstream: &Async<TcpStream>,
     backend: &Backend,
     dest: &Address,
+    (early_up, early_down): (&[u8], &[u8]),
 ) {
     backend.stats.connections.add(1);
+    let (mut c, mut u) = (client, upstream);
+    if !early_up.is_empty() {
+        if u.write_all(early_up).await.is_err() {
+            return;
+        }
+        backend.stats.bytes_up.add(early_up.len() as u64);
+    }
+    if !early_down.is_empty() {
+        if c.write_all(early_down).await.is_err() {
+            return;
+        }
+        backend.stats.bytes_down.add(early_down.len() as u64);
+    }
     let totals = relay::relay(client, upstream, snap.config.limits.idle_timeout, &backend.stats).await;
     log::debug!(
         "tunnel to {dest} via {} ended ({:?}): {} bytes up, {} down",
@@ -416,6 +443,8 @@ struct Opened {
     /// The backend's reply to forward; `None` for methods we cannot frame
     /// (the bytes then flow blind from the method choice on).
     reply_bytes: Option<Vec<u8>>,
+    /// What the backend sent behind that, read ahead with it.
+    early_down: Vec<u8>,
 }
 
 async fn transparent_session(
@@ -425,10 +454,12 @@ async fn transparent_session(
     deadline: Instant,
 ) -> Result<(), Failure> {
     let mut c = client;
+    let mut reader = socks5::Buffered::new(client);
     let mut greeting_bytes = Vec::with_capacity(8);
-    let greeting = until(deadline, socks5::read_greeting(&mut Recorder::new(&mut c, &mut greeting_bytes)))
-        .await
-        .map_err(|e| client_error("greeting", e))?;
+    let greeting =
+        until(deadline, socks5::read_greeting(&mut Recorder::new(&mut reader, &mut greeting_bytes)))
+            .await
+            .map_err(|e| client_error("greeting", e))?;
     let mut talk = Conversation {
         greeting,
         greeting_bytes,
@@ -448,19 +479,21 @@ async fn transparent_session(
         let Target::Proxy { host, port } = &backend.config.target else {
             // A direct backend has nobody upstream to do the talking: end
             // the handshake here (the client has not been answered yet).
-            let request = negotiate(snap, client, &talk.greeting, deadline).await?;
-            return connect_and_relay(snap, client, ip, request, attempts, Some(i)).await;
+            let request = negotiate(snap, client, &mut reader, &talk.greeting, deadline).await?;
+            return connect_and_relay(snap, client, ip, request, attempts, Some(i), reader.into_leftover())
+                .await;
         };
         let _active = ActiveGuard::new(&backend.stats);
         let start = Instant::now();
         let via = snap.pool.uplink_of(i);
-        match transparent_attempt(snap, client, &mut talk, (host, *port, via), deadline).await {
+        match transparent_attempt(snap, client, &mut reader, &mut talk, (host, *port, via), deadline).await {
             Ok(opened) => {
                 snap.pool.report(i, Source::Traffic, Some(Outcome::Success), Some(start.elapsed()));
                 if let Some(reply) = &opened.reply_bytes {
                     c.write_all(reply).await.map_err(|e| e.to_string())?;
                 }
-                tunnel(snap, client, &opened.upstream, backend, talk.destination()).await;
+                let early = (&reader.into_leftover()[..], &opened.early_down[..]);
+                tunnel(snap, client, &opened.upstream, backend, talk.destination(), early).await;
                 return Ok(());
             }
             Err(Stop::Session(why)) => return Err(why),
@@ -469,13 +502,14 @@ async fn transparent_session(
             }
         }
     }
-    give_up(client, &mut talk, deadline, attempts.into_error()).await
+    give_up(client, &mut reader, &mut talk, deadline, attempts.into_error()).await
 }
 
 /// One backend, brought to the point the client is at, then to the reply.
 async fn transparent_attempt(
     snap: &Snapshot,
     client: &Async<TcpStream>,
+    reader: &mut ClientReader<'_>,
     talk: &mut Conversation,
     (host, port, via): (&crate::config::Host, u16, Option<&crate::config::Uplink>),
     deadline: Instant,
@@ -485,12 +519,13 @@ async fn transparent_attempt(
     let upstream =
         upstream::connect_backend(host, port, health.connect_timeout, via).await.map_err(Stop::Backend)?;
     let mut u = &upstream;
+    let mut ur = socks5::Buffered::new(&upstream);
     let protocol = |e: socks5::Error| Stop::Backend(UpstreamError::BackendProtocol(e));
     let backend_deadline = Instant::now() + health.connect_timeout;
 
     let method = until(backend_deadline, async {
         u.write_all(&talk.greeting_bytes).await?;
-        socks5::read_method_choice(&mut u).await
+        socks5::read_method_choice(&mut ur).await
     })
     .await
     .map_err(protocol)?;
@@ -511,7 +546,7 @@ async fn transparent_attempt(
         socks5::METHOD_USER_PASS => {
             if talk.login.is_none() {
                 let mut login = Vec::with_capacity(64);
-                until(deadline, socks5::read_user_pass(&mut Recorder::new(&mut c, &mut login)))
+                until(deadline, socks5::read_user_pass(&mut Recorder::new(&mut *reader, &mut login)))
                     .await
                     .map_err(|e| Stop::Session(client_error("login", e)))?;
                 talk.login = Some(login);
@@ -519,7 +554,7 @@ async fn transparent_attempt(
             let login = talk.login.as_deref().unwrap_or_default();
             let status = until(backend_deadline, async {
                 u.write_all(login).await?;
-                socks5::read_auth_status(&mut u).await
+                socks5::read_auth_status(&mut ur).await
             })
             .await
             .map_err(protocol)?;
@@ -538,13 +573,15 @@ async fn transparent_attempt(
         _ => {
             // GSSAPI or a private method: its messages have no framing we
             // know, so from here on the bytes just flow (no failover).
-            return Ok(Opened { upstream, reply_bytes: None });
+            let early_down = ur.into_leftover();
+            return Ok(Opened { upstream, reply_bytes: None, early_down });
         }
     }
 
     if talk.request.is_none() {
         let mut bytes = Vec::with_capacity(32);
-        let request = read_request(client, deadline, Some(&mut bytes)).await.map_err(Stop::Session)?;
+        let request =
+            read_request(client, reader, deadline, Some(&mut bytes)).await.map_err(Stop::Session)?;
         if let Some(rule) = denied_destination(snap, &request.address) {
             let why = format!("CONNECT to {} refused by deny_destinations ({rule})", request.address);
             let _ = socks5::write_reply(&mut c, ReplyCode::NotAllowed as u8, &Address::UNSPECIFIED).await;
@@ -556,7 +593,7 @@ async fn transparent_attempt(
     let mut reply_bytes = Vec::with_capacity(32);
     let reply = until(Instant::now() + health.request_timeout, async {
         u.write_all(request_bytes).await?;
-        socks5::read_reply(&mut Recorder::new(&mut u, &mut reply_bytes)).await
+        socks5::read_reply(&mut Recorder::new(&mut ur, &mut reply_bytes)).await
     })
     .await
     .map_err(protocol)?;
@@ -568,7 +605,8 @@ async fn transparent_attempt(
         // first reply everything is the backend's business.
         log::debug!("passing a non-CONNECT command through to the backend");
     }
-    Ok(Opened { upstream, reply_bytes: Some(reply_bytes) })
+    let early_down = ur.into_leftover();
+    Ok(Opened { upstream, reply_bytes: Some(reply_bytes), early_down })
 }
 
 /// Transparent mode, when every attempt failed: finish the handshake
@@ -576,6 +614,7 @@ async fn transparent_attempt(
 /// of a bare close.
 async fn give_up(
     client: &Async<TcpStream>,
+    reader: &mut ClientReader<'_>,
     talk: &mut Conversation,
     deadline: Instant,
     error: UpstreamError,
@@ -604,7 +643,7 @@ async fn give_up(
         Some(_) => {}
     }
     if talk.request.is_none() {
-        read_request(client, deadline, None).await?;
+        read_request(client, reader, deadline, None).await?;
     }
     refuse(client, error.reply(), why).await
 }

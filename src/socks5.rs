@@ -10,6 +10,9 @@
 //!
 //! Messages are encoded into stack buffers and written with one
 //! `write_all`, which keeps the handshake to one syscall per message.
+//! Sockets are read through a [`Buffered`] reader, so that parsing field
+//! by field still costs one `recv()` per segment that arrives, not one per
+//! field; what it read past the handshake is handed on to the relay.
 
 use std::fmt;
 use std::io;
@@ -469,6 +472,67 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(w: &mut W, code: u8, bound: &Add
     w.write_all(&address_message(VERSION, code, bound)).await
 }
 
+/// Bytes [`Buffered`] takes from the socket at once: a whole greeting,
+/// login or request of any length fits, so a peer that sends each message
+/// in one segment costs one `recv()` per message.
+pub const READ_AHEAD: usize = 1024;
+
+/// An [`AsyncRead`] that reads ahead into a [`READ_AHEAD`] buffer and
+/// hands the bytes out as the parsers ask for them.
+///
+/// The parsers read field by field (a version byte, a length, the field);
+/// straight from the socket that was a `recv()` per field, and a wait on
+/// the reactor each time one found nothing yet. Reading ahead can take
+/// bytes past the handshake, such as a client's first payload pipelined
+/// behind its request, or a server's banner right behind a backend's
+/// reply: [`Buffered::into_leftover`] returns them, and the session sends
+/// them on before the relay starts. The buffer lives only while the
+/// handshake runs.
+pub struct Buffered<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl<R> Buffered<R> {
+    pub fn new(inner: R) -> Self {
+        Buffered { inner, buf: vec![0u8; READ_AHEAD].into_boxed_slice(), start: 0, end: 0 }
+    }
+
+    /// The bytes read from the socket but not yet handed out.
+    pub fn leftover(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Ends the reader, keeping what it read ahead (usually nothing, so
+    /// usually no allocation).
+    pub fn into_leftover(self) -> Vec<u8> {
+        self.leftover().to_vec()
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Buffered<R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.start == this.end {
+            let n = match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut this.buf) {
+                std::task::Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            (this.start, this.end) = (0, n);
+        }
+        let n = out.len().min(this.end - this.start);
+        out[..n].copy_from_slice(&this.buf[this.start..this.start + n]);
+        this.start += n;
+        std::task::Poll::Ready(Ok(n))
+    }
+}
+
 /// An [`AsyncRead`] that keeps a copy of every byte it hands out.
 ///
 /// Transparent mode reads the client's handshake through one of these: it
@@ -664,6 +728,37 @@ mod tests {
         assert_eq!(code(io::ErrorKind::NetworkUnreachable), ReplyCode::NetworkUnreachable);
         assert_eq!(code(io::ErrorKind::HostUnreachable), ReplyCode::HostUnreachable);
         assert_eq!(code(io::ErrorKind::Other), ReplyCode::GeneralFailure);
+    }
+
+    #[test]
+    fn buffered_parses_pipelined_messages_and_keeps_the_rest() {
+        // Greeting, request and the first payload bytes in one segment.
+        let wire = [5, 1, 0, 5, 1, 0, 1, 10, 0, 0, 1, 0, 80, b'G', b'E', b'T'];
+        let mut reader = Buffered::new(&wire[..]);
+        let g = block_on(read_greeting(&mut reader)).unwrap();
+        assert_eq!(&g.methods[..], &[0]);
+        let r = block_on(read_request(&mut reader)).unwrap();
+        assert_eq!(r.address, Address::Ip("10.0.0.1:80".parse().unwrap()));
+        assert_eq!(reader.into_leftover(), b"GET");
+    }
+
+    #[test]
+    fn buffered_handles_one_byte_segments() {
+        let dom = [5, 1, 0, 3, 4, b'h', b'o', b's', b't', 1, 187];
+        let mut reader = Buffered::new(Trickle(&dom));
+        let r = block_on(read_request(&mut reader)).unwrap();
+        assert_eq!(r.address, Address::Domain(domain("host"), 443));
+        assert!(reader.into_leftover().is_empty());
+    }
+
+    #[test]
+    fn recorder_over_buffered_records_only_the_message() {
+        let wire = [5, 1, 0, 3, 1, b'x', 0, 80, 0xAA, 0xBB];
+        let mut copy = Vec::new();
+        let mut reader = Buffered::new(&wire[..]);
+        block_on(read_request(&mut Recorder::new(&mut reader, &mut copy))).unwrap();
+        assert_eq!(copy, &wire[..8]);
+        assert_eq!(reader.leftover(), &[0xAA, 0xBB]);
     }
 
     #[test]

@@ -310,7 +310,9 @@ pub async fn connect_direct(
 }
 
 /// Our SOCKS5 client handshake with a backend: greeting, optional
-/// RFC 1929 login, CONNECT. Returns the backend's bound address.
+/// RFC 1929 login, CONNECT. Returns the backend's bound address and any
+/// bytes it sent behind its reply (the destination's first words, for the
+/// client).
 ///
 /// The greeting and login must finish within `connect_timeout`; the
 /// CONNECT reply, which waits on the backend's own connect to the
@@ -321,8 +323,9 @@ pub async fn socks5_connect(
     dest: &Address,
     connect_timeout: Duration,
     request_timeout: Duration,
-) -> Result<Address, UpstreamError> {
+) -> Result<(Address, Vec<u8>), UpstreamError> {
     let mut s = stream;
+    let mut reader = socks5::Buffered::new(stream);
     // A backend that stops answering mid-handshake is as unreachable as
     // one that never answered; other bad bytes are protocol failures.
     let fail = |e: socks5::Error| match e {
@@ -336,7 +339,7 @@ pub async fn socks5_connect(
     };
     let chosen = until(deadline, async {
         socks5::write_greeting(&mut s, &[method]).await?;
-        socks5::read_method_choice(&mut s).await
+        socks5::read_method_choice(&mut reader).await
     })
     .await
     .map_err(fail)?;
@@ -346,7 +349,7 @@ pub async fn socks5_connect(
     if let Some(c) = credentials {
         let status = until(deadline, async {
             socks5::write_user_pass(&mut s, c.username.as_bytes(), c.password.expose().as_bytes()).await?;
-            socks5::read_auth_status(&mut s).await
+            socks5::read_auth_status(&mut reader).await
         })
         .await
         .map_err(fail)?;
@@ -356,14 +359,14 @@ pub async fn socks5_connect(
     }
     let reply = until(Instant::now() + request_timeout, async {
         socks5::write_connect(&mut s, dest).await?;
-        socks5::read_reply(&mut s).await
+        socks5::read_reply(&mut reader).await
     })
     .await
     .map_err(fail)?;
     if reply.code != ReplyCode::Succeeded as u8 {
         return Err(UpstreamError::BackendReply(reply.code));
     }
-    Ok(reply.bound)
+    Ok((reply.bound, reader.into_leftover()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# socksbalance against HAProxy, side by side, over real microsocks backends.
+#
+#   scripts/bench.sh            the full run (about 5 minutes)
+#   scripts/bench.sh --quick    the CI run (under a minute)
+#   scripts/bench.sh --rounds N --mib M    override rounds / MiB per bulk run
+#
+# Starts on 127.0.0.1 only: 4 microsocks backends, the target server of
+# examples/loadgen.rs, HAProxy (mode tcp, balance roundrobin over the same
+# backends), and socksbalance in transparent and in socks5 mode. DIRECT is
+# one of the microsocks backends used on its own. Every measurement runs
+# each configuration once per round, in a rotated order, so that the noise
+# of a shared 2-core machine falls on all of them alike; the report gives
+# medians. Then: socksbalance's footprint (idle RSS, idle tunnels) and the
+# same daemon with 1,000 backends configured.
+#
+# The verdicts (PASS/FAIL against the targets of docs/performance.md) are
+# in the report; the exit status says only whether the benchmark itself
+# worked: 0 when it ran, 1 when something broke (a proxy failed to start,
+# data arrived corrupted, a run failed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+rounds=""
+mib=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1 ;;
+        --rounds) rounds="$2"; shift ;;
+        --mib) mib="$2"; shift ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$quick" = 1 ]; then
+    : "${rounds:=2}" "${mib:=64}"
+    rate_secs=1; rtt_count=2000; idle_window=5; scale_backends=1000
+else
+    : "${rounds:=5}" "${mib:=256}"
+    rate_secs=3; rtt_count=20000; idle_window=30; scale_backends=1000
+fi
+
+# ------------------------------------------------------------ dependencies
+need=()
+command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "== installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq || echo "warning: apt-get update reported errors; continuing" >&2
+    $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "== building (release)"
+cargo build --release --quiet --bin socksbalance --example loadgen
+SB=$PWD/target/release/socksbalance
+LG=$PWD/target/release/examples/loadgen
+
+# 10,000 idle tunnels need about 20,000 descriptors in the daemon and as
+# many in the load generator; root may raise the hard limit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+max_tunnels=10000
+if [ "$(ulimit -n)" -lt 25000 ]; then
+    max_tunnels=$(( ($(ulimit -n) - 200) / 2 ))
+    echo "warning: only $(ulimit -n) descriptors: the largest idle-tunnel run is $max_tunnels" >&2
+fi
+
+work=$(mktemp -d /tmp/socksbalance-bench.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+die() { echo "bench.sh: $*" >&2; exit 1; }
+
+# ------------------------------------------------------------ ports
+# Children listen below 32768 (the ephemeral range starts there): one free
+# block of 1,024 ports in 20000-31999, chosen at random, checked with ss.
+used=" $(ss -Htan | awk '{print $4}' | sed 's/.*://' | sort -u | tr '\n' ' ') "
+base=""
+for _ in $(seq 1 50); do
+    b=$(( 20000 + (RANDOM % 11) * 1024 ))
+    clash=0
+    for p in $(seq "$b" $((b + 1023))); do
+        case "$used" in *" $p "*) clash=1; break ;; esac
+    done
+    [ "$clash" = 0 ] && { base=$b; break; }
+done
+[ -n "$base" ] || die "no free block of 1,024 ports in 20000-31999"
+backend_ports=($base $((base + 1)) $((base + 2)) $((base + 3)))
+p_haproxy=$((base + 4)); p_sbt=$((base + 5)); p_sbs=$((base + 6))
+p_mem=$((base + 7)); p_scale=$((base + 8))
+scale_first=$((base + 16)); scale_last=$((scale_first + scale_backends - 1))
+
+listening() { ss -Htln "sport = :$1" | grep -q .; }
+# Polls until port $1 listens (at most 10 s); $2 is the pid that should.
+wait_port() {
+    for _ in $(seq 1 200); do
+        listening "$1" && return 0
+        kill -0 "$2" 2>/dev/null || die "process $2 for port $1 exited"
+        sleep 0.05
+    done
+    die "nothing listens on port $1 after 10 s"
+}
+start() { # start NAME CMD...: runs in the background, logs to $work/NAME.log
+    local name=$1; shift
+    "$@" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+    last_pid=$!
+}
+rss() { awk -v k="$2" '$1 == k {print $2}' "/proc/$1/status"; }
+
+# ------------------------------------------------------------ processes
+start target "$LG" serve "$work/target.ports"
+target_pid=$last_pid
+for _ in $(seq 1 200); do [ -s "$work/target.ports" ] && break; sleep 0.05; done
+read -r target hold < "$work/target.ports" || die "target server did not start"
+
+for p in "${backend_ports[@]}"; do
+    start "microsocks-$p" microsocks -i 127.0.0.1 -p "$p"
+    wait_port "$p" "$last_pid"
+done
+direct_pid=${pids[1]}
+
+{
+    echo "global"
+    echo "    maxconn 4000"
+    echo "defaults"
+    echo "    mode tcp"
+    echo "    timeout connect 5s"
+    echo "    timeout client 10m"
+    echo "    timeout server 10m"
+    echo "listen socks"
+    echo "    bind 127.0.0.1:$p_haproxy"
+    echo "    balance roundrobin"
+    for p in "${backend_ports[@]}"; do echo "    server b$p 127.0.0.1:$p"; done
+} > "$work/haproxy.cfg"
+start haproxy haproxy -db -f "$work/haproxy.cfg"
+haproxy_pid=$last_pid
+wait_port "$p_haproxy" "$haproxy_pid"
+
+sb_config() { # sb_config PORT MODE [extra YAML lines]: 4 microsocks backends
+    echo "listen: 127.0.0.1:$1"
+    echo "mode: $2"
+    echo "backends:"
+    for p in "${backend_ports[@]}"; do echo "  - address: 127.0.0.1:$p"; done
+    echo "log: {level: warn}"
+    printf '%s\n' "${@:3}"
+}
+sb_config "$p_sbt" transparent > "$work/sbt.yaml"
+sb_config "$p_sbs" socks5 > "$work/sbs.yaml"
+start sbt "$SB" -c "$work/sbt.yaml"
+sbt_pid=$last_pid
+wait_port "$p_sbt" "$sbt_pid"
+start sbs "$SB" -c "$work/sbs.yaml"
+sbs_pid=$last_pid
+wait_port "$p_sbs" "$sbs_pid"
+
+# Idle RSS: after start, before any client (the first probes are done
+# within a second: poll until one second has passed since start, bounded).
+sleep 1
+idle_rss_sbs=$(rss "$sbs_pid" VmRSS:)
+idle_rss_sbt=$(rss "$sbt_pid" VmRSS:)
+idle_rss_haproxy=$(rss "$haproxy_pid" VmRSS:)
+
+results="$work/results"
+: > "$results"
+names=(direct haproxy sbt sbs)
+declare -A addr=([direct]="127.0.0.1:${backend_ports[0]}" [haproxy]="127.0.0.1:$p_haproxy"
+                 [sbt]="127.0.0.1:$p_sbt" [sbs]="127.0.0.1:$p_sbs")
+declare -A pid=([direct]=$direct_pid [haproxy]=$haproxy_pid [sbt]=$sbt_pid [sbs]=$sbs_pid)
+# The order of round $1: rotated, so no configuration always goes first.
+order() { local r=$1 i; for i in 0 1 2 3; do echo "${names[$(( (i + r) % 4 ))]}"; done; }
+run() { # run TEST NAME loadgen-args...: one measurement line into $results
+    local test=$1 name=$2 out; shift 2
+    out=$("$LG" "$@") || die "$test through $name failed: $out"
+    echo "$test $name $out" >> "$results"
+}
+
+echo "== bulk: $rounds round(s) x 4 configurations, $mib MiB per run"
+for r in $(seq 1 "$rounds"); do
+    for streams in 1 4; do
+        for dir in down up; do
+            for n in $(order "$r"); do
+                run "bulk_${dir}_$streams" "$n" bulk "${addr[$n]}" "$target" "$streams" "$dir" "$mib" "${pid[$n]}"
+            done
+        done
+    done
+done
+
+echo "== connection rate: $rounds round(s) x ${rate_secs} s, 32 concurrent"
+for r in $(seq 1 "$rounds"); do
+    for n in $(order "$r"); do run rate "$n" rate "${addr[$n]}" "$target" 32 "$rate_secs"; done
+done
+
+echo "== echo RTT: $rounds round(s) x $rtt_count round trips"
+for r in $(seq 1 "$rounds"); do
+    for n in $(order "$r"); do run rtt "$n" rtt "${addr[$n]}" "$target" "$rtt_count"; done
+done
+
+for n in haproxy sbt sbs; do
+    echo "peak $n kib=$(rss "${pid[$n]}" VmHWM:)" >> "$results"
+done
+echo "idle_rss sbs kib=$idle_rss_sbs" >> "$results"
+echo "idle_rss sbt kib=$idle_rss_sbt" >> "$results"
+echo "idle_rss haproxy kib=$idle_rss_haproxy" >> "$results"
+
+# ------------------------------------------------------------ idle tunnels
+# A fresh daemon per count (a tunnel whose client left stays half-open
+# until its far end closes, which the hold port never does).
+for count in 1000 "$max_tunnels"; do
+    echo "== $count idle tunnels"
+    {
+        echo "listen: 127.0.0.1:$p_mem"
+        echo "mode: socks5"
+        echo "backends:"
+        echo "  - direct: true"
+        echo "limits: {max_connections: 30000}"
+        echo "log: {level: warn}"
+    } > "$work/mem.yaml"
+    start "mem-$count" "$SB" -c "$work/mem.yaml"
+    mem_pid=$last_pid
+    wait_port "$p_mem" "$mem_pid"
+    run "tunnels_$count" sbs idle "127.0.0.1:$p_mem" "$hold" "$count" "$mem_pid"
+    kill "$mem_pid"
+    wait "$mem_pid" 2>/dev/null || true
+done
+
+# ------------------------------------------------------------ 1,000 backends
+echo "== $scale_backends backends configured"
+for p in $(seq "$scale_first" "$scale_last"); do
+    microsocks -i 127.0.0.1 -p "$p" >/dev/null 2>&1 &
+    pids+=($!)
+done
+for _ in $(seq 1 200); do
+    up=$(ss -Htln | awk -v a="$scale_first" -v b="$scale_last" \
+        '{n = $4; sub(/.*:/, "", n); if (n >= a && n <= b) c++} END {print c + 0}')
+    [ "$up" -ge "$scale_backends" ] && break
+    sleep 0.05
+done
+[ "$up" -ge "$scale_backends" ] || die "only $up of $scale_backends microsocks backends listen"
+{
+    echo "listen: 127.0.0.1:$p_scale"
+    echo "mode: socks5"
+    echo "backends:"
+    echo "  - address: 127.0.0.1:$scale_first-$scale_last"
+    echo "log: {level: warn}"
+} > "$work/scale.yaml"
+start scale "$SB" -c "$work/scale.yaml"
+scale_pid=$last_pid
+wait_port "$p_scale" "$scale_pid"
+# CPU over an idle window from start: the first probe of every backend
+# and the scheduling after it.
+run idle_cpu scale cpu "$scale_pid" "$idle_window"
+echo "idle_rss scale kib=$(rss "$scale_pid" VmRSS:)" >> "$results"
+echo "idle_rss sbs_now kib=$(rss "$sbs_pid" VmRSS:)" >> "$results"
+for r in $(seq 1 "$rounds"); do
+    for n in sbs scale; do
+        [ $((r % 2)) = 0 ] && n=$([ "$n" = sbs ] && echo scale || echo sbs)
+        a=${addr[sbs]}
+        [ "$n" = scale ] && a=127.0.0.1:$p_scale
+        run rate_scale "$n" rate "$a" "$target" 32 "$rate_secs"
+    done
+done
+
+# ------------------------------------------------------------ report
+echo
+echo "socksbalance $("$SB" --version 2>&1 | head -1) | $(haproxy -v 2>&1 | head -1)"
+echo "microsocks $(dpkg-query -W -f='${Version}' microsocks 2>/dev/null || echo '?') | $(rustc --version) | $(date -u '+%Y-%m-%d %H:%M UTC') | $(nproc) CPUs | rounds=$rounds mib=$mib"
+# The raw lines, for a second look (target/ is not tracked).
+mkdir -p target/bench
+suffix=""
+[ "$quick" = 1 ] && suffix=-quick
+keep="target/bench/results-$(date -u +%Y%m%dT%H%M%SZ)$suffix.txt"
+cp "$results" "$keep"
+echo "raw results: $keep"
+python3 scripts/bench_report.py "$results" "$scale_backends"

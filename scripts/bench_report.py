@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""The report of scripts/bench.sh: medians of its result lines, ratios to
+HAProxy and a verdict per target.
+
+Usage: bench_report.py RESULTS SCALE_BACKENDS
+
+RESULTS holds one line per measurement, `TEST NAME key=value ...`, as
+bench.sh writes them. A missing measurement is a broken benchmark (exit 1);
+a missed target is only a FAIL in the table (exit 0).
+"""
+import statistics
+import sys
+from collections import defaultdict
+
+NAMES = ["direct", "haproxy", "sbt", "sbs"]
+TITLES = {"direct": "DIRECT", "haproxy": "HAProxy", "sbt": "sb transp", "sbs": "sb socks5"}
+
+
+def load(path):
+    data = defaultdict(list)
+    for line in open(path):
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        test, name = parts[0], parts[1]
+        for kv in parts[2:]:
+            key, _, value = kv.partition("=")
+            data[(test, name, key)].append(float(value))
+    return data
+
+
+def main():
+    data = load(sys.argv[1])
+    scale_backends = int(sys.argv[2])
+    broken = []
+
+    def med(test, name, key):
+        values = data.get((test, name, key))
+        if not values:
+            broken.append(f"{test}/{name}/{key}")
+            return float("nan")
+        return statistics.median(values)
+
+    def total(test_prefix, name, key):
+        return sum(v for (t, n, k), vs in data.items() if t.startswith(test_prefix) and n == name and k == key
+                   for v in vs)
+
+    rows = []  # (label, {name: value}, fmt, target ratio, higher_is_better)
+    for direction in ("down", "up"):
+        for streams in (1, 4):
+            test = f"bulk_{direction}_{streams}"
+            label = f"bulk {direction}load, {streams} stream{'s' if streams > 1 else ''} (MiB/s)"
+            rows.append((label, {n: med(test, n, "mib_s") for n in NAMES}, "{:.0f}", 1.0, True))
+    rows.append(("connections/s (32 concurrent)", {n: med("rate", n, "conns_s") for n in NAMES}, "{:.0f}", 1.2, True))
+    rows.append(("  connection latency p50 (µs)", {n: med("rate", n, "p50_us") for n in NAMES}, "{:.0f}", None, False))
+    rows.append(("  connection latency p99 (µs)", {n: med("rate", n, "p99_us") for n in NAMES}, "{:.0f}", None, False))
+    rows.append(("echo RTT p50 (µs)", {n: med("rtt", n, "p50_us") for n in NAMES}, "{:.1f}", 1.0, False))
+    rows.append(("  echo RTT p99 (µs)", {n: med("rtt", n, "p99_us") for n in NAMES}, "{:.1f}", None, False))
+    cpu = {}
+    for n in NAMES:
+        ticks, nbytes = total("bulk_", n, "cpu_ticks"), total("bulk_", n, "bytes")
+        cpu[n] = ticks / 100.0 / (nbytes / 2**30) if nbytes else float("nan")
+        if not nbytes:
+            broken.append(f"bulk/{n}/bytes")
+    rows.append(("CPU s per GiB (proxy process)", cpu, "{:.2f}", 1.0, False))
+    peak = {n: med("peak", n, "kib") if n != "direct" else float("nan") for n in NAMES}
+    rows.append(("peak RSS under load (KiB)", peak, "{:.0f}", None, False))
+    idle = {n: med("idle_rss", n, "kib") if n != "direct" else float("nan") for n in NAMES}
+    rows.append(("idle RSS (KiB)", idle, "{:.0f}", None, False))
+
+    def fmt(f, v):
+        return "-" if v != v else f.format(v)
+
+    head = f"{'':40}" + "".join(f"{TITLES[n]:>11}" for n in NAMES) + f"{'transp/HA':>11}{'socks5/HA':>11}  target   verdict"
+    print(head)
+    print("-" * len(head))
+    failed = 0
+    for label, values, f, target, higher in rows:
+        line = f"{label:40}" + "".join(f"{fmt(f, values[n]):>11}" for n in NAMES)
+        ha = values["haproxy"]
+        ratios = [values[n] / ha if ha == ha and ha else float("nan") for n in ("sbt", "sbs")]
+        line += "".join(f"{fmt('{:.2f}x', r):>11}" for r in ratios)
+        if target is not None:
+            ok = [(r >= target) if higher else (r <= target) for r in ratios]
+            failed += ok.count(False)
+            sign = ">=" if higher else "<="
+            line += f"  {sign}{target:.1f}x   " + "/".join("PASS" if o else "FAIL" for o in ok)
+        print(line)
+
+    print()
+    print("footprint (socksbalance)                  measured      target   verdict")
+    print("-" * 76)
+    t1k = "tunnels_1000"
+    big = [t for (t, _, _) in data if t.startswith("tunnels_") and t != t1k]
+    tbig = big[0] if big else t1k
+    nbig = int(tbig.split("_")[1])
+    idle_sbs = med("idle_rss", "sbs", "kib")
+    scale_idle = med("idle_rss", "scale", "kib")
+    rate4, rate_n = med("rate_scale", "sbs", "conns_s"), med("rate_scale", "scale", "conns_s")
+    rss10k = med(tbig, "sbs", "rss_before_kib") + med(tbig, "sbs", "kib_per_tunnel") * 10000
+    checks = [
+        ("idle RSS, 4 backends (KiB)", idle_sbs, "{:.0f}", "<= 2048", idle_sbs <= 2048),
+        ("per idle tunnel, 1,000 tunnels (KiB)", med(t1k, "sbs", "kib_per_tunnel"), "{:.2f}", "<= 12",
+         med(t1k, "sbs", "kib_per_tunnel") <= 12),
+        (f"per idle tunnel, {nbig:,} tunnels (KiB)", med(tbig, "sbs", "kib_per_tunnel"), "{:.2f}", "<= 12",
+         med(tbig, "sbs", "kib_per_tunnel") <= 12),
+        (f"RSS with {nbig:,} idle tunnels (KiB)", med(tbig, "sbs", "rss_after_kib"), "{:.0f}", "-", None),
+        # Without the descriptors for 10,000 (a container's hard limit),
+        # the largest run is extrapolated at its own per-tunnel cost.
+        ("RSS with 10,000 idle tunnels (KiB)" + ("" if nbig >= 10000 else ", extrapolated"), rss10k, "{:.0f}",
+         "<= 131072", rss10k <= 131072),
+        (f"conn/s, {scale_backends} backends vs 4", rate_n / rate4 if rate4 else float("nan"), "{:.2f}x", ">= 0.90x",
+         rate4 > 0 and rate_n / rate4 >= 0.9),
+        (f"idle CPU, {scale_backends} backends (% of a core)", med("idle_cpu", "scale", "cpu_pct"), "{:.2f}",
+         "<= 2", med("idle_cpu", "scale", "cpu_pct") <= 2),
+        ("idle RSS per extra backend (KiB)", (scale_idle - idle_sbs) / max(scale_backends - 4, 1), "{:.2f}", "-",
+         None),
+    ]
+    for label, value, f, target, ok in checks:
+        verdict = "" if ok is None else ("PASS" if ok else "FAIL")
+        failed += ok is False
+        print(f"{label:40}{fmt(f, value):>12}  {target:>10}   {verdict}")
+    print()
+    print(f"conn/s with {scale_backends} backends: {rate_n:.0f}, with 4: {rate4:.0f}")
+    print(f"{failed} target(s) missed" if failed else "every target met")
+    if broken:
+        print("broken benchmark: missing " + ", ".join(sorted(set(broken))), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
