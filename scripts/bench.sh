@@ -260,6 +260,7 @@ wait_port "$p_scale" "$scale_pid"
 # CPU over an idle window from start: the first probe of every backend
 # and the scheduling after it.
 run idle_cpu scale cpu "$scale_pid" "$idle_window"
+echo "idle_window scale secs=$idle_window" >> "$results"
 echo "idle_rss scale kib=$(rss "$scale_pid" VmRSS:)" >> "$results"
 echo "idle_rss sbs_now kib=$(rss "$sbs_pid" VmRSS:)" >> "$results"
 for r in $(seq 1 "$rounds"); do
