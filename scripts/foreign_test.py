@@ -31,6 +31,8 @@ import tempfile
 import threading
 import time
 
+from ports import free_port
+
 START_LIMIT = 120  # seconds for the daemon to start (wine's first start is slow)
 failures = []
 
@@ -39,20 +41,6 @@ def check(name, ok, detail=""):
     print(("PASS  " if ok else "FAIL  ") + name + (f"  ({detail})" if detail else ""), flush=True)
     if not ok:
         failures.append(name)
-
-
-def free_port():
-    """A free port below 32768 (microsocks needs a fixed one; the range
-    above collides with ephemeral ports here)."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port")
 
 
 def wait_listening(port, limit=10):

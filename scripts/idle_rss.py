@@ -16,13 +16,14 @@ the ephemeral range here). Standard library only.
 
 import argparse
 import os
-import random
 import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from ports import free_port
 
 BUDGET_KB = 2048
 READY_LIMIT = 10.0  # seconds for the daemon's ports to accept
@@ -34,20 +35,6 @@ def default_binary():
     with open(os.path.join(root, "Cargo.toml")) as f:
         version = re.search(r'^version = "(.*)"', f.read(), re.M).group(1)
     return os.path.join(root, "dist", f"socksbalance-{version}-x86_64-unknown-linux-musl")
-
-
-def free_port():
-    """A port below 32768 that is free now. The daemon may still lose it to
-    a race; run() then retries with other ports."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port below 32768")
 
 
 def accepts(port):
