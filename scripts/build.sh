@@ -87,10 +87,6 @@ have_rustup_target() { # rustup has std for this target (not everywhere: see doc
 }
 env_name() { echo "$1" | tr 'a-z-' 'A-Z_'; }
 
-# Flags for linking with zig: zig supplies the C runtime, and the result
-# is a static executable.
-ZIG_FLAGS="['-C','link-self-contained=no','-C','target-feature=+crt-static']"
-
 build_local() {
     local t=$1 e
     e=$(env_name "$t")

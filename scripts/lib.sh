@@ -25,6 +25,10 @@ crate_version() {
     sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1
 }
 
+# Rustflags (a TOML array) for linking with zig: zig supplies the C
+# runtime, and the result is a static executable.
+ZIG_FLAGS="['-C','link-self-contained=no','-C','target-feature=+crt-static']"
+
 # Size settings for the targets whose std is built from source (nightly
 # -Zbuild-std: all MIPS, and armv7/arm/riscv64 where rustup has no std).
 # docs/performance.md#binary-size measures each one (scripts/size-levers.sh);

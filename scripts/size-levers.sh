@@ -51,7 +51,7 @@ for i in "${!labels[@]}"; do
     # shellcheck disable=SC2086 # args[i] is a list of words
     cargo +nightly zigbuild --release --locked --target "$t" --target-dir "$dir" \
         -Zbuild-std=std,panic_abort ${args[$i]} \
-        --config "target.$t.rustflags=['-C','link-self-contained=no','-C','target-feature=+crt-static'${flags[$i]}]" \
+        --config "target.$t.rustflags=${ZIG_FLAGS%]}${flags[$i]}]" \
         >"$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; exit 1; }
     size=$(stat -c %s "$out")
     row "${labels[$i]}" "$size" "$prev"

@@ -39,7 +39,7 @@ use crate::health::{Outcome, Source};
 use crate::relay;
 use crate::server::Snapshot;
 use crate::socks5::{self, Address, Command, Greeting, Recorder, ReplyCode, Request};
-use crate::stats::ActiveGuard;
+use crate::stats::{ActiveGuard, Counter};
 use crate::upstream::{self, until, UpstreamError};
 
 /// Why a session ended early; logged at debug level by [`serve`].
@@ -369,6 +369,15 @@ async fn open_upstream(
     }
 }
 
+/// Sends bytes read ahead with a handshake on to `to`, counting them.
+async fn forward_early(mut to: &Async<TcpStream>, bytes: &[u8], counter: &Counter) -> io::Result<()> {
+    if !bytes.is_empty() {
+        to.write_all(bytes).await?;
+        counter.add(bytes.len() as u64);
+    }
+    Ok(())
+}
+
 /// The relay stage, shared by both modes. `early` holds what either side
 /// sent behind its handshake (read ahead with it): client bytes for the
 /// upstream, upstream bytes for the client. They go first.
@@ -381,18 +390,10 @@ async fn tunnel(
     (early_up, early_down): (&[u8], &[u8]),
 ) {
     backend.stats.connections.add(1);
-    let (mut c, mut u) = (client, upstream);
-    if !early_up.is_empty() {
-        if u.write_all(early_up).await.is_err() {
-            return;
-        }
-        backend.stats.bytes_up.add(early_up.len() as u64);
-    }
-    if !early_down.is_empty() {
-        if c.write_all(early_down).await.is_err() {
-            return;
-        }
-        backend.stats.bytes_down.add(early_down.len() as u64);
+    if forward_early(upstream, early_up, &backend.stats.bytes_up).await.is_err()
+        || forward_early(client, early_down, &backend.stats.bytes_down).await.is_err()
+    {
+        return;
     }
     let totals = relay::relay(client, upstream, snap.config.limits.idle_timeout, &backend.stats).await;
     log::debug!(
