@@ -96,3 +96,82 @@ fn idle_tunnels_are_closed_after_the_idle_timeout() {
     assert!(waited >= Duration::from_millis(250), "closed too early: {waited:?}");
     assert!(waited < Duration::from_secs(3), "closed too late: {waited:?}");
 }
+
+/// A SOCKS5 backend that sends its CONNECT reply and the destination's
+/// first words (`banner`) in one write, then echoes; it dials nothing.
+fn backend_with_banner(banner: &'static [u8]) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            thread::spawn(move || -> std::io::Result<()> {
+                let mut s = s;
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                let mut head = [0u8; 2];
+                s.read_exact(&mut head)?;
+                s.read_exact(&mut vec![0u8; usize::from(head[1])])?;
+                s.write_all(&[5, 0])?;
+                let mut request = [0u8; 4];
+                s.read_exact(&mut request)?;
+                let rest = match request[3] {
+                    1 => 6,
+                    4 => 18,
+                    _ => {
+                        let mut len = [0u8; 1];
+                        s.read_exact(&mut len)?;
+                        usize::from(len[0]) + 2
+                    }
+                };
+                s.read_exact(&mut vec![0u8; rest])?;
+                let mut reply = vec![5, 0, 0, 1, 127, 0, 0, 1, 0, 80];
+                reply.extend_from_slice(banner);
+                s.write_all(&reply)?;
+                std::io::copy(&mut s.try_clone()?, &mut s)?;
+                Ok(())
+            });
+        }
+    });
+    addr
+}
+
+/// Bytes that arrive in the same segment as a handshake message are read
+/// with it (the handshake reads ahead); they must still reach the other
+/// side, first and counted: a client's payload pipelined behind its
+/// request, and a server's banner right behind the backend's reply.
+#[test]
+fn bytes_behind_a_handshake_are_relayed_first() {
+    const BANNER: &[u8] = b"220 ready\r\n";
+    for mode in ["socks5", "transparent"] {
+        let backend = backend_with_banner(BANNER);
+        let d = daemon(&format!("{LISTEN}mode: {mode}\nbackends:\n  - address: \"{backend}\"\n"));
+        let mut s = connect(d.local_addrs()[0]);
+        let early = b"EHLO pipelined";
+        let mut first = vec![5, 1, 0];
+        first.extend(connect_request(&Dest::Ip("127.0.0.1:9".parse().unwrap())));
+        first.extend_from_slice(early);
+        s.write_all(&first).unwrap();
+        let mut choice = [0u8; 2];
+        s.read_exact(&mut choice).unwrap();
+        assert_eq!(choice, [5, 0], "{mode}");
+        let (code, _) = read_reply(&mut s).unwrap();
+        assert_eq!(code, 0, "{mode}");
+        let mut banner = vec![0u8; BANNER.len()];
+        s.read_exact(&mut banner).unwrap();
+        assert_eq!(banner, BANNER, "{mode}: the banner behind the reply");
+        let mut echoed = vec![0u8; early.len()];
+        s.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, early, "{mode}: the payload behind the request");
+        // The tunnel goes on as usual after them.
+        s.write_all(b"more").unwrap();
+        let mut more = [0u8; 4];
+        s.read_exact(&mut more).unwrap();
+        assert_eq!(&more, b"more", "{mode}");
+        drop(s);
+
+        let stats = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].stats);
+        let (up, down) = (early.len() + 4, BANNER.len() + early.len() + 4);
+        wait_for("the tunnel's counters", IO_TIMEOUT, || {
+            stats.bytes_up.get() == up as u64 && stats.bytes_down.get() == down as u64
+        });
+    }
+}
