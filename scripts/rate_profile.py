@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Where a proxied connection's CPU goes: HAProxy against socksbalance on
+the connection-rate test of scripts/bench.sh (32 concurrent clients, each
+a full SOCKS5 handshake plus a 32-byte echo, through 4 microsocks
+backends to the loadgen target).
+
+For each proxy, alternated over ROUNDS rounds, it measures during the
+rate test:
+  - connections per second and the proxy's CPU per connection
+    (utime + stime from /proc/PID/stat),
+  - how much of the machine stayed idle (/proc/stat),
+  - TCP segments sent per connection on the whole machine
+    (/proc/net/snmp OutSegs; the same for every proxy means the kernel's
+    TCP work is the same),
+  - the proxy's context switches per connection (all its threads),
+and, once per proxy after the rounds, for a fixed number of connections:
+  - system calls per connection, by name (`strace -c -f`, when strace is
+    installed; strace slows the proxy, the counts are exact),
+  - the share of the proxy's CPU in each system call, in the rest of the
+    kernel and in user space (`perf record -g`, when perf is installed
+    and allowed).
+
+Usage: rate_profile.py [--rounds N] [--seconds S] [--modes transparent,socks5]
+
+Needs microsocks and haproxy (scripts/bench.sh installs both) and the
+release builds of socksbalance and examples/loadgen (built here with
+cargo). Everything listens on 127.0.0.1, children on free ports below
+32768. Every run is bounded in time and count. Standard library only.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from ports import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONCURRENCY = 32
+STRACE_CONNS = 1500
+PERF_SECONDS = 2
+READY_LIMIT = 10.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def die(msg):
+    print(f"rate_profile.py: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def accepts(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_listening(port, proc):
+    deadline = time.monotonic() + READY_LIMIT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            die(f"{proc.args[0]} exited before listening on {port}")
+        if accepts(port):
+            return
+        time.sleep(0.02)
+    die(f"nothing listens on {port} after {READY_LIMIT:.0f} s")
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def machine():
+    """(busy, idle) jiffies of all CPUs."""
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    idle = vals[3] + vals[4]
+    return sum(vals[:8]) - idle, idle
+
+
+def out_segs():
+    with open("/proc/net/snmp") as f:
+        lines = [l.split() for l in f if l.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("OutSegs")])
+
+
+def ctx_switches(pid):
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # a thread ended meanwhile
+    return total
+
+
+def loadgen(lg, *args, timeout=120):
+    out = subprocess.run([lg, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        die(f"loadgen {' '.join(map(str, args))} failed: {out.stderr.strip() or out.stdout.strip()}")
+    return dict(kv.split("=", 1) for kv in out.stdout.split())
+
+
+def rate_round(lg, proxy, target, seconds):
+    pid = proxy["pid"]
+    c0, (b0, i0), s0, x0 = cpu_ticks(pid), machine(), out_segs(), ctx_switches(pid)
+    res = loadgen(lg, "rate", f"127.0.0.1:{proxy['port']}", target, CONCURRENCY, seconds)
+    c1, (b1, i1), s1, x1 = cpu_ticks(pid), machine(), out_segs(), ctx_switches(pid)
+    conns = int(res["conns"])
+    return {
+        "conns_s": float(res["conns_s"]),
+        "cpu_us": (c1 - c0) / CLK_TCK * 1e6 / conns,
+        "idle_pct": 100.0 * (i1 - i0) / max(1, (b1 - b0) + (i1 - i0)),
+        "segs": (s1 - s0) / conns,
+        "ctx": (x1 - x0) / conns,
+    }
+
+
+def strace_counts(lg, proxy, target, work):
+    """System calls per connection by name, all threads of the proxy."""
+    out = os.path.join(work, f"strace-{proxy['name']}.txt")
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(proxy["pid"])],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # strace attaches to every thread; no readiness signal to wait on
+    res = loadgen(lg, "rate", f"127.0.0.1:{proxy['port']}", target, CONCURRENCY, 60, STRACE_CONNS)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=30)
+    conns = int(res["conns"])
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+            if m and m.group(2) != "total":
+                counts[m.group(2)] = int(m.group(1)) / conns
+    return counts
+
+
+def perf_shares(proxy, lg, target, work):
+    """Share of the proxy's samples: user space, each system call, the rest."""
+    data = os.path.join(work, f"perf-{proxy['name']}.data")
+    rec = subprocess.Popen(["perf", "record", "-q", "-F", "2000", "-g", "-o", data, "-p", str(proxy["pid"]),
+                            "--", "sleep", str(PERF_SECONDS + 0.5)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.2)
+    loadgen(lg, "rate", f"127.0.0.1:{proxy['port']}", target, CONCURRENCY, PERF_SECONDS)
+    if rec.wait(timeout=60) != 0:
+        return None
+    rep = subprocess.run(["perf", "report", "-i", data, "--children", "--sort", "sym", "-g", "none",
+                          "--stdio"], capture_output=True, text=True, timeout=120)
+    shares, kernel = {}, 0.0
+    for line in rep.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+([\d.]+)%\s+\[k\]\s+(\S+)", line)
+        if not m:
+            continue
+        children, sym = float(m.group(1)), m.group(3)
+        if sym == "entry_SYSCALL_64_after_hwframe":
+            kernel = max(kernel, children)
+        call = re.match(r"__(?:x64|arm64)_sys_(\w+)", sym)
+        if call:
+            shares[call.group(1)] = children
+    dso = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso", "-g", "none",
+                          "--stdio"], capture_output=True, text=True, timeout=120)
+    kernel_all = sum(float(m.group(1)) for m in
+                     re.finditer(r"^\s*([\d.]+)%\s+\[kernel", dso.stdout, re.M))
+    return {"syscalls": shares, "kernel": kernel_all, "in_syscalls": kernel}
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+# The system calls that move a TCP connection's bytes and state; any
+# proxy makes them, and on loopback the sender also pays for the
+# receiver's side of each segment. The rest is event-loop overhead.
+TCP_CALLS = ("accept4", "accept", "socket", "connect", "sendto", "recvfrom", "sendmsg", "recvmsg",
+             "splice", "shutdown", "close", "setsockopt", "getsockopt")
+LOOP_CALLS = ("epoll_wait", "epoll_pwait", "epoll_ctl", "futex", "timerfd_settime", "clock_gettime", "read", "write")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--modes", default="transparent")
+    ap.add_argument("--threads", type=int, help="socksbalance's `threads:` (default: its own default)")
+    args = ap.parse_args()
+    rounds = max(1, min(args.rounds, 20))
+    seconds = max(1, min(args.seconds, 30))
+    modes = [m for m in args.modes.split(",") if m]
+    if any(m not in ("transparent", "socks5") for m in modes):
+        die("--modes takes transparent and/or socks5")
+    for tool in ("microsocks", "haproxy"):
+        if not shutil.which(tool):
+            die(f"{tool} is not installed (scripts/bench.sh installs it)")
+
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "socksbalance", "--example", "loadgen"],
+                   cwd=ROOT, check=True)
+    sb = os.path.join(ROOT, "target/release/socksbalance")
+    lg = os.path.join(ROOT, "target/release/examples/loadgen")
+
+    procs = []
+    work = tempfile.mkdtemp(prefix="socksbalance-profile.")
+
+    def start(cmd, port=None):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "stderr.log"), "a"))
+        procs.append(p)
+        if port:
+            wait_listening(port, p)
+        return p
+
+    try:
+        portfile = os.path.join(work, "target.ports")
+        start([lg, "serve", portfile])
+        deadline = time.monotonic() + READY_LIMIT
+        while not (os.path.exists(portfile) and os.path.getsize(portfile)):
+            if time.monotonic() > deadline:
+                die("the target server did not start")
+            time.sleep(0.02)
+        with open(portfile) as f:
+            target = f.read().split()[0]
+
+        backends = []
+        for _ in range(4):
+            port = free_port()
+            start(["microsocks", "-i", "127.0.0.1", "-p", str(port)], port)
+            backends.append(port)
+
+        proxies = []
+        port = free_port()
+        cfg = os.path.join(work, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write("global\n    maxconn 4000\ndefaults\n    mode tcp\n    timeout connect 5s\n"
+                    "    timeout client 10m\n    timeout server 10m\nlisten socks\n"
+                    f"    bind 127.0.0.1:{port}\n    balance roundrobin\n")
+            f.writelines(f"    server b{p} 127.0.0.1:{p}\n" for p in backends)
+        proxies.append({"name": "HAProxy", "pid": start(["haproxy", "-db", "-f", cfg], port).pid, "port": port})
+        for mode in modes:
+            port = free_port()
+            cfg = os.path.join(work, f"sb-{mode}.yaml")
+            with open(cfg, "w") as f:
+                f.write(f"listen: 127.0.0.1:{port}\nmode: {mode}\nbackends:\n")
+                f.writelines(f"  - address: 127.0.0.1:{p}\n" for p in backends)
+                f.write("log: {level: warn}\n")
+                if args.threads:
+                    f.write(f"threads: {args.threads}\n")
+            name = f"sb {mode}" + (f" t{args.threads}" if args.threads else "")
+            proxies.append({"name": name, "pid": start([sb, "-c", cfg], port).pid, "port": port})
+
+        rows = {p["name"]: [] for p in proxies}
+        for r in range(rounds):
+            for i in range(len(proxies)):
+                p = proxies[(i + r) % len(proxies)]
+                rows[p["name"]].append(rate_round(lg, p, target, seconds))
+
+        have_strace = shutil.which("strace") is not None
+        have_perf = shutil.which("perf") is not None
+        calls = {p["name"]: strace_counts(lg, p, target, work) for p in proxies} if have_strace else {}
+        perf = {p["name"]: perf_shares(p, lg, target, work) for p in proxies} if have_perf else {}
+
+        names = [p["name"] for p in proxies]
+        w = 16
+        print(f"\nrate test, {CONCURRENCY} concurrent, {rounds} round(s) x {seconds} s, medians")
+        print(f"{'':34}" + "".join(f"{n:>{w}}" for n in names))
+        for key, label, fmt in (("conns_s", "connections/s", "{:.0f}"),
+                                ("cpu_us", "proxy CPU per connection (µs)", "{:.0f}"),
+                                ("idle_pct", "machine idle (%)", "{:.1f}"),
+                                ("segs", "TCP segments per connection", "{:.1f}"),
+                                ("ctx", "proxy context switches / conn", "{:.2f}")):
+            print(f"{label:34}" + "".join(f"{fmt.format(median([x[key] for x in rows[n]])):>{w}}"
+                                          for n in names))
+        if calls:
+            print(f"\nsystem calls per connection (strace -c -f, {STRACE_CONNS} connections)")
+            every = sorted({c for n in names for c in calls[n]},
+                           key=lambda c: -max(calls[n].get(c, 0) for n in names))
+            print(f"{'':34}" + "".join(f"{n:>{w}}" for n in names))
+            for c in every:
+                print(f"{c:34}" + "".join(f"{calls[n].get(c, 0):>{w}.2f}" for n in names))
+            print(f"{'all':34}" + "".join(f"{sum(calls[n].values()):>{w}.2f}" for n in names))
+        if perf and all(perf.values()):
+            print("\nshare of the proxy's CPU samples (perf record -g), %")
+            print(f"{'':34}" + "".join(f"{n:>{w}}" for n in names))
+            print(f"{'user space':34}" + "".join(f"{100 - perf[n]['kernel']:>{w}.1f}" for n in names))
+            print(f"{'kernel':34}" + "".join(f"{perf[n]['kernel']:>{w}.1f}" for n in names))
+            for label, group in (("  TCP system calls", TCP_CALLS), ("  event-loop system calls", LOOP_CALLS)):
+                print(f"{label:34}" + "".join(
+                    f"{sum(v for k, v in perf[n]['syscalls'].items() if k in group):>{w}.1f}" for n in names))
+            print(f"{'  other (scheduling, interrupts)':34}" + "".join(
+                f"{perf[n]['kernel'] - sum(v for k, v in perf[n]['syscalls'].items() if k in TCP_CALLS + LOOP_CALLS):>{w}.1f}"
+                for n in names))
+            cpu = {n: median([x["cpu_us"] for x in rows[n]]) for n in names}
+            print(f"{'TCP system calls, µs per conn':34}" + "".join(
+                f"{cpu[n] * sum(v for k, v in perf[n]['syscalls'].items() if k in TCP_CALLS) / 100:>{w}.0f}"
+                for n in names))
+        elif have_perf:
+            print("\nperf record failed (perf_event_paranoid?): no CPU breakdown")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
