@@ -13,7 +13,9 @@ rate test:
     (/proc/net/snmp OutSegs; the same for every proxy means the kernel's
     TCP work is the same),
   - the proxy's context switches per connection (all its threads),
-and, once per proxy after the rounds, for a fixed number of connections:
+then, in the same round, the echo RTT p50 through one tunnel (4,000 round
+trips) and the proxy's CPU per GiB of a 128 MiB download; and, once per
+proxy after the rounds, for a fixed number of connections:
   - system calls per connection, by name (`strace -c -f`, when strace is
     installed; strace slows the proxy, the counts are exact),
   - the share of the proxy's CPU in each system call, in the rest of the
@@ -21,6 +23,11 @@ and, once per proxy after the rounds, for a fixed number of connections:
     and allowed).
 
 Usage: rate_profile.py [--rounds N] [--seconds S] [--modes transparent,socks5]
+                       [--threads N[,N...]] [--baseline BINARY]
+
+--threads sets socksbalance's `threads:`; a list gives a column per
+value. --baseline adds columns for another socksbalance binary (an older
+build, say). Every column is alternated with the rest.
 
 Needs microsocks and haproxy (scripts/bench.sh installs both) and the
 release builds of socksbalance and examples/loadgen (built here with
@@ -44,6 +51,8 @@ from ports import free_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONCURRENCY = 32
 STRACE_CONNS = 1500
+RTT_COUNT = 4000
+BULK_MIB = 128
 PERF_SECONDS = 2
 READY_LIMIT = 10.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -125,6 +134,9 @@ def rate_round(lg, proxy, target, seconds):
         "idle_pct": 100.0 * (i1 - i0) / max(1, (b1 - b0) + (i1 - i0)),
         "segs": (s1 - s0) / conns,
         "ctx": (x1 - x0) / conns,
+        "rtt_us": float(loadgen(lg, "rtt", f"127.0.0.1:{proxy['port']}", target, RTT_COUNT)["p50_us"]),
+        "cpu_gib": (lambda b: int(b["cpu_ticks"]) / CLK_TCK / (int(b["bytes"]) / 2**30))(
+            loadgen(lg, "bulk", f"127.0.0.1:{proxy['port']}", target, 1, "down", BULK_MIB, pid)),
     }
 
 
@@ -196,7 +208,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--modes", default="transparent")
-    ap.add_argument("--threads", type=int, help="socksbalance's `threads:` (default: its own default)")
+    ap.add_argument("--threads", default="", help="socksbalance's `threads:`, or a list (1,2): a column each")
+    ap.add_argument("--baseline", help="another socksbalance binary to compare, alternated")
     args = ap.parse_args()
     rounds = max(1, min(args.rounds, 20))
     seconds = max(1, min(args.seconds, 30))
@@ -248,17 +261,22 @@ def main():
                     f"    bind 127.0.0.1:{port}\n    balance roundrobin\n")
             f.writelines(f"    server b{p} 127.0.0.1:{p}\n" for p in backends)
         proxies.append({"name": "HAProxy", "pid": start(["haproxy", "-db", "-f", cfg], port).pid, "port": port})
-        for mode in modes:
-            port = free_port()
-            cfg = os.path.join(work, f"sb-{mode}.yaml")
-            with open(cfg, "w") as f:
-                f.write(f"listen: 127.0.0.1:{port}\nmode: {mode}\nbackends:\n")
-                f.writelines(f"  - address: 127.0.0.1:{p}\n" for p in backends)
-                f.write("log: {level: warn}\n")
-                if args.threads:
-                    f.write(f"threads: {args.threads}\n")
-            name = f"sb {mode}" + (f" t{args.threads}" if args.threads else "")
-            proxies.append({"name": name, "pid": start([sb, "-c", cfg], port).pid, "port": port})
+        builds = [("sb", sb)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
+        thread_counts = [int(t) for t in args.threads.split(",") if t] or [None]
+        if any(not 1 <= t <= 64 for t in thread_counts if t):
+            die("--threads takes 1 to 64")
+        for label, binary in builds:
+            for mode, threads in ((m, t) for m in modes for t in thread_counts):
+                port = free_port()
+                cfg = os.path.join(work, f"{label}-{mode}.yaml")
+                with open(cfg, "w") as f:
+                    f.write(f"listen: 127.0.0.1:{port}\nmode: {mode}\nbackends:\n")
+                    f.writelines(f"  - address: 127.0.0.1:{p}\n" for p in backends)
+                    f.write("log: {level: warn}\n")
+                    if threads:
+                        f.write(f"threads: {threads}\n")
+                name = f"{label} {mode}" + (f" t{threads}" if threads else "")
+                proxies.append({"name": name, "pid": start([binary, "-c", cfg], port).pid, "port": port})
 
         rows = {p["name"]: [] for p in proxies}
         for r in range(rounds):
@@ -272,14 +290,16 @@ def main():
         perf = {p["name"]: perf_shares(p, lg, target, work) for p in proxies} if have_perf else {}
 
         names = [p["name"] for p in proxies]
-        w = 16
+        w = max(16, 2 + max(len(n) for n in names))
         print(f"\nrate test, {CONCURRENCY} concurrent, {rounds} round(s) x {seconds} s, medians")
         print(f"{'':34}" + "".join(f"{n:>{w}}" for n in names))
         for key, label, fmt in (("conns_s", "connections/s", "{:.0f}"),
                                 ("cpu_us", "proxy CPU per connection (µs)", "{:.0f}"),
                                 ("idle_pct", "machine idle (%)", "{:.1f}"),
                                 ("segs", "TCP segments per connection", "{:.1f}"),
-                                ("ctx", "proxy context switches / conn", "{:.2f}")):
+                                ("ctx", "proxy context switches / conn", "{:.2f}"),
+                                ("rtt_us", "echo RTT p50 (µs)", "{:.1f}"),
+                                ("cpu_gib", "CPU s per GiB, 1 stream down", "{:.2f}")):
             print(f"{label:34}" + "".join(f"{fmt.format(median([x[key] for x in rows[n]])):>{w}}"
                                           for n in names))
         if calls:

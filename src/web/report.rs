@@ -383,6 +383,10 @@ fn label(v: &str) -> String {
 }
 
 /// `GET /metrics`: the Prometheus text exposition format, version 0.0.4.
+/// The help of `socksbalance_probes_in_flight`; a test keeps its number
+/// equal to the checker's limit.
+const PROBES_HELP: &str = "Health probes in flight now (at most 16).";
+
 pub fn to_prometheus(r: &Report) -> String {
     let mut out = String::with_capacity(2048 + r.backends.len() * 1400);
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
@@ -421,7 +425,7 @@ pub fn to_prometheus(r: &Report) -> String {
             "1 while every backend is failing (an uplink outage).",
             f64::from(u8::from(r.outage)),
         ),
-        ("probes_in_flight", "gauge", "Health probes in flight now (at most 16).", r.probes_in_flight as f64),
+        ("probes_in_flight", "gauge", PROBES_HELP, r.probes_in_flight as f64),
         ("bytes_up_total", "counter", "Bytes relayed from clients to backends.", r.bytes_up as f64),
         ("bytes_down_total", "counter", "Bytes relayed from backends to clients.", r.bytes_down as f64),
     ];
@@ -506,6 +510,12 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_315_807)), "2026-11-22T02:50:07Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(4_102_444_799)), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn the_probes_help_names_the_checkers_limit() {
+        let limit = crate::health::checker::MAX_CONCURRENT_PROBES;
+        assert!(PROBES_HELP.contains(&format!("(at most {limit})")), "{PROBES_HELP}");
     }
 
     #[test]

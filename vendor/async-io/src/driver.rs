@@ -62,8 +62,8 @@ fn main_loop(parker: parking::Parker) {
         // reactor between polls of its executor, which batches events and
         // runs the woken tasks on the thread that saw the events. This
         // thread takes the reactor only when nobody reacted for a whole
-        // sleep of the backoff's end (10 ms), or just after a `block_on`
-        // ended, and never blocks on the lock then. Upstream tries the lock
+        // sleep past the backoff's tenth step (10 ms to 1 s), or just after
+        // a `block_on` ended, and never blocks on the lock then. Upstream tries the lock
         // after every 50 µs to 10 ms sleep and, once idle, blocks on it: it
         // then wins the reactor whenever the executor thread lets go to run
         // tasks, and every event costs a thread switch (measured in
@@ -92,13 +92,20 @@ fn main_loop(parker: parking::Parker) {
 
         if BLOCK_ON_COUNT.load(Ordering::SeqCst) > 0 {
             // Exponential backoff from 50us to 10ms.
-            let delay_us = [50, 75, 100, 250, 500, 750, 1000, 2500, 5000]
+            //
+            // socksbalance patch: and on to 1 s. This thread no longer
+            // blocks on the reactor lock while a `block_on` thread drives
+            // (above), so without a longer backoff an idle daemon would
+            // wake it 100 times a second; a `block_on` ending still
+            // unparks it at once.
+            let delay_us: u64 = [50, 75, 100, 250, 500, 750, 1000, 2500, 5000]
                 .get(sleeps as usize)
-                .unwrap_or(&10_000);
+                .copied()
+                .unwrap_or_else(|| (10_000u64 << (sleeps - 9).min(7)).min(1_000_000));
 
             #[cfg(feature = "tracing")]
             tracing::trace!("sleeping for {} us", delay_us);
-            if parker.park_timeout(Duration::from_micros(*delay_us)) {
+            if parker.park_timeout(Duration::from_micros(delay_us)) {
                 #[cfg(feature = "tracing")]
                 tracing::trace!("notified");
 
