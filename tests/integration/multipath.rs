@@ -484,7 +484,11 @@ fn a_link_whose_gateway_goes_silent_fails_over_and_opens_its_circuit() {
     assert!(seen.iter().all(|s| *s == from(2)), "{seen:?}");
     let stats = api_stats(&net.bal);
     let wan1 = backend(&stats, "wan1").unwrap();
-    assert!(wan1.contains("\"circuit\":\"open\"") && wan1.contains("\"link\":\"up\""), "{wan1}");
+    // Taken out: open, or already half-open if the 1 s recovery interval
+    // ran out while the clients were served (a loaded machine); with the
+    // gateway still gone, that probe cannot close it.
+    let out = wan1.contains("\"circuit\":\"open\"") || wan1.contains("\"circuit\":\"half_open\"");
+    assert!(out && wan1.contains("\"link\":\"up\""), "{wan1}");
     assert!(!wan1.contains("\"timeouts\":0"), "timeouts counted against the uplink: {wan1}");
     let wan2 = backend(&stats, "wan2").unwrap();
     assert!(wan2.contains("\"circuit\":\"closed\"") && wan2.contains("\"failures\":0"), "{wan2}");
