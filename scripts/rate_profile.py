@@ -23,8 +23,10 @@ proxy after the rounds, for a fixed number of connections:
     and allowed).
 
 Usage: rate_profile.py [--rounds N] [--seconds S] [--modes transparent,socks5]
-                       [--threads N[,N...]] [--baseline BINARY]
+                       [--threads N[,N...]] [--baseline BINARY] [--quick]
 
+--quick (what .ci/run runs, so that the script keeps working) is one
+round of one second, 200 connections under strace, no perf.
 --threads sets socksbalance's `threads:`; a list gives a column per
 value. --baseline adds columns for another socksbalance binary (an older
 build, say). Every column is alternated with the rest.
@@ -140,13 +142,13 @@ def rate_round(lg, proxy, target, seconds):
     }
 
 
-def strace_counts(lg, proxy, target, work):
+def strace_counts(lg, proxy, target, work, conns):
     """System calls per connection by name, all threads of the proxy."""
     out = os.path.join(work, f"strace-{proxy['name']}.txt")
     tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(proxy["pid"])],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # strace attaches to every thread; no readiness signal to wait on
-    res = loadgen(lg, "rate", f"127.0.0.1:{proxy['port']}", target, CONCURRENCY, 60, STRACE_CONNS)
+    res = loadgen(lg, "rate", f"127.0.0.1:{proxy['port']}", target, CONCURRENCY, 60, conns)
     tracer.send_signal(signal.SIGINT)
     tracer.wait(timeout=30)
     conns = int(res["conns"])
@@ -210,9 +212,11 @@ def main():
     ap.add_argument("--modes", default="transparent")
     ap.add_argument("--threads", default="", help="socksbalance's `threads:`, or a list (1,2): a column each")
     ap.add_argument("--baseline", help="another socksbalance binary to compare, alternated")
+    ap.add_argument("--quick", action="store_true", help="1 round of 1 s, a short strace pass, no perf")
     args = ap.parse_args()
-    rounds = max(1, min(args.rounds, 20))
-    seconds = max(1, min(args.seconds, 30))
+    rounds = 1 if args.quick else max(1, min(args.rounds, 20))
+    seconds = 1 if args.quick else max(1, min(args.seconds, 30))
+    strace_conns = 200 if args.quick else STRACE_CONNS
     modes = [m for m in args.modes.split(",") if m]
     if any(m not in ("transparent", "socks5") for m in modes):
         die("--modes takes transparent and/or socks5")
@@ -286,8 +290,8 @@ def main():
 
         have_strace = shutil.which("strace") is not None
         have_perf = shutil.which("perf") is not None
-        calls = {p["name"]: strace_counts(lg, p, target, work) for p in proxies} if have_strace else {}
-        perf = {p["name"]: perf_shares(p, lg, target, work) for p in proxies} if have_perf else {}
+        calls = {p["name"]: strace_counts(lg, p, target, work, strace_conns) for p in proxies} if have_strace else {}
+        perf = {p["name"]: perf_shares(p, lg, target, work) for p in proxies} if have_perf and not args.quick else {}
 
         names = [p["name"] for p in proxies]
         w = max(16, 2 + max(len(n) for n in names))
@@ -303,7 +307,7 @@ def main():
             print(f"{label:34}" + "".join(f"{fmt.format(median([x[key] for x in rows[n]])):>{w}}"
                                           for n in names))
         if calls:
-            print(f"\nsystem calls per connection (strace -c -f, {STRACE_CONNS} connections)")
+            print(f"\nsystem calls per connection (strace -c -f, {strace_conns} connections)")
             every = sorted({c for n in names for c in calls[n]},
                            key=lambda c: -max(calls[n].get(c, 0) for n in names))
             print(f"{'':34}" + "".join(f"{n:>{w}}" for n in names))
@@ -325,7 +329,7 @@ def main():
             print(f"{'TCP system calls, µs per conn':34}" + "".join(
                 f"{cpu[n] * sum(v for k, v in perf[n]['syscalls'].items() if k in TCP_CALLS) / 100:>{w}.0f}"
                 for n in names))
-        elif have_perf:
+        elif have_perf and not args.quick:
             print("\nperf record failed (perf_event_paranoid?): no CPU breakdown")
     finally:
         for p in procs:
