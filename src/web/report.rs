@@ -382,11 +382,11 @@ fn label(v: &str) -> String {
     out
 }
 
-/// `GET /metrics`: the Prometheus text exposition format, version 0.0.4.
 /// The help of `socksbalance_probes_in_flight`; a test keeps its number
 /// equal to the checker's limit.
 const PROBES_HELP: &str = "Health probes in flight now (at most 16).";
 
+/// `GET /metrics`: the Prometheus text exposition format, version 0.0.4.
 pub fn to_prometheus(r: &Report) -> String {
     let mut out = String::with_capacity(2048 + r.backends.len() * 1400);
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
