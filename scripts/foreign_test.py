@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from ports import free_port
+from ports import accepts, free_port
 
 START_LIMIT = 120  # seconds for the daemon to start (wine's first start is slow)
 failures = []
@@ -46,11 +46,9 @@ def check(name, ok, detail=""):
 def wait_listening(port, limit=10):
     deadline = time.time() + limit
     while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        if accepts(port, timeout=1):
             return True
-        except OSError:
-            time.sleep(0.05)
+        time.sleep(0.05)
     return False
 
 

@@ -17,13 +17,12 @@ the ephemeral range here). Standard library only.
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from ports import free_port
+from ports import accepts, free_port
 
 BUDGET_KB = 2048
 READY_LIMIT = 10.0  # seconds for the daemon's ports to accept
@@ -35,14 +34,6 @@ def default_binary():
     with open(os.path.join(root, "Cargo.toml")) as f:
         version = re.search(r'^version = "(.*)"', f.read(), re.M).group(1)
     return os.path.join(root, "dist", f"socksbalance-{version}-x86_64-unknown-linux-musl")
-
-
-def accepts(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def status(pid):

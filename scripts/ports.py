@@ -17,3 +17,12 @@ def free_port():
             except OSError:
                 continue
     raise RuntimeError("no free port below 32768")
+
+
+def accepts(port, timeout=0.5):
+    """Whether something accepts TCP connections on 127.0.0.1:`port` now."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False

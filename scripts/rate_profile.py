@@ -42,13 +42,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from ports import free_port
+from ports import accepts, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONCURRENCY = 32
@@ -63,14 +62,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def die(msg):
     print(f"rate_profile.py: {msg}", file=sys.stderr)
     sys.exit(1)
-
-
-def accepts(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def wait_listening(port, proc):
@@ -173,22 +164,17 @@ def perf_shares(proxy, lg, target, work):
         return None
     rep = subprocess.run(["perf", "report", "-i", data, "--children", "--sort", "sym", "-g", "none",
                           "--stdio"], capture_output=True, text=True, timeout=120)
-    shares, kernel = {}, 0.0
+    shares = {}
     for line in rep.stdout.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+([\d.]+)%\s+\[k\]\s+(\S+)", line)
-        if not m:
-            continue
-        children, sym = float(m.group(1)), m.group(3)
-        if sym == "entry_SYSCALL_64_after_hwframe":
-            kernel = max(kernel, children)
-        call = re.match(r"__(?:x64|arm64)_sys_(\w+)", sym)
-        if call:
-            shares[call.group(1)] = children
+        m = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[k\]\s+__(?:x64|arm64)_sys_(\w+)", line)
+        if m:
+            shares[m.group(2)] = float(m.group(1))
     dso = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso", "-g", "none",
                           "--stdio"], capture_output=True, text=True, timeout=120)
-    kernel_all = sum(float(m.group(1)) for m in
-                     re.finditer(r"^\s*([\d.]+)%\s+\[kernel", dso.stdout, re.M))
-    return {"syscalls": shares, "kernel": kernel_all, "in_syscalls": kernel}
+    kernel = sum(float(m.group(1)) for m in re.finditer(r"^\s*([\d.]+)%\s+\[kernel", dso.stdout, re.M))
+    tcp = sum(v for k, v in shares.items() if k in TCP_CALLS)
+    loop = sum(v for k, v in shares.items() if k in LOOP_CALLS)
+    return {"kernel": kernel, "tcp": tcp, "loop": loop, "other": kernel - tcp - loop}
 
 
 def median(xs):
@@ -318,17 +304,12 @@ def main():
             print("\nshare of the proxy's CPU samples (perf record -g), %")
             print(f"{'':34}" + "".join(f"{n:>{w}}" for n in names))
             print(f"{'user space':34}" + "".join(f"{100 - perf[n]['kernel']:>{w}.1f}" for n in names))
-            print(f"{'kernel':34}" + "".join(f"{perf[n]['kernel']:>{w}.1f}" for n in names))
-            for label, group in (("  TCP system calls", TCP_CALLS), ("  event-loop system calls", LOOP_CALLS)):
-                print(f"{label:34}" + "".join(
-                    f"{sum(v for k, v in perf[n]['syscalls'].items() if k in group):>{w}.1f}" for n in names))
-            print(f"{'  other (scheduling, interrupts)':34}" + "".join(
-                f"{perf[n]['kernel'] - sum(v for k, v in perf[n]['syscalls'].items() if k in TCP_CALLS + LOOP_CALLS):>{w}.1f}"
-                for n in names))
+            for key, label in (("kernel", "kernel"), ("tcp", "  TCP system calls"),
+                               ("loop", "  event-loop system calls"), ("other", "  other (scheduling, interrupts)")):
+                print(f"{label:34}" + "".join(f"{perf[n][key]:>{w}.1f}" for n in names))
             cpu = {n: median([x["cpu_us"] for x in rows[n]]) for n in names}
             print(f"{'TCP system calls, µs per conn':34}" + "".join(
-                f"{cpu[n] * sum(v for k, v in perf[n]['syscalls'].items() if k in TCP_CALLS) / 100:>{w}.0f}"
-                for n in names))
+                f"{cpu[n] * perf[n]['tcp'] / 100:>{w}.0f}" for n in names))
         elif have_perf and not args.quick:
             print("\nperf record failed (perf_event_paranoid?): no CPU breakdown")
     finally:
