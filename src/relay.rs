@@ -186,17 +186,8 @@ async fn copy(
 ) -> (u64, Option<io::ErrorKind>) {
     let mut buffer: Option<Vec<u8>> = None;
     loop {
-        // Busy (readable again at once): keep the buffer. Otherwise give it
-        // back before waiting, so an idle direction holds none.
-        match smol::future::poll_once(from.readable()).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return (total, Some(abort(from, to, e))),
-            None => {
-                buffer = None;
-                if let Err(e) = from.readable().await {
-                    return (total, Some(abort(from, to, e)));
-                }
-            }
+        if let Err(e) = readable_or_release(from, || buffer = None).await {
+            return (total, Some(abort(from, to, e)));
         }
         let buf = buffer.get_or_insert_with(|| vec![0u8; BUFFER_SIZE]);
         loop {
@@ -223,6 +214,19 @@ async fn copy(
             if n < buf.len() {
                 break;
             }
+        }
+    }
+}
+
+/// Waits until `from` is readable. Busy (readable again at once), the
+/// direction keeps what it moves data with; otherwise `release` gives that
+/// back before the wait, so an idle direction holds no buffer or pipe.
+async fn readable_or_release(from: &Async<TcpStream>, release: impl FnOnce()) -> io::Result<()> {
+    match smol::future::poll_once(from.readable()).await {
+        Some(ready) => ready,
+        None => {
+            release();
+            from.readable().await
         }
     }
 }
@@ -320,17 +324,13 @@ mod splice {
         let mut pipe: Option<Pipe> = None;
         let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
         loop {
-            match smol::future::poll_once(from.readable()).await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => return Ended::Done(total, Some(abort(from, to, e))),
-                None => {
-                    if let Some(p) = pipe.take() {
-                        give_back(p);
-                    }
-                    if let Err(e) = from.readable().await {
-                        return Ended::Done(total, Some(abort(from, to, e)));
-                    }
+            let release = || {
+                if let Some(p) = pipe.take() {
+                    give_back(p);
                 }
+            };
+            if let Err(e) = readable_or_release(from, release).await {
+                return Ended::Done(total, Some(abort(from, to, e)));
             }
             let p = match &pipe {
                 Some(p) => p,
