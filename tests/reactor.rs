@@ -45,53 +45,19 @@ fn helper_switches(pid: u32) -> Option<u64> {
 #[path = "integration/support/mod.rs"]
 mod support;
 
-/// The daemon binary, stopped when dropped (a failing test included).
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_daemons_executor_thread_takes_its_own_io_events() {
-    use std::io::BufRead;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let backend = support::Backend::start(support::Behaviour::Proxy);
     let target = support::echo_server("127.0.0.1:0");
-    let dir = std::env::temp_dir().join(format!("socksbalance-reactor-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("run.yaml");
-    std::fs::write(&config, format!("{}mode: socks5\nbackends:\n{}", support::LISTEN, backend.yaml("b")))
-        .unwrap();
     // The real binary, as deployed: in-process, with the test's own
     // threads around, upstream's takeover did not show.
-    let mut child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_socksbalance"))
-            .arg("-c")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let daemon = support::Running::start(
+        "reactor",
+        &format!("{}mode: socks5\nbackends:\n{}", support::LISTEN, backend.yaml("b")),
+        &[],
     );
-    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
-    let (tx, lines) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // Readiness is the log line that names the bound address.
-    let proxy: std::net::SocketAddr = loop {
-        let line = lines.recv_timeout(support::IO_TIMEOUT).expect("the daemon logs its address");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap().parse().unwrap();
-        }
-    };
-    let pid = child.0.id();
+    let (proxy, pid) = (daemon.addr, daemon.pid());
     let dest = support::Dest::Ip(target);
     for _ in 0..50 {
         support::assert_echo(proxy, &dest, None);
@@ -142,7 +108,6 @@ fn the_daemons_executor_thread_takes_its_own_io_events() {
         idle <= 10,
         "async-io's helper thread switched {idle} times in {window:?} of idleness (allowed 10)"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::process::Stdio;
 
 #[cfg(unix)]
-use crate::support::IO_TIMEOUT;
+use crate::support::Running;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_socksbalance"))
@@ -81,92 +81,6 @@ fn running_with_an_invalid_config_exits_2() {
     let out = bin().arg("-c").arg(fixture("invalid/unknown-key.yaml")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("check_intervall"));
-}
-
-/// The daemon binary, running from a config file. Its stderr is drained
-/// on a thread (as procd would), so a chatty daemon never blocks on a full
-/// pipe; lines arrive on `lines`.
-#[cfg(unix)]
-struct Running {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    addr: std::net::SocketAddr,
-    dir: PathBuf,
-}
-
-#[cfg(unix)]
-impl Running {
-    fn start(name: &str, yaml: &str, args: &[&str]) -> Running {
-        let dir = std::env::temp_dir().join(format!("socksbalance-cli-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("run.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let mut child = bin()
-            .arg("-c")
-            .arg(&config)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut running = Running { child, lines, addr: "0.0.0.0:0".parse().unwrap(), dir };
-        // Readiness is the log line that names the bound address.
-        let line = running.wait_for_line("listening on ");
-        let rest = line.split("listening on ").nth(1).unwrap();
-        let addr = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap();
-        running.addr = addr.parse().unwrap();
-        running
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.join("run.yaml")
-    }
-
-    /// Sends `signal` and returns at once.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-
-    /// Reads stderr until a line contains `needle`; returns that line.
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(IO_TIMEOUT) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?} within {IO_TIMEOUT:?}"),
-            }
-        }
-    }
-
-    /// Sends `signal`, waits for exit, returns the exit code and the rest of stderr.
-    fn stop(mut self, signal: &str) -> (Option<i32>, Vec<String>) {
-        self.signal(signal);
-        let code = self.child.wait().unwrap().code();
-        // The reader thread ends at end of input, closing the channel.
-        let rest = self.lines.iter().collect();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        (code, rest)
-    }
-}
-
-/// A failed assertion must not leave the daemon running: it would hold the
-/// test's output open and hang the run instead of failing it.
-#[cfg(unix)]
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Kills a child process when dropped (a test that panics included).

@@ -411,3 +411,98 @@ pub fn read_request_head(stream: &mut TcpStream) -> Option<String> {
     }
     Some(String::from_utf8_lossy(&head).into_owned())
 }
+
+/// The daemon binary, running from a config file. Its stderr is drained
+/// on a thread (as procd would), so a chatty daemon never blocks on a full
+/// pipe; lines arrive on `lines`.
+#[cfg(unix)]
+pub struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// The address it listens on, from its log.
+    pub addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+#[cfg(unix)]
+impl Running {
+    /// Starts it with `yaml` (in a directory named after `name`) and
+    /// `args`; returns once it has logged the address it listens on.
+    pub fn start(name: &str, yaml: &str, args: &[&str]) -> Running {
+        let dir = std::env::temp_dir().join(format!("socksbalance-cli-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("run.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_socksbalance"))
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stderr = io::BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in io::BufRead::lines(stderr).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut running = Running { child, lines, addr: "0.0.0.0:0".parse().unwrap(), dir };
+        // Readiness is the log line that names the bound address.
+        let line = running.wait_for_line("listening on ");
+        let rest = line.split("listening on ").nth(1).unwrap();
+        let addr = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap();
+        running.addr = addr.parse().unwrap();
+        running
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.join("run.yaml")
+    }
+
+    /// Sends `signal` and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let status =
+            std::process::Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Reads stderr until a line contains `needle`; returns that line.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(IO_TIMEOUT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?} within {IO_TIMEOUT:?}"),
+            }
+        }
+    }
+
+    /// Sends `signal`, waits for exit, returns the exit code and the rest of stderr.
+    pub fn stop(mut self, signal: &str) -> (Option<i32>, Vec<String>) {
+        self.signal(signal);
+        let code = self.child.wait().unwrap().code();
+        // The reader thread ends at end of input, closing the channel.
+        let rest = self.lines.iter().collect();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        (code, rest)
+    }
+}
+
+/// A failed assertion must not leave the daemon running: it would hold the
+/// test's output open and hang the run instead of failing it.
+#[cfg(unix)]
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
