@@ -23,12 +23,14 @@ proxy after the rounds, for a fixed number of connections:
     and allowed).
 
 Usage: rate_profile.py [--rounds N] [--seconds S] [--modes transparent,socks5]
-                       [--threads N[,N...]] [--baseline BINARY] [--quick]
+                       [--threads N[,N...]] [--haproxy-threads N[,N...]]
+                       [--baseline BINARY] [--quick]
 
 --quick (what .ci/run runs, so that the script keeps working) is one
 round of one second, 200 connections under strace, no perf.
 --threads sets socksbalance's `threads:`; a list gives a column per
-value. --baseline adds columns for another socksbalance binary (an older
+value. --haproxy-threads does the same for HAProxy's `nbthread` (without
+it, one HAProxy with its default: a thread per CPU). --baseline adds columns for another socksbalance binary (an older
 build, say). Every column is alternated with the rest.
 
 Needs microsocks and haproxy (scripts/bench.sh installs both) and the
@@ -40,6 +42,7 @@ cargo). Everything listens on 127.0.0.1, children on free ports below
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -115,15 +118,26 @@ def loadgen(lg, *args, timeout=120):
     return dict(kv.split("=", 1) for kv in out.stdout.split())
 
 
-def rate_round(lg, proxy, target, seconds):
+def children_cpu():
+    """CPU seconds of the children waited for so far (the loadgen runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def rate_round(lg, proxy, target, seconds, others):
     pid = proxy["pid"]
-    c0, (b0, i0), s0, x0 = cpu_ticks(pid), machine(), out_segs(), ctx_switches(pid)
+    o0 = {k: sum(cpu_ticks(p) for p in pids) for k, pids in others.items()}
+    c0, (b0, i0), s0, x0, l0 = cpu_ticks(pid), machine(), out_segs(), ctx_switches(pid), children_cpu()
     res = loadgen(lg, "rate", f"127.0.0.1:{proxy['port']}", target, CONCURRENCY, seconds)
-    c1, (b1, i1), s1, x1 = cpu_ticks(pid), machine(), out_segs(), ctx_switches(pid)
+    c1, (b1, i1), s1, x1, l1 = cpu_ticks(pid), machine(), out_segs(), ctx_switches(pid), children_cpu()
+    o1 = {k: sum(cpu_ticks(p) for p in pids) for k, pids in others.items()}
     conns = int(res["conns"])
     return {
         "conns_s": float(res["conns_s"]),
         "cpu_us": (c1 - c0) / CLK_TCK * 1e6 / conns,
+        "machine_us": (b1 - b0) / CLK_TCK * 1e6 / conns,
+        "client_us": (l1 - l0) * 1e6 / conns,
+        **{f"{k}_us": (o1[k] - o0[k]) / CLK_TCK * 1e6 / conns for k in others},
         "idle_pct": 100.0 * (i1 - i0) / max(1, (b1 - b0) + (i1 - i0)),
         "segs": (s1 - s0) / conns,
         "ctx": (x1 - x0) / conns,
@@ -198,12 +212,17 @@ def main():
     ap.add_argument("--modes", default="transparent")
     ap.add_argument("--threads", default="", help="socksbalance's `threads:`, or a list (1,2): a column each")
     ap.add_argument("--baseline", help="another socksbalance binary to compare, alternated")
+    ap.add_argument("--haproxy-threads", default="",
+                    help="HAProxy's nbthread, or a list (1,2): a column each (default: its own, one per CPU)")
     ap.add_argument("--quick", action="store_true", help="1 round of 1 s, a short strace pass, no perf")
     args = ap.parse_args()
     rounds = 1 if args.quick else max(1, min(args.rounds, 20))
     seconds = 1 if args.quick else max(1, min(args.seconds, 30))
     strace_conns = 200 if args.quick else STRACE_CONNS
     modes = [m for m in args.modes.split(",") if m]
+    ha_threads = [int(t) for t in args.haproxy_threads.split(",") if t] or [None]
+    if any(not 1 <= t <= 64 for t in ha_threads if t):
+        die("--haproxy-threads takes 1 to 64")
     if any(m not in ("transparent", "socks5") for m in modes):
         die("--modes takes transparent and/or socks5")
     for tool in ("microsocks", "haproxy"):
@@ -227,7 +246,7 @@ def main():
 
     try:
         portfile = os.path.join(work, "target.ports")
-        start([lg, "serve", portfile])
+        server = start([lg, "serve", portfile])
         deadline = time.monotonic() + READY_LIMIT
         while not (os.path.exists(portfile) and os.path.getsize(portfile)):
             if time.monotonic() > deadline:
@@ -236,21 +255,24 @@ def main():
         with open(portfile) as f:
             target = f.read().split()[0]
 
-        backends = []
+        backends, socks = [], []
         for _ in range(4):
             port = free_port()
-            start(["microsocks", "-i", "127.0.0.1", "-p", str(port)], port)
+            socks.append(start(["microsocks", "-i", "127.0.0.1", "-p", str(port)], port).pid)
             backends.append(port)
 
         proxies = []
-        port = free_port()
-        cfg = os.path.join(work, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write("global\n    maxconn 4000\ndefaults\n    mode tcp\n    timeout connect 5s\n"
-                    "    timeout client 10m\n    timeout server 10m\nlisten socks\n"
-                    f"    bind 127.0.0.1:{port}\n    balance roundrobin\n")
-            f.writelines(f"    server b{p} 127.0.0.1:{p}\n" for p in backends)
-        proxies.append({"name": "HAProxy", "pid": start(["haproxy", "-db", "-f", cfg], port).pid, "port": port})
+        for nbthread in ha_threads:
+            port = free_port()
+            cfg = os.path.join(work, f"haproxy-{nbthread}.cfg")
+            with open(cfg, "w") as f:
+                f.write("global\n    maxconn 4000\n" + (f"    nbthread {nbthread}\n" if nbthread else "") +
+                        "defaults\n    mode tcp\n    timeout connect 5s\n"
+                        "    timeout client 10m\n    timeout server 10m\nlisten socks\n"
+                        f"    bind 127.0.0.1:{port}\n    balance roundrobin\n")
+                f.writelines(f"    server b{p} 127.0.0.1:{p}\n" for p in backends)
+            name = f"HAProxy t{nbthread}" if nbthread else "HAProxy"
+            proxies.append({"name": name, "pid": start(["haproxy", "-db", "-f", cfg], port).pid, "port": port})
         builds = [("sb", sb)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
         thread_counts = [int(t) for t in args.threads.split(",") if t] or [None]
         if any(not 1 <= t <= 64 for t in thread_counts if t):
@@ -268,11 +290,12 @@ def main():
                 name = f"{label} {mode}" + (f" t{threads}" if threads else "")
                 proxies.append({"name": name, "pid": start([binary, "-c", cfg], port).pid, "port": port})
 
+        others = {"microsocks": socks, "target": [server.pid]}
         rows = {p["name"]: [] for p in proxies}
         for r in range(rounds):
             for i in range(len(proxies)):
                 p = proxies[(i + r) % len(proxies)]
-                rows[p["name"]].append(rate_round(lg, p, target, seconds))
+                rows[p["name"]].append(rate_round(lg, p, target, seconds, others))
 
         have_strace = shutil.which("strace") is not None
         have_perf = shutil.which("perf") is not None
@@ -285,6 +308,10 @@ def main():
         print(f"{'':34}" + "".join(f"{n:>{w}}" for n in names))
         for key, label, fmt in (("conns_s", "connections/s", "{:.0f}"),
                                 ("cpu_us", "proxy CPU per connection (µs)", "{:.0f}"),
+                                ("machine_us", "machine CPU per connection (µs)", "{:.0f}"),
+                                ("client_us", "  load generator (µs)", "{:.0f}"),
+                                ("microsocks_us", "  4 microsocks (µs)", "{:.0f}"),
+                                ("target_us", "  target server (µs)", "{:.0f}"),
                                 ("idle_pct", "machine idle (%)", "{:.1f}"),
                                 ("segs", "TCP segments per connection", "{:.1f}"),
                                 ("ctx", "proxy context switches / conn", "{:.2f}"),

@@ -198,6 +198,11 @@ async fn connect_any(
     deadline: Instant,
 ) -> io::Result<Async<TcpStream>> {
     type Attempt<'a> = Pin<Box<dyn Future<Output = io::Result<Async<TcpStream>>> + Send + 'a>>;
+    if let [addr] = addrs {
+        // Nothing to race (a backend or destination given as an IP): the
+        // same outcome without the race's allocations.
+        return until(deadline, connect_one(*addr, uplink)).await;
+    }
     let order = interleave(addrs);
     let mut pending: Vec<Attempt<'_>> = Vec::new();
     let mut next = 0;
@@ -259,13 +264,19 @@ pub async fn connect_backend(
     via: Option<&Uplink>,
 ) -> Result<Async<TcpStream>, UpstreamError> {
     let deadline = Instant::now() + timeout;
-    let addrs = match host {
-        Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+    let (one, resolved);
+    let addrs: &[SocketAddr] = match host {
+        Host::Ip(ip) => {
+            one = [SocketAddr::new(*ip, port)];
+            &one
+        }
         Host::Name(name) => {
-            until(deadline, resolve(name, port)).await.map_err(UpstreamError::BackendUnreachable)?
+            resolved =
+                until(deadline, resolve(name, port)).await.map_err(UpstreamError::BackendUnreachable)?;
+            &resolved
         }
     };
-    connect_any(&addrs, via, deadline).await.map_err(|e| match via {
+    connect_any(addrs, via, deadline).await.map_err(|e| match via {
         Some(_) if crate::uplink::link_failure(&e) => UpstreamError::Uplink(e),
         _ => UpstreamError::BackendUnreachable(e),
     })
@@ -283,7 +294,7 @@ pub async fn connect_direct(
     uplink: Option<&Uplink>,
 ) -> Result<Async<TcpStream>, UpstreamError> {
     let deadline = Instant::now() + timeout;
-    let addrs = match dest {
+    let mut addrs = match dest {
         Address::Ip(addr) => vec![*addr],
         Address::Domain(name, port) => {
             let name = std::str::from_utf8(name).map_err(|_| {
@@ -292,15 +303,14 @@ pub async fn connect_direct(
             until(deadline, resolve(name, *port)).await.map_err(UpstreamError::Resolve)?
         }
     };
-    let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| allowed(*a)).collect();
+    addrs.retain(|a| allowed(*a));
     if addrs.is_empty() {
         return Err(UpstreamError::NotAllowed);
     }
     // A source address of one family cannot reach the other.
-    let addrs: Vec<SocketAddr> = match uplink.and_then(|u| u.bind) {
-        Some(ip) => addrs.into_iter().filter(|a| a.is_ipv4() == ip.is_ipv4()).collect(),
-        None => addrs,
-    };
+    if let Some(ip) = uplink.and_then(|u| u.bind) {
+        addrs.retain(|a| a.is_ipv4() == ip.is_ipv4());
+    }
     connect_any(&addrs, uplink, deadline).await.map_err(|e| match uplink {
         Some(_) if crate::uplink::link_failure(&e) || e.kind() == io::ErrorKind::TimedOut => {
             UpstreamError::Uplink(e)

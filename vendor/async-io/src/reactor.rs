@@ -86,7 +86,15 @@ pub(crate) struct Reactor {
     /// When inserting or removing a timer, we don't process it immediately - we just push it into
     /// this queue. Timers actually get processed when the queue fills up or the reactor is polled.
     timer_ops: ConcurrentQueue<TimerOp>,
+
+    /// The wakers `ReactorLock::react()` collects, kept between calls so
+    /// that reacting allocates nothing (patched, socksbalance). Only the
+    /// thread holding `events` locks it.
+    wakers: Mutex<Vec<Waker>>,
 }
+
+/// Most wakers' room `wakers` keeps after a burst.
+const WAKERS_KEPT: usize = 256;
 
 impl Reactor {
     /// Returns a reference to the reactor.
@@ -102,6 +110,7 @@ impl Reactor {
                 events: Mutex::new(Events::new()),
                 timers: Mutex::new(BTreeMap::new()),
                 timer_ops: ConcurrentQueue::bounded(TIMER_QUEUE_SIZE),
+                wakers: Mutex::new(Vec::new()),
             }
         })
     }
@@ -212,35 +221,37 @@ impl Reactor {
 
         let now = Instant::now();
 
-        // Split timers into ready and pending timers.
+        // Take the ready timers: those set for `now` or earlier.
         //
-        // Careful to split just *after* `now`, so that a timer set for exactly `now` is considered
-        // ready.
-        let pending = timers.split_off(&(now + Duration::from_nanos(1), 0));
-        let ready = mem::replace(&mut *timers, pending);
+        // Patched (socksbalance, vendor/README.md): one at a time from the
+        // front, not with `split_off`, which allocates a tree node on
+        // every call, ready timers or not.
+        let mut fired = false;
+        while let Some(entry) = timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            wakers.push(entry.remove());
+            fired = true;
+        }
 
         // Calculate the duration until the next event.
-        let dur = if ready.is_empty() {
+        let dur = if fired {
+            // Timers are about to fire right now.
+            Some(Duration::from_secs(0))
+        } else {
             // Duration until the next timer.
             timers
                 .keys()
                 .next()
                 .map(|(when, _)| when.saturating_duration_since(now))
-        } else {
-            // Timers are about to fire right now.
-            Some(Duration::from_secs(0))
         };
 
         // Drop the lock before waking.
         drop(timers);
 
-        // Add wakers to the list.
         #[cfg(feature = "tracing")]
-        tracing::trace!("{} ready wakers", ready.len());
-
-        for (_, waker) in ready {
-            wakers.push(waker);
-        }
+        tracing::trace!("{} ready wakers", wakers.len());
 
         dur
     }
@@ -277,7 +288,7 @@ impl ReactorLock<'_> {
         #[cfg(feature = "tracing")]
         let _enter = span.enter();
 
-        let mut wakers = Vec::new();
+        let mut wakers = mem::take(&mut *self.reactor.wakers.lock().unwrap());
 
         // Process ready timers.
         let next_timer = self.reactor.process_timers(&mut wakers);
@@ -358,10 +369,12 @@ impl ReactorLock<'_> {
         // Wake up ready tasks.
         #[cfg(feature = "tracing")]
         tracing::trace!("{} ready wakers", wakers.len());
-        for waker in wakers {
+        for waker in wakers.drain(..) {
             // Don't let a panicking waker blow everything up.
             panic::catch_unwind(|| waker.wake()).ok();
         }
+        wakers.shrink_to(WAKERS_KEPT);
+        *self.reactor.wakers.lock().unwrap() = wakers;
 
         res
     }

@@ -97,3 +97,36 @@ fn set() {
         assert!(start.elapsed() < Duration::from_secs(10));
     });
 }
+
+// socksbalance's patch takes ready timers off the front of the tree one by
+// one (vendor/README.md): timers set for now or the past fire, and none
+// fires before its time, whatever the order they were set in.
+#[test]
+fn timers_due_now_or_earlier_fire() {
+    future::block_on(async {
+        let now = Instant::now();
+        Timer::at(now).await;
+        Timer::at(now - Duration::from_millis(10)).await;
+        Timer::after(Duration::ZERO).await;
+    });
+}
+
+#[test]
+fn many_timers_each_fire_at_or_after_its_time() {
+    let start = Instant::now();
+    // Deadlines 0..60 ms apart, set out of order, some equal.
+    let tasks: Vec<_> = (0..40u64)
+        .map(|i| start + Duration::from_millis((i * 37) % 61))
+        .map(|at| {
+            spawn(async move {
+                Timer::at(at).await;
+                Instant::now() >= at
+            })
+        })
+        .collect();
+    future::block_on(async {
+        for task in tasks {
+            assert!(task.await, "a timer fired early");
+        }
+    });
+}
