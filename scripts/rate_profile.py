@@ -11,7 +11,8 @@ rate test:
   - how much of the machine stayed idle (/proc/stat),
   - TCP segments sent per connection on the whole machine
     (/proc/net/snmp OutSegs; the same for every proxy means the kernel's
-    TCP work is the same),
+    TCP work is the same), and how many of them were ACKs held back
+    until the delayed-ACK timer ran out (/proc/net/netstat DelayedACKs),
   - the proxy's context switches per connection (all its threads),
 then, in the same round, the echo RTT p50 through one tunnel (4,000 round
 trips) and the proxy's CPU per GiB of a 128 MiB download; and, once per
@@ -98,6 +99,13 @@ def out_segs():
     return int(lines[1][lines[0].index("OutSegs")])
 
 
+def delayed_acks():
+    """ACKs the kernel sent alone when its delayed-ACK timer ran out."""
+    with open("/proc/net/netstat") as f:
+        lines = [l.split() for l in f if l.startswith("TcpExt:")]
+    return int(lines[1][lines[0].index("DelayedACKs")])
+
+
 def ctx_switches(pid):
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -128,8 +136,10 @@ def rate_round(lg, proxy, target, seconds, others):
     pid = proxy["pid"]
     o0 = {k: sum(cpu_ticks(p) for p in pids) for k, pids in others.items()}
     c0, (b0, i0), s0, x0, l0 = cpu_ticks(pid), machine(), out_segs(), ctx_switches(pid), children_cpu()
+    d0 = delayed_acks()
     res = loadgen(lg, "rate", f"127.0.0.1:{proxy['port']}", target, CONCURRENCY, seconds)
     c1, (b1, i1), s1, x1, l1 = cpu_ticks(pid), machine(), out_segs(), ctx_switches(pid), children_cpu()
+    d1 = delayed_acks()
     o1 = {k: sum(cpu_ticks(p) for p in pids) for k, pids in others.items()}
     conns = int(res["conns"])
     return {
@@ -140,6 +150,7 @@ def rate_round(lg, proxy, target, seconds, others):
         **{f"{k}_us": (o1[k] - o0[k]) / CLK_TCK * 1e6 / conns for k in others},
         "idle_pct": 100.0 * (i1 - i0) / max(1, (b1 - b0) + (i1 - i0)),
         "segs": (s1 - s0) / conns,
+        "dacks": (d1 - d0) / conns,
         "ctx": (x1 - x0) / conns,
         "rtt_us": float(loadgen(lg, "rtt", f"127.0.0.1:{proxy['port']}", target, RTT_COUNT)["p50_us"]),
         "cpu_gib": (lambda b: int(b["cpu_ticks"]) / CLK_TCK / (int(b["bytes"]) / 2**30))(
@@ -314,6 +325,7 @@ def main():
                                 ("target_us", "  target server (µs)", "{:.0f}"),
                                 ("idle_pct", "machine idle (%)", "{:.1f}"),
                                 ("segs", "TCP segments per connection", "{:.1f}"),
+                                ("dacks", "  of them ACKs the timer sent", "{:.2f}"),
                                 ("ctx", "proxy context switches / conn", "{:.2f}"),
                                 ("rtt_us", "echo RTT p50 (µs)", "{:.1f}"),
                                 ("cpu_gib", "CPU s per GiB, 1 stream down", "{:.2f}")):

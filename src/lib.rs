@@ -14,6 +14,8 @@
 //! - [`upstream`]: connecting to a backend or a destination, and our own
 //!   SOCKS5 client handshake.
 //! - [`uplink`]: multipath: connecting through an interface, link state.
+//! - [`tcp`]: sockets as we set them up: listeners, non-blocking connects,
+//!   delayed ACKs through the handshake.
 //! - [`session`]: one client connection in socks5 or transparent mode.
 //! - [`relay`]: moving bytes once the handshake is done.
 //! - [`server`]: listeners, the accept loop, shutdown, and [`server::Daemon`].
@@ -47,6 +49,7 @@ pub mod shutdown;
 pub mod socks5;
 pub mod stats;
 pub mod status;
+pub mod tcp;
 pub mod uplink;
 pub mod upstream;
 pub mod web;

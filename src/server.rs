@@ -523,11 +523,13 @@ fn bound_rules(configured: &[SocketAddr], bound: &[SocketAddr]) -> Vec<crate::co
 }
 
 /// Binds every configured listen address, or says which one failed.
+/// The listeners delay ACKs ([`crate::tcp::listening`]).
 pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<Async<TcpListener>>> {
     addrs
         .iter()
         .map(|addr| {
             TcpListener::bind(addr)
+                .inspect(crate::tcp::listening)
                 .and_then(Async::new)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         })

@@ -18,6 +18,7 @@ use smol::{Async, Timer};
 
 use crate::config::{Credentials, Host, Uplink};
 use crate::socks5::{self, Address, ReplyCode};
+use crate::tcp::{self, FirstWord};
 
 /// Runs `fut` until `deadline`; past it, fails with `TimedOut`.
 pub async fn until<T, E: From<io::Error>>(
@@ -171,16 +172,14 @@ fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
     out
 }
 
-async fn connect_one(addr: SocketAddr, uplink: Option<&Uplink>) -> io::Result<Async<TcpStream>> {
+async fn connect_one(
+    addr: SocketAddr,
+    uplink: Option<&Uplink>,
+    first: FirstWord,
+) -> io::Result<Async<TcpStream>> {
     match uplink {
-        Some(u) => crate::uplink::connect(u, addr).await,
-        None => {
-            let stream = Async::<TcpStream>::connect(addr).await?;
-            // The handshake is many small messages: don't let Nagle hold
-            // any of them back.
-            let _ = stream.get_ref().set_nodelay(true);
-            Ok(stream)
-        }
+        Some(u) => crate::uplink::connect(u, addr, first).await,
+        None => tcp::connect(tcp::socket(addr)?, addr, first).await,
     }
 }
 
@@ -191,17 +190,19 @@ async fn connect_one(addr: SocketAddr, uplink: Option<&Uplink>) -> io::Result<As
 ///
 /// When every attempt fails, the error kept is the most telling: one from
 /// the destination (refused, say) over one that only says this path lacks
-/// a route, e.g. IPv6 on a link that has only IPv4.
+/// a route, e.g. IPv6 on a link that has only IPv4. `first` says who
+/// speaks first on the connection ([`tcp`]'s delayed ACKs).
 async fn connect_any(
     addrs: &[SocketAddr],
     uplink: Option<&Uplink>,
+    first: FirstWord,
     deadline: Instant,
 ) -> io::Result<Async<TcpStream>> {
     type Attempt<'a> = Pin<Box<dyn Future<Output = io::Result<Async<TcpStream>>> + Send + 'a>>;
     if let [addr] = addrs {
         // Nothing to race (a backend or destination given as an IP): the
         // same outcome without the race's allocations.
-        return until(deadline, connect_one(*addr, uplink)).await;
+        return until(deadline, connect_one(*addr, uplink, first)).await;
     }
     let order = interleave(addrs);
     let mut pending: Vec<Attempt<'_>> = Vec::new();
@@ -212,7 +213,7 @@ async fn connect_any(
         let start_next =
             next < order.len() && (pending.is_empty() || Pin::new(&mut timer).poll(cx).is_ready());
         if start_next {
-            pending.push(Box::pin(connect_one(order[next], uplink)));
+            pending.push(Box::pin(connect_one(order[next], uplink, first)));
             next += 1;
             timer.set_after(ATTEMPT_DELAY);
             continue;
@@ -276,7 +277,7 @@ pub async fn connect_backend(
             &resolved
         }
     };
-    connect_any(addrs, via, deadline).await.map_err(|e| match via {
+    connect_any(addrs, via, FirstWord::Ours, deadline).await.map_err(|e| match via {
         Some(_) if crate::uplink::link_failure(&e) => UpstreamError::Uplink(e),
         _ => UpstreamError::BackendUnreachable(e),
     })
@@ -311,7 +312,7 @@ pub async fn connect_direct(
     if let Some(ip) = uplink.and_then(|u| u.bind) {
         addrs.retain(|a| a.is_ipv4() == ip.is_ipv4());
     }
-    connect_any(&addrs, uplink, deadline).await.map_err(|e| match uplink {
+    connect_any(&addrs, uplink, FirstWord::Theirs, deadline).await.map_err(|e| match uplink {
         Some(_) if crate::uplink::link_failure(&e) || e.kind() == io::ErrorKind::TimedOut => {
             UpstreamError::Uplink(e)
         }
@@ -443,11 +444,12 @@ mod tests {
         // The deadline is far beyond the head start: only the race can
         // make the second address win before it.
         let deadline = Instant::now() + Duration::from_secs(30);
-        let stream = smol::block_on(connect_any(&[hole, good_addr], None, deadline)).expect("connects");
+        let stream = smol::block_on(connect_any(&[hole, good_addr], None, FirstWord::Theirs, deadline))
+            .expect("connects");
         assert_eq!(stream.get_ref().peer_addr().unwrap(), good_addr);
         // And alone, the hole times out at the deadline rather than failing.
         let deadline = Instant::now() + ATTEMPT_DELAY * 2;
-        let e = smol::block_on(connect_any(&[hole], None, deadline)).unwrap_err();
+        let e = smol::block_on(connect_any(&[hole], None, FirstWord::Theirs, deadline)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 
@@ -465,11 +467,12 @@ mod tests {
         let v6 = SocketAddr::new("::1".parse().unwrap(), closed.port());
         for addrs in [[v6, closed], [closed, v6]] {
             let deadline = Instant::now() + Duration::from_secs(5);
-            let e = smol::block_on(connect_any(&addrs, Some(&uplink), deadline)).unwrap_err();
+            let e =
+                smol::block_on(connect_any(&addrs, Some(&uplink), FirstWord::Theirs, deadline)).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{addrs:?}: {e}");
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        let e = smol::block_on(connect_any(&[v6], Some(&uplink), deadline)).unwrap_err();
+        let e = smol::block_on(connect_any(&[v6], Some(&uplink), FirstWord::Theirs, deadline)).unwrap_err();
         assert!(crate::uplink::link_failure(&e), "{e}");
     }
 

@@ -30,6 +30,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use smol::Async;
 
 use crate::config::Uplink;
+use crate::tcp::FirstWord;
 
 /// One network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub fn auto_names(links: &[Link]) -> Vec<String> {
 
 /// Opens a TCP connection to `addr` through `uplink`. The caller bounds
 /// it with a deadline.
-pub async fn connect(uplink: &Uplink, addr: SocketAddr) -> io::Result<Async<TcpStream>> {
+pub async fn connect(uplink: &Uplink, addr: SocketAddr, first: FirstWord) -> io::Result<Async<TcpStream>> {
     if let Some(ip) = uplink.bind {
         if ip.is_ipv4() != addr.is_ipv4() {
             return Err(io::Error::new(
@@ -81,7 +82,7 @@ pub async fn connect(uplink: &Uplink, addr: SocketAddr) -> io::Result<Async<TcpS
             ));
         }
     }
-    let socket = sys::socket(addr)?;
+    let socket = crate::tcp::socket(addr)?;
     if let Some(dev) = &uplink.interface {
         sys::bind_to_interface(&socket, dev, addr.is_ipv6())
             .map_err(|e| io::Error::new(e.kind(), format!("interface {dev}: {e}")))?;
@@ -90,23 +91,7 @@ pub async fn connect(uplink: &Uplink, addr: SocketAddr) -> io::Result<Async<TcpS
         rustix::net::bind(&socket, &SocketAddr::new(ip, 0))
             .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("bind to {ip}: {e}")))?;
     }
-    match rustix::net::connect(&socket, &addr) {
-        Ok(()) => {}
-        Err(e) if e == rustix::io::Errno::INPROGRESS || e == rustix::io::Errno::WOULDBLOCK => {}
-        Err(e) => return Err(e.into()),
-    }
-    let stream = Async::new(TcpStream::from(socket))?;
-    // A non-blocking connect is done when the socket turns writable; its
-    // outcome is then in SO_ERROR. Read through std, not rustix: on mips64
-    // rustix's libc backend takes SOL_SOCKET and SO_ERROR from libc, whose
-    // 0.2.191 has the generic values there (see sys::bind_to_interface),
-    // and the kernel refuses them with ENOPROTOOPT.
-    stream.writable().await?;
-    if let Some(e) = stream.get_ref().take_error()? {
-        return Err(e);
-    }
-    let _ = stream.get_ref().set_nodelay(true);
-    Ok(stream)
+    crate::tcp::connect(socket, addr, first).await
 }
 
 /// Whether a connect error says the link itself is unusable, rather than

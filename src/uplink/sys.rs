@@ -1,29 +1,8 @@
 //! The socket options that pin a connection to an interface, per platform.
 
 use std::io;
-use std::net::SocketAddr;
 
 use rustix::fd::OwnedFd;
-use rustix::net::{AddressFamily, SocketType};
-
-/// A fresh non-blocking TCP socket for `addr`'s address family.
-pub fn socket(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
-    #[cfg(unix)]
-    let socket = rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-        None,
-    )?;
-    #[cfg(not(unix))]
-    let socket = {
-        let s = rustix::net::socket(family, SocketType::STREAM, None)?;
-        rustix::io::ioctl_fionbio(&s, true)?;
-        s
-    };
-    Ok(socket)
-}
 
 /// Linux: `SO_BINDTODEVICE`.
 ///

@@ -17,4 +17,5 @@ mod modes;
 mod multipath;
 mod relay;
 mod reload;
+mod segments;
 mod web;

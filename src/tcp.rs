@@ -1,0 +1,151 @@
+//! TCP sockets as the proxy sets them up: listeners, and outgoing
+//! connections to backends and destinations.
+//!
+//! **Delayed ACKs through the handshake (Linux).** A SOCKS5 handshake is
+//! a few small messages, each answered at once. A new Linux connection
+//! starts in "quick ACK" mode: the kernel acknowledges each segment that
+//! arrives with a segment of its own, and the answer follows microseconds
+//! later in another. With `TCP_QUICKACK` off, the kernel holds the ACK
+//! back and it rides on the answer. Where we answer at once, that saves
+//! three segments of a proxied connection's 38 (docs/performance.md,
+//! "Delayed ACKs in the handshake"): the ACK of the client's greeting; on
+//! the backend side the last ACK of the three-way handshake, which goes
+//! out with our greeting, and the ACK of the backend's method choice,
+//! which goes out with our request.
+//!
+//! It is set where the other side waits for us: on listeners (the
+//! accepted sockets inherit it; clients speak first, and we answer each
+//! handshake message at once) and on sockets to SOCKS5 backends before
+//! they connect (we speak first). Not on connections to a destination
+//! (`direct` and uplink backends): a server that speaks first would get
+//! the handshake's last ACK, and so its `accept`, only with our first
+//! bytes. After the handshake the kernel's own rules decide, as they do
+//! for every connection: it keeps delaying ACKs while traffic goes back
+//! and forth, and goes back to quick ACKs when a delayed one had to be
+//! sent alone (after at most 40 ms to 200 ms, its delayed-ACK timer).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::net::{AddressFamily, SocketType};
+use smol::Async;
+
+/// Who sends the first bytes on a new outgoing connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstWord {
+    /// We do (a SOCKS5 backend waits for our greeting): ACKs wait for it.
+    Ours,
+    /// The peer may (a destination server): the kernel's defaults.
+    Theirs,
+}
+
+/// A fresh non-blocking TCP socket for `addr`'s address family.
+pub fn socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
+    #[cfg(unix)]
+    let socket = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+        None,
+    )?;
+    #[cfg(not(unix))]
+    let socket = {
+        let s = rustix::net::socket(family, SocketType::STREAM, None)?;
+        rustix::io::ioctl_fionbio(&s, true)?;
+        s
+    };
+    Ok(socket)
+}
+
+/// Connects `socket` (from [`socket`], perhaps already bound) to `addr`.
+/// The caller bounds it with a deadline.
+pub async fn connect(socket: OwnedFd, addr: SocketAddr, first: FirstWord) -> io::Result<Async<TcpStream>> {
+    if first == FirstWord::Ours {
+        delay_acks(&socket);
+    }
+    match rustix::net::connect(&socket, &addr) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::INPROGRESS || e == rustix::io::Errno::WOULDBLOCK => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stream = Async::new(TcpStream::from(socket))?;
+    // A non-blocking connect is done when the socket turns writable; its
+    // outcome is then in SO_ERROR. Read through std, not rustix: on mips64
+    // rustix's libc backend takes SOL_SOCKET and SO_ERROR from libc, whose
+    // 0.2.191 has the generic values there (see uplink's
+    // bind_to_interface), and the kernel refuses them with ENOPROTOOPT.
+    stream.writable().await?;
+    if let Some(e) = stream.get_ref().take_error()? {
+        return Err(e);
+    }
+    // The handshake is many small messages: don't let Nagle hold any of
+    // them back.
+    let _ = stream.get_ref().set_nodelay(true);
+    if first == FirstWord::Ours {
+        // Completing the handshake puts the socket back in quick-ACK mode
+        // (the ACK held back for our first bytes stays held); only newer
+        // kernels re-enter delayed ACKs on their own when we send.
+        delay_acks(stream.get_ref());
+    }
+    Ok(stream)
+}
+
+/// Sets up a listening socket: clients speak first, so ACKs wait for our
+/// answers. Accepted sockets inherit it.
+pub fn listening(listener: &TcpListener) {
+    delay_acks(listener);
+}
+
+/// `TCP_QUICKACK` off; nothing elsewhere. A failure costs only segments.
+fn delay_acks(fd: impl AsFd) {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::net::sockopt::set_tcp_quickack(fd, false);
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use rustix::net::sockopt::tcp_quickack;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_listener_and_the_connections_it_accepts_delay_their_acks() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(tcp_quickack(&listener).unwrap(), "the kernel's default");
+        listening(&listener);
+        assert!(!tcp_quickack(&listener).unwrap());
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(!tcp_quickack(&accepted).unwrap(), "inherited from the listener");
+    }
+
+    #[test]
+    fn outgoing_connections_delay_acks_only_where_we_speak_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (first, quick) in [(FirstWord::Ours, false), (FirstWord::Theirs, true)] {
+            let stream = smol::block_on(connect(socket(addr).unwrap(), addr, first)).unwrap();
+            assert_eq!(tcp_quickack(stream.get_ref()).unwrap(), quick, "{first:?}");
+            assert!(stream.get_ref().nodelay().unwrap());
+            // Our first bytes carry the handshake's last ACK, if it was
+            // held back: the peer accepts, and gets them.
+            (&mut stream.get_ref()).write_all(b"hi").unwrap();
+            let (mut accepted, _) = listener.accept().unwrap();
+            let mut got = [0u8; 2];
+            accepted.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"hi");
+        }
+    }
+
+    #[test]
+    fn a_refused_connect_is_an_error() {
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        // The listener is gone: nothing listens there now.
+        let e = smol::block_on(connect(socket(addr).unwrap(), addr, FirstWord::Ours)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+    }
+}
