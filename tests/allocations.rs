@@ -71,34 +71,34 @@ const WARM_UP: usize = 200;
 const COUNTED: usize = 1000;
 const ECHO: usize = 32;
 
-/// Echoes one message per connection, then waits for the client's end.
-fn target() -> SocketAddr {
+/// Serves connections one after another on a thread of its own.
+fn one_at_a_time(handle: fn(&mut TcpStream)) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let mut buf = [0u8; ECHO];
-            if s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {
-                let _ = s.read(&mut buf);
-            }
+        for mut conn in listener.incoming().flatten() {
+            handle(&mut conn);
         }
     });
     addr
 }
 
+/// Echoes one message per connection, then waits for the client's end.
+fn target() -> SocketAddr {
+    one_at_a_time(|s| {
+        let mut buf = [0u8; ECHO];
+        if s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {
+            let _ = s.read(&mut buf);
+        }
+    })
+}
+
 /// A SOCKS5 proxy for one connection at a time, IPv4 CONNECT without
 /// login, that relays exactly one echo exchange.
 fn backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let _ = serve_one(&mut c);
-        }
-    });
-    addr
+    one_at_a_time(|c| {
+        let _ = serve_one(c);
+    })
 }
 
 fn serve_one(c: &mut TcpStream) -> std::io::Result<()> {
