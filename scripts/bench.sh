@@ -130,33 +130,15 @@ for p in "${backend_ports[@]}"; do
 done
 direct_pid=${pids[1]}
 
-{
-    echo "global"
-    echo "    maxconn 4000"
-    echo "defaults"
-    echo "    mode tcp"
-    echo "    timeout connect 5s"
-    echo "    timeout client 10m"
-    echo "    timeout server 10m"
-    echo "listen socks"
-    echo "    bind 127.0.0.1:$p_haproxy"
-    echo "    balance roundrobin"
-    for p in "${backend_ports[@]}"; do echo "    server b$p 127.0.0.1:$p"; done
-} > "$work/haproxy.cfg"
+# The configurations come from scripts/testbed.py, which
+# scripts/rate_profile.py uses too.
+python3 scripts/testbed.py haproxy "$p_haproxy" "${backend_ports[@]}" > "$work/haproxy.cfg"
 start haproxy haproxy -db -f "$work/haproxy.cfg"
 haproxy_pid=$last_pid
 wait_port "$p_haproxy" "$haproxy_pid"
 
-sb_config() { # sb_config PORT MODE [extra YAML lines]: 4 microsocks backends
-    echo "listen: 127.0.0.1:$1"
-    echo "mode: $2"
-    echo "backends:"
-    for p in "${backend_ports[@]}"; do echo "  - address: 127.0.0.1:$p"; done
-    echo "log: {level: warn}"
-    printf '%s\n' "${@:3}"
-}
-sb_config "$p_sbt" transparent > "$work/sbt.yaml"
-sb_config "$p_sbs" socks5 > "$work/sbs.yaml"
+python3 scripts/testbed.py socksbalance "$p_sbt" transparent "${backend_ports[@]}" > "$work/sbt.yaml"
+python3 scripts/testbed.py socksbalance "$p_sbs" socks5 "${backend_ports[@]}" > "$work/sbs.yaml"
 start sbt "$SB" -c "$work/sbt.yaml"
 sbt_pid=$last_pid
 wait_port "$p_sbt" "$sbt_pid"

@@ -52,6 +52,7 @@ import tempfile
 import time
 
 from ports import accepts, free_port
+from testbed import haproxy_config, socksbalance_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONCURRENCY = 32
@@ -277,11 +278,7 @@ def main():
             port = free_port()
             cfg = os.path.join(work, f"haproxy-{nbthread}.cfg")
             with open(cfg, "w") as f:
-                f.write("global\n    maxconn 4000\n" + (f"    nbthread {nbthread}\n" if nbthread else "") +
-                        "defaults\n    mode tcp\n    timeout connect 5s\n"
-                        "    timeout client 10m\n    timeout server 10m\nlisten socks\n"
-                        f"    bind 127.0.0.1:{port}\n    balance roundrobin\n")
-                f.writelines(f"    server b{p} 127.0.0.1:{p}\n" for p in backends)
+                f.write(haproxy_config(port, backends, nbthread))
             name = f"HAProxy t{nbthread}" if nbthread else "HAProxy"
             proxies.append({"name": name, "pid": start(["haproxy", "-db", "-f", cfg], port).pid, "port": port})
         builds = [("sb", sb)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
@@ -293,11 +290,7 @@ def main():
                 port = free_port()
                 cfg = os.path.join(work, f"{label}-{mode}.yaml")
                 with open(cfg, "w") as f:
-                    f.write(f"listen: 127.0.0.1:{port}\nmode: {mode}\nbackends:\n")
-                    f.writelines(f"  - address: 127.0.0.1:{p}\n" for p in backends)
-                    f.write("log: {level: warn}\n")
-                    if threads:
-                        f.write(f"threads: {threads}\n")
+                    f.write(socksbalance_config(port, mode, backends, threads))
                 name = f"{label} {mode}" + (f" t{threads}" if threads else "")
                 proxies.append({"name": name, "pid": start([binary, "-c", cfg], port).pid, "port": port})
 
