@@ -33,7 +33,7 @@ use std::time::Instant;
 use smol::io::AsyncWriteExt;
 use smol::Async;
 
-use crate::balancer::{Backend, Client, Via};
+use crate::balancer::{Client, Via};
 use crate::config::{constant_time_eq, Mode, Target};
 use crate::health::{Outcome, Source};
 use crate::relay;
@@ -57,13 +57,35 @@ const MAX_ATTEMPTS: usize = 16;
 pub async fn serve(snap: Arc<Snapshot>, client: Async<TcpStream>, peer: SocketAddr) {
     let _ = client.get_ref().set_nodelay(true);
     let deadline = Instant::now() + snap.config.limits.handshake_timeout;
-    let result = match snap.config.mode {
-        Mode::Socks5 => socks5_session(&snap, &client, peer.ip(), deadline).await,
-        Mode::Transparent => transparent_session(&snap, &client, peer.ip(), deadline).await,
+    // The handshake runs boxed: its state (read-ahead buffers, parsed
+    // messages, connect attempts, timers: about 3.5 KB) is on the heap
+    // only while it runs, and the task, which lives as long as the
+    // tunnel, is sized for the relay (docs/performance.md, "Memory per
+    // idle tunnel").
+    let mut ready = match snap.config.mode {
+        Mode::Socks5 => Box::pin(socks5_session(&snap, &client, peer.ip(), deadline)).await,
+        Mode::Transparent => Box::pin(transparent_session(&snap, &client, peer.ip(), deadline)).await,
     };
-    if let Err(why) = result {
-        log::debug!("client {peer}: {why}");
+    // By reference: the tunnel's state is in the task once, not also
+    // moved into the relay's future.
+    match &mut ready {
+        Ok(ready) => tunnel(&snap, &client, ready).await,
+        Err(why) => log::debug!("client {peer}: {why}"),
     }
+}
+
+/// A tunnel ready to relay: what a successful handshake hands on.
+struct Ready {
+    upstream: Async<TcpStream>,
+    /// The backend's index in the pool.
+    backend: usize,
+    /// Counts the tunnel among the backend's active connections.
+    _active: ActiveGuard,
+    dest: Address,
+    /// What either side sent behind its handshake, read ahead with it:
+    /// client bytes for the upstream, upstream bytes for the client.
+    early_up: Vec<u8>,
+    early_down: Vec<u8>,
 }
 
 fn client_error(stage: &str, e: socks5::Error) -> Failure {
@@ -152,12 +174,12 @@ async fn socks5_session(
     client: &Async<TcpStream>,
     ip: IpAddr,
     deadline: Instant,
-) -> Result<(), Failure> {
+) -> Result<Ready, Failure> {
     let mut reader = socks5::Buffered::new(client);
     let greeting =
         until(deadline, socks5::read_greeting(&mut reader)).await.map_err(|e| client_error("greeting", e))?;
     let request = negotiate(snap, client, &mut reader, &greeting, deadline).await?;
-    connect_and_relay(snap, client, ip, request, Attempts::new(snap), None, reader.into_leftover()).await
+    open_tunnel(snap, client, ip, request, Attempts::new(snap), None, reader.into_leftover()).await
 }
 
 /// Ends the client's handshake here: method choice, login when `auth` is
@@ -260,18 +282,18 @@ fn denied_destination(snap: &Snapshot, dest: &Address) -> Option<String> {
     }
 }
 
-/// Sends a failure reply and ends the session.
-async fn refuse(client: &Async<TcpStream>, code: u8, why: impl Into<String>) -> Result<(), Failure> {
+/// Sends a failure reply; returns why, to end the session with.
+async fn refuse(client: &Async<TcpStream>, code: u8, why: impl Into<String>) -> Failure {
     let mut c = client;
     let _ = socks5::write_reply(&mut c, code, &Address::UNSPECIFIED).await;
-    Err(why.into())
+    why.into()
 }
 
 /// Ends the client's request here: opens an upstream for it (with
-/// failover), answers the client, relays. `first`, already counted in
+/// failover) and answers the client. `first`, already counted in
 /// `attempts`, is tried before any other. `early` is what the client sent
 /// behind its request, for the destination.
-async fn connect_and_relay(
+async fn open_tunnel(
     snap: &Snapshot,
     client: &Async<TcpStream>,
     ip: IpAddr,
@@ -279,23 +301,22 @@ async fn connect_and_relay(
     mut attempts: Attempts,
     mut first: Option<usize>,
     early: Vec<u8>,
-) -> Result<(), Failure> {
+) -> Result<Ready, Failure> {
     match request.command {
         Command::Connect => {}
         Command::Bind | Command::UdpAssociate => {
             let why = format!("{:?} is not supported", request.command);
-            return refuse(client, ReplyCode::CommandNotSupported as u8, why).await;
+            return Err(refuse(client, ReplyCode::CommandNotSupported as u8, why).await);
         }
     }
     let dest = &request.address;
     if let Some(rule) = denied_destination(snap, dest) {
         let why = format!("CONNECT to {dest} refused by deny_destinations ({rule})");
-        return refuse(client, ReplyCode::NotAllowed as u8, why).await;
+        return Err(refuse(client, ReplyCode::NotAllowed as u8, why).await);
     }
     let who = Client { ip, destination: dest };
     while let Some(i) = first.take().or_else(|| attempts.next(snap, who, |_| false)) {
-        let backend = &snap.pool.backends()[i];
-        let _active = ActiveGuard::new(&backend.stats);
+        let active = ActiveGuard::new(&snap.pool.backends()[i].stats);
         let start = Instant::now();
         match open_upstream(snap, i, dest).await {
             Ok((upstream, bound, early_down)) => {
@@ -304,14 +325,21 @@ async fn connect_and_relay(
                 socks5::write_reply(&mut c, ReplyCode::Succeeded as u8, &bound)
                     .await
                     .map_err(|e| e.to_string())?;
-                tunnel(snap, client, &upstream, backend, dest, (&early, &early_down)).await;
-                return Ok(());
+                let dest = dest.clone();
+                return Ok(Ready {
+                    upstream,
+                    backend: i,
+                    _active: active,
+                    dest,
+                    early_up: early,
+                    early_down,
+                });
             }
             Err(e) => attempts.failed(snap, i, dest, e),
         }
     }
     let e = attempts.into_error();
-    refuse(client, e.reply(), e.to_string()).await
+    Err(refuse(client, e.reply(), e.to_string()).await)
 }
 
 /// Connects to `dest` through `backend`; returns the stream, the bound
@@ -378,26 +406,22 @@ async fn forward_early(mut to: &Async<TcpStream>, bytes: &[u8], counter: &Counte
     Ok(())
 }
 
-/// The relay stage, shared by both modes. `early` holds what either side
-/// sent behind its handshake (read ahead with it): client bytes for the
-/// upstream, upstream bytes for the client. They go first.
-async fn tunnel(
-    snap: &Snapshot,
-    client: &Async<TcpStream>,
-    upstream: &Async<TcpStream>,
-    backend: &Backend,
-    dest: &Address,
-    (early_up, early_down): (&[u8], &[u8]),
-) {
+/// The relay stage, shared by both modes. What either side sent behind
+/// its handshake goes first.
+async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, ready: &mut Ready) {
+    let backend = &snap.pool.backends()[ready.backend];
     backend.stats.connections.add(1);
-    if forward_early(upstream, early_up, &backend.stats.bytes_up).await.is_err()
-        || forward_early(client, early_down, &backend.stats.bytes_down).await.is_err()
+    let (early_up, early_down) = (std::mem::take(&mut ready.early_up), std::mem::take(&mut ready.early_down));
+    if forward_early(&ready.upstream, &early_up, &backend.stats.bytes_up).await.is_err()
+        || forward_early(client, &early_down, &backend.stats.bytes_down).await.is_err()
     {
         return;
     }
-    let totals = relay::relay(client, upstream, snap.config.limits.idle_timeout, &backend.stats).await;
+    drop((early_up, early_down));
+    let totals = relay::relay(client, &ready.upstream, snap.config.limits.idle_timeout, &backend.stats).await;
     log::debug!(
-        "tunnel to {dest} via {} ended ({:?}): {} bytes up, {} down",
+        "tunnel to {} via {} ended ({:?}): {} bytes up, {} down",
+        ready.dest,
         backend.config.name,
         totals.end,
         totals.up,
@@ -453,7 +477,7 @@ async fn transparent_session(
     client: &Async<TcpStream>,
     ip: IpAddr,
     deadline: Instant,
-) -> Result<(), Failure> {
+) -> Result<Ready, Failure> {
     let mut c = client;
     let mut reader = socks5::Buffered::new(client);
     let mut greeting_bytes = Vec::with_capacity(8);
@@ -481,10 +505,9 @@ async fn transparent_session(
             // A direct backend has nobody upstream to do the talking: end
             // the handshake here (the client has not been answered yet).
             let request = negotiate(snap, client, &mut reader, &talk.greeting, deadline).await?;
-            return connect_and_relay(snap, client, ip, request, attempts, Some(i), reader.into_leftover())
-                .await;
+            return open_tunnel(snap, client, ip, request, attempts, Some(i), reader.into_leftover()).await;
         };
-        let _active = ActiveGuard::new(&backend.stats);
+        let active = ActiveGuard::new(&backend.stats);
         let start = Instant::now();
         let via = snap.pool.uplink_of(i);
         match transparent_attempt(snap, client, &mut reader, &mut talk, (host, *port, via), deadline).await {
@@ -493,9 +516,14 @@ async fn transparent_session(
                 if let Some(reply) = &opened.reply_bytes {
                     c.write_all(reply).await.map_err(|e| e.to_string())?;
                 }
-                let early = (&reader.into_leftover()[..], &opened.early_down[..]);
-                tunnel(snap, client, &opened.upstream, backend, talk.destination(), early).await;
-                return Ok(());
+                return Ok(Ready {
+                    upstream: opened.upstream,
+                    backend: i,
+                    _active: active,
+                    dest: talk.destination().clone(),
+                    early_up: reader.into_leftover(),
+                    early_down: opened.early_down,
+                });
             }
             Err(Stop::Session(why)) => return Err(why),
             Err(Stop::Backend(e)) => {
@@ -503,7 +531,7 @@ async fn transparent_session(
             }
         }
     }
-    give_up(client, &mut reader, &mut talk, deadline, attempts.into_error()).await
+    Err(give_up(client, &mut reader, &mut talk, deadline, attempts.into_error()).await)
 }
 
 /// One backend, brought to the point the client is at, then to the reply.
@@ -612,14 +640,14 @@ async fn transparent_attempt(
 
 /// Transparent mode, when every attempt failed: finish the handshake
 /// ourselves just far enough to give the client a SOCKS5 failure instead
-/// of a bare close.
+/// of a bare close. Returns why the session ends.
 async fn give_up(
     client: &Async<TcpStream>,
     reader: &mut ClientReader<'_>,
     talk: &mut Conversation,
     deadline: Instant,
     error: UpstreamError,
-) -> Result<(), Failure> {
+) -> Failure {
     let mut c = client;
     let why = error.to_string();
     match talk.method {
@@ -630,7 +658,7 @@ async fn give_up(
             // at this stage (answering a login we cannot check would be a
             // lie).
             let _ = socks5::write_method_choice(&mut c, socks5::METHOD_NONE_ACCEPTABLE).await;
-            return Err(why);
+            return why;
         }
         None => {
             let _ = socks5::write_method_choice(&mut c, socks5::METHOD_NO_AUTH).await;
@@ -644,7 +672,9 @@ async fn give_up(
         Some(_) => {}
     }
     if talk.request.is_none() {
-        read_request(client, reader, deadline, None).await?;
+        if let Err(failure) = read_request(client, reader, deadline, None).await {
+            return failure;
+        }
     }
     refuse(client, error.reply(), why).await
 }
