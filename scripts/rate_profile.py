@@ -31,8 +31,9 @@ Usage: rate_profile.py [--rounds N] [--seconds S] [--modes transparent,socks5]
 round of one second, 200 connections under strace, no perf.
 --threads sets socksbalance's `threads:`; a list gives a column per
 value. --haproxy-threads does the same for HAProxy's `nbthread` (without
-it, one HAProxy with its default: a thread per CPU). --baseline adds columns for another socksbalance binary (an older
-build, say). Every column is alternated with the rest.
+it, one HAProxy with its default: a thread per CPU). --baseline adds
+columns for another socksbalance binary (an older build, say). Every
+column is alternated with the rest.
 
 Needs microsocks and haproxy (scripts/bench.sh installs both) and the
 release builds of socksbalance and examples/loadgen (built here with

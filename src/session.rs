@@ -411,13 +411,13 @@ async fn forward_early(mut to: &Async<TcpStream>, bytes: &[u8], counter: &Counte
 async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, ready: &mut Ready) {
     let backend = &snap.pool.backends()[ready.backend];
     backend.stats.connections.add(1);
-    let (early_up, early_down) = (std::mem::take(&mut ready.early_up), std::mem::take(&mut ready.early_down));
-    if forward_early(&ready.upstream, &early_up, &backend.stats.bytes_up).await.is_err()
-        || forward_early(client, &early_down, &backend.stats.bytes_down).await.is_err()
+    if forward_early(&ready.upstream, &ready.early_up, &backend.stats.bytes_up).await.is_err()
+        || forward_early(client, &ready.early_down, &backend.stats.bytes_down).await.is_err()
     {
         return;
     }
-    drop((early_up, early_down));
+    // Freed now, not when the tunnel ends.
+    (ready.early_up, ready.early_down) = (Vec::new(), Vec::new());
     let totals = relay::relay(client, &ready.upstream, snap.config.limits.idle_timeout, &backend.stats).await;
     log::debug!(
         "tunnel to {} via {} ended ({:?}): {} bytes up, {} down",

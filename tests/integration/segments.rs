@@ -49,8 +49,9 @@ fn read_n<const N: usize>(s: &mut TcpStream) -> [u8; N] {
     buf
 }
 
-/// Segments a backend received: (after the greeting, after the request).
-/// `open` starts the connection the backend is to accept.
+/// Segments a backend received after the greeting and after the request,
+/// and the client's stream. `open` starts the connection the backend is
+/// to accept.
 fn backend_side(backend: &TcpListener, open: impl FnOnce() -> TcpStream) -> (u32, u32, TcpStream) {
     let client = open();
     let (mut b, _) = backend.accept().unwrap();
