@@ -8,7 +8,9 @@
 # Starts on 127.0.0.1 only: 4 microsocks backends, the target server of
 # examples/loadgen.rs, HAProxy (mode tcp, balance roundrobin over the same
 # backends), and socksbalance in transparent and in socks5 mode. DIRECT is
-# one of the microsocks backends used on its own. Every measurement runs
+# one of the microsocks backends used on its own; FLOOR is
+# examples/floorproxy.rs, the least a TCP proxy can do (a thread per CPU,
+# like HAProxy), what any proxy could reach here. Every measurement runs
 # each configuration once per round, in a rotated order, so that the noise
 # of a shared 2-core machine falls on all of them alike; the report gives
 # medians. Then: socksbalance's footprint (idle RSS, idle tunnels) and the
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --rounds) rounds="$2"; shift ;;
         --mib) mib="$2"; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -58,9 +60,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "== building (release)"
-cargo build --release --quiet --bin socksbalance --example loadgen
+cargo build --release --quiet --bin socksbalance --example loadgen --example floorproxy
 SB=$PWD/target/release/socksbalance
 LG=$PWD/target/release/examples/loadgen
+FLOOR=$PWD/target/release/examples/floorproxy
 
 # 10,000 idle tunnels need about 20,000 descriptors in the daemon and as
 # many in the load generator; root may raise the hard limit.
@@ -97,7 +100,7 @@ done
 [ -n "$base" ] || die "no free block of 1,024 ports in 20000-31999"
 backend_ports=($base $((base + 1)) $((base + 2)) $((base + 3)))
 p_haproxy=$((base + 4)); p_sbt=$((base + 5)); p_sbs=$((base + 6))
-p_mem=$((base + 7)); p_scale=$((base + 8))
+p_mem=$((base + 7)); p_scale=$((base + 8)); p_floor=$((base + 9))
 scale_first=$((base + 16)); scale_last=$((scale_first + scale_backends - 1))
 
 listening() { ss -Htln "sport = :$1" | grep -q .; }
@@ -137,6 +140,10 @@ start haproxy haproxy -db -f "$work/haproxy.cfg"
 haproxy_pid=$last_pid
 wait_port "$p_haproxy" "$haproxy_pid"
 
+start floor "$FLOOR" "127.0.0.1:$p_floor" "$(nproc)" $(printf '127.0.0.1:%s ' "${backend_ports[@]}")
+floor_pid=$last_pid
+wait_port "$p_floor" "$floor_pid"
+
 python3 scripts/testbed.py socksbalance "$p_sbt" transparent "${backend_ports[@]}" > "$work/sbt.yaml"
 python3 scripts/testbed.py socksbalance "$p_sbs" socks5 "${backend_ports[@]}" > "$work/sbs.yaml"
 start sbt "$SB" -c "$work/sbt.yaml"
@@ -155,19 +162,19 @@ idle_rss_haproxy=$(rss "$haproxy_pid" VmRSS:)
 
 results="$work/results"
 : > "$results"
-names=(direct haproxy sbt sbs)
+names=(direct haproxy floor sbt sbs)
 declare -A addr=([direct]="127.0.0.1:${backend_ports[0]}" [haproxy]="127.0.0.1:$p_haproxy"
-                 [sbt]="127.0.0.1:$p_sbt" [sbs]="127.0.0.1:$p_sbs")
-declare -A pid=([direct]=$direct_pid [haproxy]=$haproxy_pid [sbt]=$sbt_pid [sbs]=$sbs_pid)
+                 [floor]="127.0.0.1:$p_floor" [sbt]="127.0.0.1:$p_sbt" [sbs]="127.0.0.1:$p_sbs")
+declare -A pid=([direct]=$direct_pid [haproxy]=$haproxy_pid [floor]=$floor_pid [sbt]=$sbt_pid [sbs]=$sbs_pid)
 # The order of round $1: rotated, so no configuration always goes first.
-order() { local r=$1 i; for i in 0 1 2 3; do echo "${names[$(( (i + r) % 4 ))]}"; done; }
+order() { local r=$1 i n=${#names[@]}; for ((i = 0; i < n; i++)); do echo "${names[$(( (i + r) % n ))]}"; done; }
 run() { # run TEST NAME loadgen-args...: one measurement line into $results
     local test=$1 name=$2 out; shift 2
     out=$("$LG" "$@") || die "$test through $name failed: $out"
     echo "$test $name $out" >> "$results"
 }
 
-echo "== bulk: $rounds round(s) x 4 configurations, $mib MiB per run"
+echo "== bulk: $rounds round(s) x ${#names[@]} configurations, $mib MiB per run"
 for r in $(seq 1 "$rounds"); do
     for streams in 1 4; do
         for dir in down up; do

@@ -12,8 +12,11 @@ import statistics
 import sys
 from collections import defaultdict
 
-NAMES = ["direct", "haproxy", "sbt", "sbs"]
-TITLES = {"direct": "DIRECT", "haproxy": "HAProxy", "sbt": "sb transp", "sbs": "sb socks5"}
+NAMES = ["direct", "haproxy", "floor", "sbt", "sbs"]
+TITLES = {"direct": "DIRECT", "haproxy": "HAProxy", "floor": "FLOOR", "sbt": "sb transp", "sbs": "sb socks5"}
+# Ratios to HAProxy: socksbalance's, judged, and FLOOR's (examples/floorproxy.rs,
+# the least a proxy can do), what any proxy could reach on this machine.
+RATIOS = ["floor", "sbt", "sbs"]
 
 
 def load(path):
@@ -63,23 +66,24 @@ def main():
         if not nbytes:
             broken.append(f"bulk/{n}/bytes")
     rows.append(("CPU s per GiB (proxy process)", cpu, "{:.2f}", 1.0, False))
-    peak = {n: med("peak", n, "kib") if n != "direct" else float("nan") for n in NAMES}
+    unproxied = ("direct", "floor")  # no RSS recorded: not a product
+    peak = {n: med("peak", n, "kib") if n not in unproxied else float("nan") for n in NAMES}
     rows.append(("peak RSS under load (KiB)", peak, "{:.0f}", None, False))
-    idle = {n: med("idle_rss", n, "kib") if n != "direct" else float("nan") for n in NAMES}
+    idle = {n: med("idle_rss", n, "kib") if n not in unproxied else float("nan") for n in NAMES}
     rows.append(("idle RSS (KiB)", idle, "{:.0f}", None, False))
 
     def fmt(f, v):
         return "-" if v != v else f.format(v)
 
-    head = f"{'':40}" + "".join(f"{TITLES[n]:>11}" for n in NAMES) + f"{'transp/HA':>11}{'socks5/HA':>11}  target   verdict"
+    head = f"{'':40}" + "".join(f"{TITLES[n]:>11}" for n in NAMES) + f"{'floor/HA':>10}{'transp/HA':>11}{'socks5/HA':>11}  target   verdict"
     print(head)
     print("-" * len(head))
     failed = 0
     for label, values, f, target, higher in rows:
         line = f"{label:40}" + "".join(f"{fmt(f, values[n]):>11}" for n in NAMES)
         ha = values["haproxy"]
-        ratios = [values[n] / ha if ha == ha and ha else float("nan") for n in ("sbt", "sbs")]
-        line += "".join(f"{fmt('{:.2f}x', r):>11}" for r in ratios)
+        floor, *ratios = [values[n] / ha if ha == ha and ha else float("nan") for n in RATIOS]
+        line += f"{fmt('{:.2f}x', floor):>10}" + "".join(f"{fmt('{:.2f}x', r):>11}" for r in ratios)
         if target is not None:
             ok = [(r >= target) if higher else (r <= target) for r in ratios]
             failed += ok.count(False)

@@ -25,13 +25,16 @@ proxy after the rounds, for a fixed number of connections:
 
 Usage: rate_profile.py [--rounds N] [--seconds S] [--modes transparent,socks5]
                        [--threads N[,N...]] [--haproxy-threads N[,N...]]
-                       [--baseline BINARY] [--quick]
+                       [--floor N[,N...]] [--baseline BINARY] [--quick]
 
 --quick (what .ci/run runs, so that the script keeps working) is one
 round of one second, 200 connections under strace, no perf.
 --threads sets socksbalance's `threads:`; a list gives a column per
 value. --haproxy-threads does the same for HAProxy's `nbthread` (without
-it, one HAProxy with its default: a thread per CPU). --baseline adds
+it, one HAProxy with its default: a thread per CPU). --floor adds a
+column per thread count for examples/floorproxy, the least a TCP proxy
+can do (edge-triggered epoll per thread, no re-arming, nothing else): the
+ceiling any proxy could reach on this machine. --baseline adds
 columns for another socksbalance binary (an older build, say). Every
 column is alternated with the rest.
 
@@ -227,6 +230,8 @@ def main():
     ap.add_argument("--baseline", help="another socksbalance binary to compare, alternated")
     ap.add_argument("--haproxy-threads", default="",
                     help="HAProxy's nbthread, or a list (1,2): a column each (default: its own, one per CPU)")
+    ap.add_argument("--floor", default="",
+                    help="thread counts (1,2) for examples/floorproxy columns, the yardstick")
     ap.add_argument("--quick", action="store_true", help="1 round of 1 s, a short strace pass, no perf")
     args = ap.parse_args()
     rounds = 1 if args.quick else max(1, min(args.rounds, 20))
@@ -236,16 +241,20 @@ def main():
     ha_threads = [int(t) for t in args.haproxy_threads.split(",") if t] or [None]
     if any(not 1 <= t <= 64 for t in ha_threads if t):
         die("--haproxy-threads takes 1 to 64")
+    floor_threads = [int(t) for t in args.floor.split(",") if t]
+    if any(not 1 <= t <= 64 for t in floor_threads):
+        die("--floor takes 1 to 64")
     if any(m not in ("transparent", "socks5") for m in modes):
         die("--modes takes transparent and/or socks5")
     for tool in ("microsocks", "haproxy"):
         if not shutil.which(tool):
             die(f"{tool} is not installed (scripts/bench.sh installs it)")
 
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "socksbalance", "--example", "loadgen"],
-                   cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "socksbalance", "--example", "loadgen",
+                    "--example", "floorproxy"], cwd=ROOT, check=True)
     sb = os.path.join(ROOT, "target/release/socksbalance")
     lg = os.path.join(ROOT, "target/release/examples/loadgen")
+    floor = os.path.join(ROOT, "target/release/examples/floorproxy")
 
     procs = []
     work = tempfile.mkdtemp(prefix="socksbalance-profile.")
@@ -282,6 +291,10 @@ def main():
                 f.write(haproxy_config(port, backends, nbthread))
             name = f"HAProxy t{nbthread}" if nbthread else "HAProxy"
             proxies.append({"name": name, "pid": start(["haproxy", "-db", "-f", cfg], port).pid, "port": port})
+        for t in floor_threads:
+            port = free_port()
+            cmd = [floor, f"127.0.0.1:{port}", str(t)] + [f"127.0.0.1:{b}" for b in backends]
+            proxies.append({"name": f"floor t{t}", "pid": start(cmd, port).pid, "port": port})
         builds = [("sb", sb)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
         thread_counts = [int(t) for t in args.threads.split(",") if t] or [None]
         if any(not 1 <= t <= 64 for t in thread_counts if t):
