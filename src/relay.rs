@@ -303,6 +303,26 @@ mod splice {
         CannotSplice(u64),
     }
 
+    #[cfg(test)]
+    thread_local! {
+        /// Tests only: how many more socket-to-pipe splices this thread's
+        /// relays may make before the kernel "refuses" them (`EINVAL`, as
+        /// for descriptors that cannot be spliced). `None`: no refusal.
+        pub(super) static SPLICES_LEFT: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// splice(2) from the socket into the pipe.
+    fn splice_in(from: &Async<TcpStream>, pipe: &Pipe, flags: SpliceFlags) -> rustix::io::Result<usize> {
+        #[cfg(test)]
+        if let Some(left) = SPLICES_LEFT.get() {
+            if left == 0 {
+                return Err(rustix::io::Errno::INVAL);
+            }
+            SPLICES_LEFT.set(Some(left - 1));
+        }
+        rustix::pipe::splice(from.get_ref(), None, &pipe.write, None, PIPE_SIZE, flags)
+    }
+
     /// Errors that mean "splice cannot work here", not "the tunnel broke".
     pub(super) fn unsupported(e: &io::Error) -> bool {
         matches!(
@@ -341,7 +361,7 @@ mod splice {
                 },
             };
             loop {
-                let n = match rustix::pipe::splice(from.get_ref(), None, &p.write, None, PIPE_SIZE, flags) {
+                let n = match splice_in(from, p, flags) {
                     Ok(0) => {
                         let _ = to.get_ref().shutdown(Shutdown::Write);
                         if let Some(p) = pipe.take() {
@@ -417,6 +437,12 @@ mod tests {
     /// destination's end (blocking), and the thread running the relay,
     /// which returns its totals and the bytes it counted up and down.
     fn tunnel(method: Method) -> (TcpStream, TcpStream, Relay) {
+        tunnel_splicing_at_most(method, None)
+    }
+
+    /// [`tunnel`], its relay allowed only `splices` socket-to-pipe splices
+    /// before they fail as unsupported (`None`: no limit).
+    fn tunnel_splicing_at_most(method: Method, splices: Option<u32>) -> (TcpStream, TcpStream, Relay) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).unwrap();
@@ -427,6 +453,10 @@ mod tests {
             s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         }
         let relay = thread::spawn(move || {
+            #[cfg(target_os = "linux")]
+            splice::SPLICES_LEFT.set(splices);
+            #[cfg(not(target_os = "linux"))]
+            let _ = splices;
             let stats = BackendStats::default();
             let (c, u) = (Async::new(client_side).unwrap(), Async::new(upstream_side).unwrap());
             let totals = smol::block_on(relay_with(method, &c, &u, Duration::from_secs(60), &stats));
@@ -514,6 +544,42 @@ mod tests {
             let (totals, _, _) = relay.join().unwrap();
             assert_eq!(totals.end, End::Error(io::ErrorKind::ConnectionReset), "{method:?}");
             assert_eq!((totals.up, totals.down), (1, 6), "{method:?}");
+        }
+    }
+
+    /// The fallback the kernel can force at any point of a tunnel (a
+    /// descriptor it will not splice): each direction goes on copying
+    /// from where splicing stopped, and no byte is lost or counted twice.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn falling_back_to_copying_mid_transfer_loses_and_repeats_nothing() {
+        for splices in [0, 1, 7, 40] {
+            let (client, destination, relay) = tunnel_splicing_at_most(Method::Splice, Some(splices));
+            let (up, down) = (pattern(6 << 20 | 4_321), pattern(5 << 20 | 99));
+            let senders = [
+                send_then_fin(client.try_clone().unwrap(), up.clone()),
+                send_then_fin(destination.try_clone().unwrap(), down.clone()),
+            ];
+            let got_up = read_to_eof(&destination);
+            let got_down = read_to_eof(&client);
+            for s in senders {
+                s.join().unwrap();
+            }
+            assert!(
+                got_up == up,
+                "after {splices} splices: upload corrupted ({} of {} bytes)",
+                got_up.len(),
+                up.len()
+            );
+            assert!(
+                got_down == down,
+                "after {splices} splices: download corrupted ({} of {})",
+                got_down.len(),
+                down.len()
+            );
+            let (totals, counted_up, counted_down) = relay.join().unwrap();
+            assert_eq!(totals, Totals { up: up.len() as u64, down: down.len() as u64, end: End::Closed });
+            assert_eq!((counted_up, counted_down), (totals.up, totals.down), "after {splices} splices");
         }
     }
 
