@@ -139,10 +139,19 @@ build_cross() {
             # images are disabled, cross-rs/cross#1422; no aarch64 Windows
             # image, cross-rs/cross#1717). Cross.toml names the build-std
             # setup for when an image is configured; otherwise use --local.
-            if ! cross +nightly build --release --locked --target "$t" -Zbuild-std=std,panic_abort; then
+            # MIPS builds std from source, so it gets the size settings of
+            # scripts/lib.sh as on the --local path (cargo appends these
+            # rustflags to .cargo/config.toml's).
+            local size_args=()
+            if [[ "$t" == mips* ]]; then
+                mapfile -t size_args < <(size_cargo_args "$t")
+                size_args+=(--config "target.$t.rustflags=[$SIZE_RUSTFLAGS]")
+            fi
+            if ! cross +nightly build --release --locked --target "$t" -Zbuild-std=std,panic_abort "${size_args[@]}"; then
                 echo "build.sh: cross cannot build $t with its upstream images; run: scripts/build.sh --local $t" >&2
                 return 1
             fi
+            [[ "$t" != mips* ]] || strip_pdr "target/$t/release/socksbalance"
             ;;
         *) cross build --release --locked --target "$t" ;;
     esac
