@@ -1,6 +1,6 @@
-//! The least a TCP proxy can do, as a yardstick for `scripts/rate_profile.py`:
-//! how fast could any proxy in front of the benchmark's backends go on
-//! this machine?
+//! The least a TCP proxy can do, as a yardstick for `scripts/bench.sh` and
+//! `scripts/rate_profile.py`: how many connections per second, and how short
+//! a round trip, could any proxy in front of their backends reach here?
 //!
 //! ```text
 //! floorproxy LISTEN THREADS BACKEND...
@@ -13,8 +13,9 @@
 //! there is no hand-over between threads, no re-arming (two `epoll_ctl`
 //! per connection), no timer, no log, no balancing state, no error
 //! handling beyond closing both sides, and a plain copy through a 16 KiB
-//! buffer per direction (HAProxy's default buffer size). It is not a
-//! product: no limits, no timeouts. Linux only.
+//! buffer per direction (HAProxy's default buffer size), which also makes
+//! it no yardstick for bulk throughput. It is not a product: no limits, no
+//! timeouts. Linux only.
 
 #[cfg(not(target_os = "linux"))]
 fn main() {

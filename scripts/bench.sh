@@ -10,10 +10,10 @@
 # backends), and socksbalance in transparent and in socks5 mode. DIRECT is
 # one of the microsocks backends used on its own; FLOOR is
 # examples/floorproxy.rs, the least a TCP proxy can do (a thread per CPU,
-# like HAProxy), what any proxy could reach here. Every measurement runs
-# each configuration once per round, in a rotated order, so that the noise
-# of a shared 2-core machine falls on all of them alike; the report gives
-# medians. Then: socksbalance's footprint (idle RSS, idle tunnels) and the
+# like HAProxy), the connection rate and RTT any proxy could reach here.
+# Every measurement runs each configuration once per round, in a rotated
+# order, so that the noise of a shared 2-core machine falls on all of them
+# alike; the report gives medians. Then: socksbalance's footprint (idle RSS, idle tunnels) and the
 # same daemon with 1,000 backends configured.
 #
 # The verdicts (PASS/FAIL against the targets of docs/performance.md) are
