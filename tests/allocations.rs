@@ -194,10 +194,10 @@ fn check(mode: &str, budget: f64) {
 
 #[test]
 fn a_socks5_mode_connection_stays_within_its_allocation_budget() {
-    check("socks5", 11.0);
+    check("socks5", 10.0);
 }
 
 #[test]
 fn a_transparent_mode_connection_stays_within_its_allocation_budget() {
-    check("transparent", 14.0);
+    check("transparent", 13.0);
 }
