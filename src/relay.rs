@@ -478,25 +478,36 @@ mod tests {
         got
     }
 
+    /// Sends `up_len` bytes up and `down_len` down through the tunnel at
+    /// once, each side half-closing when done; checks every byte and the
+    /// relay's totals and counters.
+    fn both_ways_at_once(
+        (client, destination, relay): (TcpStream, TcpStream, Relay),
+        up_len: usize,
+        down_len: usize,
+        what: &str,
+    ) {
+        let (up, down) = (pattern(up_len), pattern(down_len));
+        let senders = [
+            send_then_fin(client.try_clone().unwrap(), up.clone()),
+            send_then_fin(destination.try_clone().unwrap(), down.clone()),
+        ];
+        let got_up = read_to_eof(&destination);
+        let got_down = read_to_eof(&client);
+        for s in senders {
+            s.join().unwrap();
+        }
+        assert!(got_up == up, "{what}: upload corrupted ({} of {} bytes)", got_up.len(), up.len());
+        assert!(got_down == down, "{what}: download corrupted ({} of {} bytes)", got_down.len(), down.len());
+        let (totals, counted_up, counted_down) = relay.join().unwrap();
+        assert_eq!(totals, Totals { up: up_len as u64, down: down_len as u64, end: End::Closed }, "{what}");
+        assert_eq!((counted_up, counted_down), (totals.up, totals.down), "{what}");
+    }
+
     #[test]
     fn large_transfers_both_ways_at_once_arrive_intact() {
         for method in methods() {
-            let (client, destination, relay) = tunnel(method);
-            let (up, down) = (pattern(24 << 20 | 12_345), pattern(16 << 20 | 777));
-            let senders = [
-                send_then_fin(client.try_clone().unwrap(), up.clone()),
-                send_then_fin(destination.try_clone().unwrap(), down.clone()),
-            ];
-            let got_up = read_to_eof(&destination);
-            let got_down = read_to_eof(&client);
-            for s in senders {
-                s.join().unwrap();
-            }
-            assert!(got_up == up, "{method:?}: upload corrupted ({} of {} bytes)", got_up.len(), up.len());
-            assert!(got_down == down, "{method:?}: download corrupted");
-            let (totals, counted_up, counted_down) = relay.join().unwrap();
-            assert_eq!(totals, Totals { up: up.len() as u64, down: down.len() as u64, end: End::Closed });
-            assert_eq!((counted_up, counted_down), (totals.up, totals.down), "{method:?}");
+            both_ways_at_once(tunnel(method), 24 << 20 | 12_345, 16 << 20 | 777, &format!("{method:?}"));
         }
     }
 
@@ -554,32 +565,8 @@ mod tests {
     #[test]
     fn falling_back_to_copying_mid_transfer_loses_and_repeats_nothing() {
         for splices in [0, 1, 7, 40] {
-            let (client, destination, relay) = tunnel_splicing_at_most(Method::Splice, Some(splices));
-            let (up, down) = (pattern(6 << 20 | 4_321), pattern(5 << 20 | 99));
-            let senders = [
-                send_then_fin(client.try_clone().unwrap(), up.clone()),
-                send_then_fin(destination.try_clone().unwrap(), down.clone()),
-            ];
-            let got_up = read_to_eof(&destination);
-            let got_down = read_to_eof(&client);
-            for s in senders {
-                s.join().unwrap();
-            }
-            assert!(
-                got_up == up,
-                "after {splices} splices: upload corrupted ({} of {} bytes)",
-                got_up.len(),
-                up.len()
-            );
-            assert!(
-                got_down == down,
-                "after {splices} splices: download corrupted ({} of {})",
-                got_down.len(),
-                down.len()
-            );
-            let (totals, counted_up, counted_down) = relay.join().unwrap();
-            assert_eq!(totals, Totals { up: up.len() as u64, down: down.len() as u64, end: End::Closed });
-            assert_eq!((counted_up, counted_down), (totals.up, totals.down), "after {splices} splices");
+            let tunnel = tunnel_splicing_at_most(Method::Splice, Some(splices));
+            both_ways_at_once(tunnel, 6 << 20 | 4_321, 5 << 20 | 99, &format!("after {splices} splices"));
         }
     }
 
