@@ -384,7 +384,7 @@ async fn accept_loop(
     let (mut generation, mut snapshot) = (current.generation(), current.get());
     let (mut deny_log, mut error_log) = (Throttle::default(), Throttle::default());
     loop {
-        match listener.accept().await {
+        match crate::tcp::accept(&listener).await {
             Ok((stream, peer)) => {
                 stats.accepted.add(1);
                 if current.generation() != generation {

@@ -70,7 +70,8 @@ pub async fn connect(socket: OwnedFd, addr: SocketAddr, first: FirstWord) -> io:
         Err(e) if e == rustix::io::Errno::INPROGRESS || e == rustix::io::Errno::WOULDBLOCK => {}
         Err(e) => return Err(e.into()),
     }
-    let stream = Async::new(TcpStream::from(socket))?;
+    // `socket` made it non-blocking already.
+    let stream = Async::new_nonblocking(TcpStream::from(socket))?;
     // A non-blocking connect is done when the socket turns writable; its
     // outcome is then in SO_ERROR. Read through std, not rustix: on mips64
     // rustix's libc backend takes SOL_SOCKET and SO_ERROR from libc, whose
@@ -96,6 +97,24 @@ pub async fn connect(socket: OwnedFd, addr: SocketAddr, first: FirstWord) -> io:
 /// answers. Accepted sockets inherit it.
 pub fn listening(listener: &TcpListener) {
     delay_acks(listener);
+}
+
+/// Accepts the next connection, non-blocking from the start: on Linux
+/// `accept4` sets the flag, which saves the `ioctl` that
+/// `Async<TcpListener>::accept` makes for every connection.
+pub async fn accept(listener: &Async<TcpListener>) -> io::Result<(Async<TcpStream>, SocketAddr)> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::net::SocketFlags;
+        let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+        let (fd, peer) = listener.read_with(|l| Ok(rustix::net::acceptfrom_with(l, flags)?)).await?;
+        let peer = peer.and_then(|p| SocketAddr::try_from(p).ok()).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "accepted a connection without an IP peer")
+        })?;
+        Ok((Async::new_nonblocking(TcpStream::from(fd))?, peer))
+    }
+    #[cfg(not(target_os = "linux"))]
+    listener.accept().await
 }
 
 /// `TCP_QUICKACK` off; nothing elsewhere. A failure costs only segments.
@@ -139,6 +158,26 @@ mod tests {
             accepted.read_exact(&mut got).unwrap();
             assert_eq!(&got, b"hi");
         }
+    }
+
+    #[test]
+    fn accepted_connections_are_non_blocking_close_on_exec_and_know_their_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let listener = Async::new(listener).unwrap();
+        let (accepted, peer) = smol::block_on(accept(&listener)).unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert_eq!(accepted.get_ref().peer_addr().unwrap(), peer);
+        // Nothing sent yet: a read must not block.
+        let e = (&mut accepted.get_ref()).read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let fd_flags = rustix::io::fcntl_getfd(accepted.get_ref()).unwrap();
+        assert!(fd_flags.contains(rustix::io::FdFlags::CLOEXEC));
+        // And it works as a stream.
+        (&client).write_all(b"x").unwrap();
+        let mut got = [0u8; 1];
+        smol::block_on(smol::io::AsyncReadExt::read_exact(&mut &accepted, &mut got)).unwrap();
+        assert_eq!(&got, b"x");
     }
 
     #[test]
