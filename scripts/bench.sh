@@ -13,8 +13,8 @@
 # like HAProxy), the connection rate and RTT any proxy could reach here.
 # Every measurement runs each configuration once per round, in a rotated
 # order, so that the noise of a shared 2-core machine falls on all of them
-# alike; the report gives medians. Then: socksbalance's footprint (idle RSS, idle tunnels) and the
-# same daemon with 1,000 backends configured.
+# alike; the report gives medians. Then: socksbalance's footprint (idle
+# RSS, idle tunnels) and the same daemon with 1,000 backends configured.
 #
 # The verdicts (PASS/FAIL against the targets of docs/performance.md) are
 # in the report; the exit status says only whether the benchmark itself

@@ -221,6 +221,14 @@ TCP_CALLS = ("accept4", "accept", "socket", "connect", "sendto", "recvfrom", "se
 LOOP_CALLS = ("epoll_wait", "epoll_pwait", "epoll_ctl", "futex", "timerfd_settime", "clock_gettime", "read", "write")
 
 
+def thread_counts(value, option):
+    """A comma-separated list of thread counts, each 1 to 64."""
+    counts = [int(t) for t in value.split(",") if t]
+    if any(not 1 <= t <= 64 for t in counts):
+        die(f"{option} takes 1 to 64")
+    return counts
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -238,12 +246,9 @@ def main():
     seconds = 1 if args.quick else max(1, min(args.seconds, 30))
     strace_conns = 200 if args.quick else STRACE_CONNS
     modes = [m for m in args.modes.split(",") if m]
-    ha_threads = [int(t) for t in args.haproxy_threads.split(",") if t] or [None]
-    if any(not 1 <= t <= 64 for t in ha_threads if t):
-        die("--haproxy-threads takes 1 to 64")
-    floor_threads = [int(t) for t in args.floor.split(",") if t]
-    if any(not 1 <= t <= 64 for t in floor_threads):
-        die("--floor takes 1 to 64")
+    ha_threads = thread_counts(args.haproxy_threads, "--haproxy-threads") or [None]
+    floor_threads = thread_counts(args.floor, "--floor")
+    sb_threads = thread_counts(args.threads, "--threads") or [None]
     if any(m not in ("transparent", "socks5") for m in modes):
         die("--modes takes transparent and/or socks5")
     for tool in ("microsocks", "haproxy"):
@@ -296,11 +301,8 @@ def main():
             cmd = [floor, f"127.0.0.1:{port}", str(t)] + [f"127.0.0.1:{b}" for b in backends]
             proxies.append({"name": f"floor t{t}", "pid": start(cmd, port).pid, "port": port})
         builds = [("sb", sb)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
-        thread_counts = [int(t) for t in args.threads.split(",") if t] or [None]
-        if any(not 1 <= t <= 64 for t in thread_counts if t):
-            die("--threads takes 1 to 64")
         for label, binary in builds:
-            for mode, threads in ((m, t) for m in modes for t in thread_counts):
+            for mode, threads in ((m, t) for m in modes for t in sb_threads):
                 port = free_port()
                 cfg = os.path.join(work, f"{label}-{mode}.yaml")
                 with open(cfg, "w") as f:
