@@ -24,14 +24,14 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smol::channel::{self, Receiver, Sender};
 
 use crate::config::{Algorithm, BackendConfig, Config, Health as HealthConfig, StickyKey, Target, Uplink};
-use crate::health::{BackendHealth, Outcome, Source, State, Transition};
+use crate::health::{BackendHealth, Judging, Recorded, Source, State, Verdict};
 use crate::rng::Rng;
 use crate::socks5::Address;
 use crate::stats::BackendStats;
@@ -87,6 +87,8 @@ pub struct Pool {
     /// Serializes active-set recomputation (never on the pick path).
     active_set: Mutex<()>,
     outage: OutageDetector,
+    /// How results are judged (passive monitoring, the check interval).
+    judging: Judging,
     /// Wakes the health checker early (after a failure, a state change).
     kick_tx: Sender<()>,
     kick_rx: Receiver<()>,
@@ -150,24 +152,23 @@ impl Pool {
             Vec::new()
         };
         let now = Instant::now();
-        let n = config.backends.len().max(1) as u32;
         // Each old backend is carried over at most once (a config may list
         // the same backend twice).
         let mut taken = vec![false; previous.map_or(0, |(p, _)| p.backends.len())];
         let backends: Vec<Backend> = config
             .backends
             .iter()
-            .enumerate()
-            .map(|(i, b)| {
+            .map(|b| {
                 let old = previous.and_then(|(pool, health)| {
                     let k = (0..pool.backends.len()).find(|&k| !taken[k] && pool.backends[k].config == *b)?;
                     taken[k] = true;
                     Some((&pool.backends[k], *health == config.health))
                 });
-                // Spread the first probes evenly over (0, check_interval] so
-                // that a thousand backends never start probing at once.
-                let first_probe = now + config.health.check_interval * (i as u32 % n + 1) / n;
-                let fresh_health = || Arc::new(BackendHealth::new(&config.health, first_probe));
+                // Every new backend is probed at once: one that has never
+                // answered is not presumed healthy (docs/health.md). The
+                // checker runs at most MAX_CONCURRENT_PROBES at a time, so a
+                // thousand backends do not stampede.
+                let fresh_health = || Arc::new(BackendHealth::new(&config.health, now));
                 match old {
                     Some((old, same_health)) => Backend {
                         config: b.clone(),
@@ -213,7 +214,8 @@ impl Pool {
             sticky: config.balancer.sticky_session_ttl.map(StickyTable::new),
             sticky_key: config.balancer.sticky_key,
             active_set: Mutex::new(()),
-            outage: OutageDetector::new(now, outage_window(config)),
+            outage: OutageDetector::new(outage_window(config)),
+            judging: Judging::new(&config.health),
             kick_tx,
             kick_rx,
             probes: ProbeGauge::default(),
@@ -301,20 +303,30 @@ impl Pool {
     }
 
     /// Picks a backend for a client connection, never one `skip` names
-    /// (those already tried for it).
-    pub fn select(&self, client: Client<'_>, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
+    /// (those already tried for it). Backends known to work come first,
+    /// then those never heard from (a probe round is still on its way),
+    /// and only when neither is left the open circuits ([`Pick::panic`]).
+    pub fn select(&self, client: Client<'_>, skip: &dyn Fn(usize) -> bool) -> Option<Pick> {
         let now = Instant::now();
         let key = self.sticky.as_ref().map(|_| sticky_hash(self.sticky_key, &client));
         let usable = |i: usize| !skip(i) && self.usable(i);
         if let (Some(table), Some(key)) = (&self.sticky, key) {
             if let Some(i) = table.get(key, now).filter(|&i| i < self.backends.len() && usable(i)) {
-                return Some(i);
+                return Some(Pick { index: i, panic: false });
             }
         }
-        let picked =
-            self.pick_filtered(&usable).or_else(|| self.pick_filtered(&|i| !skip(i) && self.reachable(i)));
-        if let (Some(table), Some(key), Some(i)) = (&self.sticky, key, picked) {
-            table.put(key, i, now);
+        let known = |i: usize| usable(i) && self.backends[i].health.answered();
+        let unknown = |i: usize| usable(i) && !self.backends[i].health.answered();
+        let picked = self
+            .pick_filtered(&known)
+            .or_else(|| self.pick_filtered(&unknown))
+            .map(|index| Pick { index, panic: false })
+            .or_else(|| {
+                let index = self.pick_filtered(&|i| !skip(i) && self.reachable(i))?;
+                Some(Pick { index, panic: true })
+            });
+        if let (Some(table), Some(key), Some(Pick { index, panic: false })) = (&self.sticky, key, picked) {
+            table.put(key, index, now);
         }
         picked
     }
@@ -336,28 +348,54 @@ impl Pool {
 
     /// Picks a backend among those `eligible` accepts with the configured
     /// algorithm alone; `None` when it accepts none.
+    ///
+    /// Every algorithm spreads the share of a backend that is not eligible
+    /// evenly over the others (weighted: in proportion to their weights).
+    /// Scanning on from an ineligible backend's position to the next
+    /// eligible one would hand all of its share to its neighbour; so a
+    /// miss draws again instead (a new counter position, a new random
+    /// number), and ties are broken by the round-robin counter.
     pub fn pick(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = self.backends.len();
         if n == 0 {
             return None;
         }
-        // Scans start at a rotating offset so that ties spread out.
-        let rotating = |start: usize| (0..n).map(move |k| start.wrapping_add(k) % n);
         match self.algorithm {
-            // On a miss, draw the next position rather than scanning on
-            // from this one: scanning would hand a dead backend's turns to
-            // its neighbour, doubling that one's load.
-            Algorithm::Roundrobin => {
-                (0..n).map(|_| self.next.fetch_add(1, Ordering::Relaxed) % n).find(|&i| eligible(i))
+            Algorithm::Roundrobin => self.draw(eligible),
+            Algorithm::Random => {
+                // A few draws find an eligible backend almost always; when
+                // most are out, count the eligible ones and take one of
+                // them uniformly.
+                for _ in 0..4 {
+                    let i = self.rng.next_u32() as usize % n;
+                    if eligible(i) {
+                        return Some(i);
+                    }
+                }
+                let count = (0..n).filter(|&i| eligible(i)).count();
+                if count == 0 {
+                    return None;
+                }
+                let nth = self.rng.next_u32() as usize % count;
+                (0..n).filter(|&i| eligible(i)).nth(nth)
             }
-            Algorithm::Random => rotating(self.rng.next_u32() as usize).find(|&i| eligible(i)),
-            Algorithm::LeastConnections => rotating(self.next.fetch_add(1, Ordering::Relaxed))
-                .filter(|&i| eligible(i))
-                .min_by_key(|&i| self.backends[i].stats.active.load(Ordering::Relaxed)),
-            Algorithm::LowestLatency => rotating(self.next.fetch_add(1, Ordering::Relaxed))
-                .filter(|&i| eligible(i))
+            Algorithm::LeastConnections => {
+                let active = |i: usize| self.backends[i].stats.active.load(Ordering::Relaxed);
+                let least = (0..n).filter(|&i| eligible(i)).map(active).min()?;
+                self.draw(&|i| eligible(i) && active(i) <= least).or_else(|| (0..n).find(|&i| eligible(i)))
+            }
+            Algorithm::LowestLatency => {
+                let latency = |i: usize| self.backends[i].health.latency();
                 // No sample yet sorts first, so new backends get measured.
-                .min_by_key(|&i| self.backends[i].health.latency()),
+                let best = (0..n).filter(|&i| eligible(i)).map(latency).min()?;
+                let band = best.map(|b| b + (b / 5).max(LATENCY_BAND));
+                let within = |i: usize| match (latency(i), band) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(l), Some(band)) => l <= band,
+                };
+                self.draw(&|i| eligible(i) && within(i)).or_else(|| (0..n).find(|&i| eligible(i)))
+            }
             Algorithm::Weighted => {
                 let len = self.schedule.len();
                 (0..len)
@@ -367,49 +405,65 @@ impl Pool {
         }
     }
 
-    /// Records a result for backend `i`. `outcome: None` is neutral (the
-    /// destination failed; the backend did its job).
-    pub fn report(
-        &self,
-        i: usize,
-        source: Source,
-        outcome: Option<Outcome>,
-        latency: Option<Duration>,
-    ) -> Option<Transition> {
+    /// The next eligible backend in round-robin order: each miss takes a
+    /// turn of its own, so an ineligible backend's turns go round.
+    fn draw(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let n = self.backends.len();
+        (0..n).map(|_| self.next.fetch_add(1, Ordering::Relaxed) % n).find(|&i| eligible(i))
+    }
+
+    /// Records a result for backend `i`, logs what changed (a state
+    /// change once, a backend that stays down once an hour), watches for
+    /// an uplink outage, and asks the checker for an early probe after a
+    /// failed real connection.
+    pub fn report(&self, i: usize, source: Source, verdict: &Verdict) -> Recorded {
         let backend = &self.backends[i];
         let now = Instant::now();
         if source == Source::Traffic {
             backend.stats.attempts.add(1);
-            match outcome {
-                Some(Outcome::Failure) => backend.stats.failures.add(1),
-                Some(Outcome::Timeout) => backend.stats.timeouts.add(1),
+            match verdict {
+                Verdict::Failed(f) if f.timeout => backend.stats.timeouts.add(1),
+                Verdict::Failed(_) => backend.stats.failures.add(1),
                 _ => {}
             }
         }
-        let failed = matches!(outcome, Some(Outcome::Failure | Outcome::Timeout));
-        if failed {
-            if self.outage.failure(i, now, &self.backends) {
-                for b in &self.backends {
-                    b.health.lock().breaker.reset_backoff(now);
-                }
-                self.kick();
-            }
-        } else if outcome == Some(Outcome::Success) {
-            self.outage.success(now);
+        let recorded = backend.health.record(now, source, verdict, self.judging);
+        let name = &backend.config.name;
+        let reason = match verdict {
+            Verdict::Failed(f) => f.reason.as_str(),
+            _ => "",
+        };
+        if recorded.first_answer && recorded.transition.is_none() {
+            log::debug!("backend {name}: up");
         }
-        let transition = backend.health.record(now, source, outcome, latency, self.outage());
-        if let Some(t) = transition {
-            let name = &backend.config.name;
+        if let Some(t) = recorded.transition {
             match t.to {
-                State::Open => log::warn!(
-                    "backend {name}: circuit open; next probe in {} ms",
-                    backend.health.lock().breaker.backoff().as_millis()
-                ),
-                State::Closed => log::info!("backend {name}: circuit closed, back in service"),
-                State::HalfOpen => log::debug!("backend {name}: circuit half-open, probing"),
+                State::Open if t.from == State::Closed => {
+                    let next = backend.health.lock().breaker.backoff();
+                    log::warn!(
+                        "backend {name}: down ({reason}); next probe in {}",
+                        crate::config::human(next)
+                    );
+                    self.outage.on_down(&self.backends, now);
+                }
+                State::Open => log::debug!("backend {name}: recovery probe failed ({reason})"),
+                State::Closed => {
+                    match recorded.down_for {
+                        Some(d) => {
+                            log::info!("backend {name}: up again after {} down", crate::config::human(d))
+                        }
+                        None => log::info!("backend {name}: up"),
+                    }
+                    self.outage.on_up(&self.backends, name);
+                }
+                State::HalfOpen => log::debug!("backend {name}: testing"),
             }
             self.recompute_active_set();
         }
+        if let Some(n) = recorded.still_down {
+            log::info!("backend {name}: still down; {n} more failure(s) in the last hour (last: {reason})");
+        }
+        let failed = matches!(verdict, Verdict::Failed(_));
         if failed && source == Source::Traffic {
             // A failed real connection: check this backend now rather than
             // at its next scheduled probe.
@@ -419,10 +473,10 @@ impl Pool {
             }
             drop(inner);
             self.kick();
-        } else if transition.is_some() {
+        } else if recorded.transition.is_some() {
             self.kick();
         }
-        transition
+        recorded
     }
 
     /// With `max_active_backends`: keep the members whose circuit is still
@@ -467,73 +521,96 @@ impl Pool {
     }
 }
 
-/// How long "all backends failing" must last to count as an outage:
+/// The span within which backends must all go down to make an outage:
 /// twice the connect timeout (10 s by default), and at least 1 s.
 fn outage_window(config: &Config) -> Duration {
     (config.health.connect_timeout * 2).max(Duration::from_secs(1))
 }
 
-/// Tells an uplink outage from sick backends: when no backend has
-/// succeeded within the window and at least three (or all, if fewer)
-/// distinct backends have failed in it, the problem is upstream of all of
-/// them. It is logged once; while it lasts, breakers keep probing at their
-/// base interval instead of backing off toward the maximum.
+/// Backends within this much latency of the fastest (or a fifth of its
+/// latency, if more) share `lowest_latency`'s picks: differences smaller
+/// than that are noise, and one backend taking everything is not.
+pub const LATENCY_BAND: Duration = Duration::from_millis(5);
+
+/// What [`Pool::select`] chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub index: usize,
+    /// Nothing usable was left, and this backend's circuit is open: a
+    /// last try (panic mode), at most one per client connection.
+    pub panic: bool,
+}
+
+/// Tells an uplink outage from sick backends. An outage begins when a
+/// backend goes down and leaves no closed circuit at all, and at least
+/// three backends (all of them, if fewer; never with one alone) went down
+/// within the window: the problem is upstream of all of them.
+///
+/// While it lasts, the backends it took down keep probing at the base
+/// recovery interval, so that service resumes within one
+/// `recovery_interval` once the uplink is back. Backends that were
+/// already down keep their backoff. It ends when any backend answers.
+/// Each edge is logged once.
 #[derive(Debug)]
 struct OutageDetector {
-    epoch: Instant,
     window: Duration,
-    /// Seconds since `epoch` of the last success anywhere.
-    last_success: AtomicU32,
-    /// Per backend: 1 + seconds since `epoch` of its last failure; 0 = never.
-    last_failure: Mutex<Vec<u32>>,
     active: AtomicBool,
+    /// When the current outage began.
+    since: Mutex<Option<Instant>>,
 }
 
 impl OutageDetector {
-    fn new(epoch: Instant, window: Duration) -> Self {
-        OutageDetector {
-            epoch,
-            window,
-            last_success: AtomicU32::new(0),
-            last_failure: Mutex::new(Vec::new()),
-            active: AtomicBool::new(false),
-        }
+    fn new(window: Duration) -> Self {
+        OutageDetector { window, active: AtomicBool::new(false), since: Mutex::new(None) }
     }
 
-    fn secs(&self, now: Instant) -> u32 {
-        u32::try_from(now.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
-    }
-
-    fn success(&self, now: Instant) {
-        self.last_success.store(self.secs(now), Ordering::Relaxed);
-        if self.active.swap(false, Ordering::Relaxed) {
-            log::info!("uplink outage over: a backend answered again");
-        }
-    }
-
-    /// Notes a failure; true when it starts an outage.
-    fn failure(&self, i: usize, now: Instant, backends: &[Backend]) -> bool {
-        let now_s = self.secs(now);
-        let window = self.window.as_secs() as u32;
-        // Only failures take this lock, and only briefly.
-        let mut last = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
-        if last.len() != backends.len() {
-            last.resize(backends.len(), 0);
-        }
-        last[i] = now_s + 1;
-        if now_s.saturating_sub(self.last_success.load(Ordering::Relaxed)) < window {
+    /// A backend went down; true when that starts an outage.
+    fn on_down(&self, backends: &[Backend], now: Instant) -> bool {
+        if self.active.load(Ordering::Relaxed)
+            || backends.len() < 2
+            || backends.iter().any(|b| b.health.state() == State::Closed)
+        {
             return false;
         }
-        let failing = last.iter().filter(|&&t| t != 0 && now_s + 1 - t <= window).count();
-        if failing < backends.len().min(3) || self.active.swap(true, Ordering::Relaxed) {
+        let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
+        let recent: Vec<usize> = (0..backends.len())
+            .filter(|&i| {
+                backends[i]
+                    .health
+                    .lock()
+                    .down_at
+                    .is_some_and(|at| now.saturating_duration_since(at) <= self.window)
+            })
+            .collect();
+        if recent.len() < backends.len().min(3) || self.active.swap(true, Ordering::Relaxed) {
             return false;
+        }
+        *since = Some(now);
+        for &i in &recent {
+            let mut inner = backends[i].health.lock();
+            inner.held = true;
+            inner.breaker.reset_backoff(now);
         }
         log::warn!(
-            "uplink outage: {failing} backend(s) failed and none succeeded in the last {} s; \
-             probing every backend at the base recovery interval until one answers",
-            self.window.as_secs()
+            "uplink outage: {} backend(s) went down within {} and none is left; \
+             probing them every recovery interval until one answers",
+            recent.len(),
+            crate::config::human(self.window)
         );
         true
+    }
+
+    /// A backend came back up: any outage is over.
+    fn on_up(&self, backends: &[Backend], name: &str) {
+        if !self.active.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let since = self.since.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for b in backends {
+            b.health.lock().held = false;
+        }
+        let lasted = since.map(|s| crate::config::human(s.elapsed())).unwrap_or_default();
+        log::info!("uplink outage over after {lasted}: backend {name} answered");
     }
 }
 
@@ -653,7 +730,17 @@ pub fn smooth_weighted_schedule(weights: &[u32]) -> Result<Vec<u32>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::Source;
+    use crate::health::{Failure, Source};
+
+    impl Pool {
+        fn select_index(&self, client: Client<'_>, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
+            self.select(client, skip).map(|p| p.index)
+        }
+    }
+
+    fn ok(p: &Pool, i: usize, latency: Duration) {
+        p.report(i, Source::Probe, &Verdict::Success(Some(latency)));
+    }
 
     fn pool_yaml(extra: &str, weights: &[u32], algorithm: &str) -> Pool {
         let mut yaml = format!("mode: socks5\nbalancer:\n  algorithm: {algorithm}\n{extra}backends:\n");
@@ -687,21 +774,21 @@ mod tests {
         let who = Client { ip: [127, 0, 0, 1].into(), destination: &LOCAL };
         assert_eq!((p.via(2), p.via(0)), (Via::Uplink(1), Via::Direct));
         assert!(!p.cut_off(2));
-        let picks: Vec<usize> = (0..6).filter_map(|_| p.select(who, &|_| false)).collect();
+        let picks: Vec<usize> = (0..6).filter_map(|_| p.select_index(who, &|_| false)).collect();
         assert!(picks.contains(&2), "{picks:?}");
         // wan2's link goes down: neither it nor the proxy behind it is
         // picked, even when nothing else is usable (panic mode).
         assert!(p.backends()[1].health.set_link_down(true, Instant::now()));
         assert!(p.cut_off(2));
         for _ in 0..6 {
-            assert_eq!(p.select(who, &|_| false), Some(0));
+            assert_eq!(p.select_index(who, &|_| false), Some(0));
         }
         p.backends()[0].health.set_active(false);
-        assert_eq!(p.select(who, &|i| i == 0), None, "panic mode skips unreachable backends");
+        assert_eq!(p.select_index(who, &|i| i == 0), None, "panic mode skips unreachable backends");
         // Back up: the proxy returns.
         assert!(p.backends()[1].health.set_link_down(false, Instant::now()));
         assert!(!p.cut_off(2));
-        assert!(p.select(who, &|i| i != 2).is_some() && p.select(who, &|i| i != 1).is_some());
+        assert!(p.select_index(who, &|i| i != 2).is_some() && p.select_index(who, &|i| i != 1).is_some());
     }
 
     #[test]
@@ -722,7 +809,7 @@ mod tests {
 
     fn fail(p: &Pool, i: usize, times: usize) {
         for _ in 0..times {
-            p.report(i, Source::Traffic, Some(Outcome::Failure), None);
+            p.report(i, Source::Traffic, &Verdict::Failed(Failure::new("closed the connection")));
         }
     }
 
@@ -787,10 +874,10 @@ mod tests {
     #[test]
     fn lowest_latency_tries_unmeasured_then_the_fastest() {
         let p = pool(&[1, 1, 1], Algorithm::LowestLatency);
-        p.report(0, Source::Probe, Some(Outcome::Success), Some(Duration::from_millis(50)));
-        p.report(1, Source::Probe, Some(Outcome::Success), Some(Duration::from_millis(5)));
+        ok(&p, 0, Duration::from_millis(50));
+        ok(&p, 1, Duration::from_millis(5));
         assert_eq!(p.pick(&|_| true), Some(2), "unmeasured first");
-        p.report(2, Source::Probe, Some(Outcome::Success), Some(Duration::from_millis(30)));
+        ok(&p, 2, Duration::from_millis(30));
         for _ in 0..5 {
             assert_eq!(p.pick(&|_| true), Some(1));
         }
@@ -819,7 +906,7 @@ mod tests {
         fail(&p, 1, 3);
         assert_eq!(p.backends()[1].health.state(), State::Open);
         for _ in 0..10 {
-            let i = p.select(client([127, 0, 0, 1]), &|i| i == 0).unwrap();
+            let i = p.select_index(client([127, 0, 0, 1]), &|i| i == 0).unwrap();
             assert_eq!(i, 2);
         }
     }
@@ -829,37 +916,37 @@ mod tests {
         let p = pool(&[1, 1], Algorithm::Roundrobin);
         fail(&p, 0, 3);
         fail(&p, 1, 3);
-        assert!(p.select(client([127, 0, 0, 1]), &|_| false).is_some(), "panic mode");
-        assert_eq!(p.select(client([127, 0, 0, 1]), &|i| i < 2), None);
+        assert!(p.select_index(client([127, 0, 0, 1]), &|_| false).is_some(), "panic mode");
+        assert_eq!(p.select_index(client([127, 0, 0, 1]), &|i| i < 2), None);
     }
 
     #[test]
     fn max_latency_skips_slow_backends_but_never_all() {
         let p = pool_yaml("  max_latency: 100ms\n", &[1, 1, 1], "roundrobin");
         let ms = Duration::from_millis;
-        p.report(0, Source::Probe, Some(Outcome::Success), Some(ms(300)));
-        p.report(1, Source::Probe, Some(Outcome::Success), Some(ms(20)));
-        p.report(2, Source::Probe, Some(Outcome::Success), Some(ms(200)));
+        ok(&p, 0, ms(300));
+        ok(&p, 1, ms(20));
+        ok(&p, 2, ms(200));
         for _ in 0..6 {
-            assert_eq!(p.select(client([127, 0, 0, 1]), &|_| false), Some(1));
+            assert_eq!(p.select_index(client([127, 0, 0, 1]), &|_| false), Some(1));
         }
         // All too slow: the fastest of the rest.
-        assert_eq!(p.select(client([127, 0, 0, 1]), &|i| i == 1), Some(2));
+        assert_eq!(p.select_index(client([127, 0, 0, 1]), &|i| i == 1), Some(2));
     }
 
     #[test]
     fn sticky_clients_stay_put_until_their_backend_fails() {
         let p = pool_yaml("  sticky_session_ttl: 1m\n", &[1, 1, 1], "roundrobin");
-        let first = p.select(client([10, 0, 0, 1]), &|_| false).unwrap();
-        let other = p.select(client([10, 0, 0, 2]), &|_| false).unwrap();
+        let first = p.select_index(client([10, 0, 0, 1]), &|_| false).unwrap();
+        let other = p.select_index(client([10, 0, 0, 2]), &|_| false).unwrap();
         assert_ne!(first, other);
         for _ in 0..10 {
-            assert_eq!(p.select(client([10, 0, 0, 1]), &|_| false), Some(first));
+            assert_eq!(p.select_index(client([10, 0, 0, 1]), &|_| false), Some(first));
         }
         fail(&p, first, 3);
-        let moved = p.select(client([10, 0, 0, 1]), &|_| false).unwrap();
+        let moved = p.select_index(client([10, 0, 0, 1]), &|_| false).unwrap();
         assert_ne!(moved, first);
-        assert_eq!(p.select(client([10, 0, 0, 1]), &|_| false), Some(moved), "sticks to the new one");
+        assert_eq!(p.select_index(client([10, 0, 0, 1]), &|_| false), Some(moved), "sticks to the new one");
     }
 
     #[test]
@@ -886,11 +973,11 @@ mod tests {
     fn max_active_backends_uses_the_best_n_and_replaces_failures() {
         let p = pool_yaml("  max_active_backends: 2\n", &[1, 1, 1, 1], "roundrobin");
         let picked: std::collections::BTreeSet<usize> =
-            (0..20).map(|_| p.select(client([127, 0, 0, 1]), &|_| false).unwrap()).collect();
+            (0..20).map(|_| p.select_index(client([127, 0, 0, 1]), &|_| false).unwrap()).collect();
         assert_eq!(picked.into_iter().collect::<Vec<_>>(), [0, 1], "config order before any data");
         fail(&p, 0, 3);
         let picked: std::collections::BTreeSet<usize> =
-            (0..20).map(|_| p.select(client([127, 0, 0, 1]), &|_| false).unwrap()).collect();
+            (0..20).map(|_| p.select_index(client([127, 0, 0, 1]), &|_| false).unwrap()).collect();
         assert_eq!(picked.into_iter().collect::<Vec<_>>(), [1, 2], "the next best came in");
     }
 
@@ -923,20 +1010,38 @@ mod tests {
     }
 
     #[test]
-    fn outage_is_detected_when_everything_fails_and_cleared_by_a_success() {
-        let p = pool(&[1, 1, 1], Algorithm::Roundrobin);
-        // Within the first window after start nothing counts as an outage.
-        fail(&p, 0, 1);
-        assert!(!p.outage());
-        let later = Instant::now() + Duration::from_secs(60);
-        p.outage.last_success.store(0, Ordering::Relaxed);
-        assert!(!p.outage.failure(0, later, p.backends()));
-        assert!(!p.outage.failure(1, later, p.backends()));
-        assert!(!p.outage(), "two of three is not everything");
-        assert!(p.outage.failure(2, later, p.backends()), "the third starts it");
-        assert!(p.outage());
-        assert!(!p.outage.failure(2, later, p.backends()), "logged once");
-        p.outage.success(later);
-        assert!(!p.outage());
+    fn an_outage_needs_every_circuit_open_and_three_fresh_downs() {
+        let p = pool(&[1, 1, 1, 1], Algorithm::Roundrobin);
+        for i in 0..4 {
+            ok(&p, i, Duration::from_millis(5));
+        }
+        fail(&p, 0, 3);
+        fail(&p, 1, 3);
+        fail(&p, 2, 3);
+        assert!(!p.outage(), "one backend is still up");
+        fail(&p, 3, 3);
+        assert!(p.outage(), "all four went down together");
+        assert!(p.backends().iter().all(|b| b.health.lock().held));
+        p.report(2, Source::Traffic, &Verdict::Success(Some(Duration::from_millis(5))));
+        assert!(!p.outage(), "one answered");
+        assert!(p.backends().iter().all(|b| !b.health.lock().held));
+    }
+
+    #[test]
+    fn backends_long_down_are_not_an_outage_and_keep_their_backoff() {
+        let p = pool(&[1, 1, 1, 1], Algorithm::Roundrobin);
+        for i in 0..4 {
+            ok(&p, i, Duration::from_millis(5));
+        }
+        // Three went down long ago (outside the window).
+        fail(&p, 0, 3);
+        fail(&p, 1, 3);
+        fail(&p, 2, 3);
+        for i in 0..3 {
+            p.backends()[i].health.lock().down_at = Some(Instant::now() - Duration::from_secs(3600));
+        }
+        fail(&p, 3, 3);
+        assert!(!p.outage(), "one fresh down alone is not an outage");
+        assert!(p.backends().iter().all(|b| !b.health.lock().held));
     }
 }

@@ -35,7 +35,7 @@ use smol::Async;
 
 use crate::balancer::{Client, Via};
 use crate::config::{constant_time_eq, Mode, Target};
-use crate::health::{Outcome, Source};
+use crate::health::{Source, Verdict};
 use crate::relay;
 use crate::server::Snapshot;
 use crate::socks5::{self, Address, Command, Greeting, Recorder, ReplyCode, Request};
@@ -52,6 +52,10 @@ type ClientReader<'a> = socks5::Buffered<&'a Async<TcpStream>>;
 
 /// Most attempts per connection (`balancer.max_attempts` is capped to it).
 const MAX_ATTEMPTS: usize = 16;
+
+/// Most backends tried for one connection, counting those that failed
+/// conclusively at once (refused), which cost no attempt.
+const MAX_TRIED: usize = 64;
 
 /// Serves one accepted client until its tunnel closes.
 pub async fn serve(snap: Arc<Snapshot>, client: Async<TcpStream>, peer: SocketAddr) {
@@ -101,17 +105,36 @@ fn client_error(stage: &str, e: socks5::Error) -> Failure {
 }
 
 /// The backends tried for one client connection, and the retry budget.
+///
+/// A client gives up only when every eligible backend has failed for it,
+/// when its handshake deadline passes, or when `max_attempts` backends
+/// have failed in ways that cost time. A refused connection costs none
+/// (it fails at once and opens that backend's circuit), so a port range
+/// full of dead ports never uses up a client's budget. Panic mode (every
+/// circuit open) gets one attempt, so that the client hears at once.
 struct Attempts {
-    tried: heapless::Vec<usize, MAX_ATTEMPTS>,
+    tried: heapless::Vec<u16, MAX_TRIED>,
+    /// Failed attempts that count against `max`.
+    counted: usize,
     max: usize,
+    panicked: bool,
+    deadline: Instant,
     destination_failures: u32,
     last: Option<UpstreamError>,
 }
 
 impl Attempts {
-    fn new(snap: &Snapshot) -> Self {
+    fn new(snap: &Snapshot, deadline: Instant) -> Self {
         let max = (snap.config.balancer.max_attempts.get() as usize).min(MAX_ATTEMPTS);
-        Attempts { tried: heapless::Vec::new(), max, destination_failures: 0, last: None }
+        Attempts {
+            tried: heapless::Vec::new(),
+            counted: 0,
+            max,
+            panicked: false,
+            deadline,
+            destination_failures: 0,
+            last: None,
+        }
     }
 
     /// The next backend to try, if the budget allows one.
@@ -121,12 +144,22 @@ impl Attempts {
         client: Client<'_>,
         also_skip: impl Fn(usize) -> bool,
     ) -> Option<usize> {
-        if self.tried.len() >= self.max || self.last.as_ref().is_some_and(|e| !self.worth_retrying(e)) {
+        if self.counted >= self.max
+            || self.tried.is_full()
+            || self.last.as_ref().is_some_and(|e| !self.worth_retrying(e))
+            || Instant::now() >= self.deadline
+        {
             return None;
         }
-        let i = snap.pool.select(client, &|i| self.tried.contains(&i) || also_skip(i))?;
-        let _ = self.tried.push(i);
-        Some(i)
+        let pick = snap.pool.select(client, &|i| self.tried.contains(&(i as u16)) || also_skip(i))?;
+        if pick.panic {
+            if self.panicked {
+                return None;
+            }
+            self.panicked = true;
+        }
+        let _ = self.tried.push(pick.index as u16);
+        Some(pick.index)
     }
 
     fn worth_retrying(&self, e: &UpstreamError) -> bool {
@@ -143,32 +176,55 @@ impl Attempts {
     /// Reports a failed attempt on backend `i` and keeps the error.
     fn failed(&mut self, snap: &Snapshot, i: usize, dest: &Address, e: UpstreamError) {
         let backend = &snap.pool.backends()[i];
+        let timeout = snap.config.health.connect_timeout;
+        if !e.conclusive() {
+            self.counted += 1;
+        }
         if let (UpstreamError::Uplink(_), Via::Uplink(u)) = (&e, snap.pool.via(i)) {
             // The link to the proxy failed, not the proxy: the uplink
             // takes the blame, and another backend is tried.
             let uplink = &snap.pool.backends()[u].config.name;
-            log::warn!(
+            log::debug!(
                 "backend {} via uplink {uplink}: {e} (for {dest}); trying another",
                 backend.config.name
             );
-            snap.pool.report(u, Source::Traffic, e.outcome(), None);
-            snap.pool.report(i, Source::Traffic, None, None);
+            snap.pool.report(u, Source::Traffic, &e.verdict(timeout));
+            snap.pool.report(i, Source::Traffic, &Verdict::Neutral);
             self.last = Some(e);
             return;
         }
         if e.blames_backend() {
-            log::warn!("backend {}: {e} (for {dest}); trying another", backend.config.name);
+            log::debug!("backend {}: {e} (for {dest}); trying another", backend.config.name);
         } else {
             self.destination_failures += 1;
             log::debug!("backend {}: {e} (for {dest})", backend.config.name);
         }
-        snap.pool.report(i, Source::Traffic, e.outcome(), None);
+        snap.pool.report(i, Source::Traffic, &e.verdict(timeout));
         self.last = Some(e);
     }
 
-    /// The error the client gets when every attempt failed.
-    fn into_error(self) -> UpstreamError {
-        self.last.unwrap_or(UpstreamError::NoBackend)
+    /// The error the client gets when every attempt failed. Giving up
+    /// because no backend could serve is logged here, once, at info; a
+    /// destination's own failure or a refused destination is the client's
+    /// business and stays at debug.
+    fn into_error(self, ip: IpAddr, dest: &Address) -> UpstreamError {
+        let e = self.last.unwrap_or(UpstreamError::NoBackend);
+        if e.blames_backend() || matches!(e, UpstreamError::NoBackend | UpstreamError::MethodMismatch(_)) {
+            let why = if Instant::now() >= self.deadline {
+                "the handshake timeout passed"
+            } else if self.panicked {
+                "every backend is down"
+            } else if self.counted >= self.max {
+                "max_attempts reached"
+            } else {
+                "no other backend to try"
+            };
+            log::info!(
+                "client {ip}: gave up on {dest} after {} backend(s), {why}; last: {e}",
+                self.tried.len()
+            );
+        }
+        e
     }
 }
 
@@ -182,7 +238,7 @@ async fn socks5_session(
     let greeting =
         until(deadline, socks5::read_greeting(&mut reader)).await.map_err(|e| client_error("greeting", e))?;
     let request = negotiate(snap, client, &mut reader, &greeting, deadline).await?;
-    open_tunnel(snap, client, ip, request, Attempts::new(snap), None, reader.into_leftover()).await
+    open_tunnel(snap, client, ip, request, Attempts::new(snap, deadline), None, reader.into_leftover()).await
 }
 
 /// Ends the client's handshake here: method choice, login when `auth` is
@@ -323,7 +379,7 @@ async fn open_tunnel(
         let start = Instant::now();
         match open_upstream(snap, i, dest).await {
             Ok((upstream, bound, early_down)) => {
-                snap.pool.report(i, Source::Traffic, Some(Outcome::Success), Some(start.elapsed()));
+                snap.pool.report(i, Source::Traffic, &Verdict::Success(Some(start.elapsed())));
                 let mut c = client;
                 socks5::write_reply(&mut c, ReplyCode::Succeeded as u8, &bound)
                     .await
@@ -340,7 +396,7 @@ async fn open_tunnel(
             Err(e) => attempts.failed(snap, i, dest, e),
         }
     }
-    let e = attempts.into_error();
+    let e = attempts.into_error(ip, dest);
     Err(refuse(client, e.reply(), e.to_string()).await)
 }
 
@@ -501,7 +557,7 @@ async fn transparent_session(
         login_answered: false,
         request: None,
     };
-    let mut attempts = Attempts::new(snap);
+    let mut attempts = Attempts::new(snap, deadline);
     loop {
         let answered = talk.method.is_some();
         let who = Client { ip, destination: talk.destination() };
@@ -520,7 +576,7 @@ async fn transparent_session(
         let via = snap.pool.uplink_of(i);
         match transparent_attempt(snap, client, &mut reader, &mut talk, (host, *port, via), deadline).await {
             Ok(opened) => {
-                snap.pool.report(i, Source::Traffic, Some(Outcome::Success), Some(start.elapsed()));
+                snap.pool.report(i, Source::Traffic, &Verdict::Success(Some(start.elapsed())));
                 if let Some(reply) = &opened.reply_bytes {
                     c.write_all(reply).await.map_err(|e| e.to_string())?;
                 }
@@ -539,7 +595,8 @@ async fn transparent_session(
             }
         }
     }
-    Err(give_up(client, &mut reader, &mut talk, deadline, attempts.into_error()).await)
+    let error = attempts.into_error(ip, talk.destination());
+    Err(give_up(client, &mut reader, &mut talk, deadline, error).await)
 }
 
 /// One backend, brought to the point the client is at, then to the reply.
@@ -569,6 +626,14 @@ async fn transparent_attempt(
     match talk.method {
         None if method == socks5::METHOD_NONE_ACCEPTABLE => {
             return Err(Stop::Backend(UpstreamError::MethodMismatch(method)));
+        }
+        // Regression: a backend answering 0x02 to a client that offered
+        // only 0x00 was passed through, and the client's CONNECT was then
+        // parsed as a login. Such a backend is broken, like one that
+        // accepts none of our methods in socks5 mode: another is tried,
+        // and it counts against this one.
+        None if !talk.greeting.offers(method) => {
+            return Err(Stop::Backend(UpstreamError::BackendUnofferedMethod(method)));
         }
         None => {
             c.write_all(&[socks5::VERSION, method]).await.map_err(|e| Stop::Session(e.to_string()))?;
@@ -693,7 +758,15 @@ mod tests {
     use std::io;
 
     fn attempts(destination_failures: u32) -> Attempts {
-        Attempts { tried: heapless::Vec::new(), max: 3, destination_failures, last: None }
+        Attempts {
+            tried: heapless::Vec::new(),
+            counted: 0,
+            max: 3,
+            panicked: false,
+            deadline: std::time::Instant::now(),
+            destination_failures,
+            last: None,
+        }
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct BackendStats {
     pub failures: Counter,
     /// Attempts that timed out.
     pub timeouts: Counter,
+    /// Tunnels whose client sent data and got no byte back within
+    /// `health.first_byte_timeout` (each also a failure for the breaker).
+    pub stalls: Counter,
     /// Bytes from clients to this backend.
     pub bytes_up: Counter,
     /// Bytes from this backend to clients.

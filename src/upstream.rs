@@ -17,6 +17,7 @@ use smol::future::FutureExt;
 use smol::{Async, Timer};
 
 use crate::config::{Credentials, Host, Uplink};
+use crate::health::{Failure, Verdict};
 use crate::socks5::{self, Address, ReplyCode};
 use crate::tcp::{self, FirstWord};
 
@@ -41,6 +42,9 @@ pub enum UpstreamError {
     BackendProtocol(socks5::Error),
     /// The backend accepted none of the methods we offered.
     BackendNoMethod,
+    /// Transparent mode: the backend chose an auth method the client did
+    /// not offer. A broken or misconfigured backend; another is tried.
+    BackendUnofferedMethod(u8),
     /// The backend rejected our username and password.
     BackendAuthFailed,
     /// The backend answered the CONNECT with a failure code.
@@ -85,6 +89,7 @@ impl UpstreamError {
             UpstreamError::BackendUnreachable(_)
             | UpstreamError::BackendProtocol(_)
             | UpstreamError::BackendNoMethod
+            | UpstreamError::BackendUnofferedMethod(_)
             | UpstreamError::BackendAuthFailed
             | UpstreamError::Uplink(_) => true,
             UpstreamError::BackendReply(code) => !matches!(
@@ -102,21 +107,61 @@ impl UpstreamError {
         }
     }
 
-    /// What the failure means for the backend's health: a failure, a
-    /// timeout, or nothing (`None`, when the backend is not to blame).
-    pub fn outcome(&self) -> Option<crate::health::Outcome> {
-        use crate::health::Outcome;
-        if !self.blames_backend() {
-            return None;
-        }
-        let timed_out = match self {
+    /// Whether the failure came at once and says all there is to say:
+    /// nobody listens on the backend's port. Such a failure opens the
+    /// backend's circuit at once, and costs a client no attempt from its
+    /// `max_attempts` budget.
+    pub fn conclusive(&self) -> bool {
+        matches!(self, UpstreamError::BackendUnreachable(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+    }
+
+    fn timed_out(&self) -> bool {
+        match self {
             UpstreamError::BackendUnreachable(e) | UpstreamError::Uplink(e) => {
                 e.kind() == io::ErrorKind::TimedOut
             }
             UpstreamError::BackendProtocol(socks5::Error::Io(e)) => e.kind() == io::ErrorKind::TimedOut,
             _ => false,
+        }
+    }
+
+    /// What the failure means for the backend's health: a failure with a
+    /// short reason, or nothing ([`Verdict::Neutral`], when the backend is
+    /// not to blame). `timeout` is the limit that applied, for the reason.
+    pub fn verdict(&self, timeout: Duration) -> Verdict {
+        if !self.blames_backend() {
+            return Verdict::Neutral;
+        }
+        let reason = self.brief(timeout);
+        let failure = if self.timed_out() { Failure::timed_out(reason) } else { Failure::new(reason) };
+        Verdict::Failed(Failure { conclusive: self.conclusive(), ..failure })
+    }
+
+    /// The reason in a few words, for the dashboard and the API:
+    /// "connection refused", "timed out after 5s", "SOCKS reply 0x01".
+    pub fn brief(&self, timeout: Duration) -> String {
+        let io_brief = |e: &io::Error| match e.kind() {
+            io::ErrorKind::TimedOut => format!("timed out after {}", crate::config::human(timeout)),
+            io::ErrorKind::ConnectionRefused => "connection refused".into(),
+            io::ErrorKind::ConnectionReset => "connection reset".into(),
+            io::ErrorKind::UnexpectedEof => "closed the connection".into(),
+            _ => match e.raw_os_error() {
+                Some(_) => e.to_string().split(" (os error").next().unwrap_or_default().to_lowercase(),
+                None => e.to_string(),
+            },
         };
-        Some(if timed_out { Outcome::Timeout } else { Outcome::Failure })
+        match self {
+            UpstreamError::BackendUnreachable(e)
+            | UpstreamError::Uplink(e)
+            | UpstreamError::Destination(e) => io_brief(e),
+            UpstreamError::BackendProtocol(socks5::Error::Io(e)) => io_brief(e),
+            UpstreamError::BackendProtocol(e) => format!("not SOCKS5: {e}"),
+            UpstreamError::BackendNoMethod => "accepted none of our auth methods".into(),
+            UpstreamError::BackendUnofferedMethod(m) => format!("chose auth method {m:#04x}, not offered"),
+            UpstreamError::BackendAuthFailed => "rejected our credentials".into(),
+            UpstreamError::BackendReply(c) => format!("SOCKS reply {c:#04x}"),
+            e => e.to_string(),
+        }
     }
 }
 
@@ -126,6 +171,9 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::BackendUnreachable(e) => write!(f, "backend unreachable: {e}"),
             UpstreamError::BackendProtocol(e) => write!(f, "backend handshake failed: {e}"),
             UpstreamError::BackendNoMethod => f.write_str("backend accepted none of our auth methods"),
+            UpstreamError::BackendUnofferedMethod(m) => {
+                write!(f, "backend chose auth method {m:#04x}, which the client did not offer")
+            }
             UpstreamError::BackendAuthFailed => f.write_str("backend rejected our credentials"),
             UpstreamError::BackendReply(c) => {
                 write!(f, "backend replied {c:#04x} ({})", ReplyCode::describe(*c))
@@ -398,14 +446,36 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_tell_timeouts_from_failures() {
-        use crate::health::Outcome;
+    fn verdicts_tell_timeouts_refusals_and_neutral_results_apart() {
+        let five = Duration::from_secs(5);
         let timeout = io::Error::from(io::ErrorKind::TimedOut);
-        assert_eq!(UpstreamError::BackendUnreachable(timeout).outcome(), Some(Outcome::Timeout));
+        assert_eq!(
+            UpstreamError::BackendUnreachable(timeout).verdict(five),
+            Verdict::Failed(Failure::timed_out("timed out after 5s"))
+        );
         let timeout = socks5::Error::Io(io::Error::from(io::ErrorKind::TimedOut));
-        assert_eq!(UpstreamError::BackendProtocol(timeout).outcome(), Some(Outcome::Timeout));
-        assert_eq!(UpstreamError::BackendAuthFailed.outcome(), Some(Outcome::Failure));
-        assert_eq!(UpstreamError::BackendReply(5).outcome(), None);
+        assert!(
+            matches!(UpstreamError::BackendProtocol(timeout).verdict(five), Verdict::Failed(f) if f.timeout)
+        );
+        assert_eq!(
+            UpstreamError::BackendAuthFailed.verdict(five),
+            Verdict::Failed(Failure::new("rejected our credentials"))
+        );
+        assert_eq!(UpstreamError::BackendReply(5).verdict(five), Verdict::Neutral);
+        assert_eq!(
+            UpstreamError::BackendReply(1).verdict(five),
+            Verdict::Failed(Failure::new("SOCKS reply 0x01"))
+        );
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let verdict = UpstreamError::BackendUnreachable(refused).verdict(five);
+        assert_eq!(
+            verdict,
+            Verdict::Failed(Failure { conclusive: true, ..Failure::new("connection refused") })
+        );
+        assert_eq!(
+            UpstreamError::BackendUnofferedMethod(2).verdict(five),
+            Verdict::Failed(Failure::new("chose auth method 0x02, not offered"))
+        );
     }
 
     #[test]

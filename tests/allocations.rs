@@ -103,11 +103,14 @@ fn backend() -> SocketAddr {
 
 fn serve_one(c: &mut TcpStream) -> std::io::Result<()> {
     c.set_read_timeout(Some(IO_TIMEOUT))?;
-    let mut greeting = [0u8; 3];
-    c.read_exact(&mut greeting)?;
-    assert_eq!(greeting, [5, 1, 0], "greeting");
+    let mut head = [0u8; 2];
+    c.read_exact(&mut head)?;
+    let mut methods = [0u8; 255];
+    c.read_exact(&mut methods[..usize::from(head[1])])?;
+    assert!(head[0] == 5 && methods[..usize::from(head[1])].contains(&0), "greeting");
     c.write_all(&[5, 0])?;
     let mut request = [0u8; 10];
+    // The daemon's start-up probe ends after the method choice.
     c.read_exact(&mut request)?;
     assert_eq!(request[..4], [5, 1, 0, 1], "IPv4 CONNECT");
     let ip = std::net::Ipv4Addr::new(request[4], request[5], request[6], request[7]);

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use values::{
-    format_duration, BackendAddr, Cidr, DestRule, GoDuration, Host, ListenAddr, OneOrMany, ProbeUrl,
+    format_duration, human, BackendAddr, Cidr, DestRule, GoDuration, Host, ListenAddr, OneOrMany, ProbeUrl,
 };
 
 /// The configuration used when no `-c FILE` is given: a SOCKS5 proxy on

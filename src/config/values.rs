@@ -122,6 +122,26 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// A measured duration for people, rounded to what matters: `850ms`,
+/// `4.2s`, `3m12s`, `2h05m`, `3d4h`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    let s = d.as_secs();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if s < 10 && ms % 1000 != 0 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{}d{}h", s / 86_400, s % 86_400 / 3600)
+    }
+}
+
 /// A listen address: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, or Go's
 /// `:PORT` (all IPv4 interfaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +322,18 @@ mod tests {
 
     fn dur(s: &str) -> Result<Duration, String> {
         s.parse::<GoDuration>().map(|d| d.0)
+    }
+
+    #[test]
+    fn human_durations() {
+        let ms = Duration::from_millis;
+        assert_eq!(human(ms(850)), "850ms");
+        assert_eq!(human(ms(4_240)), "4.2s");
+        assert_eq!(human(ms(5_000)), "5s");
+        assert_eq!(human(ms(42_000)), "42s");
+        assert_eq!(human(ms(192_000)), "3m12s");
+        assert_eq!(human(ms(7_500_000)), "2h05m");
+        assert_eq!(human(ms(273_600_000)), "3d4h");
     }
 
     #[test]

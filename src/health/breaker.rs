@@ -12,7 +12,10 @@
 //! ```
 //!
 //! Probe failures count toward both thresholds; a probe success while
-//! CLOSED clears only the probe count (see [`Breaker::on_success`]).
+//! CLOSED clears only the probe count (see [`Breaker::on_success`]). A
+//! *conclusive* failure opens a CLOSED circuit at once, whatever the
+//! counts: the caller decides what is conclusive (a refused connection,
+//! a backend that has never answered; see `BackendHealth::record`).
 //!
 //! The recovery timer starts at `recovery_interval` and doubles on every
 //! failed half-open probe up to `max_recovery_interval` (10 s → 20 s →
@@ -155,11 +158,14 @@ impl Breaker {
         if source == Source::Traffic || self.state != State::Closed {
             self.consecutive_failures = 0;
         }
-        match self.state {
-            State::Closed => None,
+        match (self.state, source) {
+            (State::Closed, _) => None,
+            // A probe that started before the circuit opened and finished
+            // after: stale. Only the recovery probe may close it.
+            (State::Open, Source::Probe) => None,
             // A half-open probe, or real traffic that reached an open
             // backend because nothing else was usable: it works again.
-            State::HalfOpen | State::Open => {
+            (State::HalfOpen, _) | (State::Open, Source::Traffic) => {
                 self.backoff = self.config.recovery_interval;
                 self.retry_at = None;
                 self.go(State::Closed)
@@ -167,14 +173,21 @@ impl Breaker {
         }
     }
 
-    pub fn on_failure(&mut self, now: Instant, source: Source, hold_backoff: bool) -> Option<Transition> {
+    pub fn on_failure(
+        &mut self,
+        now: Instant,
+        source: Source,
+        conclusive: bool,
+        hold_backoff: bool,
+    ) -> Option<Transition> {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         if source == Source::Probe {
             self.consecutive_probe_failures = self.consecutive_probe_failures.saturating_add(1);
         }
         match self.state {
             State::Closed => {
-                let tripped = self.consecutive_failures >= self.config.circuit_threshold
+                let tripped = conclusive
+                    || self.consecutive_failures >= self.config.circuit_threshold
                     || self.consecutive_probe_failures >= self.config.failure_threshold;
                 if !tripped {
                     return None;
@@ -215,9 +228,9 @@ mod tests {
     fn opens_after_threshold_consecutive_failures() {
         let t0 = Instant::now();
         let mut b = breaker();
-        assert_eq!(b.on_failure(t0, Source::Traffic, false), None);
-        assert_eq!(b.on_failure(t0, Source::Traffic, false), None);
-        let t = b.on_failure(t0, Source::Traffic, false);
+        assert_eq!(b.on_failure(t0, Source::Traffic, false, false), None);
+        assert_eq!(b.on_failure(t0, Source::Traffic, false, false), None);
+        let t = b.on_failure(t0, Source::Traffic, false, false);
         assert_eq!(t, Some(Transition { from: State::Closed, to: State::Open }));
         assert_eq!(b.retry_at(), Some(t0 + 10 * S));
     }
@@ -226,11 +239,11 @@ mod tests {
     fn a_success_resets_the_count() {
         let t0 = Instant::now();
         let mut b = breaker();
-        b.on_failure(t0, Source::Traffic, false);
-        b.on_failure(t0, Source::Traffic, false);
+        b.on_failure(t0, Source::Traffic, false, false);
+        b.on_failure(t0, Source::Traffic, false, false);
         b.on_success(t0, Source::Traffic);
-        b.on_failure(t0, Source::Traffic, false);
-        b.on_failure(t0, Source::Traffic, false);
+        b.on_failure(t0, Source::Traffic, false, false);
+        b.on_failure(t0, Source::Traffic, false, false);
         assert_eq!(b.state(), State::Closed);
     }
 
@@ -238,11 +251,11 @@ mod tests {
     fn a_probe_success_does_not_excuse_failing_traffic() {
         let t0 = Instant::now();
         let mut b = breaker();
-        b.on_failure(t0, Source::Traffic, false);
+        b.on_failure(t0, Source::Traffic, false, false);
         b.on_success(t0, Source::Probe);
-        b.on_failure(t0, Source::Traffic, false);
+        b.on_failure(t0, Source::Traffic, false, false);
         b.on_success(t0, Source::Probe);
-        assert_eq!(b.on_failure(t0, Source::Traffic, false).map(|t| t.to), Some(State::Open));
+        assert_eq!(b.on_failure(t0, Source::Traffic, false, false).map(|t| t.to), Some(State::Open));
     }
 
     #[test]
@@ -250,9 +263,9 @@ mod tests {
         let t0 = Instant::now();
         let mut b =
             Breaker::new(BreakerConfig { circuit_threshold: 10, failure_threshold: 2, ..breaker().config });
-        b.on_failure(t0, Source::Probe, false);
+        b.on_failure(t0, Source::Probe, false, false);
         assert_eq!(b.state(), State::Closed);
-        b.on_failure(t0, Source::Probe, false);
+        b.on_failure(t0, Source::Probe, false, false);
         assert_eq!(b.state(), State::Open);
     }
 
@@ -261,7 +274,7 @@ mod tests {
         let mut now = Instant::now();
         let mut b = breaker();
         for _ in 0..3 {
-            b.on_failure(now, Source::Traffic, false);
+            b.on_failure(now, Source::Traffic, false, false);
         }
         let mut waits = Vec::new();
         for _ in 0..5 {
@@ -272,7 +285,7 @@ mod tests {
             now = at;
             // ...and half-open exactly on time.
             assert_eq!(b.poll(now), Some(Transition { from: State::Open, to: State::HalfOpen }));
-            b.on_failure(now, Source::Probe, false);
+            b.on_failure(now, Source::Probe, false, false);
             assert_eq!(b.state(), State::Open);
         }
         assert_eq!(waits, [10, 20, 40, 60, 60]);
@@ -290,12 +303,12 @@ mod tests {
         let mut now = Instant::now();
         let mut b = breaker();
         for _ in 0..3 {
-            b.on_failure(now, Source::Traffic, true);
+            b.on_failure(now, Source::Traffic, false, true);
         }
         for _ in 0..4 {
             now = b.retry_at().unwrap();
             b.poll(now);
-            b.on_failure(now, Source::Probe, true);
+            b.on_failure(now, Source::Probe, false, true);
             assert_eq!(b.retry_at(), Some(now + 10 * S));
         }
     }
@@ -305,12 +318,12 @@ mod tests {
         let mut now = Instant::now();
         let mut b = breaker();
         for _ in 0..3 {
-            b.on_failure(now, Source::Traffic, false);
+            b.on_failure(now, Source::Traffic, false, false);
         }
         for _ in 0..3 {
             now = b.retry_at().unwrap();
             b.poll(now);
-            b.on_failure(now, Source::Probe, false);
+            b.on_failure(now, Source::Probe, false, false);
         }
         assert_eq!(b.backoff(), 60 * S);
         b.reset_backoff(now);
@@ -323,7 +336,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = breaker();
         for _ in 0..3 {
-            b.on_failure(t0, Source::Traffic, false);
+            b.on_failure(t0, Source::Traffic, false, false);
         }
         assert_eq!(
             b.on_success(t0, Source::Traffic),
@@ -333,14 +346,32 @@ mod tests {
     }
 
     #[test]
+    fn a_conclusive_failure_opens_at_once() {
+        let t0 = Instant::now();
+        let mut b = breaker();
+        let t = b.on_failure(t0, Source::Probe, true, false);
+        assert_eq!(t, Some(Transition { from: State::Closed, to: State::Open }));
+        assert_eq!(b.retry_at(), Some(t0 + 10 * S), "the usual first wait");
+    }
+
+    #[test]
+    fn a_stale_probe_success_does_not_close_an_open_circuit() {
+        let t0 = Instant::now();
+        let mut b = breaker();
+        b.on_failure(t0, Source::Traffic, true, false);
+        assert_eq!(b.on_success(t0, Source::Probe), None);
+        assert_eq!(b.state(), State::Open);
+    }
+
+    #[test]
     fn failures_while_open_change_nothing() {
         let t0 = Instant::now();
         let mut b = breaker();
         for _ in 0..3 {
-            b.on_failure(t0, Source::Traffic, false);
+            b.on_failure(t0, Source::Traffic, false, false);
         }
         let at = b.retry_at();
-        assert_eq!(b.on_failure(t0 + S, Source::Traffic, false), None);
+        assert_eq!(b.on_failure(t0 + S, Source::Traffic, false, false), None);
         assert_eq!(b.retry_at(), at);
     }
 }

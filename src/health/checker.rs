@@ -4,17 +4,22 @@
 //!
 //! | circuit | `passive_monitoring: true` (default) | `false` (SocksBalance) |
 //! |---|---|---|
-//! | CLOSED | a latency sample every 6 × `check_interval`, or at once after a failed real connection | every `check_interval` |
+//! | never answered | a probe at start | same |
+//! | CLOSED | every `check_interval` unless real traffic judged it within the last one; at once after a failed real connection | every `check_interval` |
 //! | OPEN | none until the recovery timer fires | same |
 //! | HALF_OPEN | one recovery probe, at once | same |
 //!
 //! The loop sleeps until the earliest due probe, or until the pool kicks it
 //! (a failure or a state change). Probes run as their own tasks, at most
-//! [`MAX_CONCURRENT_PROBES`] at a time. Jitter keeps a thousand backends
-//! from probing in the same instant: the first probes are spread over one
-//! check interval, each routine probe lands up to a tenth of its interval
-//! (at most 1 s) late, and so does each recovery probe. An early probe
-//! after a failed connection goes at once.
+//! [`MAX_CONCURRENT_PROBES`] at a time, so the start-up round over a
+//! thousand backends never stampedes and never delays the listener. Each
+//! routine probe lands up to a tenth of its interval (at most 1 s)
+//! *early*, never late, which spreads the rounds apart while keeping the
+//! promise that an idle backend that dies is reported down within
+//! `check_interval + connect_timeout`; recovery probes of circuits that
+//! opened together are spread the same way, late. Probes due within
+//! [`BATCH`] of each other start in one wake-up, so the loop wakes a
+//! bounded number of times per interval whatever the number of backends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,9 +35,8 @@ use crate::server::Snapshot;
 /// Probes in flight at once, across all backends.
 pub const MAX_CONCURRENT_PROBES: usize = 16;
 
-/// With passive monitoring, a healthy backend's latency is sampled this
-/// many check intervals apart.
-pub const LATENCY_SAMPLE_FACTOR: u32 = 6;
+/// Probes due this soon after the one that wakes the loop start with it.
+pub const BATCH: Duration = Duration::from_millis(200);
 
 /// Runs until cancelled (the server cancels it on shutdown).
 pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
@@ -40,9 +44,11 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
     let pool = &snapshot.pool;
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
     let jitter = Arc::new(Rng::new());
+    let batch = BATCH.min(config.check_interval / 50);
     loop {
         let now = Instant::now();
         let mut wake = now + config.check_interval;
+        let soon = now + batch;
         let mut changed = false;
         for (i, backend) in pool.backends().iter().enumerate() {
             // A proxy behind a down uplink waits for it: probing it would
@@ -68,8 +74,21 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
                 State::Open => (inner.breaker.retry_at().unwrap_or(now), Duration::ZERO),
                 State::Closed => (inner.next_probe, Duration::ZERO),
             };
-            if due > now {
+            // Routine probes due soon start with this batch; a recovery
+            // probe waits for its timer (the breaker turns half-open then).
+            let closed = inner.breaker.state() == State::Closed;
+            if due > if closed { soon } else { now } {
                 wake = wake.min(due);
+                continue;
+            }
+            // Passive monitoring: real traffic got through this backend
+            // within the last interval, which says more than a probe would.
+            let judged = inner
+                .last_traffic
+                .filter(|&t| inner.traffic_ok && now.saturating_duration_since(t) < config.check_interval);
+            if let (true, true, Some(t)) = (closed, config.passive_monitoring, judged) {
+                inner.next_probe = t + config.check_interval;
+                wake = wake.min(inner.next_probe);
                 continue;
             }
             inner.probing = true;
@@ -104,18 +123,14 @@ async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Rng) {
     let backend = &pool.backends()[i];
     // The uplink may have gone down since the probe was scheduled.
     if !pool.cut_off(i) {
-        let result = probe::probe(&backend.config, pool.uplink_of(i), config).await;
-        log::debug!("backend {}: probe {:?} in {:?}", backend.config.name, result.outcome, result.latency);
-        pool.report(i, Source::Probe, Some(result.outcome), result.latency);
+        let verdict = probe::probe(&backend.config, pool.uplink_of(i), config).await;
+        log::trace!("backend {}: probe {verdict:?}", backend.config.name);
+        pool.report(i, Source::Probe, &verdict);
     }
     let mut inner = backend.health.lock();
     inner.probing = false;
-    let every = if config.passive_monitoring {
-        config.check_interval * LATENCY_SAMPLE_FACTOR
-    } else {
-        config.check_interval
-    };
-    inner.next_probe = Instant::now() + every + jitter.up_to((every / 10).min(Duration::from_secs(1)));
+    let every = config.check_interval;
+    inner.next_probe = Instant::now() + every - jitter.up_to((every / 10).min(Duration::from_secs(1)));
     let closed = inner.breaker.state() == State::Closed;
     drop(inner);
     // A closed circuit's next probe is at least a check interval away, and

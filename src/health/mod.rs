@@ -26,19 +26,134 @@ pub use window::{LatencyWindow, Outcome, OutcomeWindow};
 
 use crate::config::Health as HealthConfig;
 
+/// How often a backend that stays down gets one summary line in the log
+/// (its failed recovery probes are not logged one by one).
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(3600);
+
+/// A failed attempt, as the health layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Timed out (counted as a timeout), rather than failed outright.
+    pub timeout: bool,
+    /// Says all there is to say on its own (nobody listens on the port):
+    /// opens a closed circuit without waiting for the thresholds.
+    pub conclusive: bool,
+    /// A short reason for the log, the API and the dashboard:
+    /// "connection refused", "timed out after 5s", "SOCKS reply 0x01".
+    pub reason: String,
+}
+
+impl Failure {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Failure { timeout: false, conclusive: false, reason: reason.into() }
+    }
+
+    pub fn timed_out(reason: impl Into<String>) -> Self {
+        Failure { timeout: true, conclusive: false, reason: reason.into() }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        if self.timeout {
+            Outcome::Timeout
+        } else {
+            Outcome::Failure
+        }
+    }
+}
+
+/// What one attempt through a backend says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It worked; the latency, when this kind of attempt measures one.
+    Success(Option<Duration>),
+    Failed(Failure),
+    /// The destination failed and the backend said so properly: it did
+    /// its job. Changes no window and no breaker.
+    Neutral,
+}
+
+/// A backend's state in plain words, as the API and the dashboard show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Circuit closed and it has answered.
+    Up,
+    /// Circuit open.
+    Down,
+    /// Half-open, or its first probe is running.
+    Testing,
+    /// Never answered yet, and no probe running.
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Up => "up",
+            Status::Down => "down",
+            Status::Testing => "testing",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    pub const ALL: [Status; 4] = [Status::Up, Status::Down, Status::Testing, Status::Unknown];
+}
+
 /// Everything that changes under the per-backend lock.
 #[derive(Debug)]
 pub struct Inner {
     pub breaker: Breaker,
     pub outcomes: OutcomeWindow,
     pub latencies: LatencyWindow,
-    /// When a CLOSED backend is next probed (a full check, or with passive
-    /// monitoring an occasional latency sample).
+    /// When a CLOSED backend is next probed (passive monitoring skips the
+    /// probe if real traffic judged the backend since).
     pub next_probe: Instant,
     /// A probe is running; the checker does not start another.
     pub probing: bool,
     /// Wall-clock time of the last result from either source.
     pub last_checked: Option<SystemTime>,
+    /// When real traffic last got a verdict on this backend: with passive
+    /// monitoring, traffic this recent stands in for a probe.
+    pub last_traffic: Option<Instant>,
+    /// That last verdict of real traffic was a success.
+    pub traffic_ok: bool,
+    /// When the circuit last opened, on both clocks: `down_at` for the
+    /// outage detector and the log, `down_since` for the API.
+    pub down_at: Option<Instant>,
+    pub down_since: Option<SystemTime>,
+    /// Why the last failure failed; cleared by a success.
+    pub last_error: Option<String>,
+    /// Taken down by an uplink outage: failed recovery probes keep the
+    /// base interval instead of backing off (see `balancer::Pool::report`).
+    pub held: bool,
+    /// Failures since the circuit opened or the last summary line.
+    pub failures_while_down: u32,
+    pub last_summary: Option<Instant>,
+}
+
+/// What [`BackendHealth::record`] changed, for the caller to log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recorded {
+    pub transition: Option<Transition>,
+    /// On a transition to CLOSED from OPEN or HALF_OPEN: how long it was down.
+    pub down_for: Option<Duration>,
+    /// The backend answered for the first time.
+    pub first_answer: bool,
+    /// A backend that stays down is due its hourly summary: the failures
+    /// since the last one.
+    pub still_down: Option<u32>,
+}
+
+/// What the health layer needs from the config to judge a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judging {
+    pub passive_monitoring: bool,
+    pub check_interval: Duration,
+}
+
+impl Judging {
+    pub fn new(config: &HealthConfig) -> Self {
+        Judging { passive_monitoring: config.passive_monitoring, check_interval: config.check_interval }
+    }
 }
 
 /// One backend's health.
@@ -55,6 +170,9 @@ pub struct BackendHealth {
     /// Uplinks only: the kernel says the interface is down (no carrier,
     /// or gone). Set by the link watcher, not by results.
     link_down: AtomicBool,
+    /// It has succeeded at least once: picking prefers backends known to
+    /// work over those never heard from.
+    answered: AtomicBool,
 }
 
 fn state_to_u8(s: State) -> u8 {
@@ -91,11 +209,20 @@ impl BackendHealth {
                 next_probe: first_probe,
                 probing: false,
                 last_checked: None,
+                last_traffic: None,
+                traffic_ok: false,
+                down_at: None,
+                down_since: None,
+                last_error: None,
+                held: false,
+                failures_while_down: 0,
+                last_summary: None,
             }),
             state: AtomicU8::new(state_to_u8(State::Closed)),
             latency_us: AtomicU32::new(0),
             active: AtomicBool::new(true),
             link_down: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
         }
     }
 
@@ -107,6 +234,22 @@ impl BackendHealth {
     /// The breaker state, lock-free.
     pub fn state(&self) -> State {
         state_from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Whether it has ever succeeded, lock-free.
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// The state in plain words; `inner` is this backend's locked state.
+    pub fn status(&self, inner: &Inner) -> Status {
+        match inner.breaker.state() {
+            State::Open => Status::Down,
+            State::HalfOpen => Status::Testing,
+            State::Closed if self.answered() => Status::Up,
+            State::Closed if inner.probing => Status::Testing,
+            State::Closed => Status::Unknown,
+        }
     }
 
     /// The latency EMA, lock-free; `None` before the first sample.
@@ -159,32 +302,71 @@ impl BackendHealth {
         }
     }
 
-    /// Records one result; returns the breaker transition it caused.
-    /// `None` as the outcome is a neutral result (the destination failed,
-    /// the backend did its job): it changes no window and no breaker.
-    pub fn record(
-        &self,
-        now: Instant,
-        source: Source,
-        outcome: Option<Outcome>,
-        latency: Option<Duration>,
-        hold_backoff: bool,
-    ) -> Option<Transition> {
-        let outcome = outcome?;
+    /// Records one result and returns what it changed.
+    ///
+    /// A failure is conclusive, and opens a closed circuit at once, when
+    /// the failure says so itself (a refused connection), when the backend
+    /// has never answered (nothing to give the benefit of the doubt to),
+    /// or, with passive monitoring, when it is a probe's and no real
+    /// traffic has judged the backend within a check interval (the probe
+    /// is the only witness; a false alarm costs one `recovery_interval`).
+    pub fn record(&self, now: Instant, source: Source, verdict: &Verdict, judging: Judging) -> Recorded {
         let mut inner = self.lock();
-        inner.last_checked = Some(SystemTime::now());
-        inner.outcomes.push(outcome);
-        let transition = match outcome {
-            Outcome::Success => {
+        let traffic_recently =
+            inner.last_traffic.is_some_and(|t| now.saturating_duration_since(t) < judging.check_interval);
+        if source == Source::Traffic {
+            inner.last_traffic = Some(now);
+            inner.traffic_ok = !matches!(verdict, Verdict::Failed(_));
+        }
+        let was = inner.breaker.state();
+        let mut recorded = Recorded::default();
+        match verdict {
+            Verdict::Neutral => return recorded,
+            Verdict::Success(latency) => {
+                inner.last_checked = Some(SystemTime::now());
+                inner.outcomes.push(Outcome::Success);
                 if let Some(latency) = latency {
-                    inner.latencies.push(latency);
+                    inner.latencies.push(*latency);
                 }
-                inner.breaker.on_success(now, source)
+                recorded.transition = inner.breaker.on_success(now, source);
+                recorded.first_answer = !self.answered.swap(true, Ordering::Relaxed);
+                if recorded.transition.is_some_and(|t| t.to == State::Closed) {
+                    recorded.down_for = inner.down_at.map(|at| now.saturating_duration_since(at));
+                    inner.down_at = None;
+                    inner.down_since = None;
+                    inner.held = false;
+                    inner.failures_while_down = 0;
+                    inner.last_summary = None;
+                }
+                inner.last_error = None;
             }
-            Outcome::Failure | Outcome::Timeout => inner.breaker.on_failure(now, source, hold_backoff),
-        };
+            Verdict::Failed(failure) => {
+                inner.last_checked = Some(SystemTime::now());
+                inner.outcomes.push(failure.outcome());
+                let conclusive = failure.conclusive
+                    || !self.answered()
+                    || (source == Source::Probe && judging.passive_monitoring && !traffic_recently);
+                let held = inner.held;
+                recorded.transition = inner.breaker.on_failure(now, source, conclusive, held);
+                inner.last_error = Some(failure.reason.clone());
+                if was == State::Closed && inner.breaker.state() == State::Open {
+                    inner.down_at = Some(now);
+                    inner.down_since = Some(SystemTime::now());
+                    inner.failures_while_down = 0;
+                    inner.last_summary = Some(now);
+                } else if was != State::Closed {
+                    inner.failures_while_down = inner.failures_while_down.saturating_add(1);
+                    let since = inner.last_summary.or(inner.down_at).unwrap_or(now);
+                    if now.saturating_duration_since(since) >= SUMMARY_EVERY {
+                        recorded.still_down = Some(inner.failures_while_down);
+                        inner.failures_while_down = 0;
+                        inner.last_summary = Some(now);
+                    }
+                }
+            }
+        }
         self.publish(&inner);
-        transition
+        recorded
     }
 }
 
@@ -198,22 +380,39 @@ mod tests {
         BackendHealth::new(&c.health, Instant::now())
     }
 
+    const PASSIVE: Judging = Judging { passive_monitoring: true, check_interval: Duration::from_secs(10) };
+    const ACTIVE: Judging = Judging { passive_monitoring: false, check_interval: Duration::from_secs(10) };
+
+    fn ok(ms: u64) -> Verdict {
+        Verdict::Success(Some(Duration::from_millis(ms)))
+    }
+
+    fn failed() -> Verdict {
+        Verdict::Failed(Failure::new("closed the connection"))
+    }
+
     #[test]
     fn records_feed_windows_breaker_and_mirrors() {
         let h = health();
         let now = Instant::now();
         assert_eq!(h.latency(), None);
         assert!(h.usable());
-        h.record(now, Source::Traffic, Some(Outcome::Success), Some(Duration::from_millis(40)), false);
+        assert!(h.record(now, Source::Traffic, &ok(40), PASSIVE).first_answer);
         assert_eq!(h.latency(), Some(Duration::from_millis(40)));
+        assert_eq!(h.status(&h.lock()), Status::Up);
+        let timeout = Verdict::Failed(Failure::timed_out("timed out after 5s"));
         for _ in 0..2 {
-            assert_eq!(h.record(now, Source::Traffic, Some(Outcome::Timeout), None, false), None);
+            assert_eq!(h.record(now, Source::Traffic, &timeout, PASSIVE).transition, None);
         }
-        let t = h.record(now, Source::Traffic, Some(Outcome::Failure), None, false);
-        assert_eq!(t, Some(Transition { from: State::Closed, to: State::Open }));
+        let r = h.record(now, Source::Traffic, &failed(), PASSIVE);
+        assert_eq!(r.transition, Some(Transition { from: State::Closed, to: State::Open }));
         assert_eq!(h.state(), State::Open);
         assert!(!h.usable());
-        assert_eq!(h.lock().outcomes.success_rate(), Some(0.25));
+        let inner = h.lock();
+        assert_eq!(inner.outcomes.success_rate(), Some(0.25));
+        assert_eq!(inner.last_error.as_deref(), Some("closed the connection"));
+        assert!(inner.down_since.is_some());
+        assert_eq!(h.status(&inner), Status::Down);
     }
 
     #[test]
@@ -221,10 +420,79 @@ mod tests {
         let h = health();
         let now = Instant::now();
         for _ in 0..10 {
-            assert_eq!(h.record(now, Source::Traffic, None, None, false), None);
+            assert_eq!(h.record(now, Source::Traffic, &Verdict::Neutral, PASSIVE), Recorded::default());
         }
         assert!(h.lock().outcomes.is_empty());
         assert_eq!(h.state(), State::Closed);
+        assert_eq!(h.status(&h.lock()), Status::Unknown);
+    }
+
+    #[test]
+    fn a_backend_that_never_answered_is_down_at_its_first_failure() {
+        let h = health();
+        let r = h.record(Instant::now(), Source::Traffic, &failed(), PASSIVE);
+        assert_eq!(r.transition.map(|t| t.to), Some(State::Open));
+    }
+
+    #[test]
+    fn a_refusal_is_conclusive_for_a_backend_that_worked() {
+        let h = health();
+        let now = Instant::now();
+        h.record(now, Source::Traffic, &ok(5), PASSIVE);
+        let refused = Verdict::Failed(Failure { conclusive: true, ..Failure::new("connection refused") });
+        assert_eq!(
+            h.record(now, Source::Traffic, &refused, PASSIVE).transition.map(|t| t.to),
+            Some(State::Open)
+        );
+    }
+
+    #[test]
+    fn a_failed_probe_of_an_idle_backend_is_conclusive_with_passive_monitoring() {
+        let now = Instant::now();
+        // Idle: only probes have seen it.
+        let h = health();
+        h.record(now, Source::Probe, &ok(5), PASSIVE);
+        assert_eq!(
+            h.record(now, Source::Probe, &failed(), PASSIVE).transition.map(|t| t.to),
+            Some(State::Open)
+        );
+        // Busy: real traffic judged it a moment ago, so the thresholds apply.
+        let h = health();
+        h.record(now, Source::Traffic, &ok(5), PASSIVE);
+        assert_eq!(h.record(now, Source::Probe, &failed(), PASSIVE).transition, None);
+        // SocksBalance's way (no passive monitoring): failure_threshold.
+        let h = health();
+        h.record(now, Source::Probe, &ok(5), ACTIVE);
+        assert_eq!(h.record(now, Source::Probe, &failed(), ACTIVE).transition, None);
+        assert_eq!(h.record(now, Source::Probe, &failed(), ACTIVE).transition, None);
+        assert_eq!(
+            h.record(now, Source::Probe, &failed(), ACTIVE).transition.map(|t| t.to),
+            Some(State::Open)
+        );
+    }
+
+    #[test]
+    fn recovery_reports_how_long_it_was_down_and_a_long_outage_is_summarised_hourly() {
+        let h = health();
+        let t0 = Instant::now();
+        h.record(t0, Source::Probe, &failed(), PASSIVE);
+        let mut now = t0;
+        let mut summaries = Vec::new();
+        // Recovery probes every 10 minutes for three hours.
+        for _ in 0..18 {
+            now += Duration::from_secs(600);
+            h.lock().breaker.poll(now);
+            if let Some(n) = h.record(now, Source::Probe, &failed(), PASSIVE).still_down {
+                summaries.push(n);
+            }
+        }
+        assert_eq!(summaries, [6, 6, 6], "one line an hour, each counting the hour's failures");
+        now += Duration::from_secs(600);
+        h.lock().breaker.poll(now);
+        let r = h.record(now, Source::Probe, &ok(5), PASSIVE);
+        assert_eq!(r.transition.map(|t| t.to), Some(State::Closed));
+        assert_eq!(r.down_for, Some(now - t0));
+        assert_eq!(h.lock().last_error, None);
     }
 
     #[test]

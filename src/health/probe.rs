@@ -25,36 +25,36 @@ use std::time::{Duration, Instant};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Async;
 
-use super::Outcome;
+use super::{Failure, Verdict};
 use crate::config::{BackendConfig, Health, Host, ProbeUrl, Target, Uplink};
 use crate::socks5::{self, Address, Domain};
 use crate::upstream::{self, until, UpstreamError};
 
-/// What a probe found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeResult {
-    pub outcome: Outcome,
-    pub latency: Option<Duration>,
+/// What a probe found: a [`Verdict`] that is never neutral (a backend
+/// that cannot reach the test URL fails its probe).
+pub type ProbeResult = Verdict;
+
+fn success(start: Instant) -> ProbeResult {
+    Verdict::Success(Some(start.elapsed()))
 }
 
-impl ProbeResult {
-    fn success(start: Instant) -> Self {
-        ProbeResult { outcome: Outcome::Success, latency: Some(start.elapsed()) }
-    }
+fn failed_io(e: &io::Error, timeout: Duration) -> ProbeResult {
+    from_upstream(&UpstreamError::BackendUnreachable(io::Error::new(e.kind(), e.to_string())), timeout)
+}
 
-    fn failed(e: &io::Error) -> Self {
-        let outcome = if e.kind() == io::ErrorKind::TimedOut { Outcome::Timeout } else { Outcome::Failure };
-        ProbeResult { outcome, latency: None }
-    }
+fn from_upstream(e: &UpstreamError, timeout: Duration) -> ProbeResult {
+    let timed_out = matches!(
+        e,
+        UpstreamError::BackendUnreachable(io) | UpstreamError::Destination(io) | UpstreamError::Uplink(io)
+            if io.kind() == io::ErrorKind::TimedOut
+    ) || matches!(e, UpstreamError::BackendProtocol(socks5::Error::Io(io)) if io.kind() == io::ErrorKind::TimedOut);
+    let reason = e.brief(timeout);
+    let failure = if timed_out { Failure::timed_out(reason) } else { Failure::new(reason) };
+    Verdict::Failed(Failure { conclusive: e.conclusive(), ..failure })
+}
 
-    fn from_upstream(e: &UpstreamError) -> Self {
-        let timed_out = matches!(
-            e,
-            UpstreamError::BackendUnreachable(io) | UpstreamError::Destination(io) | UpstreamError::Uplink(io)
-                if io.kind() == io::ErrorKind::TimedOut
-        );
-        ProbeResult { outcome: if timed_out { Outcome::Timeout } else { Outcome::Failure }, latency: None }
-    }
+fn failure(reason: impl Into<String>) -> ProbeResult {
+    Verdict::Failed(Failure::new(reason))
 }
 
 /// The probe URL's host as a SOCKS5 destination.
@@ -73,23 +73,23 @@ pub async fn probe(backend: &BackendConfig, via: Option<&Uplink>, config: &Healt
     let limit = config.connect_timeout + config.request_timeout;
     let run = async {
         Ok::<_, io::Error>(match (&backend.target, &config.test_url) {
-            (Target::Direct, None) => ProbeResult { outcome: Outcome::Success, latency: None },
+            (Target::Direct, None) => Verdict::Success(None),
             (Target::Uplink(uplink), url) => uplink_check(uplink, url.as_ref(), start, config).await,
             (Target::Direct, Some(url)) => {
                 match upstream::connect_direct(&destination(url), config.connect_timeout, &|_| true, None)
                     .await
                 {
                     Ok(stream) => http_check(&stream, url, start, config).await,
-                    Err(e) => ProbeResult::from_upstream(&e),
+                    Err(e) => from_upstream(&e, config.request_timeout),
                 }
             }
             (Target::Proxy { host, port }, url) => {
                 let stream = match upstream::connect_backend(host, *port, config.connect_timeout, via).await {
                     Ok(stream) => stream,
-                    Err(e) => return Ok(ProbeResult::from_upstream(&e)),
+                    Err(e) => return Ok(from_upstream(&e, config.connect_timeout)),
                 };
                 match url {
-                    None => greeting_check(&stream, backend, start, config).await,
+                    None => greeting_check(&stream, backend, config).await,
                     Some(url) => {
                         let dest = destination(url);
                         let creds = backend.credentials.as_ref();
@@ -104,10 +104,8 @@ pub async fn probe(backend: &BackendConfig, via: Option<&Uplink>, config: &Healt
                         {
                             Ok(_) => http_check(&stream, url, start, config).await,
                             // Alive, but it wants a login we don't have.
-                            Err(UpstreamError::BackendNoMethod) if creds.is_none() => {
-                                ProbeResult::success(start)
-                            }
-                            Err(e) => ProbeResult::from_upstream(&e),
+                            Err(UpstreamError::BackendNoMethod) if creds.is_none() => success(start),
+                            Err(e) => from_upstream(&e, config.request_timeout),
                         }
                     }
                 }
@@ -116,7 +114,7 @@ pub async fn probe(backend: &BackendConfig, via: Option<&Uplink>, config: &Healt
     };
     match until(start + limit, run).await {
         Ok(result) => result,
-        Err(e) => ProbeResult::failed(&e),
+        Err(e) => failed_io(&e, limit),
     }
 }
 
@@ -137,25 +135,18 @@ async fn uplink_check(
             Address::Domain(Domain::from_slice(name.as_bytes()).unwrap_or_default(), *port)
         }
         (None, Some(url)) => destination(url),
-        (None, None) => return ProbeResult { outcome: Outcome::Success, latency: None },
+        (None, None) => return Verdict::Success(None),
     };
     match upstream::connect_direct(&dest, config.connect_timeout, &|_| true, Some(uplink)).await {
-        Ok(_) => ProbeResult::success(start),
-        Err(UpstreamError::Destination(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            ProbeResult::success(start)
-        }
-        Err(e) => ProbeResult::from_upstream(&e),
+        Ok(_) => success(start),
+        Err(UpstreamError::Destination(e)) if e.kind() == io::ErrorKind::ConnectionRefused => success(start),
+        Err(e) => from_upstream(&e, config.connect_timeout),
     }
 }
 
 /// A SOCKS5 greeting (and login, with credentials): is the backend there
 /// and speaking the protocol?
-async fn greeting_check(
-    stream: &Async<TcpStream>,
-    backend: &BackendConfig,
-    start: Instant,
-    config: &Health,
-) -> ProbeResult {
+async fn greeting_check(stream: &Async<TcpStream>, backend: &BackendConfig, config: &Health) -> ProbeResult {
     let mut s = stream;
     let deadline = Instant::now() + config.connect_timeout;
     let offered: &[u8] = match backend.credentials {
@@ -169,9 +160,9 @@ async fn greeting_check(
     .await;
     let chosen = match chosen {
         Ok(m) if offered.contains(&m) => m,
-        Ok(_) => return ProbeResult { outcome: Outcome::Failure, latency: None },
-        Err(socks5::Error::Io(e)) => return ProbeResult::failed(&e),
-        Err(_) => return ProbeResult { outcome: Outcome::Failure, latency: None },
+        Ok(socks5::METHOD_NONE_ACCEPTABLE) => return failure("accepted none of our auth methods"),
+        Ok(m) => return failure(format!("chose auth method {m:#04x}, not offered")),
+        Err(e) => return from_upstream(&UpstreamError::BackendProtocol(e), config.connect_timeout),
     };
     if let (socks5::METHOD_USER_PASS, Some(c)) = (chosen, &backend.credentials) {
         let status = until(deadline, async {
@@ -181,11 +172,14 @@ async fn greeting_check(
         .await;
         match status {
             Ok(0) => {}
-            Err(socks5::Error::Io(e)) => return ProbeResult::failed(&e),
-            _ => return ProbeResult { outcome: Outcome::Failure, latency: None },
+            Ok(_) => return failure("rejected our credentials"),
+            Err(e) => return from_upstream(&UpstreamError::BackendProtocol(e), config.connect_timeout),
         }
     }
-    ProbeResult::success(start)
+    // No latency sample: a greeting takes a fraction of what a real
+    // connection's CONNECT does, and mixing the two would make a slow
+    // backend look fast to `max_latency` and `lowest_latency`.
+    Verdict::Success(None)
 }
 
 /// The most of a response we read to find its status line.
@@ -200,7 +194,7 @@ async fn http_check(
     config: &Health,
 ) -> ProbeResult {
     if url.https {
-        return ProbeResult::success(start);
+        return success(start);
     }
     let mut s = stream;
     let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
@@ -224,9 +218,11 @@ async fn http_check(
         Ok(status_code(&head))
     };
     match until(Instant::now() + config.request_timeout, exchange).await {
-        Ok(Some(code)) if (200..400).contains(&code) => ProbeResult::success(start),
-        Ok(_) => ProbeResult { outcome: Outcome::Failure, latency: None },
-        Err(e) => ProbeResult::failed(&e),
+        Ok(Some(code)) if (200..400).contains(&code) => success(start),
+        Ok(Some(code)) => failure(format!("test URL answered {code}")),
+        Ok(None) => failure("test URL gave no HTTP status"),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => failure("test URL gave no HTTP status"),
+        Err(e) => failed_io(&e, config.request_timeout),
     }
 }
 

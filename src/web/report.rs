@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Target, Uplink};
-use crate::health::State;
+use crate::health::{State, Status};
 use crate::logging::push_json_string;
 use crate::server::Snapshot;
 use crate::stats::DaemonStats;
@@ -24,8 +24,17 @@ pub struct BackendReport {
     pub address: String,
     pub kind: &'static str,
     pub weight: u32,
+    /// Up: circuit closed and it has answered (SocksBalance's `healthy`).
     pub healthy: bool,
     pub circuit: State,
+    /// The state in plain words.
+    pub status: Status,
+    /// When the circuit opened, while it is open.
+    pub down_since: Option<SystemTime>,
+    /// The last failure's short reason, until a success clears it.
+    pub last_error: Option<String>,
+    /// Tunnels that sent data and never got a byte back in time.
+    pub stalls: u64,
     pub next_probe: Option<SystemTime>,
     pub last_checked: Option<SystemTime>,
     pub success_rate: Option<f64>,
@@ -106,6 +115,7 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
             };
             let inner = b.health.lock();
             let circuit = inner.breaker.state();
+            let status = b.health.status(&inner);
             let next_probe = match circuit {
                 State::Open => inner.breaker.retry_at(),
                 State::HalfOpen => Some(now),
@@ -120,8 +130,12 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
                     Target::Uplink(_) => "uplink",
                 },
                 weight: b.config.weight.get(),
-                healthy: circuit == State::Closed,
+                healthy: status == Status::Up,
                 circuit,
+                status,
+                down_since: inner.down_since,
+                last_error: inner.last_error.clone(),
+                stalls: b.stats.stalls.get(),
                 next_probe: next_probe.map(|t| wall(t, now, wall_now)),
                 last_checked: inner.last_checked,
                 success_rate: inner.outcomes.success_rate(),
@@ -310,6 +324,15 @@ pub fn to_json(r: &Report) -> String {
         push_json_string(&mut out, b.kind);
         key(&mut out, "weight");
         let _ = write!(out, "{}", b.weight);
+        key(&mut out, "state");
+        push_json_string(&mut out, b.status.as_str());
+        key(&mut out, "down_since");
+        opt_time(&mut out, b.down_since);
+        key(&mut out, "last_error");
+        match &b.last_error {
+            Some(e) => push_json_string(&mut out, e),
+            None => out.push_str("null"),
+        }
         key(&mut out, "circuit");
         push_json_string(&mut out, b.circuit.as_str());
         key(&mut out, "next_probe");
@@ -337,6 +360,7 @@ pub fn to_json(r: &Report) -> String {
             ("attempts", b.attempts),
             ("failures", b.failures),
             ("timeouts", b.timeouts),
+            ("stalls", b.stalls),
             ("bytes_up", b.bytes_up),
             ("bytes_down", b.bytes_down),
         ] {
@@ -418,11 +442,11 @@ pub fn to_prometheus(r: &Report) -> String {
             r.clients_refused as f64,
         ),
         ("backends", "gauge", "Configured backends.", r.backends.len() as f64),
-        ("backends_healthy", "gauge", "Backends whose circuit is closed.", r.healthy_backends() as f64),
+        ("backends_healthy", "gauge", "Backends that are up.", r.healthy_backends() as f64),
         (
             "uplink_outage",
             "gauge",
-            "1 while every backend is failing (an uplink outage).",
+            "1 during an uplink outage: every backend went down together.",
             f64::from(u8::from(r.outage)),
         ),
         ("probes_in_flight", "gauge", PROBES_HELP, r.probes_in_flight as f64),
@@ -444,8 +468,8 @@ pub fn to_prometheus(r: &Report) -> String {
         .map(|b| format!("backend=\"{}\",address=\"{}\"", label(&b.name), label(&b.address)))
         .collect();
     type Series = fn(&BackendReport) -> Option<f64>;
-    let per_backend: [(&str, &str, &str, Series); 13] = [
-        ("backend_up", "gauge", "1 if the backend's circuit is closed.", |b| {
+    let per_backend: [(&str, &str, &str, Series); 14] = [
+        ("backend_up", "gauge", "1 if the backend is up: circuit closed and it has answered.", |b| {
             Some(f64::from(u8::from(b.healthy)))
         }),
         ("backend_in_active_set", "gauge", "1 if the backend is in the active set.", |b| {
@@ -474,6 +498,9 @@ pub fn to_prometheus(r: &Report) -> String {
             Some(b.failures as f64)
         }),
         ("backend_timeouts_total", "counter", "Attempts that timed out.", |b| Some(b.timeouts as f64)),
+        ("backend_stalls_total", "counter", "Tunnels that sent data and got no byte back in time.", |b| {
+            Some(b.stalls as f64)
+        }),
         ("backend_bytes_up_total", "counter", "Bytes relayed from clients to the backend.", |b| {
             Some(b.bytes_up as f64)
         }),
@@ -487,6 +514,13 @@ pub fn to_prometheus(r: &Report) -> String {
             if let Some(v) = value(b) {
                 let _ = writeln!(out, "socksbalance_{name}{{{l}}} {v}");
             }
+        }
+    }
+    family(&mut out, "backend_state", "gauge", "1 for the backend's state: up, down, testing or unknown.");
+    for (b, l) in r.backends.iter().zip(&labels) {
+        for status in Status::ALL {
+            let on = u8::from(b.status == status);
+            let _ = writeln!(out, "socksbalance_backend_state{{{l},state=\"{}\"}} {on}", status.as_str());
         }
     }
     family(&mut out, "backend_circuit_state", "gauge", "1 for the state the backend's circuit is in.");

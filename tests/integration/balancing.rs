@@ -15,7 +15,7 @@ fn spread(algorithm: &str, weights: &[u32], connections: usize) -> Vec<usize> {
     for _ in 0..connections {
         assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
     }
-    backends.iter().map(Backend::accepted).collect()
+    backends.iter().map(Backend::request_count).collect()
 }
 
 #[test]
@@ -71,6 +71,6 @@ fn port_range_expands_to_one_backend_per_port() {
     for _ in 0..9 {
         assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
     }
-    let counts: Vec<usize> = backends.iter().map(Backend::accepted).collect();
+    let counts: Vec<usize> = backends.iter().map(Backend::request_count).collect();
     assert_eq!(counts, [3, 3, 3]);
 }

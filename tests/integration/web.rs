@@ -56,6 +56,7 @@ fn api_stats_is_socksbalance_compatible_and_counts_real_traffic() {
     let d = web_daemon("", &[&b0, &b1]);
     let web = d.web_addr().unwrap();
     let target = echo_server("127.0.0.1:0");
+    wait_for("the start-up probes", IO_TIMEOUT, || stats(web)["healthy_backends"].as_u64() == Some(2));
     // Two round trips each way through b0 (round robin: b0, b1, b0).
     let payload = pattern(50_000, 5);
     for _ in 0..3 {
