@@ -418,7 +418,6 @@ impl Pool {
     /// failed real connection.
     pub fn report(&self, i: usize, source: Source, verdict: &Verdict) -> Recorded {
         let backend = &self.backends[i];
-        let now = Instant::now();
         if source == Source::Traffic {
             backend.stats.attempts.add(1);
             match verdict {
@@ -427,6 +426,23 @@ impl Pool {
                 _ => {}
             }
         }
+        self.judge(i, source, verdict)
+    }
+
+    /// A tunnel through backend `i` stalled: the client sent data and no
+    /// byte came back within `timeout`. A failure of real traffic for the
+    /// breaker and the window, counted as a stall (the attempt itself
+    /// succeeded and was counted then).
+    pub fn report_stall(&self, i: usize, timeout: Duration) -> Recorded {
+        self.backends[i].stats.stalls.add(1);
+        let reason = format!("stalled: no reply within {}", crate::config::human(timeout));
+        self.judge(i, Source::Traffic, &Verdict::Failed(crate::health::Failure::timed_out(reason)))
+    }
+
+    /// [`Pool::report`] past the traffic counters.
+    fn judge(&self, i: usize, source: Source, verdict: &Verdict) -> Recorded {
+        let backend = &self.backends[i];
+        let now = Instant::now();
         let recorded = backend.health.record(now, source, verdict, self.judging);
         let name = &backend.config.name;
         let reason = match verdict {

@@ -33,31 +33,39 @@ pub fn adjust(level: LevelFilter, verbose: u8, quiet: u8) -> LevelFilter {
 const LIBRARY_LEVEL: LevelFilter = LevelFilter::Warn;
 
 /// Installs the global logger. Call once, before the daemon starts.
+///
+/// The loggers themselves let everything of ours through (and libraries'
+/// lines up to [`LIBRARY_LEVEL`]); the level in force is the `log` crate's
+/// global maximum, which [`set_level`] moves. That is what lets SIGHUP
+/// raise `log.level` as well as lower it: simple_logger's own levels are
+/// fixed once it is installed.
 pub fn init(format: LogFormat, level: LevelFilter) {
     let result = match format {
         LogFormat::Text => simple_logger::SimpleLogger::new()
-            .with_level(level.min(LIBRARY_LEVEL))
-            .with_module_level("socksbalance", level)
+            .with_level(LIBRARY_LEVEL)
+            .with_module_level("socksbalance", LevelFilter::Trace)
             .init(),
-        LogFormat::Json => {
-            log::set_boxed_logger(Box::new(JsonLogger { level })).map(|()| log::set_max_level(level))
-        }
+        LogFormat::Json => log::set_boxed_logger(Box::new(JsonLogger)),
     };
     if let Err(e) = result {
         eprintln!("socksbalance: cannot install logger: {e}");
     }
+    set_level(level);
 }
 
-struct JsonLogger {
-    level: LevelFilter,
+/// The level in force from now on (a reload's new `log.level`).
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
 }
+
+struct JsonLogger;
 
 impl Log for JsonLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         let limit = if metadata.target().starts_with("socksbalance") {
-            self.level
+            log::max_level()
         } else {
-            self.level.min(LIBRARY_LEVEL)
+            log::max_level().min(LIBRARY_LEVEL)
         };
         metadata.level() <= limit
     }

@@ -51,9 +51,15 @@ enum Command {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "status")]
 struct Status {
-    /// the dashboard's address (default http://127.0.0.1:8080)
-    #[argh(option, default = "String::from(\"http://127.0.0.1:8080\")")]
-    url: String,
+    /// the daemon's config file: the dashboard's address and login are
+    /// read from it
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+
+    /// the dashboard's address (default http://127.0.0.1:8080, or the
+    /// one in the config)
+    #[argh(option)]
+    url: Option<String>,
 
     /// bearer token (web.token)
     #[argh(option)]
@@ -100,10 +106,7 @@ fn main() -> ExitCode {
         Err(early) => {
             // --help prints to stdout and succeeds; a usage error does not.
             return match early.status {
-                Ok(()) => {
-                    println!("{}", early.output);
-                    ExitCode::SUCCESS
-                }
+                Ok(()) => emit(&format!("{}\n", early.output)),
                 Err(()) => {
                     eprintln!("{}\nRun '{program} --help' for usage.", early.output.trim_end());
                     ExitCode::from(EXIT_USAGE)
@@ -112,24 +115,59 @@ fn main() -> ExitCode {
         }
     };
     if args.version {
-        println!("socksbalance {VERSION}");
-        return ExitCode::SUCCESS;
+        return emit(&format!("socksbalance {VERSION}\n"));
     }
     match args.command {
         Some(Command::Check(check)) => run_check(check.config.or(args.config)),
-        Some(Command::Status(status)) => {
-            match socksbalance::status::run(&status.url, status.token.as_deref(), status.user.as_deref()) {
-                Ok(table) => {
-                    print!("{table}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("socksbalance status: {e}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
+        Some(Command::Status(status)) => run_status(status, args.config),
+        None => run_daemon(args),
+    }
+}
+
+/// Writes a command's output to stdout. A reader that went away (`| head`)
+/// ends the command quietly with success, as it does for `cat`; the
+/// standard `print!` would panic instead.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socksbalance: cannot write output: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run_status(status: Status, top_config: Option<PathBuf>) -> ExitCode {
+    let (mut url, mut token, mut user) = (None, None, None);
+    if let Some(path) = status.config.or(top_config) {
+        let config = match Config::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("socksbalance status: invalid config: {}: {e}", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        match socksbalance::status::target_of(&config) {
+            Ok((u, t, l)) => (url, token, user) = (Some(u), t, l),
+            Err(e) => {
+                eprintln!("socksbalance status: {}: {e}", path.display());
+                return ExitCode::from(EXIT_FAILURE);
             }
         }
-        None => run_daemon(args),
+    }
+    // What the command line says wins over the config.
+    let url = status.url.or(url).unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let token = status.token.or(token);
+    let user = status.user.or(user);
+    match socksbalance::status::run(&url, token.as_deref(), user.as_deref()) {
+        Ok(table) => emit(&table),
+        Err(e) => {
+            eprintln!("socksbalance status: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 
@@ -146,11 +184,7 @@ fn run_check(path: Option<PathBuf>) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     match load(Some(&path)) {
-        Ok(config) => {
-            println!("{}: OK", path.display());
-            print!("{}", config.summary());
-            ExitCode::SUCCESS
-        }
+        Ok(config) => emit(&format!("{}: OK\n{}", path.display(), config.summary())),
         Err(e) => {
             eprintln!("socksbalance: invalid config: {e}");
             ExitCode::from(EXIT_USAGE)
@@ -277,7 +311,7 @@ fn reload(daemon: &Daemon, path: Option<&PathBuf>, verbose: u8, quiet: u8) {
     let level = logging::adjust(config.log.level.to_filter(), verbose, quiet);
     match daemon.reload(config) {
         Ok(summary) => {
-            log::set_max_level(level);
+            logging::set_level(level);
             log::info!("reloaded: {summary}");
         }
         Err(e) => log::error!("reload failed, the running configuration stays: {e}"),

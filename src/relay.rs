@@ -86,16 +86,32 @@ pub const DEFAULT_METHOD: Method = Method::Splice;
 #[cfg(not(target_os = "linux"))]
 pub const DEFAULT_METHOD: Method = Method::Copy;
 
+/// Chunks moved each way so far, for the idle watchdog and for whoever
+/// watches the tunnel from outside (the first-byte check of
+/// `session::tunnel`). The counts wrap; only "did it change" matters.
+#[derive(Debug, Default)]
+pub struct Flow {
+    pub up: AtomicU32,
+    pub down: AtomicU32,
+}
+
+impl Flow {
+    fn total(&self) -> u32 {
+        self.up.load(Ordering::Relaxed).wrapping_add(self.down.load(Ordering::Relaxed))
+    }
+}
+
 /// Moves both directions until both are closed, one fails, or the tunnel
 /// is idle for `idle`. Counts bytes into `stats` as they move, so the
-/// dashboard sees long transfers progress.
+/// dashboard sees long transfers progress, and chunks into `flow`.
 pub async fn relay(
     client: &Async<TcpStream>,
     upstream: &Async<TcpStream>,
     idle: Duration,
     stats: &BackendStats,
+    flow: &Flow,
 ) -> Totals {
-    relay_with(DEFAULT_METHOD, client, upstream, idle, stats).await
+    relay_with(DEFAULT_METHOD, client, upstream, idle, stats, flow).await
 }
 
 /// [`relay`] with the method chosen, for tests and measurements.
@@ -105,25 +121,25 @@ pub async fn relay_with(
     upstream: &Async<TcpStream>,
     idle: Duration,
     stats: &BackendStats,
+    flow: &Flow,
 ) -> Totals {
     // Bumped on every chunk moved; the watchdog only asks "did it change?",
     // so wrapping is harmless and 32 bits suffice on every target.
-    let activity = AtomicU32::new(0);
     let went_idle = AtomicBool::new(false);
 
     let pipes = future::zip(
-        direction(method, client, upstream, &activity, &stats.bytes_up),
-        direction(method, upstream, client, &activity, &stats.bytes_down),
+        direction(method, client, upstream, &flow.up, &stats.bytes_up),
+        direction(method, upstream, client, &flow.down, &stats.bytes_down),
     );
     // The watchdog never completes: when the tunnel goes idle it shuts both
     // sockets, which ends both pipes, which ends the `or`.
     let watchdog = async {
         let tick = (idle / 4).max(Duration::from_millis(1));
-        let mut seen = activity.load(Ordering::Relaxed);
+        let mut seen = flow.total();
         let mut quiet = Duration::ZERO;
         loop {
             Timer::after(tick).await;
-            let now = activity.load(Ordering::Relaxed);
+            let now = flow.total();
             if now != seen {
                 seen = now;
                 quiet = Duration::ZERO;
@@ -459,7 +475,8 @@ mod tests {
             let _ = splices;
             let stats = BackendStats::default();
             let (c, u) = (Async::new(client_side).unwrap(), Async::new(upstream_side).unwrap());
-            let totals = smol::block_on(relay_with(method, &c, &u, Duration::from_secs(60), &stats));
+            let totals =
+                smol::block_on(relay_with(method, &c, &u, Duration::from_secs(60), &stats, &Flow::default()));
             (totals, stats.bytes_up.get(), stats.bytes_down.get())
         });
         (client, destination, relay)

@@ -28,10 +28,11 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
-use smol::Async;
+use smol::{Async, Timer};
 
 use crate::balancer::{Client, Via};
 use crate::config::{constant_time_eq, Mode, Target};
@@ -93,6 +94,9 @@ struct Ready {
     /// client bytes for the upstream, upstream bytes for the client.
     early_up: Vec<u8>,
     early_down: Vec<u8>,
+    /// Whether the first-byte check judges this tunnel (see
+    /// [`first_byte_check`]).
+    judge_first_byte: bool,
 }
 
 fn client_error(stage: &str, e: socks5::Error) -> Failure {
@@ -391,6 +395,7 @@ async fn open_tunnel(
                     dest: for_debug_log(dest),
                     early_up: early,
                     early_down,
+                    judge_first_byte: judges_first_byte(snap, i, dest),
                 });
             }
             Err(e) => attempts.failed(snap, i, dest, e),
@@ -479,9 +484,30 @@ async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, ready: &mut Ready) {
     {
         return;
     }
+    let client_spoke = !ready.early_up.is_empty();
+    let answered = !ready.early_down.is_empty();
     // Freed now, not when the tunnel ends.
     (ready.early_up, ready.early_down) = (Vec::new(), Vec::new());
-    let totals = relay::relay(client, &ready.upstream, snap.config.limits.idle_timeout, &backend.stats).await;
+    let flow = relay::Flow::default();
+    let relay = relay::relay(client, &ready.upstream, snap.config.limits.idle_timeout, &backend.stats, &flow);
+    let totals = if ready.judge_first_byte && !answered {
+        let timeout = snap.config.health.first_byte_timeout;
+        let check = async {
+            if first_byte_check(&flow, client_spoke, timeout).await {
+                log::debug!(
+                    "backend {}: a tunnel stalled (no byte back within {})",
+                    backend.config.name,
+                    crate::config::human(timeout)
+                );
+                snap.pool.report_stall(ready.backend, timeout);
+            }
+            // The verdict is in; the relay goes on.
+            std::future::pending().await
+        };
+        relay.or(check).await
+    } else {
+        relay.await
+    };
     // No destination if debug logging came on (a reload) after the handshake.
     let to = ready.dest.as_ref().map(|dest| format!(" to {dest}")).unwrap_or_default();
     log::debug!(
@@ -491,6 +517,47 @@ async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, ready: &mut Ready) {
         totals.up,
         totals.down
     );
+}
+
+/// Plain-HTTP ports: a long poll there may hold its first answer back for
+/// minutes, so the first-byte check leaves them alone.
+const LONG_POLL_PORTS: [u16; 3] = [80, 8000, 8080];
+
+/// Whether a tunnel through backend `i` to `dest` gets the first-byte
+/// check: a proxy backend (a `direct` one has no middleman to stall), the
+/// check on, and not a plain-HTTP port.
+fn judges_first_byte(snap: &Snapshot, i: usize, dest: &Address) -> bool {
+    !snap.config.health.first_byte_timeout.is_zero()
+        && matches!(snap.pool.backends()[i].config.target, Target::Proxy { .. })
+        && !LONG_POLL_PORTS.contains(&dest.port())
+}
+
+/// Watches a new tunnel for a backend that accepted CONNECT and then
+/// relays nothing: true when the client sent data (within `timeout` of the
+/// start) and no byte came back within `timeout` of that. A client that
+/// stays silent (a server-speaks-first protocol such as SMTP, whose banner
+/// may be slow, or an idle keep-alive) is not judged; nor is a tunnel that
+/// gets any byte back. Either way the check ends within twice `timeout`,
+/// so a long-lived tunnel carries no timer for it.
+async fn first_byte_check(flow: &relay::Flow, client_spoke: bool, timeout: Duration) -> bool {
+    use std::sync::atomic::Ordering;
+    let tick = (timeout / 10).max(Duration::from_millis(10));
+    let start = Instant::now();
+    let mut spoke_at = client_spoke.then_some(start);
+    loop {
+        if flow.down.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        if spoke_at.is_none() && flow.up.load(Ordering::Relaxed) != 0 {
+            spoke_at = Some(Instant::now());
+        }
+        match spoke_at {
+            None if start.elapsed() >= timeout => return false,
+            Some(at) if at.elapsed() >= timeout => return true,
+            _ => {}
+        }
+        Timer::after(tick).await;
+    }
 }
 
 /// Transparent mode: what the client has sent (recorded) and what it has
@@ -580,6 +647,8 @@ async fn transparent_session(
                 if let Some(reply) = &opened.reply_bytes {
                     c.write_all(reply).await.map_err(|e| e.to_string())?;
                 }
+                // Only a CONNECT has a destination that answers.
+                let connect = talk.request.as_ref().is_some_and(|(r, _)| r.command == Command::Connect);
                 return Ok(Ready {
                     upstream: opened.upstream,
                     backend: i,
@@ -587,6 +656,7 @@ async fn transparent_session(
                     dest: for_debug_log(talk.destination()),
                     early_up: reader.into_leftover(),
                     early_down: opened.early_down,
+                    judge_first_byte: connect && judges_first_byte(snap, i, talk.destination()),
                 });
             }
             Err(Stop::Session(why)) => return Err(why),

@@ -19,6 +19,8 @@ const MAX_RESPONSE: u64 = 64 << 20;
 
 #[derive(Debug, Deserialize)]
 pub struct Stats {
+    #[serde(default)]
+    pub timestamp: Option<String>,
     pub version: String,
     pub mode: String,
     pub algorithm: String,
@@ -36,6 +38,13 @@ pub struct BackendRow {
     pub name: String,
     pub address: String,
     pub circuit: String,
+    /// Older daemons have no `state`: the circuit stands in.
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub down_since: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
     pub latency_ema_ms: Option<f64>,
     pub success_rate: Option<f64>,
     pub active_connections: u64,
@@ -45,6 +54,39 @@ pub struct BackendRow {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub in_active_set: bool,
+}
+
+/// Where a daemon's dashboard is, and how to log in to it, from its config
+/// (`socksbalance status -c FILE`): a wildcard listen address is reached
+/// on loopback.
+pub fn target_of(config: &crate::Config) -> Result<(String, Option<String>, Option<String>), String> {
+    let web = &config.web;
+    if !web.enabled {
+        return Err("the dashboard is off in this config (web.enabled: false)".into());
+    }
+    let mut addr = web.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let token = web.token.as_ref().map(|t| t.expose().to_string());
+    let login = web.basic.as_ref().map(|c| format!("{}:{}", c.username, c.password.expose()));
+    Ok((format!("http://{addr}"), token, login))
+}
+
+/// An I/O error in words a user reads without a manual.
+fn plainly(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        WouldBlock | TimedOut => format!("no answer within {}s", TIMEOUT.as_secs()),
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+            "the connection was closed".into()
+        }
+        _ => e.to_string().split(" (os error").next().unwrap_or_default().to_string(),
+    }
 }
 
 /// Fetches `/api/stats` from the daemon at `base` and renders the table.
@@ -65,10 +107,21 @@ fn fetch(base: &str, token: Option<&str>, login: Option<&str>) -> Result<String,
         .to_socket_addrs()
         .map_err(|e| format!("{base}: cannot resolve {}: {e}", url.host))?
         .collect();
-    let mut stream = addrs
-        .iter()
-        .find_map(|a| TcpStream::connect_timeout(a, TIMEOUT).ok())
-        .ok_or_else(|| format!("{base}: cannot connect (is socksbalance running with web.enabled?)"))?;
+    let mut last = None;
+    let mut stream = None;
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, TIMEOUT) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let mut stream = stream.ok_or_else(|| {
+        let why = last.as_ref().map_or("no address".into(), plainly);
+        format!("cannot reach {base}: {why} (is socksbalance running, with web.enabled?)")
+    })?;
     let _ = stream.set_read_timeout(Some(TIMEOUT));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
     let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
@@ -82,9 +135,9 @@ fn fetch(base: &str, token: Option<&str>, login: Option<&str>) -> Result<String,
         request.push_str(&format!("Authorization: Basic {}\r\n", base64_encode(login.as_bytes())));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| format!("{base}: {e}"))?;
+    stream.write_all(request.as_bytes()).map_err(|e| format!("{base}: {}", plainly(&e)))?;
     let mut response = Vec::new();
-    stream.take(MAX_RESPONSE).read_to_end(&mut response).map_err(|e| format!("{base}: {e}"))?;
+    stream.take(MAX_RESPONSE).read_to_end(&mut response).map_err(|e| format!("{base}: {}", plainly(&e)))?;
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -167,10 +220,18 @@ fn uptime(secs: u64) -> String {
     }
 }
 
-/// The table, sorted by latency as the dashboard sorts it.
+/// How long ago `since` was, as of `now` (both RFC 3339 from the daemon).
+fn ago(since: &str, now: Option<&str>) -> Option<String> {
+    let since = crate::web::parse_rfc3339(since)?;
+    let now = crate::web::parse_rfc3339(now?)?;
+    Some(crate::config::human(now.duration_since(since).unwrap_or_default()))
+}
+
+/// The table, in config order as the dashboard shows it by default. A
+/// backend that is not up shows why instead of a stale latency.
 pub fn render(stats: &Stats) -> String {
     let mut out = format!(
-        "socksbalance {} · {} mode · {} · up {} · {}/{} healthy · {} open tunnel(s){}\n",
+        "socksbalance {} · {} mode · {} · up {} · {}/{} up · {} open tunnel(s){}\n",
         stats.version,
         stats.mode,
         stats.algorithm,
@@ -180,36 +241,56 @@ pub fn render(stats: &Stats) -> String {
         stats.open_tunnels,
         if stats.outage { " · UPLINK OUTAGE" } else { "" }
     );
-    let mut rows: Vec<&BackendRow> = stats.backends.iter().collect();
-    rows.sort_by(|a, b| {
-        let key = |r: &BackendRow| r.latency_ema_ms.unwrap_or(f64::INFINITY);
-        key(a).total_cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
-    });
-    let header =
-        ["NAME", "ADDRESS", "CIRCUIT", "LATENCY", "SUCCESS", "ACTIVE", "TOTAL", "FAILED", "UP", "DOWN"];
-    let mut table: Vec<[String; 10]> = vec![header.map(String::from)];
-    for r in rows {
+    if stats.backends.is_empty() {
+        out.push_str("no backends configured\n");
+        return out;
+    }
+    const COLUMNS: usize = 11;
+    let header = [
+        "NAME", "ADDRESS", "STATE", "LATENCY", "SUCCESS", "ACTIVE", "TOTAL", "FAILED", "↑ UP", "↓ DOWN",
+        "WHY",
+    ];
+    let mut table: Vec<[String; COLUMNS]> = vec![header.map(String::from)];
+    for r in &stats.backends {
+        let state = r.state.clone().unwrap_or_else(|| match r.circuit.as_str() {
+            "closed" => "up".into(),
+            "open" => "down".into(),
+            _ => "testing".into(),
+        });
+        let up = state == "up";
+        let why = match (&r.last_error, &r.down_since) {
+            (Some(e), Some(since)) => match ago(since, stats.timestamp.as_deref()) {
+                Some(ago) => format!("{e}, down {ago}"),
+                None => e.clone(),
+            },
+            (Some(e), None) if !up => e.clone(),
+            _ => String::new(),
+        };
         table.push([
             if r.in_active_set { r.name.clone() } else { format!("{} (spare)", r.name) },
             r.address.clone(),
-            r.circuit.replace('_', "-"),
-            r.latency_ema_ms.map_or("-".into(), |l| format!("{l:.0} ms")),
+            state,
+            match r.latency_ema_ms {
+                Some(l) if up => format!("{l:.0} ms"),
+                _ => "-".into(),
+            },
             r.success_rate.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
             r.active_connections.to_string(),
             r.total_connections.to_string(),
             (r.failures + r.timeouts).to_string(),
             bytes(r.bytes_up),
             bytes(r.bytes_down),
+            why,
         ]);
     }
     let widths: Vec<usize> =
-        (0..10).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+        (0..COLUMNS).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
     for row in &table {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
             let pad = widths[c] - cell.chars().count();
             // Text columns to the left, numbers to the right.
-            if c < 3 {
+            if c < 3 || c == COLUMNS - 1 {
                 line.push_str(cell);
                 line.push_str(&" ".repeat(pad));
             } else {
@@ -244,25 +325,34 @@ mod tests {
     }
 
     #[test]
-    fn renders_a_table_sorted_by_latency() {
-        let json = r#"{"version":"1.0","mode":"socks5","algorithm":"roundrobin","uptime_seconds":3725,
-            "total_backends":2,"healthy_backends":1,"open_tunnels":3,"outage":false,"backends":[
-            {"name":"slow","address":"10.0.0.1:1080","circuit":"open","latency_ema_ms":420.5,"success_rate":0.5,
+    fn renders_a_table_in_config_order_with_reasons() {
+        let json = r#"{"timestamp":"2026-12-02T10:05:00Z","version":"1.0","mode":"socks5","algorithm":"roundrobin",
+            "uptime_seconds":3725,"total_backends":2,"healthy_backends":1,"open_tunnels":3,"outage":false,"backends":[
+            {"name":"slow","address":"10.0.0.1:1080","circuit":"open","state":"down","down_since":"2026-12-02T10:01:48Z",
+             "last_error":"connection refused","latency_ema_ms":420.5,"success_rate":0.5,
              "active_connections":0,"total_connections":7,"failures":2,"timeouts":1,"bytes_up":10,"bytes_down":2048,"in_active_set":true},
-            {"name":"fast","address":"10.0.0.2:1080","circuit":"closed","latency_ema_ms":12.0,"success_rate":1.0,
+            {"name":"fast","address":"10.0.0.2:1080","circuit":"closed","state":"up","down_since":null,"last_error":null,
+             "latency_ema_ms":12.0,"success_rate":1.0,
              "active_connections":3,"total_connections":90,"failures":0,"timeouts":0,"bytes_up":5,"bytes_down":3145728,"in_active_set":true}]}"#;
         let stats: Stats = serde_yaml::from_str(json).unwrap();
         let table = render(&stats);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].contains("up 1h 2m") && lines[0].contains("1/2 healthy"), "{table}");
+        assert!(lines[0].contains("up 1h 2m") && lines[0].contains("1/2 up"), "{table}");
         assert!(lines[1].starts_with("NAME"), "{table}");
+        assert!(lines[2].starts_with("slow") && lines[2].contains("down"), "{table}");
+        assert!(lines[2].ends_with("connection refused, down 3m12s"), "{table}");
+        assert!(!lines[2].contains("420"), "no stale latency for a down backend: {table}");
         assert!(
-            lines[2].starts_with("fast") && lines[2].contains("3.0 MiB") && lines[2].contains("12 ms"),
+            lines[3].starts_with("fast") && lines[3].contains("3.0 MiB") && lines[3].contains("12 ms"),
             "{table}"
         );
-        assert!(
-            lines[3].starts_with("slow") && lines[3].contains("open") && lines[3].contains("50%"),
-            "{table}"
-        );
+    }
+
+    #[test]
+    fn says_so_when_there_are_no_backends() {
+        let json = r#"{"version":"1.0","mode":"socks5","algorithm":"roundrobin","uptime_seconds":5,
+            "total_backends":0,"healthy_backends":0,"open_tunnels":0,"backends":[]}"#;
+        let stats: Stats = serde_yaml::from_str(json).unwrap();
+        assert!(render(&stats).ends_with("no backends configured\n"));
     }
 }

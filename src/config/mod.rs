@@ -216,6 +216,7 @@ struct RawHealth {
     check_interval: Option<GoDuration>,
     connect_timeout: Option<GoDuration>,
     request_timeout: Option<GoDuration>,
+    first_byte_timeout: Option<GoDuration>,
     failure_threshold: Option<u32>,
     circuit_threshold: Option<u32>,
     recovery_interval: Option<GoDuration>,
@@ -468,6 +469,9 @@ pub struct Health {
     /// Timeout for a whole probe request, and for a backend's reply to a
     /// CONNECT (the backend's own connect to the destination).
     pub request_timeout: Duration,
+    /// A tunnel whose client sent data and got no byte back within this
+    /// counts as a stall of its backend (0 turns the check off).
+    pub first_byte_timeout: Duration,
     /// Failed probes that mark a backend unhealthy (SocksBalance's meaning).
     pub failure_threshold: NonZeroU32,
     /// Consecutive failures that open a backend's circuit.
@@ -862,6 +866,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         check_interval: h.check_interval.map_or(Duration::from_secs(10), |d| d.0),
         connect_timeout: h.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
         request_timeout: h.request_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        first_byte_timeout: h
+            .first_byte_timeout
+            .or(h.request_timeout)
+            .map_or(Duration::from_secs(10), |d| d.0),
         failure_threshold: non_zero("health.failure_threshold", h.failure_threshold, 3)?,
         circuit_threshold: non_zero("health.circuit_threshold", h.circuit_threshold, 3)?,
         recovery_interval: h.recovery_interval.map_or(Duration::from_secs(10), |d| d.0),

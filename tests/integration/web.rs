@@ -313,30 +313,67 @@ fn garbage_and_oversized_requests_leave_the_proxy_serving() {
 #[test]
 fn status_subcommand_prints_the_backend_table() {
     let b0 = Backend::start(Behaviour::Proxy);
-    let d = web_daemon("  token: t0ken-for-cli\n", &[&b0]);
+    let dead = closed_port();
+    let yaml = format!(
+        "{LISTEN}mode: socks5\nweb:\n  enabled: true\n  listen: 127.0.0.1:0\n  token: t0ken-for-cli\n\
+         health:\n  recovery_interval: 1h\n  max_recovery_interval: 1h\nbackends:\n{}  - address: \"{dead}\"\n    name: gone\n",
+        b0.yaml("b0")
+    );
+    let d = daemon(&yaml);
+    let web = d.web_addr().unwrap();
     let target = echo_server("127.0.0.1:0");
+    wait_for("the start-up probes", IO_TIMEOUT, || {
+        let (_, _, body) = get(web, "/api/stats?token=t0ken-for-cli", "");
+        body.contains("\"state\":\"up\"") && body.contains("\"state\":\"down\"")
+    });
     assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
-    let url = format!("http://{}", d.web_addr().unwrap());
+    let url = format!("http://{web}");
     let bin = env!("CARGO_BIN_EXE_socksbalance");
     let out = Command::new(bin).args(["status", "--url", &url, "--token", "t0ken-for-cli"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].contains("1/1 healthy"), "{table}");
-    assert!(lines[1].starts_with("NAME") && lines[1].contains("LATENCY"), "{table}");
+    assert!(lines[0].contains("1/2 up"), "{table}");
     assert!(
-        lines[2].starts_with("b0") && lines[2].contains(&b0.addr.to_string()) && lines[2].contains("closed"),
+        lines[1].starts_with("NAME") && lines[1].contains("STATE") && lines[1].contains("WHY"),
         "{table}"
     );
+    assert!(
+        lines[2].starts_with("b0") && lines[2].contains(&b0.addr.to_string()) && lines[2].contains(" up "),
+        "{table}"
+    );
+    assert!(lines[3].starts_with("gone") && lines[3].contains("down"), "{table}");
+    assert!(lines[3].contains("connection refused, down "), "the reason and for how long: {table}");
+
+    // -c FILE: the address and the token come from the daemon's config.
+    let dir = std::env::temp_dir().join(format!("socksbalance-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("daemon.yaml");
+    std::fs::write(&config, yaml.replace("listen: 127.0.0.1:0\n  token", &format!("listen: {web}\n  token")))
+        .unwrap();
+    let out = Command::new(bin).arg("status").arg("-c").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().nth(3), Some(lines[3]));
+    let _ = std::fs::remove_dir_all(&dir);
 
     let out = Command::new(bin).args(["status", "--url", &url]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token"), "says how to authenticate");
 
+    // Plain words for a refusal and for a daemon that does not answer.
     let closed = closed_port();
     let out = Command::new(bin).args(["status", "--url", &format!("http://{closed}")]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach") && stderr.contains("connection refused"), "{stderr}");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(bin)
+        .args(["status", "--url", &format!("http://{}", silent.local_addr().unwrap())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no answer within 5s") && !stderr.contains("os error"), "{stderr}");
 }
 
 #[test]
