@@ -1,7 +1,5 @@
 //! How connections spread over backends, measured on real connections.
 
-use std::net::TcpListener;
-
 use crate::support::*;
 
 fn spread(algorithm: &str, weights: &[u32], connections: usize) -> Vec<usize> {
@@ -40,21 +38,6 @@ fn random_reaches_every_backend() {
     let counts = spread("random", &[1, 1, 1], 60);
     assert_eq!(counts.iter().sum::<usize>(), 60);
     assert!(counts.iter().all(|&n| n >= 5), "{counts:?}");
-}
-
-/// Binds `n` consecutive ports below the ephemeral range, retrying on
-/// collisions, so that one `host:first-last` entry covers them.
-fn consecutive_listeners(n: u16) -> Vec<TcpListener> {
-    let seed = std::process::id() as u16;
-    for attempt in 0..200u16 {
-        let first = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(97)) % 12_000);
-        let bound: Vec<TcpListener> =
-            (first..first + n).map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok()).collect();
-        if bound.len() == n as usize {
-            return bound;
-        }
-    }
-    panic!("no {n} consecutive free ports found");
 }
 
 #[test]

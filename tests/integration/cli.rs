@@ -280,3 +280,87 @@ fn secrets_never_reach_the_log_even_at_trace_level() {
         assert!(!line.contains("s3cret"), "a secret in the log: {line}");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn sighup_can_raise_the_log_level() {
+    use crate::support::*;
+    let target = echo_server("127.0.0.1:0");
+    let config = format!("{DIRECT}log:\n  level: info\n");
+    let mut running = Running::start("raise-level", &config, &[]);
+    std::fs::write(running.config_path(), config.replace("level: info", "level: debug")).unwrap();
+    running.signal("-HUP");
+    running.wait_for_line("reloaded:");
+    // Regression: simple_logger's level was fixed at start, so a reload
+    // could lower the level but never raise it.
+    assert_echo(running.addr, &Dest::Ip(target), None);
+    let line = running.wait_for_line("tunnel to");
+    assert!(line.starts_with("DEBUG"), "{line}");
+}
+
+/// With 20 dead and 4 live idle backends, the daemon's log stays within
+/// what a router's log ring affords: each dead backend's going down once,
+/// no outage, no line per failed recovery probe. Intervals are a
+/// fiftieth of the defaults, so 3 s here stand for 150 s.
+#[cfg(unix)]
+#[test]
+fn an_idle_daemon_with_dead_backends_logs_a_few_lines_not_one_per_probe() {
+    use crate::support::*;
+    use std::time::Duration;
+    let mut listeners = consecutive_listeners(24);
+    let first = listeners[0].local_addr().unwrap().port();
+    let live: Vec<Backend> = [20usize, 13, 7, 0]
+        .into_iter()
+        .map(|at| Backend::serve(listeners.remove(at), Behaviour::Proxy, None))
+        .collect();
+    drop(listeners);
+    let config = format!(
+        "listen: 127.0.0.1:0\nmode: transparent\nbackends:\n  - address: \"127.0.0.1:{first}-{}\"\n    name: Tor\n\
+         health:\n  check_interval: 200ms\n  connect_timeout: 100ms\n  recovery_interval: 200ms\n  \
+         max_recovery_interval: 1200ms\n",
+        first + 23
+    );
+    let running = Running::start("log-budget", &config, &[]);
+    let started = std::time::Instant::now();
+    // Probes happen meanwhile: the live backends are probed every interval.
+    wait_for("3 s of idling", Duration::from_secs(10), || started.elapsed() >= Duration::from_secs(3));
+    let probed: usize = live.iter().map(Backend::accepted).sum();
+    assert!(probed >= 4 * 10, "the idle live backends were probed only {probed} times");
+    let (_, mut lines) = running.stop_all("-TERM");
+    // Not the two shutdown lines.
+    lines.retain(|l| !l.contains("shutting down") && !l.contains("stopped"));
+    let total = lines.len();
+    assert!(total <= 60, "{total} lines:\n{}", lines.join("\n"));
+    let downs = lines.iter().filter(|l| l.contains(": down (connection refused)")).count();
+    assert_eq!(downs, 20, "each dead backend's fall, once:\n{}", lines.join("\n"));
+    assert!(!lines.iter().any(|l| l.contains("outage")), "{}", lines.join("\n"));
+}
+
+#[cfg(unix)]
+#[test]
+fn printing_commands_end_quietly_when_the_reader_goes_away() {
+    use std::io::Read;
+    // A config whose summary is far larger than a pipe holds.
+    let dir = std::env::temp_dir().join(format!("socksbalance-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.yaml");
+    std::fs::write(&big, "backends:\n  - address: \"127.0.0.1:20000-23999\"\n    name: Many\n").unwrap();
+    for args in [vec!["check", "-c"], vec!["--help"]] {
+        let mut cmd = bin();
+        cmd.args(&args);
+        if args.len() == 2 {
+            cmd.arg(&big);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        // Read the first line, as `| head -1` does, then close the pipe.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        let _ = stdout.read(&mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

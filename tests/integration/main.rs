@@ -5,6 +5,7 @@
 mod support;
 
 mod balancing;
+mod boot;
 mod browser;
 mod cli;
 mod curl;

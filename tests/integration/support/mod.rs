@@ -29,6 +29,21 @@ pub fn daemon(yaml: &str) -> Daemon {
 /// The YAML `listen:` line every test daemon uses.
 pub const LISTEN: &str = "listen: 127.0.0.1:0\n";
 
+/// Binds `n` consecutive ports below the ephemeral range, retrying on
+/// collisions, so that one `host:first-last` entry covers them.
+pub fn consecutive_listeners(n: u16) -> Vec<TcpListener> {
+    let seed = std::process::id() as u16;
+    for attempt in 0..200u16 {
+        let first = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(97)) % 12_000);
+        let bound: Vec<TcpListener> =
+            (first..first + n).map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok()).collect();
+        if bound.len() == n as usize {
+            return bound;
+        }
+    }
+    panic!("no {n} consecutive free ports found");
+}
+
 /// What a test backend does with a connection.
 #[derive(Clone, Debug)]
 pub enum Behaviour {
@@ -422,6 +437,8 @@ pub struct Running {
     /// The address it listens on, from its log.
     pub addr: SocketAddr,
     dir: std::path::PathBuf,
+    /// Every line read so far (by `wait_for_line`), in order.
+    read: Vec<String>,
 }
 
 #[cfg(unix)]
@@ -450,7 +467,7 @@ impl Running {
                 }
             }
         });
-        let mut running = Running { child, lines, addr: "0.0.0.0:0".parse().unwrap(), dir };
+        let mut running = Running { child, lines, addr: "0.0.0.0:0".parse().unwrap(), dir, read: Vec::new() };
         // Readiness is the log line that names the bound address.
         let line = running.wait_for_line("listening on ");
         let rest = line.split("listening on ").nth(1).unwrap();
@@ -478,11 +495,22 @@ impl Running {
     pub fn wait_for_line(&mut self, needle: &str) -> String {
         loop {
             match self.lines.recv_timeout(IO_TIMEOUT) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) if line.contains(needle) => {
+                    self.read.push(line.clone());
+                    return line;
+                }
+                Ok(line) => self.read.push(line),
                 Err(_) => panic!("no log line with {needle:?} within {IO_TIMEOUT:?}"),
             }
         }
+    }
+
+    /// Like [`Running::stop`], but returns every line it ever logged.
+    pub fn stop_all(mut self, signal: &str) -> (Option<i32>, Vec<String>) {
+        let mut all = std::mem::take(&mut self.read);
+        let (code, rest) = self.stop(signal);
+        all.extend(rest);
+        (code, all)
     }
 
     /// Sends `signal`, waits for exit, returns the exit code and the rest of stderr.
