@@ -120,7 +120,9 @@ pub struct Inner {
     /// outage detector and the log, `down_since` for the API.
     pub down_at: Option<Instant>,
     pub down_since: Option<SystemTime>,
-    /// Why the last failure failed; cleared by a success.
+    /// Why the last failure failed; cleared when the backend comes back
+    /// from down, kept through later successes while it stays up (what
+    /// went wrong last is worth showing).
     pub last_error: Option<String>,
     /// Taken down by an uplink outage: failed recovery probes keep the
     /// base interval instead of backing off (see `balancer::Pool::report`).
@@ -337,8 +339,8 @@ impl BackendHealth {
                     inner.held = false;
                     inner.failures_while_down = 0;
                     inner.last_summary = None;
+                    inner.last_error = None;
                 }
-                inner.last_error = None;
             }
             Verdict::Failed(failure) => {
                 inner.last_checked = Some(SystemTime::now());

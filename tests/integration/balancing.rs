@@ -57,3 +57,60 @@ fn port_range_expands_to_one_backend_per_port() {
     let counts: Vec<usize> = backends.iter().map(Backend::request_count).collect();
     assert_eq!(counts, [3, 3, 3]);
 }
+
+/// Issue 16, point 5: with one of four backends dead, every algorithm
+/// spreads its share evenly over the other three (weighted: by weight),
+/// within ±20 % over 600 connections, in both modes.
+fn fair_without_a_dead_one(algorithm: &str, weights: [u32; 4]) {
+    for mode in ["socks5", "transparent"] {
+        let live: Vec<Backend> = (0..3).map(|_| Backend::start(Behaviour::Proxy)).collect();
+        let dead = closed_port();
+        // The dead one sits second, so a scan from its place would hand
+        // its turns to the third.
+        let mut yaml = format!("{LISTEN}mode: {mode}\nbalancer:\n  algorithm: {algorithm}\nbackends:\n");
+        let addrs = [live[0].addr, dead, live[1].addr, live[2].addr];
+        for (addr, w) in addrs.iter().zip(weights) {
+            yaml.push_str(&format!("  - {{address: \"{addr}\", weight: {w}}}\n"));
+        }
+        let d = daemon(&yaml);
+        let target = echo_server("127.0.0.1:0");
+        for _ in 0..600 {
+            assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
+        }
+        let counts: Vec<usize> = live.iter().map(Backend::request_count).collect();
+        let live_weights = [weights[0], weights[2], weights[3]];
+        let total_weight: u32 = live_weights.iter().sum();
+        for (n, w) in counts.iter().zip(live_weights) {
+            let even = 600.0 * f64::from(w) / f64::from(total_weight);
+            assert!(
+                (*n as f64 - even).abs() <= even * 0.2,
+                "{algorithm}/{mode}: {counts:?}, expected about {even:.0} each (weights {live_weights:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn round_robin_is_fair_without_a_dead_one() {
+    fair_without_a_dead_one("roundrobin", [1; 4]);
+}
+
+#[test]
+fn random_is_fair_without_a_dead_one() {
+    fair_without_a_dead_one("random", [1; 4]);
+}
+
+#[test]
+fn least_connections_is_fair_without_a_dead_one() {
+    fair_without_a_dead_one("least_connections", [1; 4]);
+}
+
+#[test]
+fn weighted_is_fair_without_a_dead_one() {
+    fair_without_a_dead_one("weighted", [1, 2, 3, 2]);
+}
+
+#[test]
+fn lowest_latency_is_fair_within_its_band_without_a_dead_one() {
+    fair_without_a_dead_one("lowest_latency", [1; 4]);
+}

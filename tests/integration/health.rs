@@ -503,6 +503,9 @@ fn a_thousand_backends_start_and_serve() {
     let d = daemon(&yaml);
     assert_eq!(d.snapshot().pool.backends().len(), 1000);
     let target = echo_server("127.0.0.1:0");
+    // The start-up probe round, 16 probes at a time; clients are served
+    // meanwhile (boot.rs), but the exact spread is for a settled pool.
+    settled(&d);
     all_succeed(d.local_addrs()[0], target, 40);
     let per_backend: Vec<usize> = real.iter().map(Backend::request_count).collect();
     assert_eq!(per_backend, [10, 10, 10, 10], "round robin over 1000 entries");
@@ -559,4 +562,152 @@ fn http_status_server_with(status: std::sync::Arc<std::sync::atomic::AtomicU16>)
         }
     });
     addr
+}
+
+/// Issue 16: an idle backend that dies is reported down within
+/// check_interval + connect_timeout, with no client involved.
+#[test]
+fn an_idle_backend_that_dies_is_reported_down_within_an_interval() {
+    for how in ["closes at once", "goes silent"] {
+        let backend = Backend::start(Behaviour::Proxy);
+        let spare = Backend::start(Behaviour::Proxy);
+        let d = daemon(&format!(
+            "{LISTEN}mode: socks5\nhealth:\n  check_interval: 300ms\n  connect_timeout: 200ms\n  \
+             recovery_interval: 1h\n  max_recovery_interval: 1h\nbackends:\n{}{}",
+            backend.yaml("idle"),
+            spare.yaml("spare")
+        ));
+        settled(&d);
+        assert_eq!(state(&d, 0), State::Closed);
+        let died = Instant::now();
+        match how {
+            "closes at once" => backend.set_up(false),
+            _ => backend.set_silent(true),
+        }
+        wait_for("the idle backend to be reported down", WAIT, || state(&d, 0) == State::Open);
+        let took = died.elapsed();
+        // 500 ms, and some slack for a loaded machine.
+        assert!(
+            took < Duration::from_millis(900),
+            "{how}: down after {took:?}, check_interval + connect_timeout is 500 ms"
+        );
+        assert_eq!(d.snapshot().pool.backends()[0].stats.attempts.get(), 0, "{how}: no client was involved");
+    }
+}
+
+/// Issue 16: with 20 dead and 4 live idle backends, no uplink outage is
+/// ever declared, and the dead ones back off as usual.
+#[test]
+fn dead_backends_beside_live_idle_ones_are_no_outage_and_back_off() {
+    let mut listeners = consecutive_listeners(24);
+    let first = listeners[0].local_addr().unwrap().port();
+    let _live: Vec<Backend> = [20usize, 13, 7, 0]
+        .into_iter()
+        .map(|at| Backend::serve(listeners.remove(at), Behaviour::Proxy, None))
+        .collect();
+    drop(listeners);
+    let d = daemon(&format!(
+        "{LISTEN}mode: transparent\nhealth:\n  check_interval: 150ms\n  connect_timeout: 100ms\n  \
+         recovery_interval: 100ms\n  max_recovery_interval: 400ms\nbackends:\n  - address: \"127.0.0.1:{first}-{}\"\n",
+        first + 23
+    ));
+    let snapshot = d.snapshot();
+    let pool = &snapshot.pool;
+    let backed_off = || {
+        pool.backends()
+            .iter()
+            .filter(|b| b.health.lock().breaker.backoff() == Duration::from_millis(400))
+            .count()
+    };
+    wait_for("the dead backends to reach the longest backoff", WAIT, || {
+        assert!(!pool.outage(), "an outage was declared while four backends are up");
+        backed_off() == 20
+    });
+    assert_eq!(pool.backends().iter().filter(|b| b.health.state() == State::Closed).count(), 4);
+}
+
+/// Issue 16, point 7: in transparent mode a backend that picks a method
+/// the client did not offer is failed over and blamed, as in socks5 mode.
+#[test]
+fn transparent_mode_fails_over_from_a_backend_choosing_an_unoffered_method() {
+    let bad = Backend::start(Behaviour::ChoosesMethod(0x02));
+    let good = Backend::start(Behaviour::Proxy);
+    let d = daemon_with("transparent", &[&bad, &good], &health_no_recovery());
+    let target = echo_server("127.0.0.1:0");
+    all_succeed(d.local_addrs()[0], target, 30);
+    assert_eq!(good.request_count(), 30);
+    let stats = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].stats);
+    assert!(stats.failures.get() >= 1, "the bad backend took no blame");
+    wait_for("its circuit to open", WAIT, || state(&d, 0) == State::Open);
+    let error = d.snapshot().pool.backends()[0].health.lock().last_error.clone();
+    assert_eq!(error.as_deref(), Some("chose auth method 0x02, not offered"));
+}
+
+/// Issue 16, point 8: with every circuit open, a client hears its failure
+/// after one attempt at most, and service resumes within
+/// recovery_interval once the backends return.
+#[test]
+fn all_backends_blackholed_means_a_prompt_failure_and_a_prompt_recovery() {
+    let backends: Vec<Backend> = (0..3).map(|_| Backend::start(Behaviour::Proxy)).collect();
+    for b in &backends {
+        b.set_silent(true);
+    }
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let connect_timeout = Duration::from_millis(300);
+    let d = daemon_with(
+        "socks5",
+        &refs,
+        "health:\n  connect_timeout: 300ms\n  request_timeout: 1s\n  check_interval: 1h\n  \
+         recovery_interval: 400ms\n  max_recovery_interval: 10s\n",
+    );
+    wait_for("every circuit open", WAIT, || (0..3).all(|i| state(&d, i) == State::Open));
+    let target = echo_server("127.0.0.1:0");
+    for _ in 0..3 {
+        let start = Instant::now();
+        let (code, _) = socks_connect(d.local_addrs()[0], &Dest::Ip(target), None).unwrap();
+        let took = start.elapsed();
+        assert_eq!(code, 0x01);
+        assert!(took < connect_timeout + Duration::from_millis(200), "failure reply after {took:?}");
+    }
+    for b in &backends {
+        b.set_silent(false);
+    }
+    let back = Instant::now();
+    wait_for("a backend back in service", WAIT, || (0..3).any(|i| state(&d, i) == State::Closed));
+    // recovery_interval, its jitter (a tenth) and a probe.
+    assert!(back.elapsed() < Duration::from_millis(400 + 40 + 300 + 300), "back after {:?}", back.elapsed());
+    all_succeed(d.local_addrs()[0], target, 3);
+}
+
+/// Issue 16, point 9: a backend that answers CONNECT and then relays
+/// nothing is noticed (one stall, fed to its breaker); a silent client, and
+/// a plain-HTTP port where long polls live, are not judged.
+#[test]
+fn a_backend_that_accepts_and_then_stalls_is_counted_against() {
+    let staller = Backend::start(Behaviour::Stall);
+    let d = daemon_with(
+        "socks5",
+        &[&staller],
+        "health:\n  first_byte_timeout: 200ms\n  check_interval: 1h\n  recovery_interval: 1h\n  \
+         max_recovery_interval: 1h\n",
+    );
+    settled(&d);
+    let stats = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].stats);
+    use std::io::Write;
+    // TLS-like: the client speaks first and waits.
+    let (code, mut tls) = socks_connect(d.local_addrs()[0], &Dest::Name("example.test", 443), None).unwrap();
+    assert_eq!(code, 0);
+    tls.write_all(b"\x16\x03\x01 client hello").unwrap();
+    // A long poll on port 80, and a client that says nothing.
+    let (_, mut poll) = socks_connect(d.local_addrs()[0], &Dest::Name("example.test", 80), None).unwrap();
+    poll.write_all(b"GET /events HTTP/1.1\r\n\r\n").unwrap();
+    let (_, _quiet) = socks_connect(d.local_addrs()[0], &Dest::Name("example.test", 25), None).unwrap();
+    wait_for("the stall to be counted", WAIT, || stats.stalls.get() >= 1);
+    // Twice the timeout: the other two tunnels are past judging.
+    let judged = Instant::now();
+    wait_for("the check window to pass", WAIT, || judged.elapsed() >= Duration::from_millis(450));
+    assert_eq!(stats.stalls.get(), 1, "only the tunnel that spoke and got nothing back");
+    let inner = d.snapshot().pool.backends()[0].health.lock().last_error.clone();
+    assert_eq!(inner.as_deref(), Some("stalled: no reply within 200ms"));
+    assert_eq!(stats.timeouts.get(), 0, "the CONNECT itself succeeded");
 }

@@ -60,6 +60,10 @@ pub enum Behaviour {
     Blackhole,
     /// A working proxy that waits this long before answering CONNECT.
     Slow(Duration),
+    /// Chooses this auth method whatever the client offered.
+    ChoosesMethod(u8),
+    /// Answers CONNECT with success, then reads and never sends a byte.
+    Stall,
 }
 
 /// An in-process SOCKS5 proxy on 127.0.0.1:0.
@@ -77,6 +81,9 @@ pub struct Backend {
     /// Connections open right now, and the most ever open at once.
     pub open: Arc<AtomicUsize>,
     pub max_open: Arc<AtomicUsize>,
+    /// Set, the backend accepts and then says nothing (its host went
+    /// away behind a NAT that still answers SYNs, say).
+    pub silent: Arc<AtomicBool>,
 }
 
 impl Backend {
@@ -102,6 +109,8 @@ impl Backend {
         let (acc, times, reqs, is_up) =
             (Arc::clone(&accepted), Arc::clone(&accept_times), Arc::clone(&requests), Arc::clone(&up));
         let (open_now, most) = (Arc::clone(&open), Arc::clone(&max_open));
+        let silent = Arc::new(AtomicBool::new(false));
+        let is_silent = Arc::clone(&silent);
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
@@ -111,7 +120,9 @@ impl Backend {
                     drop(stream);
                     continue;
                 }
-                let (behaviour, login, reqs) = (behaviour.clone(), login.clone(), Arc::clone(&reqs));
+                let behaviour =
+                    if is_silent.load(Ordering::SeqCst) { Behaviour::Blackhole } else { behaviour.clone() };
+                let (login, reqs) = (login.clone(), Arc::clone(&reqs));
                 let now_open = open_now.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now_open, Ordering::SeqCst);
                 let open_now = Arc::clone(&open_now);
@@ -121,7 +132,12 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, accepted, accept_times, requests, up, open, max_open }
+        Backend { addr, accepted, accept_times, requests, up, open, max_open, silent }
+    }
+
+    /// Makes the backend accept and then say nothing, or work again.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::SeqCst);
     }
 
     /// Takes the backend down (every connection closed at once) or up.
@@ -169,6 +185,13 @@ fn proxy_one(
     if let Behaviour::CloseAfterGreeting = behaviour {
         return Ok(());
     }
+    if let Behaviour::ChoosesMethod(m) = behaviour {
+        client.write_all(&[5, *m])?;
+        // Whatever comes next is not what this method would need.
+        let mut sink = [0u8; 64];
+        while client.read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        return Ok(());
+    }
     let wanted = if login.is_some() { 2 } else { 0 };
     if !methods.contains(&wanted) {
         client.write_all(&[5, 0xFF])?;
@@ -212,6 +235,13 @@ fn proxy_one(
             return Ok(());
         }
         Behaviour::CloseAfterRequest => return Ok(()),
+        Behaviour::Stall => {
+            client.write_all(&[5, 0, 0, 1, 10, 9, 8, 7, 0x12, 0x34])?;
+            client.set_read_timeout(None)?;
+            let mut sink = [0u8; 1024];
+            while client.read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+            return Ok(());
+        }
         Behaviour::Slow(delay) => thread::sleep(*delay),
         _ => {}
     }
