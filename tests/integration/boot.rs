@@ -17,6 +17,8 @@ use crate::support::*;
 /// else the in-process proxy. Returns once it accepts connections.
 enum Live {
     Microsocks(Child),
+    /// Serves until dropped with the test.
+    #[allow(dead_code)]
     InProcess(Backend),
 }
 
