@@ -75,6 +75,10 @@ fn dashboard_renders_backend_rows_and_sparklines() {
     }
     let d = daemon(&yaml);
     let target = echo_server("127.0.0.1:0");
+    let web = d.web_addr().unwrap();
+    wait_for("every backend up", IO_TIMEOUT, || {
+        get(web, "/api/stats", "").2.contains("\"healthy_backends\":3")
+    });
     // Three samples per backend, so each sparkline has a line to draw.
     for _ in 0..9 {
         assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
@@ -98,9 +102,9 @@ fn dashboard_renders_backend_rows_and_sparklines() {
         .filter(|s| s.split("</svg>").next().unwrap().contains("<polyline"))
         .count();
     assert_eq!((sparklines, drawn), (3, 3), "every backend has a drawn sparkline");
-    assert_eq!(rows.matches("badge closed").count(), 3, "circuit badges");
+    assert_eq!(rows.matches("badge up").count(), 3, "state badges");
     assert!(dom.contains("3 / 3"), "healthy tile");
-    assert!(dom.contains("id=\"dot\" class=\"live\""), "connected indicator");
+    assert!(dom.contains("id=\"dot\" class=\"ok\""), "all up: a green indicator");
     assert!(!dom.contains("id=\"banner\" class=\"show\""), "no disconnected banner");
 }
 
@@ -185,8 +189,77 @@ fn dashboard_shows_uplinks_with_interface_address_and_link_state() {
             .unwrap_or_else(|| panic!("no row for {name}:\n{rows}"))
     };
     assert!(row("wan-up").contains(">lo 127.0.0.1<"), "{}", row("wan-up"));
-    assert!(row("wan-up").contains("badge closed"), "{}", row("wan-up"));
-    assert!(row("wan-gone").contains("badge down\">link down<"), "{}", row("wan-gone"));
+    assert!(row("wan-up").contains("badge up"), "{}", row("wan-up"));
+    assert!(
+        row("wan-gone").contains("badge down\"") && row("wan-gone").contains(">link down<"),
+        "{}",
+        row("wan-gone")
+    );
+    assert!(
+        row("wan-gone").contains("interface down") && !row("wan-gone").contains("100%"),
+        "{}",
+        row("wan-gone")
+    );
     assert!(row("wan-gone").contains(">sbnone0 no address<"), "{}", row("wan-gone"));
     assert!(row("pinned").contains(">127.0.0.1:9 via wan-gone<"), "{}", row("pinned"));
+}
+
+/// The rendered `<tbody>` of a dashboard DOM.
+fn rendered_rows(dom: &str) -> &str {
+    dom.split("<tbody id=\"rows\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tbody>").next())
+        .unwrap_or_else(|| panic!("no rendered table:\n{dom}"))
+}
+
+/// Issue 16: the indicator is red with no backend up and amber with some
+/// down; a down backend's row says why and since when, with no stale
+/// latency; rows stay in config order; no backends is said in words.
+#[test]
+fn dashboard_tells_down_backends_and_their_reasons_at_a_glance() {
+    let Some(browser) = chromium() else { return };
+    let (dead1, dead2) = (closed_port(), closed_port());
+    let health = "health:\n  recovery_interval: 1h\n  max_recovery_interval: 1h\n";
+    let web_yaml = "web:\n  enabled: true\n  listen: 127.0.0.1:0\n";
+    let d = daemon(&format!(
+        "{LISTEN}mode: socks5\n{web_yaml}{health}backends:\n  - {{address: \"{dead1}\", name: Dead#10}}\n  \
+         - {{address: \"{dead2}\", name: Dead#2}}\n"
+    ));
+    let web = d.web_addr().unwrap();
+    wait_for("both down", IO_TIMEOUT, || {
+        get(web, "/api/stats", "").2.matches("\"state\":\"down\"").count() == 2
+    });
+    let dom = dump_dom(browser, &format!("http://{web}/"), 3000);
+    assert!(dom.contains("id=\"dot\" class=\"bad\""), "red at 0 up:\n{dom}");
+    let rows = rendered_rows(&dom);
+    assert!(rows.contains("badge down"), "{rows}");
+    assert!(rows.contains("<b>connection refused</b>") && rows.contains("down since"), "the reason:\n{rows}");
+    assert!(rows.contains("next probe in"), "{rows}");
+    // Config order, not text order (Dead#10 before Dead#2 in the config).
+    assert!(rows.find("Dead#10").unwrap() < rows.find("Dead#2").unwrap(), "{rows}");
+
+    let good = Backend::start(Behaviour::Proxy);
+    let d = daemon(&format!(
+        "{LISTEN}mode: socks5\n{web_yaml}{health}backends:\n{}  - {{address: \"{dead1}\", name: gone}}\n",
+        good.yaml("good")
+    ));
+    let web = d.web_addr().unwrap();
+    wait_for("one up, one down", IO_TIMEOUT, || {
+        get(web, "/api/stats", "").2.contains("\"healthy_backends\":1")
+    });
+    wait_for("one down", IO_TIMEOUT, || get(web, "/api/stats", "").2.contains("\"state\":\"down\""));
+    let dom = dump_dom(browser, &format!("http://{web}/"), 3000);
+    assert!(dom.contains("id=\"dot\" class=\"warn\""), "amber with some down:\n{dom}");
+
+    // No backends at all (`interfaces: auto` on a host with no usable
+    // interface): the stats document with its list emptied.
+    let (_, _, stats) = get(web, "/api/stats", "");
+    let cut = stats.find("\"backends\":[").unwrap();
+    let empty = format!("{}\"backends\":[]}}", &stats[..cut])
+        .replace("\"total_backends\":2", "\"total_backends\":0")
+        .replace("\"healthy_backends\":1", "\"healthy_backends\":0");
+    let (canned, _) = flaky_stats_server(empty, 0);
+    let dom = dump_dom(browser, &format!("http://{canned}/"), 3000);
+    assert!(rendered_rows(&dom).contains("No backends configured"), "{dom}");
+    assert!(dom.contains("id=\"dot\" class=\"bad\""), "{dom}");
 }
