@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Takes the dashboard screenshot in docs/ (light and dark): runs
+# Takes the dashboard screenshots in docs/ (light, dark and phone): runs
 # examples/demo.rs for a while so there is history to draw, then points
 # headless Chromium at it. Needs Debian's chromium.
 #
@@ -27,4 +27,5 @@ shoot() {
 }
 shoot docs/dashboard.png
 shoot docs/dashboard-dark.png --force-dark-mode --blink-settings=preferredColorScheme=0
+shoot docs/dashboard-phone.png --window-size=390,844
 ls -l docs/dashboard*.png

@@ -560,7 +560,9 @@ pub struct Pick {
 /// Tells an uplink outage from sick backends. An outage begins when a
 /// backend goes down and leaves no closed circuit at all, and at least
 /// three backends (all of them, if fewer; never with one alone) went down
-/// within the window: the problem is upstream of all of them.
+/// within the window: the problem is upstream of all of them. A backend
+/// that went down on a refusal does not count: its host answered, so the
+/// way to it works.
 ///
 /// While it lasts, the backends it took down keep probing at the base
 /// recovery interval, so that service resumes within one
@@ -591,11 +593,9 @@ impl OutageDetector {
         let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
         let recent: Vec<usize> = (0..backends.len())
             .filter(|&i| {
-                backends[i]
-                    .health
-                    .lock()
-                    .down_at
-                    .is_some_and(|at| now.saturating_duration_since(at) <= self.window)
+                let inner = backends[i].health.lock();
+                !inner.down_refused
+                    && inner.down_at.is_some_and(|at| now.saturating_duration_since(at) <= self.window)
             })
             .collect();
         if recent.len() < backends.len().min(3) || self.active.swap(true, Ordering::Relaxed) {
@@ -1041,6 +1041,17 @@ mod tests {
         p.report(2, Source::Traffic, &Verdict::Success(Some(Duration::from_millis(5))));
         assert!(!p.outage(), "one answered");
         assert!(p.backends().iter().all(|b| !b.health.lock().held));
+    }
+
+    #[test]
+    fn refusals_are_no_outage() {
+        let p = pool(&[1, 1, 1], Algorithm::Roundrobin);
+        let refused = Verdict::Failed(Failure { conclusive: true, ..Failure::new("connection refused") });
+        for i in 0..3 {
+            p.report(i, Source::Traffic, &refused);
+        }
+        assert!(p.backends().iter().all(|b| b.health.state() == State::Open));
+        assert!(!p.outage(), "nobody listens, but the way to them works");
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub struct Inner {
     /// outage detector and the log, `down_since` for the API.
     pub down_at: Option<Instant>,
     pub down_since: Option<SystemTime>,
+    /// It went down on a refusal: its host answered, so the path to it
+    /// works, and its going down says nothing about an uplink outage.
+    pub down_refused: bool,
     /// Why the last failure failed; cleared when the backend comes back
     /// from down, kept through later successes while it stays up (what
     /// went wrong last is worth showing).
@@ -215,6 +218,7 @@ impl BackendHealth {
                 traffic_ok: false,
                 down_at: None,
                 down_since: None,
+                down_refused: false,
                 last_error: None,
                 held: false,
                 failures_while_down: 0,
@@ -352,6 +356,7 @@ impl BackendHealth {
                 recorded.transition = inner.breaker.on_failure(now, source, conclusive, held);
                 inner.last_error = Some(failure.reason.clone());
                 if was == State::Closed && inner.breaker.state() == State::Open {
+                    inner.down_refused = failure.conclusive;
                     inner.down_at = Some(now);
                     inner.down_since = Some(SystemTime::now());
                     inner.failures_while_down = 0;

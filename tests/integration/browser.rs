@@ -233,7 +233,9 @@ fn dashboard_tells_down_backends_and_their_reasons_at_a_glance() {
     assert!(dom.contains("id=\"dot\" class=\"bad\""), "red at 0 up:\n{dom}");
     let rows = rendered_rows(&dom);
     assert!(rows.contains("badge down"), "{rows}");
-    assert!(rows.contains("<b>connection refused</b>") && rows.contains("down since"), "the reason:\n{rows}");
+    assert!(rows.contains("<b>connection refused</b>"), "the reason:\n{rows}");
+    assert!(rows.contains("title=\"since ") && rows.contains(">down "), "since when:\n{rows}");
+    assert!(!rows.contains(" ms<"), "no latency for a down backend:\n{rows}");
     assert!(rows.contains("next probe in"), "{rows}");
     // Config order, not text order (Dead#10 before Dead#2 in the config).
     assert!(rows.find("Dead#10").unwrap() < rows.find("Dead#2").unwrap(), "{rows}");
