@@ -1025,15 +1025,22 @@ mod tests {
         assert_eq!(again.backends[0].health.state(), State::Closed);
     }
 
-    #[test]
-    fn an_outage_needs_every_circuit_open_and_three_fresh_downs() {
+    /// Four backends that have answered, of which the first three then
+    /// go down.
+    fn three_of_four_down() -> Pool {
         let p = pool(&[1, 1, 1, 1], Algorithm::Roundrobin);
         for i in 0..4 {
             ok(&p, i, Duration::from_millis(5));
         }
-        fail(&p, 0, 3);
-        fail(&p, 1, 3);
-        fail(&p, 2, 3);
+        for i in 0..3 {
+            fail(&p, i, 3);
+        }
+        p
+    }
+
+    #[test]
+    fn an_outage_needs_every_circuit_open_and_three_fresh_downs() {
+        let p = three_of_four_down();
         assert!(!p.outage(), "one backend is still up");
         fail(&p, 3, 3);
         assert!(p.outage(), "all four went down together");
@@ -1056,14 +1063,8 @@ mod tests {
 
     #[test]
     fn backends_long_down_are_not_an_outage_and_keep_their_backoff() {
-        let p = pool(&[1, 1, 1, 1], Algorithm::Roundrobin);
-        for i in 0..4 {
-            ok(&p, i, Duration::from_millis(5));
-        }
-        // Three went down long ago (outside the window).
-        fail(&p, 0, 3);
-        fail(&p, 1, 3);
-        fail(&p, 2, 3);
+        let p = three_of_four_down();
+        // Those three went down long ago (outside the window).
         for i in 0..3 {
             p.backends()[i].health.lock().down_at = Some(Instant::now() - Duration::from_secs(3600));
         }

@@ -75,14 +75,8 @@ fn failures_among(proxy: SocketAddr, target: SocketAddr, n: usize) -> Vec<String
 #[test]
 fn four_live_of_twenty_four_in_one_range_fail_no_client_from_the_first_connection() {
     for mode in ["socks5", "transparent"] {
-        let mut listeners = consecutive_listeners(24);
-        let first = listeners[0].local_addr().unwrap().port();
         // Live at 0, 7, 13 and 20; the other twenty ports refuse.
-        let mut backends = Vec::new();
-        for (k, at) in [0usize, 7, 13, 20].into_iter().enumerate() {
-            backends.push(live(listeners.remove(at - k)));
-        }
-        drop(listeners);
+        let (first, backends) = partly_live_range(24, &[0, 7, 13, 20], live);
         let target = echo_server("127.0.0.1:0");
         let start = Instant::now();
         let d = daemon(&format!(
@@ -138,10 +132,8 @@ fn the_example_config_without_tor_serves_every_connection_through_direct() {
 fn a_refused_backend_costs_a_client_under_five_milliseconds() {
     // Ten dead ports before one live backend, round robin: a client whose
     // picks hit dead ports first still connects at once.
-    let mut listeners = consecutive_listeners(11);
-    let first = listeners[0].local_addr().unwrap().port();
-    let live = Backend::serve(listeners.pop().unwrap(), Behaviour::Proxy, None);
-    drop(listeners);
+    let (first, mut live) = partly_live_range(11, &[10], |l| Backend::serve(l, Behaviour::Proxy, None));
+    let live = live.remove(0);
     let target = echo_server("127.0.0.1:0");
     let d = daemon(&format!(
         "{LISTEN}mode: socks5\nbackends:\n  - address: \"127.0.0.1:{first}-{}\"\n",

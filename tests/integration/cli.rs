@@ -307,13 +307,7 @@ fn sighup_can_raise_the_log_level() {
 fn an_idle_daemon_with_dead_backends_logs_a_few_lines_not_one_per_probe() {
     use crate::support::*;
     use std::time::Duration;
-    let mut listeners = consecutive_listeners(24);
-    let first = listeners[0].local_addr().unwrap().port();
-    let live: Vec<Backend> = [20usize, 13, 7, 0]
-        .into_iter()
-        .map(|at| Backend::serve(listeners.remove(at), Behaviour::Proxy, None))
-        .collect();
-    drop(listeners);
+    let (first, live) = partly_live_range(24, &[0, 7, 13, 20], |l| Backend::serve(l, Behaviour::Proxy, None));
     let config = format!(
         "listen: 127.0.0.1:0\nmode: transparent\nbackends:\n  - address: \"127.0.0.1:{first}-{}\"\n    name: Tor\n\
          health:\n  check_interval: 200ms\n  connect_timeout: 100ms\n  recovery_interval: 200ms\n  \

@@ -599,13 +599,8 @@ fn an_idle_backend_that_dies_is_reported_down_within_an_interval() {
 /// ever declared, and the dead ones back off as usual.
 #[test]
 fn dead_backends_beside_live_idle_ones_are_no_outage_and_back_off() {
-    let mut listeners = consecutive_listeners(24);
-    let first = listeners[0].local_addr().unwrap().port();
-    let _live: Vec<Backend> = [20usize, 13, 7, 0]
-        .into_iter()
-        .map(|at| Backend::serve(listeners.remove(at), Behaviour::Proxy, None))
-        .collect();
-    drop(listeners);
+    let (first, _live) =
+        partly_live_range(24, &[0, 7, 13, 20], |l| Backend::serve(l, Behaviour::Proxy, None));
     let d = daemon(&format!(
         "{LISTEN}mode: transparent\nhealth:\n  check_interval: 150ms\n  connect_timeout: 100ms\n  \
          recovery_interval: 100ms\n  max_recovery_interval: 400ms\nbackends:\n  - address: \"127.0.0.1:{first}-{}\"\n",

@@ -44,6 +44,23 @@ pub fn consecutive_listeners(n: u16) -> Vec<TcpListener> {
     panic!("no {n} consecutive free ports found");
 }
 
+/// A port range of `n` consecutive ports where only the positions in
+/// `live` serve (each started by `start` on its bound listener) and every
+/// other port refuses: a SocksBalance-style Tor range with some instances
+/// down. Returns the first port and the live servers.
+pub fn partly_live_range<T>(n: u16, live: &[usize], start: impl Fn(TcpListener) -> T) -> (u16, Vec<T>) {
+    let listeners = consecutive_listeners(n);
+    let first = listeners[0].local_addr().unwrap().port();
+    let mut servers = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        if live.contains(&i) {
+            servers.push(start(listener));
+        }
+        // The others drop here: their ports refuse.
+    }
+    (first, servers)
+}
+
 /// What a test backend does with a connection.
 #[derive(Clone, Debug)]
 pub enum Behaviour {
