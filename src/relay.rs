@@ -32,7 +32,7 @@
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smol::future::{self, FutureExt};
 use std::io::Read;
@@ -86,9 +86,8 @@ pub const DEFAULT_METHOD: Method = Method::Splice;
 #[cfg(not(target_os = "linux"))]
 pub const DEFAULT_METHOD: Method = Method::Copy;
 
-/// Chunks moved each way so far, for the idle watchdog and for whoever
-/// watches the tunnel from outside (the first-byte check of
-/// `session::tunnel`). The counts wrap; only "did it change" matters.
+/// Chunks moved each way so far. The counts wrap; only "did it change"
+/// matters, so 32 bits suffice on every target.
 #[derive(Debug, Default)]
 pub struct Flow {
     pub up: AtomicU32,
@@ -101,17 +100,80 @@ impl Flow {
     }
 }
 
+/// The first-byte check of a new tunnel (docs/health.md, "Stalled
+/// tunnels"): a backend that accepted CONNECT and then relays nothing.
+/// The relay's watchdog runs it, so it costs a tunnel no timer of its own.
+pub struct FirstByte<'a> {
+    pub timeout: Duration,
+    /// The client sent data before the relay started (read ahead with its
+    /// handshake).
+    pub client_spoke: bool,
+    /// Called once if the tunnel stalls.
+    pub on_stall: &'a (dyn Fn() + Sync),
+}
+
+/// Where the first-byte check stands: a pure state machine fed with what
+/// moved and the time, so its tests need no sockets or sleeps. Kept small
+/// (milliseconds in `u32`s): it lives in every new tunnel's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstByteWatch {
+    start: Instant,
+    timeout_ms: u32,
+    /// Milliseconds after `start` when the client first sent data;
+    /// `u32::MAX` until it has.
+    spoke_ms: u32,
+}
+
+impl FirstByteWatch {
+    pub fn new(timeout: Duration, client_spoke: bool, start: Instant) -> Self {
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX - 1).max(1);
+        FirstByteWatch { start, timeout_ms, spoke_ms: if client_spoke { 0 } else { u32::MAX } }
+    }
+
+    /// How often to look while the check runs.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(u64::from(self.timeout_ms / 10).max(10))
+    }
+
+    /// The verdict once there is one: `Some(true)` stalled, `Some(false)`
+    /// not judged or fine. A byte back means fine; a client that stays
+    /// silent for the timeout (a server-speaks-first protocol such as
+    /// SMTP, whose banner may be slow, or an idle keep-alive) is not
+    /// judged; a client that spoke and got nothing back for the timeout
+    /// has stalled. Either way the verdict comes within twice the timeout.
+    pub fn step(&mut self, up_moved: bool, down_moved: bool, now: Instant) -> Option<bool> {
+        if down_moved {
+            return Some(false);
+        }
+        let elapsed =
+            u32::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u32::MAX - 1);
+        if up_moved && self.spoke_ms == u32::MAX {
+            self.spoke_ms = elapsed;
+        }
+        if self.spoke_ms == u32::MAX {
+            (elapsed >= self.timeout_ms).then_some(false)
+        } else {
+            (elapsed.saturating_sub(self.spoke_ms) >= self.timeout_ms).then_some(true)
+        }
+    }
+}
+
 /// Moves both directions until both are closed, one fails, or the tunnel
 /// is idle for `idle`. Counts bytes into `stats` as they move, so the
-/// dashboard sees long transfers progress, and chunks into `flow`.
-pub async fn relay(
-    client: &Async<TcpStream>,
-    upstream: &Async<TcpStream>,
+/// dashboard sees long transfers progress. With `first_byte`, also runs
+/// the first-byte check.
+///
+/// A plain function returning [`relay_with`]'s future, not an `async fn`
+/// around it: an `async fn` keeps its own copy of every argument for the
+/// tunnel's whole life.
+pub fn relay<'a>(
+    client: &'a Async<TcpStream>,
+    upstream: &'a Async<TcpStream>,
     idle: Duration,
-    stats: &BackendStats,
-    flow: &Flow,
-) -> Totals {
-    relay_with(DEFAULT_METHOD, client, upstream, idle, stats, flow).await
+    stats: &'a BackendStats,
+    first_byte: Option<&'a FirstByte<'a>>,
+) -> impl std::future::Future<Output = Totals> + 'a {
+    relay_with(DEFAULT_METHOD, client, upstream, idle, stats, first_byte)
 }
 
 /// [`relay`] with the method chosen, for tests and measurements.
@@ -121,10 +183,9 @@ pub async fn relay_with(
     upstream: &Async<TcpStream>,
     idle: Duration,
     stats: &BackendStats,
-    flow: &Flow,
+    first_byte: Option<&FirstByte<'_>>,
 ) -> Totals {
-    // Bumped on every chunk moved; the watchdog only asks "did it change?",
-    // so wrapping is harmless and 32 bits suffice on every target.
+    let flow = Flow::default();
     let went_idle = AtomicBool::new(false);
 
     let pipes = future::zip(
@@ -134,11 +195,26 @@ pub async fn relay_with(
     // The watchdog never completes: when the tunnel goes idle it shuts both
     // sockets, which ends both pipes, which ends the `or`.
     let watchdog = async {
-        let tick = (idle / 4).max(Duration::from_millis(1));
+        let idle_tick = (idle / 4).max(Duration::from_millis(1));
+        let mut watch =
+            first_byte.map(|f| (FirstByteWatch::new(f.timeout, f.client_spoke, Instant::now()), f));
         let mut seen = flow.total();
         let mut quiet = Duration::ZERO;
         loop {
+            let tick = watch.as_ref().map_or(idle_tick, |(w, _)| w.tick().min(idle_tick));
             Timer::after(tick).await;
+            if let Some((w, f)) = &mut watch {
+                // The counts start at zero with the tunnel: any count is
+                // "something moved" (a wrap back to zero takes 4 billion
+                // chunks, long after the verdict).
+                let moved = |n: &AtomicU32| n.load(Ordering::Relaxed) != 0;
+                if let Some(stalled) = w.step(moved(&flow.up), moved(&flow.down), Instant::now()) {
+                    if stalled {
+                        (f.on_stall)();
+                    }
+                    watch = None;
+                }
+            }
             let now = flow.total();
             if now != seen {
                 seen = now;
@@ -429,6 +505,27 @@ mod splice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_byte_watch_judges_a_client_that_spoke_and_got_nothing() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let second = Duration::from_secs(1);
+        // Spoke at 300 ms, nothing back: stalled one timeout later.
+        let mut w = FirstByteWatch::new(second, false, t0);
+        assert_eq!(w.step(false, false, ms(200)), None);
+        assert_eq!(w.step(true, false, ms(300)), None);
+        assert_eq!(w.step(true, false, ms(1_299)), None);
+        assert_eq!(w.step(true, false, ms(1_300)), Some(true));
+        // Spoke with its handshake, and an answer came: fine.
+        let mut w = FirstByteWatch::new(second, true, t0);
+        assert_eq!(w.step(true, true, ms(900)), Some(false));
+        // Never spoke (SMTP waits for the banner): not judged.
+        let mut w = FirstByteWatch::new(second, false, t0);
+        assert_eq!(w.step(false, false, ms(999)), None);
+        assert_eq!(w.step(false, false, ms(1_000)), Some(false));
+        assert_eq!(w.tick(), Duration::from_millis(100));
+    }
     use std::io::Write;
     use std::net::TcpListener;
     use std::thread;
@@ -475,8 +572,7 @@ mod tests {
             let _ = splices;
             let stats = BackendStats::default();
             let (c, u) = (Async::new(client_side).unwrap(), Async::new(upstream_side).unwrap());
-            let totals =
-                smol::block_on(relay_with(method, &c, &u, Duration::from_secs(60), &stats, &Flow::default()));
+            let totals = smol::block_on(relay_with(method, &c, &u, Duration::from_secs(60), &stats, None));
             (totals, stats.bytes_up.get(), stats.bytes_down.get())
         });
         (client, destination, relay)

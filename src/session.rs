@@ -28,11 +28,10 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
-use smol::{Async, Timer};
+use smol::Async;
 
 use crate::balancer::{Client, Via};
 use crate::config::{constant_time_eq, Mode, Target};
@@ -95,7 +94,7 @@ struct Ready {
     early_up: Vec<u8>,
     early_down: Vec<u8>,
     /// Whether the first-byte check judges this tunnel (see
-    /// [`first_byte_check`]).
+    /// `relay::FirstByte`).
     judge_first_byte: bool,
 }
 
@@ -488,26 +487,23 @@ async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, ready: &mut Ready) {
     let answered = !ready.early_down.is_empty();
     // Freed now, not when the tunnel ends.
     (ready.early_up, ready.early_down) = (Vec::new(), Vec::new());
-    let flow = relay::Flow::default();
-    let relay = relay::relay(client, &ready.upstream, snap.config.limits.idle_timeout, &backend.stats, &flow);
-    let totals = if ready.judge_first_byte && !answered {
+    // Small on purpose: this lives as long as the tunnel (two references).
+    let on_stall = || {
         let timeout = snap.config.health.first_byte_timeout;
-        let check = async {
-            if first_byte_check(&flow, client_spoke, timeout).await {
-                log::debug!(
-                    "backend {}: a tunnel stalled (no byte back within {})",
-                    backend.config.name,
-                    crate::config::human(timeout)
-                );
-                snap.pool.report_stall(ready.backend, timeout);
-            }
-            // The verdict is in; the relay goes on.
-            std::future::pending().await
-        };
-        relay.or(check).await
-    } else {
-        relay.await
+        let name = &snap.pool.backends()[ready.backend].config.name;
+        log::debug!(
+            "backend {name}: a tunnel stalled (no byte back within {})",
+            crate::config::human(timeout)
+        );
+        snap.pool.report_stall(ready.backend, timeout);
     };
+    let first_byte = (ready.judge_first_byte && !answered).then_some(relay::FirstByte {
+        timeout: snap.config.health.first_byte_timeout,
+        client_spoke,
+        on_stall: &on_stall,
+    });
+    let idle = snap.config.limits.idle_timeout;
+    let totals = relay::relay(client, &ready.upstream, idle, &backend.stats, first_byte.as_ref()).await;
     // No destination if debug logging came on (a reload) after the handshake.
     let to = ready.dest.as_ref().map(|dest| format!(" to {dest}")).unwrap_or_default();
     log::debug!(
@@ -530,34 +526,6 @@ fn judges_first_byte(snap: &Snapshot, i: usize, dest: &Address) -> bool {
     !snap.config.health.first_byte_timeout.is_zero()
         && matches!(snap.pool.backends()[i].config.target, Target::Proxy { .. })
         && !LONG_POLL_PORTS.contains(&dest.port())
-}
-
-/// Watches a new tunnel for a backend that accepted CONNECT and then
-/// relays nothing: true when the client sent data (within `timeout` of the
-/// start) and no byte came back within `timeout` of that. A client that
-/// stays silent (a server-speaks-first protocol such as SMTP, whose banner
-/// may be slow, or an idle keep-alive) is not judged; nor is a tunnel that
-/// gets any byte back. Either way the check ends within twice `timeout`,
-/// so a long-lived tunnel carries no timer for it.
-async fn first_byte_check(flow: &relay::Flow, client_spoke: bool, timeout: Duration) -> bool {
-    use std::sync::atomic::Ordering;
-    let tick = (timeout / 10).max(Duration::from_millis(10));
-    let start = Instant::now();
-    let mut spoke_at = client_spoke.then_some(start);
-    loop {
-        if flow.down.load(Ordering::Relaxed) != 0 {
-            return false;
-        }
-        if spoke_at.is_none() && flow.up.load(Ordering::Relaxed) != 0 {
-            spoke_at = Some(Instant::now());
-        }
-        match spoke_at {
-            None if start.elapsed() >= timeout => return false,
-            Some(at) if at.elapsed() >= timeout => return true,
-            _ => {}
-        }
-        Timer::after(tick).await;
-    }
 }
 
 /// Transparent mode: what the client has sent (recorded) and what it has
@@ -853,5 +821,22 @@ mod tests {
             "one more after a destination failure"
         );
         assert!(!attempts(2).worth_retrying(&UpstreamError::BackendReply(0x05)), "but not two");
+    }
+}
+/// The task of a tunnel lives as long as the tunnel: its size is most of
+/// what an idle tunnel costs beyond its sockets (docs/performance.md,
+/// "Memory per idle tunnel"). 1,160 bytes before the first-byte check,
+/// 1,256 with it.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod task_size {
+    #[test]
+    fn a_tunnels_task_stays_small() {
+        let c = crate::Config::from_yaml("backends:\n  - direct: true\n").unwrap();
+        let snap = std::sync::Arc::new(crate::server::Snapshot::new(c).unwrap());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let task = super::serve(snap, smol::Async::new(s).unwrap(), "127.0.0.1:1".parse().unwrap());
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1_280, "the session task is {size} bytes");
     }
 }

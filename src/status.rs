@@ -91,9 +91,13 @@ fn plainly(e: &std::io::Error) -> String {
 
 /// Fetches `/api/stats` from the daemon at `base` and renders the table.
 pub fn run(base: &str, token: Option<&str>, login: Option<&str>) -> Result<String, String> {
-    let body = fetch(base, token, login)?;
+    table_of(base, &fetch(base, token, login)?)
+}
+
+/// The table for a stats document, or why it is not one.
+pub fn table_of(base: &str, body: &str) -> Result<String, String> {
     let stats: Stats =
-        serde_yaml::from_str(&body).map_err(|e| format!("{base}: not a socksbalance stats document: {e}"))?;
+        serde_yaml::from_str(body).map_err(|e| format!("{base}: not a socksbalance stats document: {e}"))?;
     Ok(render(&stats))
 }
 
@@ -138,6 +142,12 @@ fn fetch(base: &str, token: Option<&str>, login: Option<&str>) -> Result<String,
     stream.write_all(request.as_bytes()).map_err(|e| format!("{base}: {}", plainly(&e)))?;
     let mut response = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut response).map_err(|e| format!("{base}: {}", plainly(&e)))?;
+    body_of(base, &response)
+}
+
+/// The body of the dashboard's HTTP response, or why there is none.
+/// Public for the fuzz target: it reads bytes from the network.
+pub fn body_of(base: &str, response: &[u8]) -> Result<String, String> {
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -74,6 +74,15 @@ fn fair_without_a_dead_one(algorithm: &str, weights: [u32; 4]) {
         }
         let d = daemon(&yaml);
         let target = echo_server("127.0.0.1:0");
+        // Until its start-up probe answers, a backend waits behind those
+        // that have (boot.rs covers that phase); fairness is about after.
+        let snapshot = d.snapshot();
+        wait_for("the start-up probes", IO_TIMEOUT, || {
+            let backends = snapshot.pool.backends();
+            backends
+                .iter()
+                .all(|b| b.health.answered() || b.health.state() != socksbalance::health::State::Closed)
+        });
         for _ in 0..600 {
             assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
         }
