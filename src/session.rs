@@ -116,7 +116,7 @@ fn client_error(stage: &str, e: socks5::Error) -> Failure {
 /// full of dead ports never uses up a client's budget. Panic mode (every
 /// circuit open) gets one attempt, so that the client hears at once.
 struct Attempts {
-    tried: heapless::Vec<u16, MAX_TRIED>,
+    tried: heapless::Vec<u32, MAX_TRIED>,
     /// Failed attempts that count against `max`.
     counted: usize,
     max: usize,
@@ -154,14 +154,14 @@ impl Attempts {
         {
             return None;
         }
-        let pick = snap.pool.select(client, &|i| self.tried.contains(&(i as u16)) || also_skip(i))?;
+        let pick = snap.pool.select(client, &|i| self.tried.contains(&(i as u32)) || also_skip(i))?;
         if pick.panic {
             if self.panicked {
                 return None;
             }
             self.panicked = true;
         }
-        let _ = self.tried.push(pick.index as u16);
+        let _ = self.tried.push(pick.index as u32);
         Some(pick.index)
     }
 

@@ -146,7 +146,7 @@ impl UpstreamError {
             io::ErrorKind::ConnectionReset => "connection reset".into(),
             io::ErrorKind::UnexpectedEof => "closed the connection".into(),
             _ => match e.raw_os_error() {
-                Some(_) => e.to_string().split(" (os error").next().unwrap_or_default().to_lowercase(),
+                Some(_) => e.to_string().split(" (os error").next().unwrap_or_default().to_ascii_lowercase(),
                 None => e.to_string(),
             },
         };
