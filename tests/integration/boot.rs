@@ -145,9 +145,10 @@ fn a_refused_backend_costs_a_client_under_five_milliseconds() {
     assert!(failed.is_empty(), "{failed:?}");
     let tried = (0..10).map(|i| d.snapshot().pool.backends()[i].stats.attempts.get()).sum::<u64>();
     // Each refused attempt is a loopback SYN answered by RST; the budget
-    // is 5 ms each, plus the one that works.
+    // is 5 ms each, plus the one that works and slack for a loaded CI
+    // machine (a connect timeout per dead port would be seconds).
     assert!(
-        took < Duration::from_millis(5) * (tried as u32 + 1) + Duration::from_millis(50),
+        took < Duration::from_millis(5) * (tried as u32 + 1) + Duration::from_millis(200),
         "{tried} refused attempts took {took:?}"
     );
     assert!(live.request_count() >= 1);

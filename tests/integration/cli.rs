@@ -319,7 +319,8 @@ fn an_idle_daemon_with_dead_backends_logs_a_few_lines_not_one_per_probe() {
     // Probes happen meanwhile: the live backends are probed every interval.
     wait_for("3 s of idling", Duration::from_secs(10), || started.elapsed() >= Duration::from_secs(3));
     let probed: usize = live.iter().map(Backend::accepted).sum();
-    assert!(probed >= 4 * 10, "the idle live backends were probed only {probed} times");
+    // Fifteen intervals; a loaded machine may manage fewer rounds.
+    assert!(probed >= 4 * 6, "the idle live backends were probed only {probed} times");
     let (_, mut lines) = running.stop_all("-TERM");
     // Not the two shutdown lines.
     lines.retain(|l| !l.contains("shutting down") && !l.contains("stopped"));

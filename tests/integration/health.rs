@@ -588,7 +588,7 @@ fn an_idle_backend_that_dies_is_reported_down_within_an_interval() {
         let took = died.elapsed();
         // 500 ms, and some slack for a loaded machine.
         assert!(
-            took < Duration::from_millis(900),
+            took < Duration::from_millis(1_200),
             "{how}: down after {took:?}, check_interval + connect_timeout is 500 ms"
         );
         assert_eq!(d.snapshot().pool.backends()[0].stats.attempts.get(), 0, "{how}: no client was involved");
@@ -662,7 +662,8 @@ fn all_backends_blackholed_means_a_prompt_failure_and_a_prompt_recovery() {
         let (code, _) = socks_connect(d.local_addrs()[0], &Dest::Ip(target), None).unwrap();
         let took = start.elapsed();
         assert_eq!(code, 0x01);
-        assert!(took < connect_timeout + Duration::from_millis(200), "failure reply after {took:?}");
+        // One attempt (three would be 900 ms), and slack for a loaded machine.
+        assert!(took < connect_timeout + Duration::from_millis(400), "failure reply after {took:?}");
     }
     for b in &backends {
         b.set_silent(false);
@@ -670,7 +671,8 @@ fn all_backends_blackholed_means_a_prompt_failure_and_a_prompt_recovery() {
     let back = Instant::now();
     wait_for("a backend back in service", WAIT, || (0..3).any(|i| state(&d, i) == State::Closed));
     // recovery_interval, its jitter (a tenth) and a probe.
-    assert!(back.elapsed() < Duration::from_millis(400 + 40 + 300 + 300), "back after {:?}", back.elapsed());
+    // (The doubled backoff would be 800 ms and more.)
+    assert!(back.elapsed() < Duration::from_millis(400 + 40 + 300 + 500), "back after {:?}", back.elapsed());
     all_succeed(d.local_addrs()[0], target, 3);
 }
 
