@@ -10,16 +10,20 @@
 //! 1. Sticky: a client (or destination) seen within `sticky_session_ttl`
 //!    goes back to its backend while that backend is usable.
 //! 2. Usable: circuit CLOSED and in the active set (`max_active_backends`),
-//!    and not already tried for this connection. When no backend is usable,
-//!    every untried backend is (panic mode): refusing everyone would make an
-//!    uplink outage last until the next probe instead of the next attempt.
+//!    and not already tried for this connection; those that have answered
+//!    before those never heard from (the start-up probes are on their way).
+//!    When no backend is usable, every untried one is, for one last try
+//!    ([`Pick::panic`]): refusing everyone would make an uplink outage last
+//!    until the next probe instead of the next attempt.
 //! 3. `max_latency`: skip backends whose latency EMA is higher; if that
 //!    leaves none, take the fastest.
-//! 4. The algorithm.
+//! 4. The algorithm, which spreads an ineligible backend's share evenly
+//!    over the others (see [`Pool::pick`]).
 //!
 //! Results come back through [`Pool::report`], which feeds the backend's
-//! health, detects uplink outages, recomputes the active set on a circuit
-//! change, and asks the health checker for an early probe after a failure.
+//! health, logs state changes, detects uplink outages, recomputes the
+//! active set on a circuit change, and asks the health checker for an
+//! early probe after a failure.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

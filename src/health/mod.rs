@@ -1,8 +1,12 @@
 //! Adaptive health: what is known about each backend, and how it changes.
 //!
 //! Every result, from a client's connection ([`Source::Traffic`]) or from
-//! a probe ([`Source::Probe`]), goes through [`BackendHealth::record`]:
-//! into the outcome and latency windows and into the circuit breaker.
+//! a probe ([`Source::Probe`]), is a [`Verdict`] and goes through
+//! [`BackendHealth::record`]: into the outcome and latency windows and into
+//! the circuit breaker. What the API and the dashboard call a backend's
+//! state ([`Status`]: up, down, testing, unknown) follows from the breaker
+//! and from whether the backend has ever answered: one that has not is
+//! not presumed healthy (docs/health.md).
 //! The breaker's state and the latency EMA are mirrored into atomics, so
 //! that picking a backend reads them without a lock; the per-backend mutex
 //! is taken only to record a result (never across an `.await`).

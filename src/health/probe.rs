@@ -10,7 +10,9 @@
 //!   SocksBalance's example `https://www.google.com` therefore works as
 //!   "can this backend reach www.google.com:443".
 //! - Without a URL: TCP connect plus a SOCKS5 greeting (and our login, when
-//!   the backend has credentials); any valid method choice is success.
+//!   the backend has credentials); any valid method choice is success. It
+//!   gives no latency sample: a greeting is not what a real connection's
+//!   latency measures.
 //! - A `direct` backend is probed with the URL from this host; without a
 //!   URL there is nothing to check and it always passes.
 //!
