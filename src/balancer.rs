@@ -98,6 +98,11 @@ pub struct Pool {
     kick_rx: Receiver<()>,
     /// Health probes in flight (the checker bounds them).
     probes: ProbeGauge,
+    /// Every backend has been heard from once (or cannot be judged yet):
+    /// until then a never-answered backend's going down is told in the
+    /// round's one summary line, not a line of its own each (a range of
+    /// a thousand dead ports would fill a router's log ring at every boot).
+    first_round_done: AtomicBool,
 }
 
 /// Counts the health probes in flight, and the most there ever were at
@@ -223,6 +228,7 @@ impl Pool {
             kick_tx,
             kick_rx,
             probes: ProbeGauge::default(),
+            first_round_done: AtomicBool::new(false),
         };
         if previous.is_some() {
             pool.recompute_active_set();
@@ -459,11 +465,14 @@ impl Pool {
         if let Some(t) = recorded.transition {
             match t.to {
                 State::Open if t.from == State::Closed => {
-                    let next = backend.health.lock().breaker.backoff();
-                    log::warn!(
-                        "backend {name}: down ({reason}); next probe in {}",
-                        crate::config::human(next)
-                    );
+                    let next = crate::config::human(backend.health.lock().breaker.backoff());
+                    if backend.health.answered() || self.first_round_done.load(Ordering::Relaxed) {
+                        log::warn!("backend {name}: down ({reason}); next probe in {next}");
+                    } else {
+                        log::debug!(
+                            "backend {name}: down at its first check ({reason}); next probe in {next}"
+                        );
+                    }
                     self.outage.on_down(&self.backends, now);
                 }
                 State::Open => log::debug!("backend {name}: recovery probe failed ({reason})"),
@@ -497,6 +506,51 @@ impl Pool {
             self.kick();
         }
         recorded
+    }
+
+    /// Once every backend that can be judged has been heard from, logs the
+    /// first round in one line: how many are up, and the others by reason
+    /// (a few names each). Does nothing before that, or after it once.
+    pub(crate) fn finish_first_round(&self) {
+        if self.first_round_done.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut up = 0;
+        // (reason, names shown, how many)
+        let mut down: Vec<(String, Vec<&str>, usize)> = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.health.answered() {
+                up += 1;
+                continue;
+            }
+            if b.health.state() == State::Closed && !self.cut_off(i) {
+                return; // still waiting for this one
+            }
+            let reason = b.health.lock().last_error.clone().unwrap_or_else(|| "not reachable yet".into());
+            match down.iter_mut().find(|(r, _, _)| *r == reason) {
+                Some((_, names, n)) => {
+                    *n += 1;
+                    if names.len() < FIRST_ROUND_NAMES {
+                        names.push(&b.config.name);
+                    }
+                }
+                None => down.push((reason, vec![&b.config.name], 1)),
+            }
+        }
+        if self.first_round_done.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut line = format!("first probes done: {up} of {} backend(s) up", self.backends.len());
+        for (reason, names, n) in &down {
+            let more =
+                if *n > names.len() { format!(" and {} more", n - names.len()) } else { String::new() };
+            line.push_str(&format!("; {n} down ({reason}): {}{more}", names.join(", ")));
+        }
+        if down.is_empty() {
+            log::info!("{line}");
+        } else {
+            log::warn!("{line}");
+        }
     }
 
     /// With `max_active_backends`: keep the members whose circuit is still
@@ -540,6 +594,9 @@ impl Pool {
         }
     }
 }
+
+/// Names listed per reason in the first round's summary line.
+const FIRST_ROUND_NAMES: usize = 6;
 
 /// The span within which backends must all go down to make an outage:
 /// twice the connect timeout (10 s by default), and at least 1 s.

@@ -45,9 +45,6 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
     let jitter = Arc::new(Rng::new());
     let batch = BATCH.min(config.check_interval / 50);
-    // The start-up round is summed up in one line once every backend has
-    // been heard from (each one's going down is logged on its own).
-    let mut round_reported = false;
     loop {
         let now = Instant::now();
         let mut wake = now + config.check_interval;
@@ -110,9 +107,7 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
         if changed {
             pool.recompute_active_set();
         }
-        if !round_reported {
-            round_reported = report_first_round(snapshot.pool.backends(), |i| pool.cut_off(i));
-        }
+        pool.finish_first_round();
         let kicked = async {
             let _ = pool.kicks().recv().await;
         };
@@ -121,21 +116,6 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
         };
         kicked.or(timer).await;
     }
-}
-
-/// Logs how the first probe round came out, once every backend that can
-/// be judged has a verdict; true once it has.
-fn report_first_round(backends: &[crate::balancer::Backend], cut_off: impl Fn(usize) -> bool) -> bool {
-    let mut up = 0;
-    for (i, b) in backends.iter().enumerate() {
-        if b.health.answered() {
-            up += 1;
-        } else if b.health.state() == State::Closed && !cut_off(i) {
-            return false;
-        }
-    }
-    log::info!("first probes done: {up} of {} backend(s) up", backends.len());
-    true
 }
 
 async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Rng) {

@@ -10,6 +10,7 @@ fn spread(algorithm: &str, weights: &[u32], connections: usize) -> Vec<usize> {
     }
     let d = daemon(&yaml);
     let target = echo_server("127.0.0.1:0");
+    settled(&d);
     for _ in 0..connections {
         assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
     }
@@ -50,6 +51,7 @@ fn port_range_expands_to_one_backend_per_port() {
         "{LISTEN}mode: transparent\nbackends:\n  - address: \"127.0.0.1:{first}-{}\"\n    name: Range\n",
         first + 2
     ));
+    settled(&d);
     let target = echo_server("127.0.0.1:0");
     for _ in 0..9 {
         assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
@@ -76,13 +78,7 @@ fn fair_without_a_dead_one(algorithm: &str, weights: [u32; 4]) {
         let target = echo_server("127.0.0.1:0");
         // Until its start-up probe answers, a backend waits behind those
         // that have (boot.rs covers that phase); fairness is about after.
-        let snapshot = d.snapshot();
-        wait_for("the start-up probes", IO_TIMEOUT, || {
-            let backends = snapshot.pool.backends();
-            backends
-                .iter()
-                .all(|b| b.health.answered() || b.health.state() != socksbalance::health::State::Closed)
-        });
+        settled(&d);
         for _ in 0..600 {
             assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
         }

@@ -33,20 +33,16 @@ fn health_no_recovery() -> String {
     )
 }
 
+/// A daemon over `backends`, returned once its start-up probes are done:
+/// these tests are about what happens after (boot.rs is about before).
 fn daemon_with(mode: &str, backends: &[&Backend], extra: &str) -> Daemon {
     let mut yaml = format!("{LISTEN}mode: {mode}\n{extra}backends:\n");
     for (i, b) in backends.iter().enumerate() {
         yaml.push_str(&b.yaml(&format!("b{i}")));
     }
-    daemon(&yaml)
-}
-
-/// Waits for the start-up probe round: every backend has been heard from.
-fn settled(d: &Daemon) {
-    let snapshot = d.snapshot();
-    wait_for("the start-up probes", WAIT, || {
-        snapshot.pool.backends().iter().all(|b| b.health.answered() || b.health.state() != State::Closed)
-    });
+    let d = daemon(&yaml);
+    settled(&d);
+    d
 }
 
 fn state(d: &Daemon, i: usize) -> State {

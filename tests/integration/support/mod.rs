@@ -26,6 +26,20 @@ pub fn daemon(yaml: &str) -> Daemon {
     Daemon::start(config, 2).expect("daemon starts")
 }
 
+/// Waits for the start-up probe round: every backend has been heard from
+/// (answered, or found down). Until then a backend that has answered is
+/// picked before one that has not, so tests of exact spreads wait.
+pub fn settled(d: &Daemon) {
+    let snapshot = d.snapshot();
+    wait_for("the start-up probes", IO_TIMEOUT, || {
+        snapshot
+            .pool
+            .backends()
+            .iter()
+            .all(|b| b.health.answered() || b.health.state() != socksbalance::health::State::Closed)
+    });
+}
+
 /// The YAML `listen:` line every test daemon uses.
 pub const LISTEN: &str = "listen: 127.0.0.1:0\n";
 
