@@ -21,7 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use values::{
-    format_duration, human, BackendAddr, Cidr, DestRule, GoDuration, Host, ListenAddr, OneOrMany, ProbeUrl,
+    format_duration, human, BackendAddr, Cidr, DestRule, DurationOrOff, GoDuration, Host, ListenAddr,
+    OneOrMany, ProbeUrl,
 };
 
 /// The configuration used when no `-c FILE` is given: a SOCKS5 proxy on
@@ -216,7 +217,7 @@ struct RawHealth {
     check_interval: Option<GoDuration>,
     connect_timeout: Option<GoDuration>,
     request_timeout: Option<GoDuration>,
-    first_byte_timeout: Option<GoDuration>,
+    first_byte_timeout: Option<DurationOrOff>,
     failure_threshold: Option<u32>,
     circuit_threshold: Option<u32>,
     recovery_interval: Option<GoDuration>,
@@ -470,7 +471,7 @@ pub struct Health {
     /// CONNECT (the backend's own connect to the destination).
     pub request_timeout: Duration,
     /// A tunnel whose client sent data and got no byte back within this
-    /// counts as a stall of its backend (0 turns the check off).
+    /// counts as a stall of its backend (zero: `off`, the check is off).
     pub first_byte_timeout: Duration,
     /// Failed probes that mark a backend unhealthy (SocksBalance's meaning).
     pub failure_threshold: NonZeroU32,
@@ -866,10 +867,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         check_interval: h.check_interval.map_or(Duration::from_secs(10), |d| d.0),
         connect_timeout: h.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
         request_timeout: h.request_timeout.map_or(Duration::from_secs(10), |d| d.0),
-        first_byte_timeout: h
-            .first_byte_timeout
-            .or(h.request_timeout)
-            .map_or(Duration::from_secs(10), |d| d.0),
+        first_byte_timeout: match h.first_byte_timeout {
+            Some(DurationOrOff(set)) => set.unwrap_or(Duration::ZERO),
+            None => h.request_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        },
         failure_threshold: non_zero("health.failure_threshold", h.failure_threshold, 3)?,
         circuit_threshold: non_zero("health.circuit_threshold", h.circuit_threshold, 3)?,
         recovery_interval: h.recovery_interval.map_or(Duration::from_secs(10), |d| d.0),
@@ -1270,6 +1271,23 @@ mod tests {
     const ONE: &str = "backends:\n  - address: 127.0.0.1:1080\n";
 
     #[test]
+    fn first_byte_timeout_follows_request_timeout_unless_set() {
+        let load = |health: &str| {
+            Config::from_yaml(&format!("health:\n{health}backends:\n  - direct: true\n")).unwrap()
+        };
+        assert_eq!(load("  request_timeout: 4s\n").health.first_byte_timeout, Duration::from_secs(4));
+        let c = load("  request_timeout: 4s\n  first_byte_timeout: 30s\n");
+        assert_eq!(c.health.first_byte_timeout, Duration::from_secs(30));
+        assert_eq!(load("  first_byte_timeout: off\n").health.first_byte_timeout, Duration::ZERO, "off");
+        let e = Config::from_yaml("health:\n  first_byte_timeout: 0s\nbackends:\n  - direct: true\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("health.first_byte_timeout") && e.to_string().contains("or off"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn threads_default_to_one_and_are_bounded() {
         let c = Config::from_yaml(ONE).unwrap();
         assert_eq!((c.threads, c.executor_threads()), (None, DEFAULT_THREADS as usize));
@@ -1289,6 +1307,7 @@ mod tests {
         assert_eq!(c.health.check_interval, Duration::from_secs(10));
         assert_eq!(c.health.connect_timeout, Duration::from_secs(5));
         assert_eq!(c.health.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.health.first_byte_timeout, Duration::from_secs(10), "follows request_timeout");
         assert_eq!(c.health.failure_threshold.get(), 3);
         assert_eq!(c.health.circuit_threshold.get(), 3);
         assert_eq!(c.health.recovery_interval, Duration::from_secs(10));
