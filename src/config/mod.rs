@@ -21,8 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use values::{
-    format_duration, human, BackendAddr, Cidr, DestRule, DurationOrOff, GoDuration, Host, ListenAddr,
-    OneOrMany, ProbeUrl,
+    format_duration, human, BackendAddr, Cidr, DestRule, GoDuration, Host, ListenAddr, OneOrMany, ProbeUrl,
 };
 
 /// The configuration used when no `-c FILE` is given: a SOCKS5 proxy on
@@ -217,7 +216,9 @@ struct RawHealth {
     check_interval: Option<GoDuration>,
     connect_timeout: Option<GoDuration>,
     request_timeout: Option<GoDuration>,
-    first_byte_timeout: Option<DurationOrOff>,
+    /// A duration or `off`: read as text and parsed in validation, which
+    /// costs the binary far less than a deserializer of its own.
+    first_byte_timeout: Option<String>,
     failure_threshold: Option<u32>,
     circuit_threshold: Option<u32>,
     recovery_interval: Option<GoDuration>,
@@ -867,8 +868,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         check_interval: h.check_interval.map_or(Duration::from_secs(10), |d| d.0),
         connect_timeout: h.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
         request_timeout: h.request_timeout.map_or(Duration::from_secs(10), |d| d.0),
-        first_byte_timeout: match h.first_byte_timeout {
-            Some(DurationOrOff(set)) => set.unwrap_or(Duration::ZERO),
+        first_byte_timeout: match h.first_byte_timeout.as_deref().map(str::trim) {
+            Some("off") => Duration::ZERO,
+            Some(text) => {
+                text.parse::<GoDuration>()
+                    .map_err(|e| ConfigError::at("health.first_byte_timeout", format!("{e}, or off")))?
+                    .0
+            }
             None => h.request_timeout.map_or(Duration::from_secs(10), |d| d.0),
         },
         failure_threshold: non_zero("health.failure_threshold", h.failure_threshold, 3)?,

@@ -106,50 +106,6 @@ impl<'de> Deserialize<'de> for GoDuration {
     }
 }
 
-/// A duration for a check that can be turned off: `off` (or `false`)
-/// turns it off, anything else is a [`GoDuration`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationOrOff(pub Option<Duration>);
-
-impl<'de> Deserialize<'de> for DurationOrOff {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = DurationOrOff;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as 10s, or off")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationOrOff, E> {
-                if v.trim() == "off" {
-                    return Ok(DurationOrOff(None));
-                }
-                v.parse::<GoDuration>()
-                    .map(|d| DurationOrOff(Some(d.0)))
-                    .map_err(|e| E::custom(format!("{e}, or off")))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<DurationOrOff, E> {
-                if v {
-                    Err(E::custom("true is not a duration: give one such as 10s, or off"))
-                } else {
-                    Ok(DurationOrOff(None))
-                }
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationOrOff, E> {
-                Err(E::custom(format!("invalid duration {v}: a number needs a unit, e.g. {v}s (or off)")))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationOrOff, E> {
-                Err(E::custom(format!(
-                    "invalid duration {v}: must be a positive duration such as 10s, or off"
-                )))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationOrOff, E> {
-                Err(E::custom(format!("invalid duration {v}: a number needs a unit, e.g. {v}s (or off)")))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// Formats a duration the way a user would write it in the config.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
