@@ -643,13 +643,15 @@ impl OutageDetector {
         OutageDetector { window, active: AtomicBool::new(false), since: Mutex::new(None) }
     }
 
-    /// A backend went down; true when that starts an outage.
-    fn on_down(&self, backends: &[Backend], now: Instant) -> bool {
+    /// A backend went down: does that start an outage? (The caller kicks
+    /// the checker on every transition, so the pulled-in recovery timers
+    /// are seen at once.)
+    fn on_down(&self, backends: &[Backend], now: Instant) {
         if self.active.load(Ordering::Relaxed)
             || backends.len() < 2
             || backends.iter().any(|b| b.health.state() == State::Closed)
         {
-            return false;
+            return;
         }
         let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
         let recent: Vec<usize> = (0..backends.len())
@@ -660,7 +662,7 @@ impl OutageDetector {
             })
             .collect();
         if recent.len() < backends.len().min(3) || self.active.swap(true, Ordering::Relaxed) {
-            return false;
+            return;
         }
         *since = Some(now);
         for &i in &recent {
@@ -674,7 +676,6 @@ impl OutageDetector {
             recent.len(),
             crate::config::human(self.window)
         );
-        true
     }
 
     /// A backend came back up: any outage is over.

@@ -117,12 +117,21 @@ impl UpstreamError {
 
     fn timed_out(&self) -> bool {
         match self {
-            UpstreamError::BackendUnreachable(e) | UpstreamError::Uplink(e) => {
-                e.kind() == io::ErrorKind::TimedOut
-            }
+            UpstreamError::BackendUnreachable(e)
+            | UpstreamError::Uplink(e)
+            | UpstreamError::Destination(e) => e.kind() == io::ErrorKind::TimedOut,
             UpstreamError::BackendProtocol(socks5::Error::Io(e)) => e.kind() == io::ErrorKind::TimedOut,
             _ => false,
         }
+    }
+
+    /// The failure as the health layer records it (a timeout or not,
+    /// conclusive or not, and its short reason), whoever is to blame: a
+    /// probe counts a destination it cannot reach as its own failure.
+    pub fn failure(&self, timeout: Duration) -> Failure {
+        let reason = self.brief(timeout);
+        let failure = if self.timed_out() { Failure::timed_out(reason) } else { Failure::new(reason) };
+        Failure { conclusive: self.conclusive(), ..failure }
     }
 
     /// What the failure means for the backend's health: a failure with a
@@ -132,9 +141,7 @@ impl UpstreamError {
         if !self.blames_backend() {
             return Verdict::Neutral;
         }
-        let reason = self.brief(timeout);
-        let failure = if self.timed_out() { Failure::timed_out(reason) } else { Failure::new(reason) };
-        Verdict::Failed(Failure { conclusive: self.conclusive(), ..failure })
+        Verdict::Failed(self.failure(timeout))
     }
 
     /// The reason in a few words, for the dashboard and the API:
@@ -462,6 +469,11 @@ mod tests {
             Verdict::Failed(Failure::new("rejected our credentials"))
         );
         assert_eq!(UpstreamError::BackendReply(5).verdict(five), Verdict::Neutral);
+        // A probe's view: a destination it cannot reach is its failure.
+        let timeout = io::Error::from(io::ErrorKind::TimedOut);
+        let unreachable = UpstreamError::Destination(timeout);
+        assert_eq!(unreachable.verdict(five), Verdict::Neutral);
+        assert_eq!(unreachable.failure(five), Failure::timed_out("timed out after 5s"));
         assert_eq!(
             UpstreamError::BackendReply(1).verdict(five),
             Verdict::Failed(Failure::new("SOCKS reply 0x01"))

@@ -120,10 +120,9 @@ pub struct Inner {
     pub last_traffic: Option<Instant>,
     /// That last verdict of real traffic was a success.
     pub traffic_ok: bool,
-    /// When the circuit last opened, on both clocks: `down_at` for the
-    /// outage detector and the log, `down_since` for the API.
+    /// When the circuit last opened, while it is open: for the outage
+    /// detector, the log, and (as wall-clock time) the API's `down_since`.
     pub down_at: Option<Instant>,
-    pub down_since: Option<SystemTime>,
     /// It went down on a refusal: its host answered, so the path to it
     /// works, and its going down says nothing about an uplink outage.
     pub down_refused: bool,
@@ -221,7 +220,6 @@ impl BackendHealth {
                 last_traffic: None,
                 traffic_ok: false,
                 down_at: None,
-                down_since: None,
                 down_refused: false,
                 last_error: None,
                 held: false,
@@ -343,7 +341,6 @@ impl BackendHealth {
                 if recorded.transition.is_some_and(|t| t.to == State::Closed) {
                     recorded.down_for = inner.down_at.map(|at| now.saturating_duration_since(at));
                     inner.down_at = None;
-                    inner.down_since = None;
                     inner.held = false;
                     inner.failures_while_down = 0;
                     inner.last_summary = None;
@@ -362,7 +359,6 @@ impl BackendHealth {
                 if was == State::Closed && inner.breaker.state() == State::Open {
                     inner.down_refused = failure.conclusive;
                     inner.down_at = Some(now);
-                    inner.down_since = Some(SystemTime::now());
                     inner.failures_while_down = 0;
                     inner.last_summary = Some(now);
                 } else if was != State::Closed {
@@ -422,7 +418,7 @@ mod tests {
         let inner = h.lock();
         assert_eq!(inner.outcomes.success_rate(), Some(0.25));
         assert_eq!(inner.last_error.as_deref(), Some("closed the connection"));
-        assert!(inner.down_since.is_some());
+        assert!(inner.down_at.is_some());
         assert_eq!(h.status(&inner), Status::Down);
     }
 

@@ -40,19 +40,12 @@ fn success(start: Instant) -> ProbeResult {
     Verdict::Success(Some(start.elapsed()))
 }
 
-fn failed_io(e: &io::Error, timeout: Duration) -> ProbeResult {
-    from_upstream(&UpstreamError::BackendUnreachable(io::Error::new(e.kind(), e.to_string())), timeout)
+fn failed_io(e: io::Error, timeout: Duration) -> ProbeResult {
+    from_upstream(&UpstreamError::BackendUnreachable(e), timeout)
 }
 
 fn from_upstream(e: &UpstreamError, timeout: Duration) -> ProbeResult {
-    let timed_out = matches!(
-        e,
-        UpstreamError::BackendUnreachable(io) | UpstreamError::Destination(io) | UpstreamError::Uplink(io)
-            if io.kind() == io::ErrorKind::TimedOut
-    ) || matches!(e, UpstreamError::BackendProtocol(socks5::Error::Io(io)) if io.kind() == io::ErrorKind::TimedOut);
-    let reason = e.brief(timeout);
-    let failure = if timed_out { Failure::timed_out(reason) } else { Failure::new(reason) };
-    Verdict::Failed(Failure { conclusive: e.conclusive(), ..failure })
+    Verdict::Failed(e.failure(timeout))
 }
 
 fn failure(reason: impl Into<String>) -> ProbeResult {
@@ -116,7 +109,7 @@ pub async fn probe(backend: &BackendConfig, via: Option<&Uplink>, config: &Healt
     };
     match until(start + limit, run).await {
         Ok(result) => result,
-        Err(e) => failed_io(&e, limit),
+        Err(e) => failed_io(e, limit),
     }
 }
 
@@ -224,7 +217,7 @@ async fn http_check(
         Ok(Some(code)) => failure(format!("test URL answered {code}")),
         Ok(None) => failure("test URL gave no HTTP status"),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => failure("test URL gave no HTTP status"),
-        Err(e) => failed_io(&e, config.request_timeout),
+        Err(e) => failed_io(e, config.request_timeout),
     }
 }
 

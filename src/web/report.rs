@@ -133,7 +133,7 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
                 healthy: status == Status::Up,
                 circuit,
                 status,
-                down_since: inner.down_since,
+                down_since: inner.down_at.map(|t| wall(t, now, wall_now)),
                 last_error: inner.last_error.clone(),
                 stalls: b.stats.stalls.get(),
                 next_probe: next_probe.map(|t| wall(t, now, wall_now)),
