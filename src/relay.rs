@@ -89,9 +89,9 @@ pub const DEFAULT_METHOD: Method = Method::Copy;
 /// Chunks moved each way so far. The counts wrap; only "did it change"
 /// matters, so 32 bits suffice on every target.
 #[derive(Debug, Default)]
-pub struct Flow {
-    pub up: AtomicU32,
-    pub down: AtomicU32,
+struct Flow {
+    up: AtomicU32,
+    down: AtomicU32,
 }
 
 impl Flow {
