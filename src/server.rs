@@ -528,10 +528,16 @@ pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<Async<TcpListener>>> {
     addrs
         .iter()
         .map(|addr| {
-            TcpListener::bind(addr)
-                .inspect(crate::tcp::listening)
-                .and_then(Async::new)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+            let (listener, missing) = crate::tcp::listen(*addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            if missing {
+                log::warn!(
+                    "listen {addr}: this host has no such address yet; listening anyway, \
+                     and serving it as soon as an interface gets it"
+                );
+            }
+            crate::tcp::listening(&listener);
+            Async::new(listener).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         })
         .collect()
 }

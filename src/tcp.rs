@@ -99,6 +99,47 @@ pub fn listening(listener: &TcpListener) {
     delay_acks(listener);
 }
 
+/// A listener on `addr`, and whether the address is missing from this
+/// host for now.
+///
+/// An address the host does not have (yet) is not fatal on Linux: a
+/// router's LAN bridge often gets its address after the daemon starts,
+/// or the LAN is renumbered. There the socket is bound with
+/// `IP_FREEBIND`, and the kernel hands it the connections to that
+/// address from the moment the address exists; nothing needs rebinding.
+/// Elsewhere a missing address stays an error.
+pub fn listen(addr: SocketAddr) -> io::Result<(TcpListener, bool)> {
+    match TcpListener::bind(addr) {
+        Ok(listener) => Ok((listener, false)),
+        #[cfg(target_os = "linux")]
+        Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+            use rustix::net::sockopt;
+            let fd = socket(addr)?;
+            // What std's bind does on Unix: a restart can reuse the port
+            // while old connections sit in TIME_WAIT. Best effort: on
+            // mips64 rustix takes a wrong SOL_SOCKET from libc (see
+            // `connect`), and without it only a quick restart can fail.
+            let _ = sockopt::set_socket_reuseaddr(&fd, true);
+            if addr.is_ipv4() {
+                sockopt::set_ip_freebind(&fd, true)?;
+            } else {
+                sockopt::set_ipv6_freebind(&fd, true)?;
+            }
+            rustix::net::bind(&fd, &addr)?;
+            // std's backlog.
+            rustix::net::listen(&fd, 128)?;
+            Ok((TcpListener::from(fd), true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether this host has `ip` on one of its interfaces now (the
+/// unspecified address counts as present).
+pub fn is_local_address(ip: std::net::IpAddr) -> bool {
+    !matches!(std::net::UdpSocket::bind((ip, 0)), Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable)
+}
+
 /// Accepts the next connection, non-blocking from the start: on Linux
 /// `accept4` sets the flag, which saves the `ioctl` that
 /// `Async<TcpListener>::accept` makes for every connection.
@@ -178,6 +219,21 @@ mod tests {
         let mut got = [0u8; 1];
         smol::block_on(smol::io::AsyncReadExt::read_exact(&mut &accepted, &mut got)).unwrap();
         assert_eq!(&got, b"x");
+    }
+
+    #[test]
+    fn an_address_the_host_lacks_is_listened_on_all_the_same() {
+        // 198.18.0.0/15 is for benchmarks; no test host has it configured.
+        let missing = SocketAddr::from(([198, 18, 255, 254], 0));
+        assert!(!is_local_address(missing.ip()));
+        assert!(is_local_address("127.0.0.1".parse().unwrap()));
+        assert!(is_local_address("0.0.0.0".parse().unwrap()));
+        let (listener, pending) = listen(missing).unwrap();
+        assert!(pending, "the address is reported missing");
+        assert_eq!(listener.local_addr().unwrap().ip(), missing.ip());
+        assert!(rustix::io::fcntl_getfd(&listener).unwrap().contains(rustix::io::FdFlags::CLOEXEC));
+        let (_, pending) = listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        assert!(!pending);
     }
 
     #[test]

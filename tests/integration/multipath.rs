@@ -265,6 +265,8 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 struct Daemon {
     child: std::process::Child,
     _dir: TempDir,
+    /// What it logged up to its "listening on" line.
+    start_lines: Vec<String>,
 }
 
 struct TempDir(std::path::PathBuf);
@@ -296,12 +298,12 @@ impl Daemon {
                 let _ = tx.send(line);
             }
         });
-        let daemon = Daemon { child, _dir: TempDir(dir) };
+        let mut daemon = Daemon { child, _dir: TempDir(dir), start_lines: Vec::new() };
         // Ready once it says where it listens.
         loop {
             match lines.recv_timeout(IO_TIMEOUT) {
                 Ok(line) if line.contains("listening on") => break,
-                Ok(_) => {}
+                Ok(line) => daemon.start_lines.push(line),
                 Err(_) => panic!("the daemon did not start within {IO_TIMEOUT:?}"),
             }
         }
@@ -580,4 +582,32 @@ impl Drop for HostsFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A router's LAN bridge often gets its address after the daemon starts
+/// (or is renumbered). The regression: a listen address the host did not
+/// have stopped the daemon, and procd restarted it into a crash loop, so
+/// even the loopback listener was never served.
+#[test]
+fn a_listen_address_missing_at_start_is_served_once_it_appears() {
+    let Some(net) = two_wans("la") else { return };
+    let late = "198.18.7.1:1080";
+    let daemon = Daemon::start(
+        &net.bal,
+        &format!(
+            "listen: [\"{PROXY}\", \"{late}\"]\nmode: socks5\nallow: [127.0.0.0/8, 198.18.0.0/15]\n\
+             backends:\n  - direct: true\n"
+        ),
+    );
+    let warned: Vec<&String> = daemon.start_lines.iter().filter(|l| l.contains(late)).collect();
+    assert_eq!(warned.len(), 1, "one line about the missing address: {:?}", daemon.start_lines);
+    assert!(warned[0].contains("WARN") && warned[0].contains("no such address yet"), "{}", warned[0]);
+    let late: SocketAddr = late.parse().unwrap();
+    // The loopback listener serves at once; the late one is unreachable.
+    assert_eq!(in_ns(&net.bal, || through(PROXY.parse().unwrap())).map(|_| ()), Ok(()));
+    // (No host has it: the SYN goes out the default route and is lost.)
+    assert!(in_ns(&net.bal, move || TcpStream::connect_timeout(&late, Duration::from_secs(1))).is_err());
+    ip(&format!("-n {} addr add {}/32 dev lo", net.bal, late.ip()));
+    assert_eq!(in_ns(&net.bal, move || through(late)).map(|_| ()), Ok(()), "served once the address exists");
+    drop(daemon);
 }
