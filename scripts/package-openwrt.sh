@@ -11,9 +11,11 @@
 # gzip without names or times. APK_SIGN_KEY=key.pem signs the .apk files
 # (RSA or ECDSA P-256; see docs/openwrt.md).
 #
-# Usage: scripts/package-openwrt.sh [--build] [--out DIR] [OPENWRT_ARCH...]
+# Usage: scripts/package-openwrt.sh [--build] [--out DIR] [--release N] [--bin-dir DIR] [OPENWRT_ARCH...]
 #   no arch: every arch whose binary is in dist/ (see docs/building.md for
-#   the mapping); --build: build missing binaries with scripts/build.sh --local.
+#   the mapping); --build: build missing binaries with scripts/build.sh --local;
+#   --release: the package release (default 1), as OpenWrt's PKG_RELEASE;
+#   --bin-dir: take the binaries from DIR instead of dist/ (same names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -40,12 +42,17 @@ declare -A TARGET=(
 
 build=0
 out=dist/openwrt
+release=1
+bin_dir=dist
 archs=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --build) build=1 ;;
         --out) out=$2; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        --bin-dir) bin_dir=$2; shift ;;
+        --release) release=$2; shift
+                   [[ "$release" =~ ^[1-9][0-9]*$ ]] || { echo "package-openwrt.sh: --release takes a number from 1 up" >&2; exit 2; } ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         -*) echo "package-openwrt.sh: unknown option $1" >&2; exit 2 ;;
         *) [ -n "${TARGET[$1]:-}" ] || { echo "package-openwrt.sh: unknown OpenWrt arch $1 (known: ${!TARGET[*]})" >&2; exit 2; }
            archs+=("$1") ;;
@@ -54,7 +61,6 @@ while [ $# -gt 0 ]; do
 done
 
 version=$(crate_version)
-release=1
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 
 explicit=1
@@ -78,9 +84,9 @@ mkdir -p "$out"
 made=()
 for arch in "${archs[@]}"; do
     target=${TARGET[$arch]}
-    bin="dist/socksbalance-$version-$target"
+    bin="$bin_dir/socksbalance-$version-$target"
     if [ ! -f "$bin" ]; then
-        if [ $build -eq 1 ]; then
+        if [ $build -eq 1 ] && [ "$bin_dir" = dist ]; then
             scripts/build.sh --local "$target"
         elif [ $explicit -eq 1 ]; then
             echo "package-openwrt.sh: $bin missing; run scripts/build.sh --local $target (or pass --build)" >&2

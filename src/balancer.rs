@@ -169,7 +169,8 @@ impl Pool {
             .iter()
             .map(|b| {
                 let old = previous.and_then(|(pool, health)| {
-                    let k = (0..pool.backends.len()).find(|&k| !taken[k] && pool.backends[k].config == *b)?;
+                    let k = (0..pool.backends.len())
+                        .find(|&k| !taken[k] && pool.backends[k].config.same_backend(b))?;
                     taken[k] = true;
                     Some((&pool.backends[k], *health == config.health))
                 });

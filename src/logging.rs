@@ -1,9 +1,15 @@
-//! Logging to stderr, as text (simple_logger) or one JSON object per line.
+//! Logging to stderr, as text (simple_logger) or one JSON object per line,
+//! or to the local syslog socket.
 //!
-//! stderr because OpenWrt's procd captures a service's stderr into logd,
-//! and systemd's journal does the same; both add their own timestamps, so
-//! the text format has none. The JSON format carries a Unix timestamp in
-//! milliseconds for log shippers that read the stream directly.
+//! stderr because systemd's journal captures a service's stderr, and so
+//! does OpenWrt's procd; both add their own timestamps, so the text format
+//! has none. The JSON format carries a Unix timestamp in milliseconds for
+//! log shippers that read the stream directly.
+//!
+//! procd files everything a service writes to stderr as `daemon.err`, so
+//! on OpenWrt the init script passes `--syslog`: each line then goes to
+//! `/dev/log`, where logd keeps it with its own priority (`daemon.info`
+//! for INFO), and `logread -l` or a priority filter work.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,8 +45,12 @@ const LIBRARY_LEVEL: LevelFilter = LevelFilter::Warn;
 /// global maximum, which [`set_level`] moves. That is what lets SIGHUP
 /// raise `log.level` as well as lower it: simple_logger's own levels are
 /// fixed once it is installed.
-pub fn init(format: LogFormat, level: LevelFilter) {
+pub fn init(format: LogFormat, level: LevelFilter, syslog: bool) {
+    #[cfg(not(unix))]
+    let _ = syslog;
     let result = match format {
+        #[cfg(unix)]
+        _ if syslog => log::set_boxed_logger(Box::new(Syslog::new(SYSLOG_SOCKET))),
         LogFormat::Text => simple_logger::SimpleLogger::new()
             .with_level(LIBRARY_LEVEL)
             .with_module_level("socksbalance", LevelFilter::Trace)
@@ -58,16 +68,93 @@ pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);
 }
 
+/// Whether a line passes: ours up to the level in force, libraries' up
+/// to [`LIBRARY_LEVEL`] as well.
+fn wanted(metadata: &Metadata) -> bool {
+    let limit = if metadata.target().starts_with("socksbalance") {
+        log::max_level()
+    } else {
+        log::max_level().min(LIBRARY_LEVEL)
+    };
+    metadata.level() <= limit
+}
+
+/// Where the local syslog daemon (OpenWrt's logd, rsyslog, journald's
+/// syslog socket) takes datagrams.
+#[cfg(unix)]
+const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// The syslog logger: one datagram per line, `<PRI>socksbalance[PID]: `
+/// and the message (RFC 3164 without the timestamp, which the daemon
+/// adds), facility `daemon`.
+///
+/// The socket is not connected: each line is sent to the path, so a
+/// restarted logd (a new socket there) is found again. It never blocks:
+/// a line the syslog daemon cannot take now, or at all, goes to stderr
+/// instead, where procd or the journal still catches it.
+#[cfg(unix)]
+struct Syslog {
+    socket: Option<std::os::unix::net::UnixDatagram>,
+    path: std::path::PathBuf,
+    /// `socksbalance[PID]: `, the tag logd shows.
+    tag: String,
+}
+
+#[cfg(unix)]
+impl Syslog {
+    fn new(path: impl Into<std::path::PathBuf>) -> Syslog {
+        let socket =
+            std::os::unix::net::UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok());
+        Syslog { socket, path: path.into(), tag: format!("socksbalance[{}]: ", std::process::id()) }
+    }
+
+    /// The datagram for one line.
+    fn datagram(&self, level: Level, target: &str, message: &str) -> String {
+        // Facility daemon (3) times 8, plus the severity.
+        let severity = match level {
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug | Level::Trace => 7,
+        };
+        let mut out = format!("<{}>{}", 3 * 8 + severity, self.tag);
+        // Our own lines need no module path; a library's says whose it is.
+        if !target.starts_with("socksbalance") {
+            out.push('[');
+            out.push_str(target);
+            out.push_str("] ");
+        }
+        out.push_str(message);
+        out
+    }
+}
+
+#[cfg(unix)]
+impl Log for Syslog {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        wanted(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = self.datagram(record.level(), record.target(), &record.args().to_string());
+        let sent = self.socket.as_ref().is_some_and(|s| s.send_to(line.as_bytes(), &self.path).is_ok());
+        if !sent {
+            let text = format!("{:<5} {}\n", record.level(), record.args());
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 struct JsonLogger;
 
 impl Log for JsonLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        let limit = if metadata.target().starts_with("socksbalance") {
-            log::max_level()
-        } else {
-            log::max_level().min(LIBRARY_LEVEL)
-        };
-        metadata.level() <= limit
+        wanted(metadata)
     }
 
     fn log(&self, record: &Record) {
@@ -130,6 +217,49 @@ mod tests {
         assert_eq!(adjust(LevelFilter::Info, 0, 2), LevelFilter::Error);
         assert_eq!(adjust(LevelFilter::Info, 0, 9), LevelFilter::Off);
         assert_eq!(adjust(LevelFilter::Warn, 1, 1), LevelFilter::Warn);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn syslog_lines_carry_their_priority_and_reach_a_restarted_syslog_daemon() {
+        use std::os::unix::net::UnixDatagram;
+        let dir = std::env::temp_dir().join(format!("socksbalance-syslog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let logger = Syslog::new(&path);
+        let record = |level, target: &'static str, text: &'static str| {
+            logger.log(&Record::builder().level(level).target(target).args(format_args!("{text}")).build());
+        };
+        log::set_max_level(LevelFilter::Debug);
+        for restart in 0..2 {
+            // A fresh socket at the same path, as a restarted logd makes.
+            let _ = std::fs::remove_file(&path);
+            let server = UnixDatagram::bind(&path).unwrap();
+            server.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            record(Level::Info, "socksbalance::server", "listening");
+            record(Level::Error, "socksbalance", "cannot");
+            record(Level::Warn, "async_io", "odd");
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let mut buf = [0u8; 512];
+                let n = server.recv(&mut buf).unwrap();
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            let tag = format!("socksbalance[{}]: ", std::process::id());
+            assert_eq!(
+                got,
+                [
+                    format!("<30>{tag}listening"),
+                    format!("<27>{tag}cannot"),
+                    format!("<28>{tag}[async_io] odd")
+                ],
+                "after {restart} restart(s)"
+            );
+        }
+        // Nobody listening: the line goes to stderr, and nothing blocks.
+        let _ = std::fs::remove_file(&path);
+        record(Level::Info, "socksbalance", "to stderr");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

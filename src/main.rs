@@ -31,6 +31,11 @@ struct Args {
     #[argh(switch, short = 'q')]
     quiet: u8,
 
+    /// log to the local syslog socket (/dev/log) instead of stderr, each
+    /// line with its own priority (the OpenWrt init script uses it)
+    #[argh(switch)]
+    syslog: bool,
+
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -80,10 +85,16 @@ struct Check {
     config: Option<PathBuf>,
 }
 
-/// argh takes `-v -v` but not the usual `-vv`: spell such groups out.
+/// argh takes `-v -v` but not the usual `-vv`: spell such groups out
+/// (and `-h` as `--help`).
 fn expand_repeated_flags<'a>(args: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut out = Vec::new();
     for arg in args {
+        // argh knows only --help; -h is what people type first.
+        if arg == "-h" {
+            out.push("--help");
+            continue;
+        }
         let letters = arg.strip_prefix('-').filter(|l| l.len() > 1 && !l.starts_with('-'));
         match letters {
             Some(l) if l.bytes().all(|b| b == b'v') => out.extend(std::iter::repeat_n("-v", l.len())),
@@ -184,7 +195,21 @@ fn run_check(path: Option<PathBuf>) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     match load(Some(&path)) {
-        Ok(config) => emit(&format!("{}: OK\n{}", path.display(), config.summary())),
+        Ok(config) => {
+            // Warnings go to stderr and leave the exit code 0: the file
+            // loads, and the daemon would run it.
+            for w in &config.warnings {
+                eprintln!("socksbalance: warning: {}: {w}", path.display());
+            }
+            for addr in config.listen.iter().filter(|a| !socksbalance::tcp::is_local_address(a.ip())) {
+                eprintln!(
+                    "socksbalance: warning: {}: listen {addr}: this host has no such address now; the \
+                     daemon listens on it anyway and serves it once an interface gets it",
+                    path.display()
+                );
+            }
+            emit(&format!("{}: OK\n{}", path.display(), config.summary()))
+        }
         Err(e) => {
             eprintln!("socksbalance: invalid config: {e}");
             ExitCode::from(EXIT_USAGE)
@@ -201,7 +226,15 @@ fn run_daemon(args: Args) -> ExitCode {
         }
     };
     let level = logging::adjust(config.log.level.to_filter(), args.verbose, args.quiet);
-    logging::init(config.log.format, level);
+    let warnings = std::mem::take(&mut config.warnings);
+    #[cfg(not(unix))]
+    if args.syslog {
+        eprintln!("socksbalance: --syslog needs a Unix syslog socket; logging to stderr");
+    }
+    logging::init(config.log.format, level, args.syslog);
+    for w in &warnings {
+        log::warn!("config: {w}");
+    }
     if args.config.is_none() && std::net::TcpListener::bind(config.web.listen).is_err() {
         // The embedded default should work on any machine; a configured
         // dashboard that cannot bind is an error instead.
@@ -228,6 +261,12 @@ fn run_daemon(args: Args) -> ExitCode {
     };
     // From the running snapshot: `interfaces: auto` has found its uplinks.
     let running = daemon.snapshot();
+    if running.config.auto_uplinks.is_some() && running.config.discovered().is_empty() {
+        log::warn!(
+            "interfaces: auto found no interface that is up with an address and a default route; \
+             uplinks join as soon as one is (docs/multipath.md)"
+        );
+    }
     let summary = format!(
         "{} mode, {} backend(s), {} balancing",
         running.config.mode,
@@ -264,7 +303,7 @@ fn run_daemon(args: Args) -> ExitCode {
                 reload(&daemon, args.config.as_ref(), args.verbose, args.quiet)
             }
             Some(Ok(signal)) => {
-                log::info!("received {signal:?}; shutting down (send it again to exit at once)");
+                log::info!("received {}; shutting down (send it again to exit at once)", signal_name(signal));
                 break;
             }
             other => {
@@ -274,7 +313,15 @@ fn run_daemon(args: Args) -> ExitCode {
         }
     }
     std::thread::spawn(move || {
-        if smol::future::block_on(signals.next()).is_some() {
+        while let Some(signal) = smol::future::block_on(signals.next()) {
+            // A reload that comes while draining (an init script's SIGHUP
+            // racing its own restart) is no request to hurry.
+            #[cfg(unix)]
+            if matches!(signal, Ok(async_signal::Signal::Hup)) {
+                log::info!("SIGHUP while shutting down: ignored");
+                continue;
+            }
+            let _ = signal;
             log::warn!("second signal: exiting without draining");
             std::process::exit(i32::from(EXIT_FAILURE));
         }
@@ -309,12 +356,27 @@ fn reload(daemon: &Daemon, path: Option<&PathBuf>, verbose: u8, quiet: u8) {
         }
     };
     let level = logging::adjust(config.log.level.to_filter(), verbose, quiet);
+    for w in &config.warnings {
+        log::warn!("config: {w}");
+    }
     match daemon.reload(config) {
         Ok(summary) => {
             logging::set_level(level);
             log::info!("reloaded: {summary}");
         }
         Err(e) => log::error!("reload failed, the running configuration stays: {e}"),
+    }
+}
+
+/// The name a user knows a signal by.
+fn signal_name(signal: async_signal::Signal) -> &'static str {
+    match signal {
+        async_signal::Signal::Int => "SIGINT",
+        #[cfg(unix)]
+        async_signal::Signal::Term => "SIGTERM",
+        #[cfg(unix)]
+        async_signal::Signal::Hup => "SIGHUP",
+        _ => "a signal",
     }
 }
 

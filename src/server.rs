@@ -537,7 +537,8 @@ pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<Async<TcpListener>>> {
                 );
             }
             crate::tcp::listening(&listener);
-            Async::new(listener).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+            Async::new(listener)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         })
         .collect()
 }

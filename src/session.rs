@@ -188,8 +188,9 @@ impl Attempts {
             // takes the blame, and another backend is tried.
             let uplink = &snap.pool.backends()[u].config.name;
             log::debug!(
-                "backend {} via uplink {uplink}: {e} (for {dest}); trying another",
-                backend.config.name
+                "backend {} via uplink {uplink}: {e}{}; trying another",
+                backend.config.name,
+                For(dest)
             );
             snap.pool.report(u, Source::Traffic, &e.verdict(timeout));
             snap.pool.report(i, Source::Traffic, &Verdict::Neutral);
@@ -197,10 +198,10 @@ impl Attempts {
             return;
         }
         if e.blames_backend() {
-            log::debug!("backend {}: {e} (for {dest}); trying another", backend.config.name);
+            log::debug!("backend {}: {e}{}; trying another", backend.config.name, For(dest));
         } else {
             self.destination_failures += 1;
-            log::debug!("backend {}: {e} (for {dest})", backend.config.name);
+            log::debug!("backend {}: {e}{}", backend.config.name, For(dest));
         }
         snap.pool.report(i, Source::Traffic, &e.verdict(timeout));
         self.last = Some(e);
@@ -222,12 +223,24 @@ impl Attempts {
             } else {
                 "no other backend to try"
             };
-            log::info!(
-                "client {ip}: gave up on {dest} after {} backend(s), {why}; last: {e}",
-                self.tried.len()
-            );
+            let on = if *dest == Address::UNSPECIFIED { String::new() } else { format!(" on {dest}") };
+            log::info!("client {ip}: gave up{on} after {} backend(s), {why}; last: {e}", self.tried.len());
         }
         e
+    }
+}
+
+/// ` (for DEST)` in a log line, or nothing where the destination is not
+/// known (transparent mode: the backend reads the client's request).
+struct For<'a>(&'a Address);
+
+impl std::fmt::Display for For<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self.0 == Address::UNSPECIFIED {
+            Ok(())
+        } else {
+            write!(f, " (for {})", self.0)
+        }
     }
 }
 
@@ -260,6 +273,15 @@ async fn negotiate(
     };
     if !greeting.offers(method) {
         let _ = socks5::write_method_choice(&mut c, socks5::METHOD_NONE_ACCEPTABLE).await;
+        if method == socks5::METHOD_USER_PASS && once_a_minute(&NO_LOGIN_LOGGED) {
+            // The usual cause is a browser: none can send a SOCKS5
+            // username and password. Said at info, at most once a minute.
+            log::info!(
+                "client {}: refused, it offers no username/password login and `auth` is set \
+                 (browsers cannot log in to a SOCKS5 proxy)",
+                client.get_ref().peer_addr().map_or("?".into(), |a| a.ip().to_string())
+            );
+        }
         return Err(format!("client offers none of the methods we accept (we need {method:#04x})"));
     }
     socks5::write_method_choice(&mut c, method).await.map_err(|e| e.to_string())?;
@@ -281,6 +303,20 @@ async fn negotiate(
         }
     }
     read_request(client, reader, deadline, None).await
+}
+
+/// When a client without a login was last logged (seconds since the Unix
+/// epoch; a u32 lasts until 2106).
+static NO_LOGIN_LOGGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Whether a line throttled by `last` is due, and if so, marks it logged.
+fn once_a_minute(last: &std::sync::atomic::AtomicU32) -> bool {
+    use std::sync::atomic::Ordering;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
+    let before = last.load(Ordering::Relaxed);
+    (before == 0 || now.wrapping_sub(before) >= 60)
+        && last.compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
 /// Reads the client's request; on a malformed one, sends the reply the

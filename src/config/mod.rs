@@ -54,10 +54,11 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// make the daemon read gigabytes.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// The default `allow`: loopback, the private ranges (RFC 1918, IPv6 ULA),
-/// link-local and carrier-grade NAT (RFC 6598). Everything a router's LAN
-/// can be; nothing on the internet.
-pub const DEFAULT_ALLOW: [Cidr; 9] = {
+/// The default `allow`: loopback, the private ranges (RFC 1918, IPv6 ULA)
+/// and link-local. Everything a router's LAN can be; nothing on the
+/// internet. Not carrier-grade NAT space (100.64.0.0/10, RFC 6598): on
+/// many WANs that is the ISP's other customers (docs/security.md).
+pub const DEFAULT_ALLOW: [Cidr; 8] = {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     [
         Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
@@ -66,7 +67,6 @@ pub const DEFAULT_ALLOW: [Cidr; 9] = {
         Cidr::new(IpAddr::V4(Ipv4Addr::new(172, 16, 0, 0)), 12),
         Cidr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, 0)), 16),
         Cidr::new(IpAddr::V4(Ipv4Addr::new(169, 254, 0, 0)), 16),
-        Cidr::new(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)), 10),
         Cidr::new(IpAddr::V6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0)), 7),
         Cidr::new(IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), 10),
     ]
@@ -458,6 +458,15 @@ pub struct BackendConfig {
     pub discovered: bool,
 }
 
+impl BackendConfig {
+    /// Whether `other` is this backend, perhaps with another weight: a
+    /// reload carries its counters and health over. A new name, address,
+    /// login or uplink makes it another backend.
+    pub fn same_backend(&self, other: &BackendConfig) -> bool {
+        BackendConfig { weight: other.weight, ..self.clone() } == *other
+    }
+}
+
 /// Settings for health checking. The health issue's circuit breaker and
 /// metrics windows read these; they are validated now so that a config
 /// written today keeps loading.
@@ -555,6 +564,10 @@ pub struct Config {
     pub deny_destinations: Vec<DestRule>,
     /// `interfaces: auto` in `backends`, if present.
     pub auto_uplinks: Option<AutoUplinks>,
+    /// Settings that load but do not do what they seem to, or leave the
+    /// proxy open: `check` prints them, the daemon logs them at start and
+    /// on reload. Each names its key and line, as errors do.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Most executor threads `threads` may ask for.
@@ -579,14 +592,19 @@ impl Config {
             return Err(ConfigError::at("", "the file is empty; a config needs at least `backends:`"));
         }
         check_nesting(text)?;
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(ConfigError::from_yaml)?;
-        validate(raw).map_err(|mut e| {
-            // Rules checked after parsing know the key, not the line.
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|e| explain(text, ConfigError::from_yaml(e)))?;
+        // Rules checked after parsing know the key, not the line.
+        let place = |mut e: ConfigError| {
             if e.line.is_none() && !e.key.is_empty() {
                 e.line = locate(text, &e.key);
             }
             e
-        })
+        };
+        let mut config = validate(raw).map_err(place)?;
+        config.warnings = std::mem::take(&mut config.warnings).into_iter().map(place).collect();
+        config.warnings.sort_by_key(|w| w.line);
+        Ok(config)
     }
 
     /// Reads, parses and validates a file of at most [`MAX_CONFIG_BYTES`].
@@ -793,6 +811,53 @@ fn locate(text: &str, path: &str) -> Option<usize> {
     line
 }
 
+/// Makes a parser error say what a user needs: the line of a duplicate
+/// key (serde_yaml gives the line of the map that holds it), a hint for a
+/// tab in the indentation, and plain words for Rust's type names.
+fn explain(text: &str, mut e: ConfigError) -> ConfigError {
+    if let Some(field) = e.message.strip_prefix("duplicate field `").and_then(|m| m.strip_suffix('`')) {
+        e.line = duplicate_line(text, &e.key, field).or(e.line);
+        e.message = format!("`{field}` is set twice; remove one of them");
+    }
+    let tabbed = e
+        .line
+        .and_then(|n| text.lines().nth(n - 1))
+        .is_some_and(|l| l[..l.len() - l.trim_start().len()].contains('\t'));
+    if tabbed {
+        e.message.push_str("; YAML indents with spaces, and this line has a tab");
+    }
+    const PLAIN: [(&str, &str); 6] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected a boolean", "expected true or false"),
+    ];
+    for (rust, plain) in PLAIN {
+        if e.message.ends_with(rust) {
+            e.message.truncate(e.message.len() - rust.len());
+            e.message.push_str(plain);
+        }
+    }
+    e
+}
+
+/// The line of the second `field:` in the map at key path `path` (the
+/// whole document when empty).
+fn duplicate_line(text: &str, path: &str, field: &str) -> Option<usize> {
+    let toks = tokens(text);
+    let after = if path.is_empty() { 0 } else { locate(text, path)? };
+    let first =
+        toks.iter().position(|&(line, t)| line >= after && matches!(t, Token::Key(_, k) if k == field))?;
+    let indent = toks[first].1.indent();
+    toks[first + 1..]
+        .iter()
+        .take_while(|(_, t)| t.indent() >= indent)
+        .find(|(_, t)| *t == Token::Key(indent, field))
+        .map(|&(line, _)| line)
+}
+
 /// Deepest `[`/`{` nesting accepted. A real config needs three levels;
 /// the YAML parser takes time quadratic in the depth, so a hostile file of
 /// nothing but brackets would stall a (re)load for minutes.
@@ -860,7 +925,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
-    let (backends, auto_uplinks) = expand_backends(raw.backends.unwrap_or_default(), mode)?;
+    let mut warnings = Vec::new();
+    let raw_backends = raw.backends.unwrap_or_default();
+    // Entries with a weight other than 1 (only `weighted` reads weights).
+    let weighted: Vec<usize> = raw_backends
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.weight.is_some_and(|w| w != 1))
+        .map(|(i, _)| i)
+        .collect();
+    let (backends, auto_uplinks) = expand_backends(raw_backends, mode, &mut warnings)?;
 
     let h = raw.health.unwrap_or_default();
     let health = Health {
@@ -924,6 +998,23 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     if balancer.max_attempts.get() > 16 {
         return Err(ConfigError::at("balancer.max_attempts", "must be at most 16"));
+    }
+    if balancer.algorithm != Algorithm::Weighted {
+        for i in weighted {
+            warnings.push(ConfigError::at(
+                format!("backends[{i}].weight"),
+                format!(
+                    "has no effect with `algorithm: {}`; only `weighted` reads weights",
+                    balancer.algorithm
+                ),
+            ));
+        }
+    }
+    if b.sticky_key.is_some() && balancer.sticky_session_ttl.is_none() {
+        warnings.push(ConfigError::at(
+            "balancer.sticky_key",
+            "has no effect without balancer.sticky_session_ttl, which turns stickiness on",
+        ));
     }
 
     let w = raw.web.unwrap_or_default();
@@ -1024,6 +1115,31 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(n @ 1..=MAX_THREADS) => NonZeroU32::new(n),
         Some(_) => return Err(ConfigError::at("threads", format!("must be 1 to {MAX_THREADS}"))),
     };
+    if auth.is_none() {
+        for (i, addr) in listen.iter().enumerate() {
+            let open = addr.ip().is_unspecified() || !DEFAULT_ALLOW.iter().any(|c| c.contains(addr.ip()));
+            if open {
+                let what = if addr.ip().is_unspecified() {
+                    "every network this host is on"
+                } else {
+                    "the internet (it is a public address)"
+                };
+                let guard = match mode {
+                    Mode::Socks5 => "set auth.users, or listen on a LAN or loopback address",
+                    Mode::Transparent => {
+                        "listen on a LAN or loopback address, or let the backends authenticate"
+                    }
+                };
+                warnings.push(ConfigError::at(
+                    format!("listen[{i}]"),
+                    format!(
+                        "{addr} takes clients from {what} and no `auth` is set: only `allow` keeps others \
+                         out ({guard})"
+                    ),
+                ));
+            }
+        }
+    }
     let mut deny_destinations = raw.deny_destinations.unwrap_or_default();
     // Never connect to ourselves: that loop would eat every fd. Port 0 is
     // chosen at bind time; the daemon adds those rules once it knows.
@@ -1045,12 +1161,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         allow,
         deny_destinations,
         auto_uplinks,
+        warnings,
     })
 }
 
 fn expand_backends(
     raw: Vec<RawBackend>,
     mode: Mode,
+    warnings: &mut Vec<ConfigError>,
 ) -> Result<(Vec<BackendConfig>, Option<AutoUplinks>), ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::at("backends", "at least one backend is required"));
@@ -1059,7 +1177,11 @@ fn expand_backends(
     let mut auto = None;
     // `via` is checked once every uplink is known: (entry, name).
     let mut vias: Vec<(usize, String)> = Vec::new();
+    // The entry each backend came from, to name it in a warning.
+    let mut entry_of: Vec<usize> = Vec::new();
+    let entries = raw.len();
     for (i, b) in raw.into_iter().enumerate() {
+        entry_of.resize(out.len(), i.saturating_sub(1));
         let key = |field: &str| format!("backends[{i}].{field}");
         let weight = non_zero(&key("weight"), b.weight, 1)?;
         if weight.get() > MAX_WEIGHT {
@@ -1200,6 +1322,24 @@ fn expand_backends(
             ));
         }
     }
+    entry_of.resize(out.len(), entries.saturating_sub(1));
+    let mut seen: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(out.len());
+    for (b, &i) in out.iter().zip(&entry_of) {
+        match seen.get(b.name.as_str()) {
+            Some(&first) => warnings.push(ConfigError::at(
+                format!("backends[{i}].name"),
+                format!(
+                    "{:?} is also the name of backends[{first}]; the dashboard, the API and `via` \
+                     tell backends apart by name, so give each its own",
+                    b.name
+                ),
+            )),
+            None => {
+                seen.insert(&b.name, i);
+            }
+        }
+    }
     let uplinks: Vec<&str> =
         out.iter().filter(|b| matches!(b.target, Target::Uplink(_))).map(|b| b.name.as_str()).collect();
     for (i, via) in vias {
@@ -1275,6 +1415,28 @@ mod tests {
     }
 
     const ONE: &str = "backends:\n  - address: 127.0.0.1:1080\n";
+
+    #[test]
+    fn the_default_allow_takes_the_lan_but_not_carrier_grade_nat() {
+        let c = Config::from_yaml(ONE).unwrap();
+        for ip in ["127.0.0.1", "192.168.1.20", "10.1.2.3", "172.16.0.9", "fd00::5", "fe80::1", "169.254.1.1"]
+        {
+            assert!(c.allows_client(ip.parse().unwrap()), "{ip}");
+        }
+        // RFC 6598 space: on many WANs, the ISP's other customers.
+        for ip in ["100.64.0.1", "100.127.255.254", "8.8.8.8", "2001:db8::1"] {
+            assert!(!c.allows_client(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn a_backend_with_another_weight_is_the_same_backend() {
+        let load = |yaml: &str| Config::from_yaml(yaml).unwrap().backends.remove(0);
+        let a = load("backends:\n  - {address: 127.0.0.1:1080, name: a}\n");
+        assert!(a.same_backend(&load("backends:\n  - {address: 127.0.0.1:1080, name: a, weight: 5}\n")));
+        assert!(!a.same_backend(&load("backends:\n  - {address: 127.0.0.1:1081, name: a}\n")));
+        assert!(!a.same_backend(&load("backends:\n  - {address: 127.0.0.1:1080, name: b}\n")));
+    }
 
     #[test]
     fn first_byte_timeout_follows_request_timeout_unless_set() {

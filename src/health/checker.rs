@@ -125,7 +125,7 @@ async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Rng) {
     // The uplink may have gone down since the probe was scheduled.
     if !pool.cut_off(i) {
         let verdict = probe::probe(&backend.config, pool.uplink_of(i), config).await;
-        log::trace!("backend {}: probe {verdict:?}", backend.config.name);
+        log::trace!("backend {}: probe {verdict}", backend.config.name);
         pool.report(i, Source::Probe, &verdict);
     }
     let mut inner = backend.health.lock();

@@ -76,6 +76,18 @@ pub enum Verdict {
     Neutral,
 }
 
+/// As a log line says it: `ok in 0.37 ms`, `failed: connection refused`.
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Success(Some(latency)) => write!(f, "ok in {:.2} ms", latency.as_secs_f64() * 1e3),
+            Verdict::Success(None) => f.write_str("ok"),
+            Verdict::Failed(failure) => write!(f, "failed: {}", failure.reason),
+            Verdict::Neutral => f.write_str("the destination failed, the backend answered properly"),
+        }
+    }
+}
+
 /// A backend's state in plain words, as the API and the dashboard show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

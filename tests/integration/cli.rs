@@ -367,3 +367,105 @@ fn printing_commands_end_quietly_when_the_reader_goes_away() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes `yaml` to a file of its own and runs `check` on it.
+fn check_text(name: &str, yaml: &str) -> (Option<i32>, String, String) {
+    let dir = std::env::temp_dir().join(format!("socksbalance-check-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = bin().args(["check", "-c"]).arg(&path).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dash_h_is_help_for_the_program_and_its_commands() {
+    for args in [&["-h"][..], &["check", "-h"], &["status", "-h"]] {
+        let out = bin().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn check_warns_about_settings_without_effect_and_open_listeners_with_exit_0() {
+    let yaml = "listen: [\"0.0.0.0:1080\", \"10.254.253.252:1080\"]\nmode: socks5\nbalancer:\n  sticky_key: destination\n\
+                backends:\n  - address: 127.0.0.1:9050\n    weight: 2\n  - direct: true\n    name: out\n  - direct: true\n    name: out\n";
+    let (code, out, err) = check_text("warn", yaml);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(": OK"), "{out}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning:")).collect();
+    let expect = [
+        "line 1: listen[0]: 0.0.0.0:1080 takes clients from every network this host is on and no `auth` is set",
+        "line 4: balancer.sticky_key: has no effect without balancer.sticky_session_ttl",
+        "line 7: backends[0].weight: has no effect with `algorithm: roundrobin`",
+        "line 11: backends[2].name: \"out\" is also the name of backends[1]",
+        "listen 10.254.253.252:1080: this host has no such address now",
+    ];
+    assert_eq!(warnings.len(), expect.len(), "{err}");
+    for (line, want) in warnings.iter().zip(expect) {
+        assert!(line.contains(want), "{line:?} lacks {want:?}");
+    }
+    // A plain loopback config warns about nothing.
+    let (code, _, err) =
+        check_text("quiet", "listen: 127.0.0.1:1080\nmode: socks5\nbackends:\n  - direct: true\n");
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+}
+
+#[test]
+fn parse_errors_name_the_duplicate_line_hint_at_tabs_and_say_types_in_words() {
+    let cases = [
+        ("dup", "listen: 127.0.0.1:1080\nbackends:\n  - direct: true\nlisten: 127.0.0.1:1081\n", "line 4: `listen` is set twice"),
+        ("dup-nested", "backends:\n  - direct: true\n    name: a\n    name: b\n", "line 4: backends[0]: `name` is set twice"),
+        ("tab", "backends:\n\t- direct: true\n", "line 2: found character that cannot start any token"),
+        ("number", "limits:\n  max_connections: lots\nbackends:\n  - direct: true\n", "line 2: limits.max_connections: invalid type: string \"lots\", expected a whole number from 0 to 4294967295"),
+        ("bool", "backends:\n  - direct: yes\n", "expected true or false"),
+    ];
+    for (name, yaml, want) in cases {
+        let (code, _, err) = check_text(name, yaml);
+        assert_eq!(code, Some(2), "{name}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(!err.contains("u32"), "{name}: {err}");
+    }
+    let (_, _, err) = check_text("tab2", "backends:\n\t- direct: true\n");
+    assert!(err.contains("YAML indents with spaces, and this line has a tab"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_daemon_logs_config_warnings_at_start_and_says_which_signal_stopped_it() {
+    let yaml = "listen: 127.0.0.1:0\nmode: socks5\nbackends:\n  - direct: true\n    weight: 3\n";
+    let running = Running::start("warn", yaml, &[]);
+    let (code, all) = running.stop_all("-TERM");
+    assert_eq!(code, Some(0));
+    assert!(
+        all.iter().any(|l| l.starts_with("WARN") && l.contains("line 5: backends[0].weight: has no effect")),
+        "{all:?}"
+    );
+    assert!(all.iter().any(|l| l.contains("received SIGTERM; shutting down")), "{all:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_client_without_a_login_is_refused_and_that_is_logged_once_at_info() {
+    use std::io::{Read, Write};
+    let yaml = "listen: 127.0.0.1:0\nmode: socks5\nauth:\n  users:\n    - {username: u, password: p}\nbackends:\n  - direct: true\n";
+    let mut running = Running::start("nologin", yaml, &[]);
+    // What a browser sends: no-auth only. Twice, as a browser would.
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(running.addr).unwrap();
+        s.write_all(&[5, 1, 0]).unwrap();
+        let mut choice = [0u8; 2];
+        s.read_exact(&mut choice).unwrap();
+        assert_eq!(choice, [5, 0xff], "no acceptable method");
+    }
+    let line = running.wait_for_line("offers no username/password");
+    assert!(line.starts_with("INFO") && line.contains("browsers cannot"), "{line}");
+    let (_, all) = running.stop_all("-TERM");
+    assert_eq!(all.iter().filter(|l| l.contains("offers no username/password")).count(), 1, "{all:?}");
+}

@@ -122,3 +122,44 @@ fn a_reload_that_cannot_bind_changes_nothing() {
     assert_eq!((b0.request_count(), b1.request_count()), (1, 0), "the old backends still serve");
     assert_eq!(d.local_addrs().len(), 1);
 }
+
+/// The regression: a reload that changed only weights reported every
+/// backend as removed and added again, and wiped their counters and
+/// health.
+#[test]
+fn a_changed_weight_keeps_the_backends_counters_and_health() {
+    let b0 = Backend::start(Behaviour::Proxy);
+    let b1 = Backend::start(Behaviour::Proxy);
+    let weighted = |w: u32| {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nmode: socks5\nbalancer:\n  algorithm: weighted\nhealth:\n  check_interval: 1h\n\
+             backends:\n  - {{address: \"{}\", name: b0, weight: {w}}}\n  - {{address: \"{}\", name: b1}}\n",
+            b0.addr, b1.addr
+        );
+        Config::from_yaml(&yaml).unwrap()
+    };
+    let d = socksbalance::Daemon::start(weighted(1), 1).unwrap();
+    let target = echo_server("127.0.0.1:0");
+    for _ in 0..2 {
+        assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
+    }
+    let before = d.snapshot();
+    let summary = d.reload(weighted(3)).unwrap();
+    assert!(summary.contains("2 kept, 0 new, 0 removed"), "{summary}");
+    let after = d.snapshot();
+    for i in 0..2 {
+        assert!(
+            Arc::ptr_eq(&before.pool.backends()[i].stats, &after.pool.backends()[i].stats),
+            "b{i} counters"
+        );
+        assert!(
+            Arc::ptr_eq(&before.pool.backends()[i].health, &after.pool.backends()[i].health),
+            "b{i} health"
+        );
+    }
+    assert_eq!(after.pool.backends()[0].config.weight.get(), 3, "the new weight applies");
+    assert_eq!(
+        after.pool.backends()[0].stats.connections.get() + after.pool.backends()[1].stats.connections.get(),
+        2
+    );
+}
