@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# The x86_64 OpenWrt packages on a real OpenWrt 24.10.2 userland: procd as
+# PID 1, ubus, logd, uci, opkg and apk, booted in its own namespaces by
+# `owrt` (not part of this repository: CI passes ../shared/openwrt/owrt).
+# What it checks, for the .ipk (opkg) and the .apk (apk-tools 3) in turn:
+#   install; the procd instance (respawn, limits, --syslog); a real download
+#   through the daemon inside the router's network namespace; logd keeping
+#   info lines as info; reload with an edited and with a broken YAML;
+#   UCI `enabled 0` + reload_config and back; kill -9 and respawn; an
+#   upgrade to a -r2 package and the new binary running; the LAN address
+#   missing at start and added later (and the hotplug hook); removal.
+# See docs/openwrt.md, "Tested on an OpenWrt userland".
+#
+# Usage: scripts/openwrt-test.sh [--owrt PATH] [ipk|apk...]
+#   Needs root, dist/openwrt/ from scripts/package-openwrt.sh x86_64, and
+#   curl and python3 on the host (run inside the router's namespace).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+owrt=${OWRT:-}
+kinds=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --owrt) owrt=$2; shift ;;
+        ipk|apk) kinds+=("$1") ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "openwrt-test.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ ${#kinds[@]} -gt 0 ] || kinds=(ipk apk)
+[ -n "$owrt" ] && [ -x "$owrt" ] || { echo "openwrt-test.sh: needs --owrt PATH to the owrt script (or OWRT=)" >&2; exit 2; }
+for tool in curl python3 sha256sum; do
+    command -v "$tool" >/dev/null || { echo "openwrt-test.sh: needs $tool on the host" >&2; exit 2; }
+done
+
+version=$(crate_version)
+ipk1=dist/openwrt/socksbalance_${version}-1_x86_64.ipk
+apk1=dist/openwrt/x86_64/socksbalance-${version}-r1.apk
+bin=dist/socksbalance-$version-x86_64-unknown-linux-musl
+for f in "$ipk1" "$apk1" "$bin"; do
+    [ -f "$f" ] || { echo "openwrt-test.sh: $f missing; run scripts/build.sh --local x86_64-unknown-linux-musl && scripts/package-openwrt.sh x86_64" >&2; exit 2; }
+done
+
+work=$(mktemp -d /tmp/sb-owrt.XXXXXX)
+root=$work/root
+cleanup() {
+    "$owrt" down "$root" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The -r2 packages carry a binary that differs from r1's (a marker after the
+# ELF image, which the loader ignores), so that "the new binary runs" can be
+# told apart from "the old one still runs".
+mkdir -p "$work/bin2"
+cp "$bin" "$work/bin2/"
+printf 'socksbalance-openwrt-test-r2\n' >> "$work/bin2/$(basename "$bin")"
+scripts/package-openwrt.sh --release 2 --bin-dir "$work/bin2" --out "$work/r2" x86_64 >/dev/null
+ipk2=$work/r2/socksbalance_${version}-2_x86_64.ipk
+apk2=$work/r2/x86_64/socksbalance-${version}-r2.apk
+sum2=$(sha256sum < "$work/bin2/$(basename "$bin")" | cut -d' ' -f1)
+
+# The file served inside the router's namespace, and its checksum.
+head -c 3000000 /dev/urandom > "$work/blob"
+blob_sum=$(sha256sum < "$work/blob" | cut -d' ' -f1)
+
+step=""
+failures=0
+r() { "$owrt" sh "$root" "$1"; }           # a command line inside the router
+net() { "$owrt" net "$root" "$@"; }        # a host program in its network namespace
+ok() { echo "ok   $kind: $step"; }
+fail() {
+    echo "FAIL $kind: $step: $*" >&2
+    echo "---- logread -e socksbalance" >&2
+    r 'logread -e socksbalance' >&2 || true
+    exit 1
+}
+# until_ SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds.
+until_() {
+    local limit=$(( $1 * 5 )) n=0; shift
+    until "$@" >/dev/null 2>&1; do
+        n=$((n + 1))
+        [ $n -lt $limit ] || return 1
+        sleep 0.2
+    done
+}
+pid() { r "ubus call service list '{\"name\":\"socksbalance\"}' | jsonfilter -e '@.socksbalance.instances.*.pid'" 2>/dev/null | head -n1; }
+running() { [ -n "$(pid)" ] && r '/etc/init.d/socksbalance running'; }
+stopped() { [ -z "$(pid)" ] && ! r 'pidof socksbalance'; }
+log_has() { r 'logread -e socksbalance' | grep -qF -- "$1"; }
+log_count() { r 'logread -e socksbalance' | grep -cF -- "$1" || true; }
+# download PROXY: the blob through the daemon, checked byte for byte.
+download() {
+    local got
+    got=$(net curl -sf --max-time 20 --socks5-hostname "$1" "http://127.0.0.1:18080/blob" | sha256sum | cut -d' ' -f1)
+    [ "$got" = "$blob_sum" ]
+}
+write_yaml() { cat > "$root/etc/socksbalance/config.yaml"; }
+
+for kind in "${kinds[@]}"; do
+    if [ "$kind" = ipk ]; then pkg1=$ipk1; pkg2=$ipk2; else pkg1=$apk1; pkg2=$apk2; fi
+    "$owrt" up "$root" >/dev/null
+
+    step="install $(basename "$pkg1")"
+    "$owrt" install "$root" "$pkg1" >/dev/null 2>&1 || fail "the package manager refused it"
+    until_ 10 running || fail "no running instance after install"
+    [ "$(stat -c %a "$root/etc/socksbalance/config.yaml")" = 600 ] || fail "config.yaml is not 0600"
+    [ "$(stat -c %a "$root/etc/config/socksbalance")" = 600 ] || fail "/etc/config/socksbalance is not 0600"
+    ok
+
+    step="ubus call service list: respawn, limits, --syslog"
+    info=$(r "ubus call service list '{\"name\":\"socksbalance\"}'")
+    for want in '"threshold": 3600' '"retry": 5' '"nofile": "16384 16384"' '"--syslog"' '"term_timeout": 10'; do
+        grep -qF -- "$want" <<<"$info" || fail "no $want in: $info"
+    done
+    ok
+
+    step="a real download through the daemon (127.0.0.1:1080 and 192.168.1.1:1080)"
+    net python3 -m http.server 18080 --bind 127.0.0.1 --directory "$work" >/dev/null 2>&1 &
+    until_ 10 net curl -sf -o /dev/null http://127.0.0.1:18080/blob || fail "the test web server did not start"
+    download 127.0.0.1:1080 || fail "download through 127.0.0.1:1080"
+    download 192.168.1.1:1080 || fail "download through 192.168.1.1:1080"
+    ok
+
+    step="logread: info lines are daemon.info, not daemon.err"
+    first=$(pid)
+    log_has "daemon.info socksbalance[$first]: socksbalance $version listening on 127.0.0.1:1080" || fail "no daemon.info start line"
+    ! r 'logread -e socksbalance' | grep -q 'daemon.err.*INFO' || fail "INFO lines filed as daemon.err"
+    ok
+
+    step="reload with an edited YAML: same process, new listener"
+    write_yaml <<'YAML'
+listen: ["127.0.0.1:1080", "127.0.0.1:1081", "192.168.1.1:1080"]
+mode: socks5
+backends:
+  - direct: true
+    name: direct
+web:
+  enabled: true
+  listen: "127.0.0.1:8080"
+YAML
+    r '/etc/init.d/socksbalance reload'
+    until_ 10 log_has "reloaded:" || fail "no 'reloaded:' line"
+    [ "$(pid)" = "$first" ] || fail "the daemon was restarted (PID $first -> $(pid)), not reloaded"
+    download 127.0.0.1:1081 || fail "the new listener does not serve"
+    ok
+
+    step="reload with a broken YAML: the daemon keeps running on what it has"
+    printf 'listen: [127.0.0.1:1080\nbackends: {\n' | write_yaml
+    r '/etc/init.d/socksbalance reload' || true
+    until_ 10 log_has "socksbalance keeps running with the configuration it has" || fail "no line saying why"
+    [ "$(pid)" = "$first" ] && running || fail "the daemon stopped or restarted (PID $first -> $(pid))"
+    download 127.0.0.1:1081 || fail "it no longer serves"
+    ok
+
+    step="uci enabled 0 + reload_config stops it; enabled 1 starts it again"
+    # reload_config sends config.change only for files whose checksum it
+    # has seen before: a package's config file, new since boot, is seen by
+    # the first run (as on a router, until the next reboot or run).
+    r 'reload_config'
+    r 'uci set socksbalance.main.enabled=0 && uci commit socksbalance && reload_config'
+    until_ 15 stopped || fail "still running with enabled 0"
+    # A valid YAML again (the one the package ships).
+    write_yaml <<'YAML'
+listen: ["127.0.0.1:1080", "192.168.1.1:1080"]
+mode: socks5
+backends:
+  - direct: true
+    name: direct
+web:
+  enabled: true
+  listen: "127.0.0.1:8080"
+YAML
+    r 'uci set socksbalance.main.enabled=1 && uci commit socksbalance && reload_config'
+    until_ 15 running || fail "not running again with enabled 1"
+    until_ 10 download 127.0.0.1:1080 || fail "not serving after enabled 1"
+    ok
+
+    step="kill -9: procd respawns it"
+    before=$(pid)
+    r "kill -9 $before"
+    until_ 20 eval '[ -n "$(pid)" ] && [ "$(pid)" != "$before" ]' || fail "no new process after kill -9"
+    until_ 10 download 127.0.0.1:1080 || fail "the respawned daemon does not serve"
+    ok
+
+    step="upgrade to $(basename "$pkg2"): the new binary runs"
+    before=$(pid)
+    if [ "$kind" = ipk ]; then
+        "$owrt" install "$root" "$pkg2" >/dev/null 2>&1 || fail "opkg refused the upgrade"
+    else
+        "$owrt" install "$root" "$pkg2" >/dev/null 2>&1 || fail "apk refused the upgrade"
+    fi
+    until_ 20 eval '[ -n "$(pid)" ] && [ "$(pid)" != "$before" ]' || fail "the old process (PID $before) still runs"
+    now=$(pid)
+    exe=$(r "readlink /proc/$now/exe")
+    [ "$exe" = /usr/bin/socksbalance ] || fail "PID $now runs $exe"
+    [ "$(r "sha256sum /proc/$now/exe" | cut -d' ' -f1)" = "$sum2" ] || fail "PID $now does not run the r2 binary"
+    until_ 10 download 127.0.0.1:1080 || fail "the upgraded daemon does not serve"
+    ok
+
+    step="the LAN address missing at start and added later"
+    net ip addr del 192.168.1.1/24 dev br-lan
+    r '/etc/init.d/socksbalance restart'
+    until_ 10 running || fail "not running without the LAN address"
+    until_ 10 download 127.0.0.1:1080 || fail "127.0.0.1:1080 not served while 192.168.1.1 is missing"
+    late=$(pid)
+    until_ 5 log_has "listen 192.168.1.1:1080: this host has no such address yet" || fail "the missing address is not logged"
+    net ip addr add 192.168.1.1/24 dev br-lan
+    r 'ACTION=ifup INTERFACE=lan /sbin/hotplug-call iface'
+    until_ 10 download 192.168.1.1:1080 || fail "192.168.1.1:1080 not served once the address exists"
+    [ "$(pid)" = "$late" ] || fail "the daemon restarted (PID $late -> $(pid)): a crash loop?"
+    [ "$(log_count "no such address yet")" = 1 ] || fail "the missing address was logged more than once"
+    ok
+
+    step="the hotplug hook starts a stopped daemon when an interface comes up"
+    r '/etc/init.d/socksbalance stop'
+    until_ 15 stopped || fail "did not stop"
+    r 'ACTION=ifup INTERFACE=lan /sbin/hotplug-call iface'
+    until_ 15 running || fail "not started by ifup"
+    until_ 10 download 192.168.1.1:1080 || fail "not serving after ifup"
+    ok
+
+    step="removal"
+    if [ "$kind" = ipk ]; then r 'opkg remove socksbalance' >/dev/null; else r 'apk del socksbalance' >/dev/null; fi
+    until_ 15 stopped || fail "still running after removal"
+    for f in /usr/bin/socksbalance /etc/init.d/socksbalance /etc/hotplug.d/iface/30-socksbalance; do
+        [ ! -e "$root$f" ] || fail "$f left behind"
+    done
+    r 'ls /etc/rc.d' | grep -q socksbalance && fail "an rc.d link left behind"
+    ok
+
+    kill %1 2>/dev/null || true
+    wait 2>/dev/null || true
+    "$owrt" down "$root" >/dev/null
+done
+echo "openwrt-test.sh: all checks passed (${kinds[*]})"
