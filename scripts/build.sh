@@ -157,6 +157,22 @@ build_cross() {
     esac
 }
 
+# links_resolve DIR: every relative link in DIR's Markdown files names a
+# file in DIR (a shipped README must not point at what is not shipped).
+links_resolve() {
+    local dir=$1 md link missing=0
+    for md in "$dir"/*.md "$dir"/docs/*.md; do
+        while read -r link; do
+            link=${link%%#*}
+            [ -z "$link" ] || [ -e "$(dirname "$md")/$link" ] || {
+                echo "build.sh: ${md#"$dir"/} links to $link, which the archive lacks" >&2
+                missing=1
+            }
+        done < <(grep -o '\](\([^)]*\))' "$md" | sed 's/^](\(.*\))$/\1/' | grep -v '^[a-z]*:' || true)
+    done
+    [ $missing -eq 0 ] || exit 1
+}
+
 package() {
     local t=$1 exe="" name stage
     [[ "$t" == *windows* ]] && exe=".exe"
@@ -166,6 +182,9 @@ package() {
     mkdir "$stage/$name"
     cp "dist/$name$exe" "$stage/$name/socksbalance$exe"
     cp packaging/config.example.yaml "$stage/$name/config.yaml"
+    # The documentation the README links to travels with it.
+    mkdir "$stage/$name/docs"
+    cp docs/*.md docs/dashboard.png "$stage/$name/docs/"
     if [ -n "$exe" ]; then
         need_apt zip zip
         # Windows users get CRLF text files.
@@ -176,6 +195,7 @@ package() {
     else
         cp README.md "$stage/$name/README.md"
         cp packaging/systemd/socksbalance.service "$stage/$name/"
+        links_resolve "$stage/$name"
         tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
             -C "$stage" -cf - "$name" | gzip -n -9 > "dist/$name.tar.gz"
     fi

@@ -9,6 +9,7 @@ mod boot;
 mod browser;
 mod cli;
 mod curl;
+mod docs;
 mod errors;
 mod fixtures;
 mod health;
