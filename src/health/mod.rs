@@ -392,6 +392,16 @@ impl BackendHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verdict_reads_as_words_in_a_log_line() {
+        assert_eq!(Verdict::Success(Some(Duration::from_nanos(365_625))).to_string(), "ok in 0.37 ms");
+        assert_eq!(Verdict::Success(None).to_string(), "ok");
+        assert_eq!(
+            Verdict::Failed(Failure::new("connection refused")).to_string(),
+            "failed: connection refused"
+        );
+    }
     use crate::config::Config;
 
     fn health() -> BackendHealth {

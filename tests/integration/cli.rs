@@ -469,3 +469,33 @@ fn a_client_without_a_login_is_refused_and_that_is_logged_once_at_info() {
     let (_, all) = running.stop_all("-TERM");
     assert_eq!(all.iter().filter(|l| l.contains("offers no username/password")).count(), 1, "{all:?}");
 }
+
+/// The regressions: transparent mode logged failovers "(for 0.0.0.0:0)",
+/// since the daemon never reads the destination there, and a probe's
+/// trace line printed `Success(Some(365.625µs))`.
+#[cfg(unix)]
+#[test]
+fn log_lines_show_no_placeholder_destination_and_no_debug_formatting() {
+    use crate::support::*;
+    let dead = Backend::start(Behaviour::CloseAfterGreeting);
+    let good = Backend::start(Behaviour::Proxy);
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nmode: transparent\nhealth:\n  check_interval: 1h\nbackends:\n{}{}",
+        dead.yaml("dead"),
+        good.yaml("good")
+    );
+    let running = Running::start("placeholder", &yaml, &["-vv"]);
+    let target = echo_server("127.0.0.1:0");
+    for _ in 0..2 {
+        assert_echo(running.addr, &Dest::Ip(target), None);
+    }
+    let (_, all) = running.stop_all("-TERM");
+    assert!(all.iter().any(|l| l.contains("backend dead:") && l.contains("trying another")), "{all:?}");
+    assert!(all.iter().any(|l| l.ends_with("backend good: probe ok")), "{all:?}");
+    for line in &all {
+        assert!(
+            !line.contains("0.0.0.0:0") && !line.contains("Some(") && !line.contains("Success("),
+            "{line}"
+        );
+    }
+}

@@ -612,3 +612,24 @@ fn a_listen_address_missing_at_start_is_served_once_it_appears() {
     assert_eq!(in_ns(&net.bal, move || through(late)).map(|_| ()), Ok(()), "served once the address exists");
     drop(daemon);
 }
+
+/// The regression: `interfaces: auto` that found nothing started with
+/// "0 backend(s)" at info and no word of why.
+#[test]
+fn auto_discovery_that_finds_no_link_says_so() {
+    if !can_run() {
+        return;
+    }
+    // No links at all, only loopback: nothing with a default route.
+    let net = Net::new("no");
+    let daemon =
+        Daemon::start(&net.bal, &format!("listen: {PROXY}\nmode: socks5\nbackends:\n  - interfaces: auto\n"));
+    assert!(
+        daemon
+            .start_lines
+            .iter()
+            .any(|l| l.starts_with("WARN") && l.contains("interfaces: auto found no interface")),
+        "{:?}",
+        daemon.start_lines
+    );
+}
