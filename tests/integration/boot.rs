@@ -112,13 +112,13 @@ fn the_example_config_without_tor_serves_every_connection_through_direct() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.example.yaml"))
             .expect("packaging/config.example.yaml");
     // Nothing listens on Tor's ports here (three closed ports stand in for
-    // 9050-9052, which this machine might use), and both listeners go to
+    // 9060-9062, which this machine might use), and both listeners go to
     // port 0.
     let closed = consecutive_listeners(3);
     let first = closed[0].local_addr().unwrap().port();
     drop(closed);
     let yaml = example
-        .replace("127.0.0.1:9050-9052", &format!("127.0.0.1:{first}-{}", first + 2))
+        .replace("127.0.0.1:9060-9062", &format!("127.0.0.1:{first}-{}", first + 2))
         .replace("listen: \"127.0.0.1:1080\"", "listen: \"127.0.0.1:0\"")
         .replace("listen: \"127.0.0.1:8080\"", "listen: \"127.0.0.1:0\"");
     assert!(yaml.contains(&format!("{first}-")), "the example config changed shape:\n{yaml}");
