@@ -32,16 +32,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smol::channel::{self, Receiver, Sender};
-
 use crate::config::{Algorithm, BackendConfig, Config, Health as HealthConfig, StickyKey, Target, Uplink};
-use crate::health::{BackendHealth, Judging, Recorded, Source, State, Verdict};
+use crate::health::{BackendHealth, Judging, Kicks, ProbeGauge, Recorded, Source, State, Verdict};
 use crate::rng::Rng;
 use crate::socks5::Address;
 use crate::stats::BackendStats;
-
-/// The most entries a weighted schedule may have (4 bytes each).
-pub const MAX_SCHEDULE: usize = 65_536;
 
 /// One backend: its settings, its traffic counters and its health.
 #[derive(Debug)]
@@ -94,8 +89,7 @@ pub struct Pool {
     /// How results are judged (passive monitoring, the check interval).
     judging: Judging,
     /// Wakes the health checker early (after a failure, a state change).
-    kick_tx: Sender<()>,
-    kick_rx: Receiver<()>,
+    kicks: Kicks,
     /// Health probes in flight (the checker bounds them).
     probes: ProbeGauge,
     /// Every backend has been heard from once (or cannot be judged yet):
@@ -105,58 +99,20 @@ pub struct Pool {
     first_round_done: AtomicBool,
 }
 
-/// Counts the health probes in flight, and the most there ever were at
-/// once. `usize` atomics only: 32-bit MIPS has no 64-bit ones.
-#[derive(Debug, Default)]
-pub struct ProbeGauge {
-    now: AtomicUsize,
-    peak: AtomicUsize,
-}
-
-impl ProbeGauge {
-    /// Counts one probe until the returned guard drops.
-    pub fn start(&self) -> ProbeGuard<'_> {
-        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak.fetch_max(now, Ordering::SeqCst);
-        ProbeGuard(self)
-    }
-
-    /// Probes in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.now.load(Ordering::SeqCst)
-    }
-
-    /// The most probes that were ever in flight at once.
-    pub fn peak(&self) -> usize {
-        self.peak.load(Ordering::SeqCst)
-    }
-}
-
-/// One probe in flight; see [`ProbeGauge::start`].
-#[derive(Debug)]
-pub struct ProbeGuard<'a>(&'a ProbeGauge);
-
-impl Drop for ProbeGuard<'_> {
-    fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl Pool {
-    /// Builds a pool for `config`. Fails only for a weighted schedule that
-    /// would be too large (config validation already rejects that).
-    pub fn new(config: &Config) -> Result<Pool, String> {
+    /// Builds a pool for `config`.
+    pub fn new(config: &Config) -> Pool {
         Pool::reloaded(config, None)
     }
 
     /// Builds a pool for a reloaded `config`. A backend whose settings did
     /// not change keeps its traffic counters, and also its health (breaker
     /// state, windows) when the health settings did not change either.
-    pub fn reloaded(config: &Config, previous: Option<(&Pool, &HealthConfig)>) -> Result<Pool, String> {
+    pub fn reloaded(config: &Config, previous: Option<(&Pool, &HealthConfig)>) -> Pool {
         let algorithm = config.balancer.algorithm;
         let schedule = if algorithm == Algorithm::Weighted {
             let weights: Vec<u32> = config.backends.iter().map(|b| b.weight.get()).collect();
-            smooth_weighted_schedule(&weights)?
+            smooth_weighted_schedule(&weights)
         } else {
             Vec::new()
         };
@@ -211,7 +167,6 @@ impl Pool {
             // end) fills or trims to the limit.
             (Some(_), true) => {}
         }
-        let (kick_tx, kick_rx) = channel::bounded(1);
         let pool = Pool {
             backends,
             via,
@@ -226,15 +181,14 @@ impl Pool {
             active_set: Mutex::new(()),
             outage: OutageDetector::new(outage_window(config)),
             judging: Judging::new(&config.health),
-            kick_tx,
-            kick_rx,
+            kicks: Kicks::new(),
             probes: ProbeGauge::default(),
             first_round_done: AtomicBool::new(false),
         };
         if previous.is_some() {
             pool.recompute_active_set();
         }
-        Ok(pool)
+        pool
     }
 
     pub fn backends(&self) -> &[Backend] {
@@ -304,13 +258,13 @@ impl Pool {
     }
 
     /// The receiver the health checker waits on besides its timer.
-    pub(crate) fn kicks(&self) -> &Receiver<()> {
-        &self.kick_rx
+    pub(crate) fn kicks(&self) -> &Kicks {
+        &self.kicks
     }
 
     /// Wakes the health checker (a no-op if a wake-up is already pending).
     pub(crate) fn kick(&self) {
-        let _ = self.kick_tx.try_send(());
+        self.kicks.kick();
     }
 
     /// Picks a backend for a client connection, never one `skip` names
@@ -466,7 +420,7 @@ impl Pool {
         if let Some(t) = recorded.transition {
             match t.to {
                 State::Open if t.from == State::Closed => {
-                    let next = crate::config::human(backend.health.lock().breaker.backoff());
+                    let next = crate::config::human(backend.health.backoff());
                     if backend.health.answered() || self.first_round_done.load(Ordering::Relaxed) {
                         log::warn!("backend {name}: down ({reason}); next probe in {next}");
                     } else {
@@ -497,11 +451,7 @@ impl Pool {
         if failed && source == Source::Traffic {
             // A failed real connection: check this backend now rather than
             // at its next scheduled probe.
-            let mut inner = backend.health.lock();
-            if inner.breaker.state() == State::Closed {
-                inner.next_probe = now;
-            }
-            drop(inner);
+            backend.health.probe_soon(now);
             self.kick();
         } else if recorded.transition.is_some() {
             self.kick();
@@ -527,7 +477,7 @@ impl Pool {
             if b.health.state() == State::Closed && !self.cut_off(i) {
                 return; // still waiting for this one
             }
-            let reason = b.health.lock().last_error.clone().unwrap_or_else(|| "not reachable yet".into());
+            let reason = b.health.last_error().unwrap_or_else(|| "not reachable yet".into());
             match down.iter_mut().find(|(r, _, _)| *r == reason) {
                 Some((_, names, n)) => {
                     *n += 1;
@@ -655,21 +605,14 @@ impl OutageDetector {
             return;
         }
         let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
-        let recent: Vec<usize> = (0..backends.len())
-            .filter(|&i| {
-                let inner = backends[i].health.lock();
-                !inner.down_refused
-                    && inner.down_at.is_some_and(|at| now.saturating_duration_since(at) <= self.window)
-            })
-            .collect();
+        let recent: Vec<usize> =
+            (0..backends.len()).filter(|&i| backends[i].health.went_down_within(now, self.window)).collect();
         if recent.len() < backends.len().min(3) || self.active.swap(true, Ordering::Relaxed) {
             return;
         }
         *since = Some(now);
         for &i in &recent {
-            let mut inner = backends[i].health.lock();
-            inner.held = true;
-            inner.breaker.reset_backoff(now);
+            backends[i].health.hold(now);
         }
         log::warn!(
             "uplink outage: {} backend(s) went down within {} and none is left; \
@@ -686,7 +629,7 @@ impl OutageDetector {
         }
         let since = self.since.lock().unwrap_or_else(|e| e.into_inner()).take();
         for b in backends {
-            b.health.lock().held = false;
+            b.health.release();
         }
         let lasted = since.map(|s| crate::config::human(s.elapsed())).unwrap_or_default();
         log::info!("uplink outage over after {lasted}: backend {name} answered");
@@ -760,34 +703,13 @@ impl StickyTable {
     }
 }
 
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// Checks that a weighted schedule for `weights` stays within
-/// [`MAX_SCHEDULE`]; returns the weights' common divisor.
-pub fn check_weights(weights: &[u32]) -> Result<u32, String> {
-    let divisor = weights.iter().fold(0, |g, &w| gcd(g, w)).max(1);
-    let total: u64 = weights.iter().map(|&w| u64::from(w / divisor)).sum();
-    if total > MAX_SCHEDULE as u64 {
-        return Err(format!(
-            "the weights add up to {total} (after dividing by their common divisor {divisor}), \
-             over the limit of {MAX_SCHEDULE}; use smaller weights"
-        ));
-    }
-    Ok(divisor)
-}
-
 /// nginx's smooth weighted round robin, run for one full period: each
 /// step adds every weight to its backend's running score, picks the
 /// highest score, and takes the total off the winner. Weights are divided
 /// by their common divisor first, so `[2, 2]` costs two entries, not four.
-pub fn smooth_weighted_schedule(weights: &[u32]) -> Result<Vec<u32>, String> {
-    let divisor = check_weights(weights)?;
+/// The config's validation bounds the schedule ([`check_weights`]).
+pub fn smooth_weighted_schedule(weights: &[u32]) -> Vec<u32> {
+    let divisor = crate::config::check_weights(weights).unwrap_or(1);
     let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w / divisor)).collect();
     let total: i64 = weights.iter().sum();
     let mut score = vec![0i64; weights.len()];
@@ -803,7 +725,7 @@ pub fn smooth_weighted_schedule(weights: &[u32]) -> Result<Vec<u32>, String> {
         score[best] -= total;
         order.push(best as u32);
     }
-    Ok(order)
+    order
 }
 
 #[cfg(test)]
@@ -826,7 +748,7 @@ mod tests {
         for w in weights {
             yaml.push_str(&format!("  - {{direct: true, weight: {w}}}\n"));
         }
-        Pool::new(&Config::from_yaml(&yaml).unwrap()).unwrap()
+        Pool::new(&Config::from_yaml(&yaml).unwrap())
     }
 
     fn pool(weights: &[u32], algorithm: Algorithm) -> Pool {
@@ -849,7 +771,7 @@ mod tests {
             "mode: socks5\nbackends:\n  - interface: wan1\n  - interface: wan2\n  - {address: 127.0.0.1:1080, via: wan2}\n",
         )
         .unwrap();
-        let p = Pool::new(&c).unwrap();
+        let p = Pool::new(&c);
         let who = Client { ip: [127, 0, 0, 1].into(), destination: &LOCAL };
         assert_eq!((p.via(2), p.via(0)), (Via::Uplink(1), Via::Direct));
         assert!(!p.cut_off(2));
@@ -877,7 +799,7 @@ mod tests {
         );
         // `interfaces: auto` is Linux-only; elsewhere the config is refused.
         let Ok(c) = c else { return };
-        let p = Pool::new(&c.with_discovered(&["wan1".into()])).unwrap();
+        let p = Pool::new(&c.with_discovered(&["wan1".into()]));
         assert_eq!(p.via(1), Via::Missing);
         assert!(p.cut_off(1));
     }
@@ -918,18 +840,18 @@ mod tests {
     fn weighted_schedule_is_smooth() {
         // nginx's documented example: weights 5,1,1 give a a b a c a a;
         // never the 5 a's in a row of plain weighted round robin.
-        let order = smooth_weighted_schedule(&[5, 1, 1]).unwrap();
+        let order = smooth_weighted_schedule(&[5, 1, 1]);
         assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
     }
 
     #[test]
     fn weighted_schedule_reduces_by_gcd_and_caps_size() {
-        assert_eq!(smooth_weighted_schedule(&[4, 2]).unwrap().len(), 3);
+        assert_eq!(smooth_weighted_schedule(&[4, 2]).len(), 3);
         let big = vec![1000; 100];
-        assert_eq!(smooth_weighted_schedule(&big).unwrap().len(), 100);
+        assert_eq!(smooth_weighted_schedule(&big).len(), 100);
         let mut uneven = vec![999; 100];
         uneven[0] = 1000;
-        assert!(smooth_weighted_schedule(&uneven).unwrap_err().contains("over the limit"));
+        assert!(crate::config::check_weights(&uneven).unwrap_err().contains("over the limit"));
     }
 
     #[test]
@@ -1066,7 +988,7 @@ mod tests {
             "mode: socks5\nbackends:\n  - {address: 127.0.0.1:1001}\n  - {address: 127.0.0.1:1002}\n",
         )
         .unwrap();
-        let old = Pool::new(&old_config).unwrap();
+        let old = Pool::new(&old_config);
         old.backends[0].stats.connections.add(7);
         fail(&old, 1, 3);
         // 1002 stays, 1001 goes, 1003 is new.
@@ -1074,7 +996,7 @@ mod tests {
             "mode: socks5\nbackends:\n  - {address: 127.0.0.1:1003}\n  - {address: 127.0.0.1:1002}\n",
         )
         .unwrap();
-        let new = Pool::reloaded(&new_config, Some((&old, &old_config.health))).unwrap();
+        let new = Pool::reloaded(&new_config, Some((&old, &old_config.health)));
         assert!(Arc::ptr_eq(&new.backends[1].stats, &old.backends[1].stats));
         assert_eq!(new.backends[1].health.state(), State::Open, "breaker state survives");
         assert_eq!(new.backends[0].stats.connections.get(), 0, "a new backend starts fresh");
@@ -1083,7 +1005,7 @@ mod tests {
             "mode: socks5\nhealth:\n  circuit_threshold: 9\nbackends:\n  - {address: 127.0.0.1:1002}\n",
         )
         .unwrap();
-        let again = Pool::reloaded(&retuned, Some((&new, &new_config.health))).unwrap();
+        let again = Pool::reloaded(&retuned, Some((&new, &new_config.health)));
         assert!(Arc::ptr_eq(&again.backends[0].stats, &old.backends[1].stats));
         assert_eq!(again.backends[0].health.state(), State::Closed);
     }
@@ -1107,10 +1029,10 @@ mod tests {
         assert!(!p.outage(), "one backend is still up");
         fail(&p, 3, 3);
         assert!(p.outage(), "all four went down together");
-        assert!(p.backends().iter().all(|b| b.health.lock().held));
+        assert!(p.backends().iter().all(|b| b.health.is_held()));
         p.report(2, Source::Traffic, &Verdict::Success(Some(Duration::from_millis(5))));
         assert!(!p.outage(), "one answered");
-        assert!(p.backends().iter().all(|b| !b.health.lock().held));
+        assert!(p.backends().iter().all(|b| !b.health.is_held()));
     }
 
     #[test]
@@ -1129,10 +1051,10 @@ mod tests {
         let p = three_of_four_down();
         // Those three went down long ago (outside the window).
         for i in 0..3 {
-            p.backends()[i].health.lock().down_at = Some(Instant::now() - Duration::from_secs(3600));
+            p.backends()[i].health.set_down_at(Instant::now() - Duration::from_secs(3600));
         }
         fail(&p, 3, 3);
         assert!(!p.outage(), "one fresh down alone is not an outage");
-        assert!(p.backends().iter().all(|b| !b.health.lock().held));
+        assert!(p.backends().iter().all(|b| !b.health.is_held()));
     }
 }

@@ -5,27 +5,34 @@
 //!
 //! # Layout
 //!
-//! One concept per module:
+//! One concept per module, from the ground up:
 //!
-//! - [`config`]: YAML → raw structs → validated [`config::Config`].
+//! - [`config`]: YAML → raw structs → validated [`config::Config`]
+//!   (`raw`, `validate`, `locate`, `values`).
 //! - [`socks5`]: the RFC 1928/1929 wire format, read field by field.
-//! - [`balancer`]: the backend pool, selection filters and the lock-free pick.
-//! - [`health`]: metrics windows, circuit breakers, probes and their schedule.
-//! - [`upstream`]: connecting to a backend or a destination, and our own
-//!   SOCKS5 client handshake.
-//! - [`uplink`]: multipath: connecting through an interface, link state.
-//! - [`tcp`]: sockets as we set them up: listeners, non-blocking connects,
-//!   delayed ACKs through the handshake.
-//! - [`session`]: one client connection in socks5 or transparent mode.
-//! - [`relay`]: moving bytes once the handshake is done.
-//! - [`server`]: listeners, the accept loop, shutdown, and [`server::Daemon`].
-//! - [`shutdown`]: the shutdown signal passed to everything that stops.
-//! - [`stats`]: counters that work without 64-bit atomics.
-//! - [`rng`]: the lock-free random source for picks and jitter.
-//! - [`console`]: Windows console close/logoff/shutdown → graceful drain.
-//! - [`logging`]: text or JSON logs on stderr.
+//! - `tcp`, `shutdown`, `rng`: sockets as we set them up, the stop
+//!   signal, the lock-free random source.
+//! - [`health`]: windows, circuit breakers, probes and their schedule;
+//!   each backend's state behind verbs.
+//! - `uplink`: multipath: connecting through an interface, link state.
+//! - `upstream`: connecting to a backend or a destination, and our own
+//!   SOCKS5 client handshake; `UpstreamError` says whose fault it was.
+//! - `balancer`: the backend pool, selection filters and the lock-free pick.
+//! - `stats`: counters that work without 64-bit atomics.
+//! - `context`: the `Snapshot` (config + pool) connections run on, and
+//!   `Current`, the one new connections get.
+//! - `connect`: the connect-with-failover core every inbound uses.
+//! - `inbound`: one module per client protocol (`socks5`, `transparent`),
+//!   the dispatch on it, and the relay stage they end in.
+//! - `relay`: moving bytes once the handshake is done.
+//! - `watch`: the tasks that keep health true: the probe scheduler
+//!   (`watch::backends`) and the link watcher (`watch::uplinks`).
+//! - [`server`]: listeners, the accept loop, reload, shutdown, and
+//!   [`server::Daemon`].
 //! - [`web`]: dashboard, JSON API and Prometheus metrics (tiny_http).
 //! - [`status`]: `socksbalance status`, the table in a terminal.
+//! - [`logging`]: text or JSON on stderr, or syslog.
+//! - [`console`]: Windows console close/logoff/shutdown → graceful drain.
 //!
 //! `main.rs` only parses the command line, loads the config, installs
 //! signal handlers and calls [`server::Daemon::start`]; the integration
@@ -36,22 +43,27 @@
 // (`uplink::sys`), and the Windows console handler (`console`).
 #![deny(unsafe_code)]
 
-pub mod balancer;
+// Public: what the binary, the integration tests and the fuzz targets
+// use. The rest is the crate's own.
+pub(crate) mod balancer;
 pub mod config;
+pub(crate) mod connect;
 pub mod console;
+pub(crate) mod context;
 pub mod health;
+pub(crate) mod inbound;
 pub mod logging;
-pub mod relay;
-pub mod rng;
+pub(crate) mod relay;
+pub(crate) mod rng;
 pub mod server;
-pub mod session;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod socks5;
-pub mod stats;
+pub(crate) mod stats;
 pub mod status;
 pub mod tcp;
-pub mod uplink;
-pub mod upstream;
+pub(crate) mod uplink;
+pub(crate) mod upstream;
+pub(crate) mod watch;
 pub mod web;
 
 pub use config::Config;

@@ -14,7 +14,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -25,65 +25,45 @@ use smol::{Async, Executor, Task, Timer};
 
 use crate::balancer::Pool;
 use crate::config::{format_duration, Config};
-use crate::session;
+use crate::context::{Current, Snapshot};
+use crate::inbound;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::stats::{DaemonStats, RateSample, SAMPLE_EVERY};
-use crate::uplink::watch;
+use crate::watch::{self, uplinks};
 use crate::web::{self, WebServer};
-
-/// Everything a connection needs to know, fixed for its lifetime. A config
-/// reload builds a new snapshot and swaps it in for new connections; open
-/// tunnels keep the one they started with.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub config: Config,
-    pub pool: Pool,
-}
-
-impl Snapshot {
-    /// Builds the pool for `config`, with the uplinks `interfaces: auto`
-    /// finds now.
-    pub fn new(config: Config) -> Result<Snapshot, String> {
-        let config = watch::discover(config, &crate::uplink::current_links());
-        let pool = Pool::new(&config)?;
-        Ok(Snapshot { config, pool })
-    }
-}
-
-/// The snapshot new connections get. A reload replaces it whole and bumps
-/// the generation; accept loops compare generations (an atomic load) and
-/// take the lock only when it changed, so accepting stays lock-free.
-#[derive(Debug)]
-pub struct Current {
-    snapshot: Mutex<Arc<Snapshot>>,
-    generation: AtomicUsize,
-}
-
-impl Current {
-    pub fn new(snapshot: Arc<Snapshot>) -> Current {
-        Current { snapshot: Mutex::new(snapshot), generation: AtomicUsize::new(0) }
-    }
-
-    /// The snapshot in force. The lock is held only to clone an `Arc`.
-    pub fn get(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.snapshot.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    pub fn generation(&self) -> usize {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn replace(&self, snapshot: Arc<Snapshot>) {
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-}
 
 /// A reload request for [`run`]: the new configuration, and where to send
 /// the outcome (a summary, or why nothing changed).
 pub struct Reload {
     pub config: Config,
-    pub reply: Sender<Result<String, String>>,
+    pub reply: Sender<Result<String, ReloadError>>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// A new listen address could not be bound.
+    Listen(io::Error),
+    /// The daemon is stopping.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Listen(e) => e.fmt(f),
+            ReloadError::ShuttingDown => f.write_str("the daemon is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReloadError::Listen(e) => Some(e),
+            ReloadError::ShuttingDown => None,
+        }
+    }
 }
 
 /// Pause after a failed `accept()`. EMFILE/ENFILE do not clear by retrying
@@ -145,11 +125,11 @@ pub async fn run(
     let mut acceptors: Vec<Acceptor> =
         listeners.into_iter().map(|(configured, l)| cx.spawn_acceptor(configured, l, &drain_tx)).collect();
     cx.publish_bound(&acceptors);
-    let mut checker = cx.ex.spawn(crate::health::checker::run(Arc::clone(&cx.ex), cx.current.get()));
+    let mut checker = cx.ex.spawn(watch::backends::run(Arc::clone(&cx.ex), cx.current.get()));
     let sampler = cx.ex.spawn(sample_throughput(Arc::clone(&cx.current), Arc::clone(&cx.stats)));
     let (rediscover_tx, rediscover_rx) = channel::bounded::<()>(1);
     #[cfg(target_os = "linux")]
-    let links = cx.ex.spawn(watch::follow_links(
+    let links = cx.ex.spawn(uplinks::follow_links(
         Arc::clone(&cx.current),
         Arc::clone(&cx.stats),
         rediscover_tx.clone(),
@@ -194,7 +174,7 @@ pub async fn run(
         }
         // The new pool's uplinks get the link states as they are now.
         let links = crate::uplink::current_links();
-        watch::mark_links(&cx.current.get(), &links, true);
+        uplinks::mark_links(&cx.current.get(), &links, true);
         *cx.stats.links.lock().unwrap_or_else(|e| e.into_inner()) = links;
     }
     drop(rediscover_tx);
@@ -240,13 +220,13 @@ async fn apply_reload(
     acceptors: &mut Vec<Acceptor>,
     checker: &mut Task<()>,
     drain: &Sender<()>,
-) -> Result<String, String> {
+) -> Result<String, ReloadError> {
     let old = cx.current.get();
     let links = crate::uplink::current_links();
-    let mut config = watch::discover(config, &links);
+    let mut config = uplinks::discover(config, &links);
     let added: Vec<SocketAddr> =
         config.listen.iter().filter(|a| !acceptors.iter().any(|x| x.configured == **a)).copied().collect();
-    let fresh = bind(&added).map_err(|e| e.to_string())?;
+    let fresh = bind(&added).map_err(ReloadError::Listen)?;
     // Deny our own port-0 listeners (kept and new) and dashboard, as at start.
     let mut own = Vec::new();
     for a in acceptors.iter().filter(|a| config.listen.contains(&a.configured)) {
@@ -266,7 +246,7 @@ async fn apply_reload(
             config.deny_destinations.push(rule);
         }
     }
-    let pool = Pool::reloaded(&config, Some((&old.pool, &old.config.health)))?;
+    let pool = Pool::reloaded(&config, Some((&old.pool, &old.config.health)));
     let mut notes = Vec::new();
     if config.web.enabled != old.config.web.enabled || config.web.listen != old.config.web.listen {
         notes.push("web.enabled and web.listen take effect after a restart");
@@ -313,7 +293,7 @@ async fn apply_reload(
     cx.publish_bound(acceptors);
 
     let old_checker =
-        std::mem::replace(checker, cx.ex.spawn(crate::health::checker::run(Arc::clone(&cx.ex), snapshot)));
+        std::mem::replace(checker, cx.ex.spawn(watch::backends::run(Arc::clone(&cx.ex), snapshot)));
     old_checker.cancel().await;
     Ok(summary)
 }
@@ -418,7 +398,7 @@ async fn accept_loop(
                 let snapshot = Arc::clone(&snapshot);
                 ex.spawn(async move {
                     let _open = (open, slot);
-                    session::serve(snapshot, stream, peer).await;
+                    inbound::serve(snapshot, stream, peer).await;
                 })
                 .detach();
             }
@@ -456,7 +436,7 @@ fn refuse_busy(
     ex.spawn(async move {
         let _ = crate::upstream::until(
             std::time::Instant::now() + Duration::from_secs(2),
-            session::refuse_busy(&stream),
+            inbound::refuse_busy(&stream),
         )
         .await;
         stats.refusing.fetch_sub(1, Ordering::Relaxed);
@@ -580,8 +560,7 @@ impl Daemon {
             own.extend(bound_rules(&[config.web.listen], &[addr]));
         }
         config.deny_destinations.extend(own);
-        let snapshot =
-            Arc::new(Snapshot::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
+        let snapshot = Arc::new(Snapshot::new(uplinks::discover(config, &crate::uplink::current_links())));
         let stats = Arc::new(DaemonStats::default());
         let current = Arc::new(Current::new(snapshot));
         let web = match web_listener {
@@ -642,14 +621,11 @@ impl Daemon {
     /// keep their counters and breaker state, new listen addresses are
     /// bound before removed ones close. On error nothing changes. Returns
     /// a one-line summary of what changed.
-    pub fn reload(&self, config: Config) -> Result<String, String> {
+    pub fn reload(&self, config: Config) -> Result<String, ReloadError> {
         let (reply, outcome) = channel::bounded(1);
         smol::block_on(async {
-            self.reloads
-                .send(Reload { config, reply })
-                .await
-                .map_err(|_| "the daemon is shutting down".to_owned())?;
-            outcome.recv().await.map_err(|_| "the daemon is shutting down".to_owned())?
+            self.reloads.send(Reload { config, reply }).await.map_err(|_| ReloadError::ShuttingDown)?;
+            outcome.recv().await.map_err(|_| ReloadError::ShuttingDown)?
         })
     }
 

@@ -187,31 +187,31 @@ pub struct Reply {
     pub bound: Address,
 }
 
-/// The reply codes of RFC 1928 §6.
+/// A reply code of RFC 1928 §6: the assigned ones as constants, and any
+/// other byte a backend may send, which is passed on as it came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ReplyCode {
-    Succeeded = 0x00,
-    GeneralFailure = 0x01,
-    NotAllowed = 0x02,
-    NetworkUnreachable = 0x03,
-    HostUnreachable = 0x04,
-    ConnectionRefused = 0x05,
-    TtlExpired = 0x06,
-    CommandNotSupported = 0x07,
-    AddressTypeNotSupported = 0x08,
-}
+pub struct ReplyCode(pub u8);
 
 impl ReplyCode {
+    pub const SUCCEEDED: ReplyCode = ReplyCode(0x00);
+    pub const GENERAL_FAILURE: ReplyCode = ReplyCode(0x01);
+    pub const NOT_ALLOWED: ReplyCode = ReplyCode(0x02);
+    pub const NETWORK_UNREACHABLE: ReplyCode = ReplyCode(0x03);
+    pub const HOST_UNREACHABLE: ReplyCode = ReplyCode(0x04);
+    pub const CONNECTION_REFUSED: ReplyCode = ReplyCode(0x05);
+    pub const TTL_EXPIRED: ReplyCode = ReplyCode(0x06);
+    pub const COMMAND_NOT_SUPPORTED: ReplyCode = ReplyCode(0x07);
+    pub const ADDRESS_TYPE_NOT_SUPPORTED: ReplyCode = ReplyCode(0x08);
+
     /// Maps a failed outbound connect to the reply a client should see,
     /// the way microsocks maps errno to RFC 1928 codes.
     pub fn from_io(err: &io::Error) -> ReplyCode {
         match err.kind() {
-            io::ErrorKind::ConnectionRefused => ReplyCode::ConnectionRefused,
-            io::ErrorKind::NetworkUnreachable | io::ErrorKind::NetworkDown => ReplyCode::NetworkUnreachable,
-            io::ErrorKind::HostUnreachable | io::ErrorKind::AddrNotAvailable => ReplyCode::HostUnreachable,
-            io::ErrorKind::TimedOut => ReplyCode::TtlExpired,
-            _ => ReplyCode::GeneralFailure,
+            io::ErrorKind::ConnectionRefused => ReplyCode::CONNECTION_REFUSED,
+            io::ErrorKind::NetworkUnreachable | io::ErrorKind::NetworkDown => ReplyCode::NETWORK_UNREACHABLE,
+            io::ErrorKind::HostUnreachable | io::ErrorKind::AddrNotAvailable => ReplyCode::HOST_UNREACHABLE,
+            io::ErrorKind::TimedOut => ReplyCode::TTL_EXPIRED,
+            _ => ReplyCode::GENERAL_FAILURE,
         }
     }
 
@@ -258,9 +258,9 @@ impl Error {
     /// The reply to send before closing, where the protocol allows one.
     pub fn reply(&self) -> Option<ReplyCode> {
         match self {
-            Error::UnknownCommand(_) => Some(ReplyCode::CommandNotSupported),
-            Error::UnknownAddressType(_) => Some(ReplyCode::AddressTypeNotSupported),
-            Error::EmptyDomain => Some(ReplyCode::GeneralFailure),
+            Error::UnknownCommand(_) => Some(ReplyCode::COMMAND_NOT_SUPPORTED),
+            Error::UnknownAddressType(_) => Some(ReplyCode::ADDRESS_TYPE_NOT_SUPPORTED),
+            Error::EmptyDomain => Some(ReplyCode::GENERAL_FAILURE),
             _ => None,
         }
     }
@@ -468,8 +468,12 @@ pub async fn write_connect<W: AsyncWrite + Unpin>(w: &mut W, address: &Address) 
 }
 
 /// Sends a reply with `code` and `bound` address.
-pub async fn write_reply<W: AsyncWrite + Unpin>(w: &mut W, code: u8, bound: &Address) -> io::Result<()> {
-    w.write_all(&address_message(VERSION, code, bound)).await
+pub async fn write_reply<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    code: ReplyCode,
+    bound: &Address,
+) -> io::Result<()> {
+    w.write_all(&address_message(VERSION, code.0, bound)).await
 }
 
 /// Bytes [`Buffered`] takes from the socket at once: a whole greeting,
@@ -658,7 +662,7 @@ mod tests {
         let wire = [5, 9, 0, 1, 127, 0, 0, 1, 0, 80];
         let e = block_on(read_request(&mut &wire[..])).unwrap_err();
         assert!(matches!(e, Error::UnknownCommand(9)));
-        assert_eq!(e.reply(), Some(ReplyCode::CommandNotSupported));
+        assert_eq!(e.reply(), Some(ReplyCode::COMMAND_NOT_SUPPORTED));
     }
 
     #[test]
@@ -673,7 +677,7 @@ mod tests {
     fn unknown_address_type_maps_to_0x08() {
         let e = block_on(read_request(&mut &[5, 1, 0, 7, 1, 2][..])).unwrap_err();
         assert!(matches!(e, Error::UnknownAddressType(7)));
-        assert_eq!(e.reply(), Some(ReplyCode::AddressTypeNotSupported));
+        assert_eq!(e.reply(), Some(ReplyCode::ADDRESS_TYPE_NOT_SUPPORTED));
     }
 
     #[test]
@@ -713,7 +717,7 @@ mod tests {
     fn reply_round_trip_keeps_unassigned_codes() {
         let mut wire = Vec::new();
         let bound = Address::Ip("[2001:db8::1]:1080".parse().unwrap());
-        block_on(write_reply(&mut wire, 0x42, &bound)).unwrap();
+        block_on(write_reply(&mut wire, ReplyCode(0x42), &bound)).unwrap();
         let r = block_on(read_reply(&mut &wire[..])).unwrap();
         assert_eq!(r.code, 0x42);
         assert_eq!(r.bound, bound);
@@ -723,11 +727,11 @@ mod tests {
     #[test]
     fn io_errors_map_to_reply_codes() {
         let code = |k| ReplyCode::from_io(&io::Error::from(k));
-        assert_eq!(code(io::ErrorKind::ConnectionRefused), ReplyCode::ConnectionRefused);
-        assert_eq!(code(io::ErrorKind::TimedOut), ReplyCode::TtlExpired);
-        assert_eq!(code(io::ErrorKind::NetworkUnreachable), ReplyCode::NetworkUnreachable);
-        assert_eq!(code(io::ErrorKind::HostUnreachable), ReplyCode::HostUnreachable);
-        assert_eq!(code(io::ErrorKind::Other), ReplyCode::GeneralFailure);
+        assert_eq!(code(io::ErrorKind::ConnectionRefused), ReplyCode::CONNECTION_REFUSED);
+        assert_eq!(code(io::ErrorKind::TimedOut), ReplyCode::TTL_EXPIRED);
+        assert_eq!(code(io::ErrorKind::NetworkUnreachable), ReplyCode::NETWORK_UNREACHABLE);
+        assert_eq!(code(io::ErrorKind::HostUnreachable), ReplyCode::HOST_UNREACHABLE);
+        assert_eq!(code(io::ErrorKind::Other), ReplyCode::GENERAL_FAILURE);
     }
 
     #[test]

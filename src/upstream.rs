@@ -17,7 +17,6 @@ use smol::future::FutureExt;
 use smol::{Async, Timer};
 
 use crate::config::{Credentials, Host, Uplink};
-use crate::health::{Failure, Verdict};
 use crate::socks5::{self, Address, ReplyCode};
 use crate::tcp::{self, FirstWord};
 
@@ -69,15 +68,15 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// The reply code the client gets.
-    pub fn reply(&self) -> u8 {
+    pub fn reply(&self) -> ReplyCode {
         match self {
-            UpstreamError::BackendReply(code) => *code,
-            UpstreamError::Destination(e) | UpstreamError::Uplink(e) => ReplyCode::from_io(e) as u8,
-            UpstreamError::Resolve(_) => ReplyCode::HostUnreachable as u8,
-            UpstreamError::NotAllowed => ReplyCode::NotAllowed as u8,
+            UpstreamError::BackendReply(code) => ReplyCode(*code),
+            UpstreamError::Destination(e) | UpstreamError::Uplink(e) => ReplyCode::from_io(e),
+            UpstreamError::Resolve(_) => ReplyCode::HOST_UNREACHABLE,
+            UpstreamError::NotAllowed => ReplyCode::NOT_ALLOWED,
             // The client asked for a destination; the hop in between
             // failing is a server failure, not the destination's refusal.
-            _ => ReplyCode::GeneralFailure as u8,
+            _ => ReplyCode::GENERAL_FAILURE,
         }
     }
 
@@ -94,10 +93,10 @@ impl UpstreamError {
             | UpstreamError::Uplink(_) => true,
             UpstreamError::BackendReply(code) => !matches!(
                 *code,
-                c if c == ReplyCode::NetworkUnreachable as u8
-                    || c == ReplyCode::HostUnreachable as u8
-                    || c == ReplyCode::ConnectionRefused as u8
-                    || c == ReplyCode::TtlExpired as u8
+                c if c == ReplyCode::NETWORK_UNREACHABLE.0
+                    || c == ReplyCode::HOST_UNREACHABLE.0
+                    || c == ReplyCode::CONNECTION_REFUSED.0
+                    || c == ReplyCode::TTL_EXPIRED.0
             ),
             UpstreamError::Destination(_)
             | UpstreamError::Resolve(_)
@@ -115,7 +114,8 @@ impl UpstreamError {
         matches!(self, UpstreamError::BackendUnreachable(e) if e.kind() == io::ErrorKind::ConnectionRefused)
     }
 
-    fn timed_out(&self) -> bool {
+    /// The limit that applied ran out.
+    pub fn timed_out(&self) -> bool {
         match self {
             UpstreamError::BackendUnreachable(e)
             | UpstreamError::Uplink(e)
@@ -123,25 +123,6 @@ impl UpstreamError {
             UpstreamError::BackendProtocol(socks5::Error::Io(e)) => e.kind() == io::ErrorKind::TimedOut,
             _ => false,
         }
-    }
-
-    /// The failure as the health layer records it (a timeout or not,
-    /// conclusive or not, and its short reason), whoever is to blame: a
-    /// probe counts a destination it cannot reach as its own failure.
-    pub fn failure(&self, timeout: Duration) -> Failure {
-        let reason = self.brief(timeout);
-        let failure = if self.timed_out() { Failure::timed_out(reason) } else { Failure::new(reason) };
-        Failure { conclusive: self.conclusive(), ..failure }
-    }
-
-    /// What the failure means for the backend's health: a failure with a
-    /// short reason, or nothing ([`Verdict::Neutral`], when the backend is
-    /// not to blame). `timeout` is the limit that applied, for the reason.
-    pub fn verdict(&self, timeout: Duration) -> Verdict {
-        if !self.blames_backend() {
-            return Verdict::Neutral;
-        }
-        Verdict::Failed(self.failure(timeout))
     }
 
     /// The reason in a few words, for the dashboard and the API:
@@ -193,6 +174,18 @@ impl std::fmt::Display for UpstreamError {
             }
             UpstreamError::NoBackend => f.write_str("no backend available"),
             UpstreamError::NotAllowed => f.write_str("destination refused by deny_destinations"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UpstreamError::BackendUnreachable(e)
+            | UpstreamError::Destination(e)
+            | UpstreamError::Uplink(e)
+            | UpstreamError::Resolve(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -429,7 +422,7 @@ pub async fn socks5_connect(
     })
     .await
     .map_err(fail)?;
-    if reply.code != ReplyCode::Succeeded as u8 {
+    if reply.code != ReplyCode::SUCCEEDED.0 {
         return Err(UpstreamError::BackendReply(reply.code));
     }
     Ok((reply.bound, reader.into_leftover()))
@@ -443,51 +436,13 @@ mod tests {
     fn destination_failures_do_not_blame_the_backend() {
         for code in [3u8, 4, 5, 6] {
             assert!(!UpstreamError::BackendReply(code).blames_backend(), "{code}");
-            assert_eq!(UpstreamError::BackendReply(code).reply(), code);
+            assert_eq!(UpstreamError::BackendReply(code).reply(), ReplyCode(code));
         }
         assert!(UpstreamError::BackendReply(1).blames_backend());
         assert!(UpstreamError::BackendAuthFailed.blames_backend());
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert!(UpstreamError::BackendUnreachable(refused).blames_backend());
         assert!(!UpstreamError::MethodMismatch(0xFF).blames_backend());
-    }
-
-    #[test]
-    fn verdicts_tell_timeouts_refusals_and_neutral_results_apart() {
-        let five = Duration::from_secs(5);
-        let timeout = io::Error::from(io::ErrorKind::TimedOut);
-        assert_eq!(
-            UpstreamError::BackendUnreachable(timeout).verdict(five),
-            Verdict::Failed(Failure::timed_out("timed out after 5s"))
-        );
-        let timeout = socks5::Error::Io(io::Error::from(io::ErrorKind::TimedOut));
-        assert!(
-            matches!(UpstreamError::BackendProtocol(timeout).verdict(five), Verdict::Failed(f) if f.timeout)
-        );
-        assert_eq!(
-            UpstreamError::BackendAuthFailed.verdict(five),
-            Verdict::Failed(Failure::new("rejected our credentials"))
-        );
-        assert_eq!(UpstreamError::BackendReply(5).verdict(five), Verdict::Neutral);
-        // A probe's view: a destination it cannot reach is its failure.
-        let timeout = io::Error::from(io::ErrorKind::TimedOut);
-        let unreachable = UpstreamError::Destination(timeout);
-        assert_eq!(unreachable.verdict(five), Verdict::Neutral);
-        assert_eq!(unreachable.failure(five), Failure::timed_out("timed out after 5s"));
-        assert_eq!(
-            UpstreamError::BackendReply(1).verdict(five),
-            Verdict::Failed(Failure::new("SOCKS reply 0x01"))
-        );
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        let verdict = UpstreamError::BackendUnreachable(refused).verdict(five);
-        assert_eq!(
-            verdict,
-            Verdict::Failed(Failure { conclusive: true, ..Failure::new("connection refused") })
-        );
-        assert_eq!(
-            UpstreamError::BackendUnofferedMethod(2).verdict(five),
-            Verdict::Failed(Failure::new("chose auth method 0x02, not offered"))
-        );
     }
 
     #[test]
@@ -561,8 +516,8 @@ mod tests {
     #[test]
     fn an_unreachable_backend_is_a_general_failure_for_the_client() {
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert_eq!(UpstreamError::BackendUnreachable(refused).reply(), 0x01);
+        assert_eq!(UpstreamError::BackendUnreachable(refused).reply(), ReplyCode::GENERAL_FAILURE);
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert_eq!(UpstreamError::Destination(refused).reply(), 0x05);
+        assert_eq!(UpstreamError::Destination(refused).reply(), ReplyCode::CONNECTION_REFUSED);
     }
 }

@@ -17,13 +17,16 @@
 //! - [`checker`]: the task that schedules probes.
 
 pub mod breaker;
-pub mod checker;
 pub mod probe;
 pub mod window;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
+
+use smol::channel::{self, Receiver, Sender};
+
+use crate::upstream::UpstreamError;
 
 pub use breaker::{Breaker, BreakerConfig, Source, State, Transition};
 pub use window::{LatencyWindow, Outcome, OutcomeWindow};
@@ -76,6 +79,30 @@ pub enum Verdict {
     Neutral,
 }
 
+impl Failure {
+    /// A failed connection as the health layer records it (a timeout or
+    /// not, conclusive or not, and its short reason), whoever is to blame:
+    /// a probe counts a destination it cannot reach as its own failure.
+    /// `timeout` is the limit that applied, for the reason.
+    pub fn of(e: &UpstreamError, timeout: Duration) -> Failure {
+        let reason = e.brief(timeout);
+        let failure = if e.timed_out() { Failure::timed_out(reason) } else { Failure::new(reason) };
+        Failure { conclusive: e.conclusive(), ..failure }
+    }
+}
+
+impl Verdict {
+    /// What a failed connection means for the backend's health: a failure
+    /// with a short reason, or nothing ([`Verdict::Neutral`], when the
+    /// backend is not to blame).
+    pub fn of(e: &UpstreamError, timeout: Duration) -> Verdict {
+        if !e.blames_backend() {
+            return Verdict::Neutral;
+        }
+        Verdict::Failed(Failure::of(e, timeout))
+    }
+}
+
 /// As a log line says it: `ok in 0.37 ms`, `failed: connection refused`.
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,38 +143,38 @@ impl Status {
 
 /// Everything that changes under the per-backend lock.
 #[derive(Debug)]
-pub struct Inner {
-    pub breaker: Breaker,
-    pub outcomes: OutcomeWindow,
-    pub latencies: LatencyWindow,
+pub(crate) struct Inner {
+    breaker: Breaker,
+    outcomes: OutcomeWindow,
+    latencies: LatencyWindow,
     /// When a CLOSED backend is next probed (passive monitoring skips the
     /// probe if real traffic judged the backend since).
-    pub next_probe: Instant,
+    next_probe: Instant,
     /// A probe is running; the checker does not start another.
-    pub probing: bool,
+    probing: bool,
     /// Wall-clock time of the last result from either source.
-    pub last_checked: Option<SystemTime>,
+    last_checked: Option<SystemTime>,
     /// When real traffic last got a verdict on this backend: with passive
     /// monitoring, traffic this recent stands in for a probe.
-    pub last_traffic: Option<Instant>,
+    last_traffic: Option<Instant>,
     /// That last verdict of real traffic was a success.
-    pub traffic_ok: bool,
+    traffic_ok: bool,
     /// When the circuit last opened, while it is open: for the outage
     /// detector, the log, and (as wall-clock time) the API's `down_since`.
-    pub down_at: Option<Instant>,
+    down_at: Option<Instant>,
     /// It went down on a refusal: its host answered, so the path to it
     /// works, and its going down says nothing about an uplink outage.
-    pub down_refused: bool,
+    down_refused: bool,
     /// Why the last failure failed; cleared when the backend comes back
     /// from down, kept through later successes while it stays up (what
     /// went wrong last is worth showing).
-    pub last_error: Option<String>,
+    last_error: Option<String>,
     /// Taken down by an uplink outage: failed recovery probes keep the
     /// base interval instead of backing off (see `balancer::Pool::report`).
-    pub held: bool,
+    held: bool,
     /// Failures since the circuit opened or the last summary line.
-    pub failures_while_down: u32,
-    pub last_summary: Option<Instant>,
+    failures_while_down: u32,
+    last_summary: Option<Instant>,
 }
 
 /// What [`BackendHealth::record`] changed, for the caller to log.
@@ -177,6 +204,106 @@ impl Judging {
 }
 
 /// One backend's health.
+/// Counts the health probes in flight, and the most there ever were at
+/// once. `usize` atomics only: 32-bit MIPS has no 64-bit ones.
+#[derive(Debug, Default)]
+pub struct ProbeGauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl ProbeGauge {
+    /// Counts one probe until the returned guard drops.
+    pub fn start(&self) -> ProbeGuard<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        ProbeGuard(self)
+    }
+
+    /// Probes in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    /// The most probes that were ever in flight at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// One probe in flight; see [`ProbeGauge::start`].
+#[derive(Debug)]
+pub struct ProbeGuard<'a>(&'a ProbeGauge);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Wakes the checker before its timer: after a failure or a state change
+/// (a bounded channel of one, so a burst of kicks is one wake-up).
+#[derive(Debug)]
+pub struct Kicks {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Kicks {
+    pub fn new() -> Kicks {
+        let (tx, rx) = channel::bounded(1);
+        Kicks { tx, rx }
+    }
+
+    /// A no-op if a wake-up is already pending.
+    pub fn kick(&self) {
+        let _ = self.tx.try_send(());
+    }
+
+    /// Waits for the next kick.
+    pub(crate) async fn wait(&self) {
+        let _ = self.rx.recv().await;
+    }
+}
+
+impl Default for Kicks {
+    fn default() -> Kicks {
+        Kicks::new()
+    }
+}
+
+/// Probes in flight at once, across all backends (the scheduler in
+/// `watch::backends` holds to it).
+pub const MAX_CONCURRENT_PROBES: usize = 16;
+
+/// The checker's answer from [`BackendHealth::claim_probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// A probe of it is running.
+    Busy,
+    /// Not yet: look again at `at`.
+    NotDue { at: Instant, half_opened: bool },
+    /// Probe it now, after a random delay of up to `spread`.
+    Due { spread: Duration, half_opened: bool },
+}
+
+/// One backend's health as the API shows it, read at once.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    pub circuit: State,
+    pub status: Status,
+    /// When it is next probed (a recovery probe's timer while open).
+    pub next_probe: Option<Instant>,
+    /// When the circuit opened, while it is open.
+    pub down_at: Option<Instant>,
+    pub last_error: Option<String>,
+    pub last_checked: Option<SystemTime>,
+    pub success_rate: Option<f64>,
+    pub latency_ema: Option<Duration>,
+    pub latency_median: Option<Duration>,
+    pub latency_recent: Vec<Duration>,
+}
+
 #[derive(Debug)]
 pub struct BackendHealth {
     inner: Mutex<Inner>,
@@ -246,8 +373,9 @@ impl BackendHealth {
         }
     }
 
-    /// The lock on the changing state. Never held across an `.await`.
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+    /// The lock on the changing state. Never held across an `.await`;
+    /// only this module's verbs take it.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -261,8 +389,13 @@ impl BackendHealth {
         self.answered.load(Ordering::Relaxed)
     }
 
+    /// The state in plain words.
+    pub fn status(&self) -> Status {
+        self.status_of(&self.lock())
+    }
+
     /// The state in plain words; `inner` is this backend's locked state.
-    pub fn status(&self, inner: &Inner) -> Status {
+    fn status_of(&self, inner: &Inner) -> Status {
         match inner.breaker.state() {
             State::Open => Status::Down,
             State::HalfOpen => Status::Testing,
@@ -306,19 +439,156 @@ impl BackendHealth {
             return false;
         }
         if !down {
-            let mut inner = self.lock();
-            inner.breaker.retry_now(now);
-            inner.next_probe = now;
+            self.retry_now(now);
         }
         true
     }
 
     /// Copies the breaker state and EMA into the atomics after a change.
-    pub(crate) fn publish(&self, inner: &Inner) {
+    fn publish(&self, inner: &Inner) {
         self.state.store(state_to_u8(inner.breaker.state()), Ordering::Relaxed);
         if let Some(ema) = inner.latencies.ema() {
             let us = u32::try_from(ema.as_micros()).unwrap_or(u32::MAX).max(1);
             self.latency_us.store(us, Ordering::Relaxed);
+        }
+    }
+
+    /// A check of this backend soon: at once if its circuit is closed (a
+    /// failed real connection); an open one keeps its recovery timer.
+    pub(crate) fn probe_soon(&self, now: Instant) {
+        let mut inner = self.lock();
+        if inner.breaker.state() == State::Closed {
+            inner.next_probe = now;
+        }
+    }
+
+    /// A probe now, whatever the recovery timer says: the path to the
+    /// backend changed (its uplink came back, a reload asked).
+    pub(crate) fn retry_now(&self, now: Instant) {
+        let mut inner = self.lock();
+        inner.breaker.retry_now(now);
+        if inner.breaker.state() == State::Closed {
+            inner.next_probe = now;
+        }
+    }
+
+    /// A probe of it is running.
+    pub fn probing(&self) -> bool {
+        self.lock().probing
+    }
+
+    /// The current wait before the next recovery probe.
+    pub fn backoff(&self) -> Duration {
+        self.lock().breaker.backoff()
+    }
+
+    /// Why the last failure failed, if one did.
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
+    }
+
+    /// The checker's question: should this backend be probed now?
+    /// `soon` is how far ahead a routine probe may start early (the
+    /// batch); `passive` is `check_interval` with passive monitoring on.
+    /// On [`Due`](Claim::Due) the backend is marked as probing until
+    /// [`probe_done`](Self::probe_done).
+    pub(crate) fn claim_probe(&self, now: Instant, soon: Instant, passive: Option<Duration>) -> Claim {
+        let mut inner = self.lock();
+        if inner.probing {
+            return Claim::Busy;
+        }
+        let half_opened = inner.breaker.poll(now).is_some();
+        if half_opened {
+            self.publish(&inner);
+        }
+        // Routine probes carry their jitter in `next_probe` already, and
+        // an early probe after a failure should not wait; recovery
+        // probes of circuits that opened together get spread here.
+        let (due, spread) = match inner.breaker.state() {
+            State::HalfOpen => (now, inner.breaker.backoff() / 10),
+            State::Open => (inner.breaker.retry_at().unwrap_or(now), Duration::ZERO),
+            State::Closed => (inner.next_probe, Duration::ZERO),
+        };
+        // Routine probes due soon start with this batch; a recovery
+        // probe waits for its timer (the breaker turns half-open then).
+        let closed = inner.breaker.state() == State::Closed;
+        if due > if closed { soon } else { now } {
+            return Claim::NotDue { at: due, half_opened };
+        }
+        // Passive monitoring: real traffic got through this backend
+        // within the last interval, which says more than a probe would.
+        if let (true, Some(every)) = (closed, passive) {
+            let judged =
+                inner.last_traffic.filter(|&t| inner.traffic_ok && now.saturating_duration_since(t) < every);
+            if let Some(t) = judged {
+                inner.next_probe = t + every;
+                return Claim::NotDue { at: inner.next_probe, half_opened };
+            }
+        }
+        inner.probing = true;
+        Claim::Due { spread, half_opened }
+    }
+
+    /// A probe claimed with [`claim_probe`](Self::claim_probe) has ended;
+    /// the next routine one is at `next`. Returns whether the circuit is
+    /// closed now.
+    pub(crate) fn probe_done(&self, next: Instant) -> bool {
+        let mut inner = self.lock();
+        inner.probing = false;
+        inner.next_probe = next;
+        inner.breaker.state() == State::Closed
+    }
+
+    /// For the outage detector: the circuit opened within `window` of
+    /// `now`, and not on a refusal (a refusal says the path works).
+    pub(crate) fn went_down_within(&self, now: Instant, window: Duration) -> bool {
+        let inner = self.lock();
+        !inner.down_refused && inner.down_at.is_some_and(|at| now.saturating_duration_since(at) <= window)
+    }
+
+    /// Taken down by an outage: failed recovery probes keep the base
+    /// interval, which starts over now.
+    pub(crate) fn hold(&self, now: Instant) {
+        let mut inner = self.lock();
+        inner.held = true;
+        inner.breaker.reset_backoff(now);
+    }
+
+    /// The outage is over: recovery probes back off again.
+    pub(crate) fn release(&self) {
+        self.lock().held = false;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_held(&self) -> bool {
+        self.lock().held
+    }
+
+    /// Tests: as if the circuit had opened at `at`.
+    #[cfg(test)]
+    pub(crate) fn set_down_at(&self, at: Instant) {
+        self.lock().down_at = Some(at);
+    }
+
+    /// What the dashboard and the API show, read under one lock.
+    pub fn report(&self, now: Instant) -> HealthReport {
+        let inner = self.lock();
+        let circuit = inner.breaker.state();
+        HealthReport {
+            circuit,
+            status: self.status_of(&inner),
+            next_probe: match circuit {
+                State::Open => inner.breaker.retry_at(),
+                State::HalfOpen => Some(now),
+                State::Closed => Some(inner.next_probe),
+            },
+            down_at: inner.down_at,
+            last_error: inner.last_error.clone(),
+            last_checked: inner.last_checked,
+            success_rate: inner.outcomes.success_rate(),
+            latency_ema: inner.latencies.ema(),
+            latency_median: inner.latencies.median(),
+            latency_recent: inner.latencies.recent().collect(),
         }
     }
 
@@ -392,6 +662,46 @@ impl BackendHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socks5;
+    use std::io;
+
+    #[test]
+    fn verdicts_tell_timeouts_refusals_and_neutral_results_apart() {
+        let five = Duration::from_secs(5);
+        let timeout = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(
+            Verdict::of(&UpstreamError::BackendUnreachable(timeout), five),
+            Verdict::Failed(Failure::timed_out("timed out after 5s"))
+        );
+        let timeout = socks5::Error::Io(io::Error::from(io::ErrorKind::TimedOut));
+        assert!(
+            matches!(Verdict::of(&UpstreamError::BackendProtocol(timeout), five), Verdict::Failed(f) if f.timeout)
+        );
+        assert_eq!(
+            Verdict::of(&UpstreamError::BackendAuthFailed, five),
+            Verdict::Failed(Failure::new("rejected our credentials"))
+        );
+        assert_eq!(Verdict::of(&UpstreamError::BackendReply(5), five), Verdict::Neutral);
+        // A probe's view: a destination it cannot reach is its failure.
+        let timeout = io::Error::from(io::ErrorKind::TimedOut);
+        let unreachable = UpstreamError::Destination(timeout);
+        assert_eq!(Verdict::of(&unreachable, five), Verdict::Neutral);
+        assert_eq!(Failure::of(&unreachable, five), Failure::timed_out("timed out after 5s"));
+        assert_eq!(
+            Verdict::of(&UpstreamError::BackendReply(1), five),
+            Verdict::Failed(Failure::new("SOCKS reply 0x01"))
+        );
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let verdict = Verdict::of(&UpstreamError::BackendUnreachable(refused), five);
+        assert_eq!(
+            verdict,
+            Verdict::Failed(Failure { conclusive: true, ..Failure::new("connection refused") })
+        );
+        assert_eq!(
+            Verdict::of(&UpstreamError::BackendUnofferedMethod(2), five),
+            Verdict::Failed(Failure::new("chose auth method 0x02, not offered"))
+        );
+    }
 
     #[test]
     fn a_verdict_reads_as_words_in_a_log_line() {
@@ -428,7 +738,7 @@ mod tests {
         assert!(h.usable());
         assert!(h.record(now, Source::Traffic, &ok(40), PASSIVE).first_answer);
         assert_eq!(h.latency(), Some(Duration::from_millis(40)));
-        assert_eq!(h.status(&h.lock()), Status::Up);
+        assert_eq!(h.status(), Status::Up);
         let timeout = Verdict::Failed(Failure::timed_out("timed out after 5s"));
         for _ in 0..2 {
             assert_eq!(h.record(now, Source::Traffic, &timeout, PASSIVE).transition, None);
@@ -441,7 +751,7 @@ mod tests {
         assert_eq!(inner.outcomes.success_rate(), Some(0.25));
         assert_eq!(inner.last_error.as_deref(), Some("closed the connection"));
         assert!(inner.down_at.is_some());
-        assert_eq!(h.status(&inner), Status::Down);
+        assert_eq!(h.status_of(&inner), Status::Down);
     }
 
     #[test]
@@ -453,7 +763,7 @@ mod tests {
         }
         assert!(h.lock().outcomes.is_empty());
         assert_eq!(h.state(), State::Closed);
-        assert_eq!(h.status(&h.lock()), Status::Unknown);
+        assert_eq!(h.status(), Status::Unknown);
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn failed_io(e: io::Error, timeout: Duration) -> ProbeResult {
 }
 
 fn from_upstream(e: &UpstreamError, timeout: Duration) -> ProbeResult {
-    Verdict::Failed(e.failure(timeout))
+    Verdict::Failed(Failure::of(e, timeout))
 }
 
 fn failure(reason: impl Into<String>) -> ProbeResult {

@@ -22,7 +22,6 @@
 #[cfg(target_os = "linux")]
 pub mod links;
 mod sys;
-pub mod watch;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};

@@ -32,7 +32,7 @@ use std::time::Instant;
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 use crate::config::Web as WebConfig;
-use crate::server::Current;
+use crate::context::Current;
 use crate::stats::DaemonStats;
 
 /// The dashboard page, embedded in the binary.

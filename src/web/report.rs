@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Target, Uplink};
+use crate::context::Snapshot;
 use crate::health::{State, Status};
 use crate::logging::push_json_string;
-use crate::server::Snapshot;
 use crate::stats::DaemonStats;
 
 /// One backend, as reported.
@@ -113,14 +113,7 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
                 Target::Uplink(u) => Some(u),
                 _ => None,
             };
-            let inner = b.health.lock();
-            let circuit = inner.breaker.state();
-            let status = b.health.status(&inner);
-            let next_probe = match circuit {
-                State::Open => inner.breaker.retry_at(),
-                State::HalfOpen => Some(now),
-                State::Closed => Some(inner.next_probe),
-            };
+            let health = b.health.report(now);
             let report = BackendReport {
                 name: b.config.name.clone(),
                 address: b.config.target.to_string(),
@@ -130,18 +123,18 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
                     Target::Uplink(_) => "uplink",
                 },
                 weight: b.config.weight.get(),
-                healthy: status == Status::Up,
-                circuit,
-                status,
-                down_since: inner.down_at.map(|t| wall(t, now, wall_now)),
-                last_error: inner.last_error.clone(),
+                healthy: health.status == Status::Up,
+                circuit: health.circuit,
+                status: health.status,
+                down_since: health.down_at.map(|t| wall(t, now, wall_now)),
+                last_error: health.last_error,
                 stalls: b.stats.stalls.get(),
-                next_probe: next_probe.map(|t| wall(t, now, wall_now)),
-                last_checked: inner.last_checked,
-                success_rate: inner.outcomes.success_rate(),
-                latency_ema: inner.latencies.ema(),
-                latency_median: inner.latencies.median(),
-                latency_recent: inner.latencies.recent().collect(),
+                next_probe: health.next_probe.map(|t| wall(t, now, wall_now)),
+                last_checked: health.last_checked,
+                success_rate: health.success_rate,
+                latency_ema: health.latency_ema,
+                latency_median: health.latency_median,
+                latency_recent: health.latency_recent,
                 active_connections: b.stats.active.load(Ordering::Relaxed),
                 total_connections: b.stats.connections.get(),
                 attempts: b.stats.attempts.get(),
@@ -166,7 +159,6 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
                 },
                 via: b.config.via.clone(),
             };
-            drop(inner);
             report
         })
         .collect();
@@ -586,7 +578,7 @@ mod tests {
 
     #[test]
     fn the_probes_help_names_the_checkers_limit() {
-        let limit = crate::health::checker::MAX_CONCURRENT_PROBES;
+        let limit = crate::health::MAX_CONCURRENT_PROBES;
         assert!(PROBES_HELP.contains(&format!("(at most {limit})")), "{PROBES_HELP}");
     }
 

@@ -13,6 +13,18 @@ fn spread(algorithm: &str, weights: &[u32], connections: usize) -> Vec<usize> {
     settled(&d);
     for _ in 0..connections {
         assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
+        // "One connection at a time" means the last tunnel is gone, on the
+        // daemon's side too, before the next is picked: least_connections
+        // reads the open count, which the tunnel's task drops when it sees
+        // the client close (a flake on a loaded machine without this).
+        let idle = || {
+            d.snapshot()
+                .pool
+                .backends()
+                .iter()
+                .all(|b| b.stats.active.load(std::sync::atomic::Ordering::Relaxed) == 0)
+        };
+        wait_for("the last tunnel to close", IO_TIMEOUT, idle);
     }
     backends.iter().map(Backend::request_count).collect()
 }

@@ -66,3 +66,55 @@ fn every_config_in_the_docs_and_the_packages_loads_without_a_warning() {
     assert!(checked.iter().any(|n| n.starts_with("README.md")), "the README's config was found: {checked:?}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The defaults column of docs/configuration.md: `section.key` (from the
+/// `## \`section\`` heading above the table; none for the top level) and
+/// the first backticked value of the default cell.
+fn documented_defaults(text: &str) -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            section = match heading.trim().trim_matches('`') {
+                "Top level" => String::new(),
+                "backends[]" => "backends".into(),
+                other if heading.starts_with('`') => other.to_owned(),
+                _ => "-".into(),
+            };
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if section == "-" || cells.len() < 4 || !cells[1].starts_with('`') {
+            continue;
+        }
+        let key = cells[1].split('`').nth(1).unwrap_or_default();
+        let Some(default) = cells[2].split('`').nth(1) else { continue };
+        let full = if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") };
+        out.push((full, default.to_owned()));
+    }
+    out
+}
+
+#[test]
+fn the_defaults_table_says_what_the_code_does() {
+    use socksbalance::config::defaults::{documented, Documented};
+    use socksbalance::config::GoDuration;
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md")).unwrap();
+    let table = documented_defaults(&text);
+    let mut problems = Vec::new();
+    for (key, default) in documented() {
+        let Some((_, written)) = table.iter().find(|(k, _)| k == key) else {
+            problems.push(format!("{key}: not in the defaults table"));
+            continue;
+        };
+        let same = match &default {
+            Documented::Duration(d) => written.parse::<GoDuration>().is_ok_and(|w| w.0 == *d),
+            Documented::Text(t) => written == t,
+        };
+        if !same {
+            problems.push(format!("{key}: the docs say `{written}`, the code {default:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

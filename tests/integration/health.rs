@@ -166,11 +166,8 @@ fn breaker_recovery_follows_the_backoff_schedule() {
     // Let any early probe from before the opening finish, then take the
     // opening time from the breaker itself.
     let health = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].health);
-    wait_for("early probes to finish", WAIT, || !health.lock().probing);
-    let (retry_at, backoff) = {
-        let inner = health.lock();
-        (inner.breaker.retry_at().unwrap(), inner.breaker.backoff())
-    };
+    wait_for("early probes to finish", WAIT, || !health.probing());
+    let (retry_at, backoff) = (health.report(Instant::now()).next_probe.unwrap(), health.backoff());
     assert_eq!(backoff, Duration::from_millis(150));
     let opened = retry_at - backoff;
     let before = flaky.accept_times.lock().unwrap().len();
@@ -240,7 +237,7 @@ fn all_backends_down_is_an_outage_not_a_race_to_max_backoff() {
         backends.iter().map(Backend::accepted).sum::<usize>() >= probes_before + 9
     });
     for (i, b) in pool.backends().iter().enumerate() {
-        assert_eq!(b.health.lock().breaker.backoff(), Duration::from_millis(150), "backend {i} backed off");
+        assert_eq!(b.health.backoff(), Duration::from_millis(150), "backend {i} backed off");
     }
     // One comes back: the outage ends and clients are served again.
     backends[1].set_up(true);
@@ -328,7 +325,7 @@ fn a_backend_that_never_answered_is_down_at_its_first_failed_probe() {
     );
     wait_for("the circuit to open", WAIT, || state(&d, 0) == State::Open);
     assert_eq!(backend.request_count(), 1, "one probe, at start");
-    let inner = d.snapshot().pool.backends()[0].health.lock().last_error.clone();
+    let inner = d.snapshot().pool.backends()[0].health.last_error();
     assert_eq!(inner.as_deref(), Some("test URL answered 503"));
 }
 
@@ -522,7 +519,7 @@ fn probes_are_bounded_so_many_backends_never_stampede() {
     // Each probe hangs for the whole connect timeout; unbounded, ~100
     // would be open at once.
     wait_for("a hundred probes", WAIT, || hole.accepted() >= 100);
-    let limit = socksbalance::health::checker::MAX_CONCURRENT_PROBES;
+    let limit = socksbalance::health::MAX_CONCURRENT_PROBES;
     // The daemon's own count is exact.
     let peak = d.snapshot().pool.probes().peak();
     assert!(peak <= limit, "{peak} probes at once");
@@ -604,12 +601,8 @@ fn dead_backends_beside_live_idle_ones_are_no_outage_and_back_off() {
     ));
     let snapshot = d.snapshot();
     let pool = &snapshot.pool;
-    let backed_off = || {
-        pool.backends()
-            .iter()
-            .filter(|b| b.health.lock().breaker.backoff() == Duration::from_millis(400))
-            .count()
-    };
+    let backed_off =
+        || pool.backends().iter().filter(|b| b.health.backoff() == Duration::from_millis(400)).count();
     wait_for("the dead backends to reach the longest backoff", WAIT, || {
         assert!(!pool.outage(), "an outage was declared while four backends are up");
         backed_off() == 20
@@ -630,7 +623,7 @@ fn transparent_mode_fails_over_from_a_backend_choosing_an_unoffered_method() {
     let stats = std::sync::Arc::clone(&d.snapshot().pool.backends()[0].stats);
     assert!(stats.failures.get() >= 1, "the bad backend took no blame");
     wait_for("its circuit to open", WAIT, || state(&d, 0) == State::Open);
-    let error = d.snapshot().pool.backends()[0].health.lock().last_error.clone();
+    let error = d.snapshot().pool.backends()[0].health.last_error();
     assert_eq!(error.as_deref(), Some("chose auth method 0x02, not offered"));
 }
 
@@ -700,7 +693,7 @@ fn a_backend_that_accepts_and_then_stalls_is_counted_against() {
     let judged = Instant::now();
     wait_for("the check window to pass", WAIT, || judged.elapsed() >= Duration::from_millis(450));
     assert_eq!(stats.stalls.get(), 1, "only the tunnel that spoke and got nothing back");
-    let inner = d.snapshot().pool.backends()[0].health.lock().last_error.clone();
+    let inner = d.snapshot().pool.backends()[0].health.last_error();
     assert_eq!(inner.as_deref(), Some("stalled: no reply within 200ms"));
     assert_eq!(stats.timeouts.get(), 0, "the CONNECT itself succeeded");
 }

@@ -3,7 +3,7 @@
 //! netlink change notifications.
 
 use crate::config::Config;
-use crate::server::Snapshot;
+use crate::context::Snapshot;
 
 #[cfg(target_os = "linux")]
 pub use linux::follow_links;
@@ -44,11 +44,7 @@ pub fn mark_links(snapshot: &Snapshot, links: &[crate::uplink::Link], reprobe: b
             }
         }
         if reprobe {
-            let mut inner = b.health.lock();
-            inner.breaker.retry_now(now);
-            if inner.breaker.state() == crate::health::State::Closed {
-                inner.next_probe = now;
-            }
+            b.health.retry_now(now);
             changed = true;
         }
     }
@@ -68,7 +64,7 @@ mod linux {
     use smol::Timer;
 
     use super::mark_links;
-    use crate::server::Current;
+    use crate::context::Current;
     use crate::stats::DaemonStats;
 
     /// A burst of netlink messages (one `ip link set` sends several) is taken
@@ -76,7 +72,7 @@ mod linux {
     const LINK_SETTLE: Duration = Duration::from_millis(100);
 
     /// Follows interface changes over netlink (Linux): marks uplinks up or
-    /// down, re-probes them, and asks [`crate::server::run`] to rebuild the pool when the
+    /// down, re-probes them, and asks the server to rebuild the pool when the
     /// set `interfaces: auto` would take has changed.
     pub async fn follow_links(current: Arc<Current>, stats: Arc<DaemonStats>, rediscover: Sender<()>) {
         use crate::uplink::links::Watcher;

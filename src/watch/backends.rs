@@ -1,4 +1,5 @@
-//! The task that decides when each backend is probed.
+//! The probe scheduler: the task that decides when each backend is
+//! probed (the probe itself is `health::probe`).
 //!
 //! Which backends get probes, and how often:
 //!
@@ -28,15 +29,22 @@ use smol::future::FutureExt;
 use smol::lock::Semaphore;
 use smol::{Executor, Timer};
 
-use super::{probe, Source, State};
+use crate::balancer::Backend;
+use crate::context::Snapshot;
+use crate::health::{probe, Claim, Source, MAX_CONCURRENT_PROBES};
 use crate::rng::Rng;
-use crate::server::Snapshot;
-
-/// Probes in flight at once, across all backends.
-pub const MAX_CONCURRENT_PROBES: usize = 16;
 
 /// Probes due this soon after the one that wakes the loop start with it.
 pub const BATCH: Duration = Duration::from_millis(200);
+
+/// Says that a backend's circuit turned half-open (its recovery timer
+/// fired), when it did; returns whether it did.
+fn say_half_open(backend: &Backend, did: bool) -> bool {
+    if did {
+        log::debug!("backend {}: circuit half-open, probing", backend.config.name);
+    }
+    did
+}
 
 /// Runs until cancelled (the server cancels it on shutdown).
 pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
@@ -57,42 +65,19 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
             if pool.cut_off(i) {
                 continue;
             }
-            let mut inner = backend.health.lock();
-            if inner.probing {
-                continue;
-            }
-            if inner.breaker.poll(now).is_some() {
-                backend.health.publish(&inner);
-                log::debug!("backend {}: circuit half-open, probing", backend.config.name);
-                changed = true;
-            }
-            // Routine probes carry their jitter in `next_probe` already, and
-            // an early probe after a failure should not wait; recovery
-            // probes of circuits that opened together get spread here.
-            let (due, spread) = match inner.breaker.state() {
-                State::HalfOpen => (now, inner.breaker.backoff() / 10),
-                State::Open => (inner.breaker.retry_at().unwrap_or(now), Duration::ZERO),
-                State::Closed => (inner.next_probe, Duration::ZERO),
+            let passive = config.passive_monitoring.then_some(config.check_interval);
+            let spread = match backend.health.claim_probe(now, soon, passive) {
+                Claim::Busy => continue,
+                Claim::NotDue { at, half_opened } => {
+                    changed |= say_half_open(backend, half_opened);
+                    wake = wake.min(at);
+                    continue;
+                }
+                Claim::Due { spread, half_opened } => {
+                    changed |= say_half_open(backend, half_opened);
+                    spread
+                }
             };
-            // Routine probes due soon start with this batch; a recovery
-            // probe waits for its timer (the breaker turns half-open then).
-            let closed = inner.breaker.state() == State::Closed;
-            if due > if closed { soon } else { now } {
-                wake = wake.min(due);
-                continue;
-            }
-            // Passive monitoring: real traffic got through this backend
-            // within the last interval, which says more than a probe would.
-            let judged = inner
-                .last_traffic
-                .filter(|&t| inner.traffic_ok && now.saturating_duration_since(t) < config.check_interval);
-            if let (true, true, Some(t)) = (closed, config.passive_monitoring, judged) {
-                inner.next_probe = t + config.check_interval;
-                wake = wake.min(inner.next_probe);
-                continue;
-            }
-            inner.probing = true;
-            drop(inner);
             let delay = jitter.up_to(spread.min(Duration::from_secs(1)));
             let (snapshot, permits, jitter) =
                 (Arc::clone(&snapshot), Arc::clone(&permits), Arc::clone(&jitter));
@@ -108,9 +93,7 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
             pool.recompute_active_set();
         }
         pool.finish_first_round();
-        let kicked = async {
-            let _ = pool.kicks().recv().await;
-        };
+        let kicked = pool.kicks().wait();
         let timer = async {
             Timer::at(wake).await;
         };
@@ -128,12 +111,10 @@ async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Rng) {
         log::trace!("backend {}: probe {verdict}", backend.config.name);
         pool.report(i, Source::Probe, &verdict);
     }
-    let mut inner = backend.health.lock();
-    inner.probing = false;
     let every = config.check_interval;
-    inner.next_probe = Instant::now() + every - jitter.up_to((every / 10).min(Duration::from_secs(1)));
-    let closed = inner.breaker.state() == State::Closed;
-    drop(inner);
+    let closed = backend
+        .health
+        .probe_done(Instant::now() + every - jitter.up_to((every / 10).min(Duration::from_secs(1))));
     // A closed circuit's next probe is at least a check interval away, and
     // the checker wakes within one anyway: no rescan needed (kicking after
     // every probe rescanned all backends per probe, 1,000 x 1,000 locks for

@@ -1,0 +1,202 @@
+//! Inbounds: how clients talk to us. One module per client protocol, the
+//! dispatch on it here, and the relay stage they all end in.
+//!
+//! - [`socks5`]: `mode: socks5`. We end the client's SOCKS5 here (method
+//!   choice, RFC 1929 login, request) and open the upstream with
+//!   [`crate::connect`], which speaks SOCKS5 to the backend ourselves with
+//!   its own credentials.
+//! - [`transparent`]: `mode: transparent`. We pick a backend and pass the
+//!   client's bytes to it untouched; the backend answers the client.
+//!
+//! An inbound reads its client's request, asks [`crate::connect`] for an
+//! upstream stream (or, in transparent mode, drives the backend's own
+//! handshake with the same retry budget), answers the client in its own
+//! protocol, and hands a [`Ready`] to [`tunnel`]. A new client protocol is
+//! a new module here and one arm in [`serve`].
+//!
+//! `direct` backends are always served the socks5 way: there is no
+//! upstream proxy to do the talking.
+
+pub(crate) mod socks5;
+pub(crate) mod transparent;
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use smol::io::AsyncWriteExt;
+use smol::Async;
+
+use crate::config::Mode;
+use crate::connect::ConnectError;
+use crate::context::Snapshot;
+use crate::relay;
+use crate::socks5::{Address, Command};
+use crate::stats::{ActiveGuard, Counter};
+
+/// Serves one accepted client until its tunnel closes.
+pub async fn serve(snap: Arc<Snapshot>, client: Async<TcpStream>, peer: SocketAddr) {
+    let _ = client.get_ref().set_nodelay(true);
+    let deadline = Instant::now() + snap.config.limits.handshake_timeout;
+    // The handshake runs boxed: its state (read-ahead buffers, parsed
+    // messages, connect attempts, timers: 3.8 KB in socks5 mode, 4.5 KB
+    // in transparent) is on the heap only while it runs, and the task,
+    // which lives as long as the tunnel, is sized for the relay
+    // (docs/performance.md, "Memory per idle tunnel").
+    let mut ready = match snap.config.mode {
+        Mode::Socks5 => Box::pin(socks5::handshake(&snap, &client, peer.ip(), deadline)).await,
+        Mode::Transparent => Box::pin(transparent::handshake(&snap, &client, peer.ip(), deadline)).await,
+    };
+    // By reference: the tunnel's state is in the task once, not also
+    // moved into the relay's future.
+    match &mut ready {
+        Ok(ready) => tunnel(&snap, &client, ready).await,
+        Err(why) => log::debug!("client {peer}: {why}"),
+    }
+}
+
+/// Over a connection limit: the client's protocol's own refusal, so it
+/// fails at once instead of waiting. The caller bounds the time.
+pub async fn refuse_busy(client: &Async<TcpStream>) -> io::Result<()> {
+    socks5::refuse_busy(client).await
+}
+
+/// Why a session ended before its tunnel; logged at debug level by
+/// [`serve`].
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The client's message at this stage (greeting, login, request) was
+    /// malformed, or did not come within the handshake timeout.
+    Client(&'static str, crate::socks5::Error),
+    /// Writing to the client failed.
+    Io(io::Error),
+    /// The client offers none of the methods we accept: the one we need.
+    NoMethod(u8),
+    /// The client's login was wrong.
+    LoginFailed,
+    /// A command we do not serve (BIND, UDP ASSOCIATE).
+    Unsupported(Command),
+    /// Transparent mode: the backend rejected the client's own login.
+    BackendRejectedLogin,
+    /// No upstream could be had; the client was told so.
+    Connect(ConnectError),
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ended::Client(stage, crate::socks5::Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                write!(f, "no complete {stage} within the handshake timeout")
+            }
+            Ended::Client(stage, e) => write!(f, "bad {stage}: {e}"),
+            Ended::Io(e) => e.fmt(f),
+            Ended::NoMethod(m) => write!(f, "client offers none of the methods we accept (we need {m:#04x})"),
+            Ended::LoginFailed => f.write_str("login failed"),
+            Ended::Unsupported(c) => write!(f, "{c:?} is not supported"),
+            Ended::BackendRejectedLogin => f.write_str("the backend rejected the client's login"),
+            Ended::Connect(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<io::Error> for Ended {
+    fn from(e: io::Error) -> Ended {
+        Ended::Io(e)
+    }
+}
+
+/// A tunnel ready to relay: what a successful handshake hands on.
+pub(crate) struct Ready {
+    pub upstream: Async<TcpStream>,
+    /// The backend's index in the pool.
+    pub backend: usize,
+    /// Counts the tunnel among the backend's active connections.
+    pub _active: ActiveGuard,
+    /// The destination, for the debug line when the tunnel ends; kept only
+    /// while debug logging is on (an `Address` is 272 bytes, as much as a
+    /// fifth of an idle tunnel's memory).
+    pub dest: Option<Box<Address>>,
+    /// What either side sent behind its handshake, read ahead with it:
+    /// client bytes for the upstream, upstream bytes for the client.
+    pub early_up: Vec<u8>,
+    pub early_down: Vec<u8>,
+    /// Whether the first-byte check judges this tunnel (see
+    /// `relay::FirstByte`).
+    pub judge_first_byte: bool,
+}
+
+/// A copy of `dest` for [`Ready`], if debug lines are logged.
+pub(crate) fn for_debug_log(dest: &Address) -> Option<Box<Address>> {
+    log::log_enabled!(log::Level::Debug).then(|| Box::new(dest.clone()))
+}
+
+/// Sends bytes read ahead with a handshake on to `to`, counting them.
+async fn forward_early(mut to: &Async<TcpStream>, bytes: &[u8], counter: &Counter) -> io::Result<()> {
+    if !bytes.is_empty() {
+        to.write_all(bytes).await?;
+        counter.add(bytes.len() as u64);
+    }
+    Ok(())
+}
+
+/// The relay stage, shared by every inbound. What either side sent
+/// behind its handshake goes first.
+async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, ready: &mut Ready) {
+    let backend = &snap.pool.backends()[ready.backend];
+    backend.stats.connections.add(1);
+    if forward_early(&ready.upstream, &ready.early_up, &backend.stats.bytes_up).await.is_err()
+        || forward_early(client, &ready.early_down, &backend.stats.bytes_down).await.is_err()
+    {
+        return;
+    }
+    let client_spoke = !ready.early_up.is_empty();
+    let answered = !ready.early_down.is_empty();
+    // Freed now, not when the tunnel ends.
+    (ready.early_up, ready.early_down) = (Vec::new(), Vec::new());
+    // Small on purpose: this lives as long as the tunnel (two references).
+    let on_stall = || {
+        let timeout = snap.config.health.first_byte_timeout;
+        let name = &snap.pool.backends()[ready.backend].config.name;
+        log::debug!(
+            "backend {name}: a tunnel stalled (no byte back within {})",
+            crate::config::human(timeout)
+        );
+        snap.pool.report_stall(ready.backend, timeout);
+    };
+    let first_byte = (ready.judge_first_byte && !answered).then_some(relay::FirstByte {
+        timeout: snap.config.health.first_byte_timeout,
+        client_spoke,
+        on_stall: &on_stall,
+    });
+    let idle = snap.config.limits.idle_timeout;
+    let totals = relay::relay(client, &ready.upstream, idle, &backend.stats, first_byte.as_ref()).await;
+    // No destination if debug logging came on (a reload) after the handshake.
+    let to = ready.dest.as_ref().map(|dest| format!(" to {dest}")).unwrap_or_default();
+    log::debug!(
+        "tunnel{to} via {} ended ({:?}): {} bytes up, {} down",
+        backend.config.name,
+        totals.end,
+        totals.up,
+        totals.down
+    );
+}
+
+/// The task of a tunnel lives as long as the tunnel: its size is most of
+/// what an idle tunnel costs beyond its sockets (docs/performance.md,
+/// "Memory per idle tunnel"). 1,160 bytes before the first-byte check,
+/// 1,256 with it.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod task_size {
+    #[test]
+    fn a_tunnels_task_stays_small() {
+        let c = crate::Config::from_yaml("backends:\n  - direct: true\n").unwrap();
+        let snap = std::sync::Arc::new(crate::context::Snapshot::new(c));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let task = super::serve(snap, smol::Async::new(s).unwrap(), "127.0.0.1:1".parse().unwrap());
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1_280, "the session task is {size} bytes");
+    }
+}
