@@ -51,6 +51,7 @@ pub(crate) mod connect;
 pub mod console;
 pub(crate) mod context;
 pub mod health;
+pub mod http;
 pub(crate) mod inbound;
 pub mod logging;
 pub(crate) mod relay;

@@ -24,9 +24,10 @@ use smol::future::FutureExt;
 use smol::{Async, Executor, Task, Timer};
 
 use crate::balancer::Pool;
+use crate::config::Protocol;
 use crate::config::{format_duration, Config};
 use crate::context::{Current, Snapshot};
-use crate::inbound;
+use crate::inbound::{self, Refusal};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::stats::{DaemonStats, RateSample, SAMPLE_EVERY};
 use crate::watch::{self, uplinks};
@@ -101,6 +102,7 @@ impl Context {
         let task = self.ex.spawn(accept_loop(
             Arc::clone(&self.ex),
             listener,
+            configured,
             Arc::clone(&self.current),
             Arc::clone(&self.stats),
             drain.clone(),
@@ -356,12 +358,17 @@ impl Throttle {
 async fn accept_loop(
     ex: Arc<Executor<'static>>,
     listener: Async<TcpListener>,
+    configured: SocketAddr,
     current: Arc<Current>,
     stats: Arc<DaemonStats>,
     drain: Sender<()>,
 ) {
     let local = listener.get_ref().local_addr().ok();
     let (mut generation, mut snapshot) = (current.generation(), current.get());
+    // What this listener speaks, as the snapshot in force says (a reload
+    // may change it for the same address).
+    let protocol_in = |s: &Snapshot| s.config.protocol_of(configured);
+    let mut protocol = protocol_in(&snapshot);
     let (mut deny_log, mut error_log) = (Throttle::default(), Throttle::default());
     loop {
         match crate::tcp::accept(&listener).await {
@@ -369,6 +376,7 @@ async fn accept_loop(
                 stats.accepted.add(1);
                 if current.generation() != generation {
                     (generation, snapshot) = (current.generation(), current.get());
+                    protocol = protocol_in(&snapshot);
                 }
                 let limits = &snapshot.config.limits;
                 if !snapshot.config.allows_client(peer.ip()) {
@@ -378,10 +386,14 @@ async fn accept_loop(
                     if let Some(count) = deny_log.hit() {
                         log::warn!("refused {count} client(s) not in `allow`, the last from {peer}");
                     }
+                    // An HTTP client gets its 403 without a byte read.
+                    if protocol == Protocol::Http {
+                        refuse(&ex, &stats, stream, Refusal::Forbidden);
+                    }
                     continue;
                 }
                 if stats.open.load(Ordering::Relaxed) >= limits.max_connections.get() as usize {
-                    refuse_busy(&ex, &stats, stream, "max_connections");
+                    refuse_busy(&ex, &stats, stream, protocol, "max_connections");
                     continue;
                 }
                 let slot = match limits.max_connections_per_client {
@@ -389,7 +401,7 @@ async fn accept_loop(
                     Some(limit) => match ClientSlot::take(&stats, peer.ip(), limit.get()) {
                         Some(slot) => Some(slot),
                         None => {
-                            refuse_busy(&ex, &stats, stream, "max_connections_per_client");
+                            refuse_busy(&ex, &stats, stream, protocol, "max_connections_per_client");
                             continue;
                         }
                     },
@@ -398,7 +410,7 @@ async fn accept_loop(
                 let snapshot = Arc::clone(&snapshot);
                 ex.spawn(async move {
                     let _open = (open, slot);
-                    inbound::serve(snapshot, stream, peer).await;
+                    inbound::serve(snapshot, stream, peer, protocol).await;
                 })
                 .detach();
             }
@@ -424,10 +436,22 @@ fn refuse_busy(
     ex: &Executor<'static>,
     stats: &Arc<DaemonStats>,
     stream: Async<std::net::TcpStream>,
+    protocol: Protocol,
     limit: &str,
 ) {
     stats.refused_busy.add(1);
     log::debug!("refusing a client: {limit} reached");
+    refuse(ex, stats, stream, Refusal::Busy(protocol));
+}
+
+/// Answers a refused client in its protocol, within 2 s, or just closes
+/// it when too many refusals are already in flight.
+fn refuse(
+    ex: &Executor<'static>,
+    stats: &Arc<DaemonStats>,
+    stream: Async<std::net::TcpStream>,
+    why: Refusal,
+) {
     if stats.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
         stats.refusing.fetch_sub(1, Ordering::Relaxed);
         return;
@@ -436,7 +460,7 @@ fn refuse_busy(
     ex.spawn(async move {
         let _ = crate::upstream::until(
             std::time::Instant::now() + Duration::from_secs(2),
-            inbound::refuse_busy(&stream),
+            inbound::refuse(&stream, why),
         )
         .await;
         stats.refusing.fetch_sub(1, Ordering::Relaxed);

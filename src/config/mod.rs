@@ -29,7 +29,8 @@ use raw::RawConfig;
 use validate::validate;
 pub use validate::{check_weights, MAX_SCHEDULE};
 pub use values::{
-    format_duration, human, BackendAddr, Cidr, DestRule, GoDuration, Host, ListenAddr, OneOrMany, ProbeUrl,
+    format_duration, human, BackendAddr, Cidr, DestRule, GoDuration, Host, ListenAddr, ListenEntry,
+    OneOrMany, ProbeUrl,
 };
 
 /// The configuration used when no `-c FILE` is given: a SOCKS5 proxy on
@@ -189,6 +190,28 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Transparent => "transparent",
             Mode::Socks5 => "socks5",
+        })
+    }
+}
+
+/// The protocol a listener speaks to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// SOCKS5, served as `mode` says (the plain string form of `listen`).
+    Socks5,
+    /// An HTTP proxy: CONNECT and absolute-form requests.
+    Http,
+    /// SOCKS5 or HTTP, told apart by the client's first byte.
+    Mixed,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Socks5 => "socks5",
+            Protocol::Http => "http",
+            Protocol::Mixed => "mixed",
         })
     }
 }
@@ -430,6 +453,8 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: Vec<SocketAddr>,
+    /// The protocol of each `listen` address, in the same order.
+    pub protocols: Vec<Protocol>,
     pub mode: Mode,
     pub backends: Vec<BackendConfig>,
     pub health: Health,
@@ -511,6 +536,15 @@ impl Config {
             ));
         }
         Config::from_yaml(&text)
+    }
+
+    /// The protocol of listen address `addr` (SOCKS5 if it is not one).
+    pub fn protocol_of(&self, addr: SocketAddr) -> Protocol {
+        self.listen
+            .iter()
+            .position(|a| *a == addr)
+            .and_then(|i| self.protocols.get(i).copied())
+            .unwrap_or(Protocol::Socks5)
     }
 
     /// Whether a client at `ip` may connect.

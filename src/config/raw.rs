@@ -6,14 +6,14 @@
 use serde::Deserialize;
 
 use super::{
-    Algorithm, BackendAddr, Cidr, DestRule, GoDuration, ListenAddr, LogFormat, LogLevel, Mode, OneOrMany,
-    ProbeUrl, Secret, StickyKey,
+    Algorithm, BackendAddr, Cidr, DestRule, GoDuration, ListenAddr, ListenEntry, LogFormat, LogLevel, Mode,
+    OneOrMany, ProbeUrl, Secret, StickyKey,
 };
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
-    pub(super) listen: Option<OneOrMany<ListenAddr>>,
+    pub(super) listen: Option<OneOrMany<ListenEntry>>,
     pub(super) mode: Option<Mode>,
     pub(super) backends: Option<Vec<RawBackend>>,
     pub(super) health: Option<RawHealth>,

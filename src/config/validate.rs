@@ -2,6 +2,7 @@
 //! defaults filled in, port ranges expanded, the rules that span several
 //! keys checked, and the warnings collected.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -53,12 +54,12 @@ fn credential_field(key: &str, value: &str) -> Result<(), ConfigError> {
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mode = raw.mode.unwrap_or(defaults::MODE);
 
-    let listen = match raw.listen {
-        Some(OneOrMany(addrs)) if addrs.is_empty() => {
+    let (listen, protocols): (Vec<SocketAddr>, Vec<Protocol>) = match raw.listen {
+        Some(OneOrMany(entries)) if entries.is_empty() => {
             return Err(ConfigError::at("listen", "the list is empty"));
         }
-        Some(OneOrMany(addrs)) => addrs.into_iter().map(|a| a.0).collect(),
-        None => vec![defaults::LISTEN],
+        Some(OneOrMany(entries)) => entries.into_iter().map(|e| (e.0, e.1)).unzip(),
+        None => (vec![defaults::LISTEN], vec![Protocol::Socks5]),
     };
     for (i, addr) in listen.iter().enumerate() {
         if listen[..i].contains(addr) {
@@ -304,6 +305,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     Ok(Config {
         listen,
+        protocols,
         mode,
         backends,
         health,

@@ -193,6 +193,38 @@ macro_rules! deserialize_from_str {
 deserialize_from_str!(ListenAddr, "an address such as 127.0.0.1:1080");
 deserialize_from_str!(BackendAddr, "an address such as 127.0.0.1:9050 or 127.0.0.1:9070-9089");
 
+/// One `listen` entry: a plain address (SOCKS5, as SocksBalance has it) or
+/// `{address: ..., protocol: socks5 | http | mixed}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenEntry(pub SocketAddr, pub super::Protocol);
+
+impl<'de> Deserialize<'de> for ListenEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            address: ListenAddr,
+            protocol: Option<super::Protocol>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListenEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address such as 127.0.0.1:1080, or {address: ..., protocol: http}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ListenEntry, E> {
+                let addr: ListenAddr = v.parse().map_err(E::custom)?;
+                Ok(ListenEntry(addr.0, super::Protocol::Socks5))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ListenEntry, A::Error> {
+                let full = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ListenEntry(full.address.0, full.protocol.unwrap_or(super::Protocol::Socks5)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// One address or a list of them; `listen` takes either form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneOrMany<T>(pub Vec<T>);
@@ -209,6 +241,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 T::deserialize(de::value::StrDeserializer::new(v)).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| OneOrMany(vec![t]))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 Vec::<T>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(OneOrMany)

@@ -17,6 +17,7 @@
 //! `direct` backends are always served the socks5 way: there is no
 //! upstream proxy to do the talking.
 
+pub(crate) mod http;
 pub(crate) mod socks5;
 pub(crate) mod transparent;
 
@@ -29,25 +30,43 @@ use std::time::Instant;
 use smol::io::AsyncWriteExt;
 use smol::Async;
 
-use crate::config::Mode;
+use crate::config::{Mode, Protocol};
 use crate::connect::ConnectError;
 use crate::context::Snapshot;
 use crate::relay;
 use crate::socks5::{Address, Command};
 use crate::stats::{ActiveGuard, Counter};
+use crate::upstream::until;
 
-/// Serves one accepted client until its tunnel closes.
-pub async fn serve(snap: Arc<Snapshot>, client: Async<TcpStream>, peer: SocketAddr) {
+/// Serves one accepted client of a `protocol` listener until its tunnel
+/// closes.
+pub async fn serve(snap: Arc<Snapshot>, client: Async<TcpStream>, peer: SocketAddr, protocol: Protocol) {
     let _ = client.get_ref().set_nodelay(true);
     let deadline = Instant::now() + snap.config.limits.handshake_timeout;
+    let http = match protocol {
+        Protocol::Socks5 => false,
+        Protocol::Http => true,
+        // SOCKS5 begins with its version byte; an HTTP request with a
+        // method's first letter.
+        Protocol::Mixed => match until(deadline, first_byte(&client)).await {
+            Ok(first) => first != crate::socks5::VERSION,
+            Err(e) => {
+                log::debug!("client {peer}: no first byte: {e}");
+                return;
+            }
+        },
+    };
     // The handshake runs boxed: its state (read-ahead buffers, parsed
     // messages, connect attempts, timers: 3.8 KB in socks5 mode, 4.5 KB
     // in transparent) is on the heap only while it runs, and the task,
     // which lives as long as the tunnel, is sized for the relay
     // (docs/performance.md, "Memory per idle tunnel").
-    let mut ready = match snap.config.mode {
-        Mode::Socks5 => Box::pin(socks5::handshake(&snap, &client, peer.ip(), deadline)).await,
-        Mode::Transparent => Box::pin(transparent::handshake(&snap, &client, peer.ip(), deadline)).await,
+    let mut ready = match (http, snap.config.mode) {
+        (true, _) => Box::pin(http::handshake(&snap, &client, peer.ip(), deadline)).await,
+        (false, Mode::Socks5) => Box::pin(socks5::handshake(&snap, &client, peer.ip(), deadline)).await,
+        (false, Mode::Transparent) => {
+            Box::pin(transparent::handshake(&snap, &client, peer.ip(), deadline)).await
+        }
     };
     // By reference: the tunnel's state is in the task once, not also
     // moved into the relay's future.
@@ -57,10 +76,40 @@ pub async fn serve(snap: Arc<Snapshot>, client: Async<TcpStream>, peer: SocketAd
     }
 }
 
-/// Over a connection limit: the client's protocol's own refusal, so it
-/// fails at once instead of waiting. The caller bounds the time.
-pub async fn refuse_busy(client: &Async<TcpStream>) -> io::Result<()> {
-    socks5::refuse_busy(client).await
+/// The client's first byte, left in the socket for the inbound to read.
+async fn first_byte(client: &Async<TcpStream>) -> io::Result<u8> {
+    let mut byte = [0u8; 1];
+    match client.read_with(|s| s.peek(&mut byte)).await? {
+        0 => Err(io::ErrorKind::UnexpectedEof.into()),
+        _ => Ok(byte[0]),
+    }
+}
+
+/// Why a client is refused before its session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Over a connection limit, on a listener of this protocol.
+    Busy(Protocol),
+    /// Not in `allow` (HTTP listeners answer 403 without reading).
+    Forbidden,
+}
+
+/// Refuses a client in its protocol's own words, so it fails at once
+/// instead of waiting. The caller bounds the time.
+pub async fn refuse(client: &Async<TcpStream>, why: Refusal) -> io::Result<()> {
+    let status = match why {
+        Refusal::Forbidden => 403,
+        Refusal::Busy(Protocol::Http) => 503,
+        Refusal::Busy(Protocol::Mixed) if first_byte(client).await? != crate::socks5::VERSION => 503,
+        Refusal::Busy(_) => return socks5::refuse_busy(client).await,
+    };
+    let body = if status == 403 {
+        "not allowed: this address is not in `allow`"
+    } else {
+        "over a connection limit; try again"
+    };
+    let mut c = client;
+    c.write_all(&crate::http::response(status, "", body)).await
 }
 
 /// Why a session ended before its tunnel; logged at debug level by
@@ -82,6 +131,8 @@ pub(crate) enum Ended {
     BackendRejectedLogin,
     /// No upstream could be had; the client was told so.
     Connect(ConnectError),
+    /// An HTTP client was answered with this status, for this reason.
+    Http(u16, String),
 }
 
 impl fmt::Display for Ended {
@@ -97,6 +148,7 @@ impl fmt::Display for Ended {
             Ended::Unsupported(c) => write!(f, "{c:?} is not supported"),
             Ended::BackendRejectedLogin => f.write_str("the backend rejected the client's login"),
             Ended::Connect(e) => e.fmt(f),
+            Ended::Http(status, why) => write!(f, "answered HTTP {status}: {why}"),
         }
     }
 }
@@ -195,7 +247,12 @@ mod task_size {
         let snap = std::sync::Arc::new(crate::context::Snapshot::new(c));
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let task = super::serve(snap, smol::Async::new(s).unwrap(), "127.0.0.1:1".parse().unwrap());
+        let task = super::serve(
+            snap,
+            smol::Async::new(s).unwrap(),
+            "127.0.0.1:1".parse().unwrap(),
+            crate::config::Protocol::Mixed,
+        );
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1_280, "the session task is {size} bytes");
     }
