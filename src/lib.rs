@@ -53,6 +53,7 @@ pub(crate) mod context;
 pub mod health;
 pub mod http;
 pub(crate) mod inbound;
+pub(crate) mod json;
 pub mod logging;
 pub(crate) mod relay;
 pub(crate) mod rng;

@@ -2,24 +2,22 @@
 //! running daemon's `/api/stats` (netmix's console dashboard).
 //!
 //! A blocking HTTP/1.1 GET over std's `TcpStream` is all it needs. The
-//! JSON is parsed with serde_yaml, since YAML 1.2 reads JSON, so the binary
-//! carries no JSON library.
+//! JSON is read by the crate's own small reader (`json`): no JSON library,
+//! and no derived visitors, which cost the router binary more.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::config::ProbeUrl;
+use crate::json::{self, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// More than any stats document of 65,536 backends needs.
 const MAX_RESPONSE: u64 = 64 << 20;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Stats {
-    #[serde(default)]
     pub timestamp: Option<String>,
     pub version: String,
     pub mode: String,
@@ -28,22 +26,18 @@ pub struct Stats {
     pub total_backends: usize,
     pub healthy_backends: usize,
     pub open_tunnels: usize,
-    #[serde(default)]
     pub outage: bool,
     pub backends: Vec<BackendRow>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct BackendRow {
     pub name: String,
     pub address: String,
     pub circuit: String,
     /// Older daemons have no `state`: the circuit stands in.
-    #[serde(default)]
     pub state: Option<String>,
-    #[serde(default)]
     pub down_since: Option<String>,
-    #[serde(default)]
     pub last_error: Option<String>,
     pub latency_ema_ms: Option<f64>,
     pub success_rate: Option<f64>,
@@ -54,6 +48,79 @@ pub struct BackendRow {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub in_active_set: bool,
+}
+
+/// A required member of an object, read with `read`.
+fn field<'v, 'a, T>(
+    obj: &'v Value<'a>,
+    key: &str,
+    read: impl Fn(&'v Value<'a>) -> Option<T>,
+) -> Result<T, String> {
+    let value = obj.get(key).ok_or_else(|| format!("missing field `{key}`"))?;
+    read(value).ok_or_else(|| format!("field `{key}` has the wrong type"))
+}
+
+/// An optional member: absent or null is `None`.
+fn optional<'v, 'a, T>(
+    obj: &'v Value<'a>,
+    key: &str,
+    read: impl Fn(&'v Value<'a>) -> Option<T>,
+) -> Result<Option<T>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => read(v).map(Some).ok_or_else(|| format!("field `{key}` has the wrong type")),
+    }
+}
+
+fn text(v: &Value<'_>) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+impl Stats {
+    /// The stats document `/api/stats` returns.
+    pub fn from_json(body: &str) -> Result<Stats, String> {
+        let v = json::parse(body)?;
+        let count = |key| field(&v, key, |v| v.as_u64().map(|n| n as usize));
+        let backends = field(&v, "backends", Value::as_array)?
+            .iter()
+            .map(BackendRow::from_json)
+            .collect::<Result<_, _>>()?;
+        Ok(Stats {
+            timestamp: optional(&v, "timestamp", text)?,
+            version: field(&v, "version", text)?,
+            mode: field(&v, "mode", text)?,
+            algorithm: field(&v, "algorithm", text)?,
+            uptime_seconds: field(&v, "uptime_seconds", Value::as_u64)?,
+            total_backends: count("total_backends")?,
+            healthy_backends: count("healthy_backends")?,
+            open_tunnels: count("open_tunnels")?,
+            outage: optional(&v, "outage", Value::as_bool)?.unwrap_or(false),
+            backends,
+        })
+    }
+}
+
+impl BackendRow {
+    fn from_json(v: &Value<'_>) -> Result<BackendRow, String> {
+        let number = |key| field(v, key, Value::as_u64);
+        Ok(BackendRow {
+            name: field(v, "name", text)?,
+            address: field(v, "address", text)?,
+            circuit: field(v, "circuit", text)?,
+            state: optional(v, "state", text)?,
+            down_since: optional(v, "down_since", text)?,
+            last_error: optional(v, "last_error", text)?,
+            latency_ema_ms: optional(v, "latency_ema_ms", Value::as_f64)?,
+            success_rate: optional(v, "success_rate", Value::as_f64)?,
+            active_connections: number("active_connections")?,
+            total_connections: number("total_connections")?,
+            failures: number("failures")?,
+            timeouts: number("timeouts")?,
+            bytes_up: number("bytes_up")?,
+            bytes_down: number("bytes_down")?,
+            in_active_set: field(v, "in_active_set", Value::as_bool)?,
+        })
+    }
 }
 
 /// Where a daemon's dashboard is, and how to log in to it, from its config
@@ -96,8 +163,8 @@ pub fn run(base: &str, token: Option<&str>, login: Option<&str>) -> Result<Strin
 
 /// The table for a stats document, or why it is not one.
 pub fn table_of(base: &str, body: &str) -> Result<String, String> {
-    let stats: Stats =
-        serde_yaml::from_str(body).map_err(|e| format!("{base}: not a socksbalance stats document: {e}"))?;
+    let stats =
+        Stats::from_json(body).map_err(|e| format!("{base}: not a socksbalance stats document: {e}"))?;
     Ok(render(&stats))
 }
 
@@ -344,7 +411,7 @@ mod tests {
             {"name":"fast","address":"10.0.0.2:1080","circuit":"closed","state":"up","down_since":null,"last_error":null,
              "latency_ema_ms":12.0,"success_rate":1.0,
              "active_connections":3,"total_connections":90,"failures":0,"timeouts":0,"bytes_up":5,"bytes_down":3145728,"in_active_set":true}]}"#;
-        let stats: Stats = serde_yaml::from_str(json).unwrap();
+        let stats = Stats::from_json(json).unwrap();
         let table = render(&stats);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].contains("up 1h 2m") && lines[0].contains("1/2 up"), "{table}");
@@ -362,7 +429,7 @@ mod tests {
     fn says_so_when_there_are_no_backends() {
         let json = r#"{"version":"1.0","mode":"socks5","algorithm":"roundrobin","uptime_seconds":5,
             "total_backends":0,"healthy_backends":0,"open_tunnels":0,"backends":[]}"#;
-        let stats: Stats = serde_yaml::from_str(json).unwrap();
+        let stats = Stats::from_json(json).unwrap();
         assert!(render(&stats).ends_with("no backends configured\n"));
     }
 }

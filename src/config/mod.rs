@@ -562,7 +562,12 @@ impl Config {
     pub fn summary(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let listen: Vec<String> = self.listen.iter().map(|a| a.to_string()).collect();
+        let listen: Vec<String> = self
+            .listen
+            .iter()
+            .zip(&self.protocols)
+            .map(|(a, p)| if *p == Protocol::Socks5 { a.to_string() } else { format!("{a} ({p})") })
+            .collect();
         let _ = writeln!(s, "listen: {}", listen.join(", "));
         let _ = writeln!(s, "mode: {}", self.mode);
         let _ = writeln!(s, "algorithm: {}", self.balancer.algorithm);

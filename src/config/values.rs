@@ -200,12 +200,6 @@ pub struct ListenEntry(pub SocketAddr, pub super::Protocol);
 
 impl<'de> Deserialize<'de> for ListenEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Full {
-            address: ListenAddr,
-            protocol: Option<super::Protocol>,
-        }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = ListenEntry;
@@ -216,9 +210,21 @@ impl<'de> Deserialize<'de> for ListenEntry {
                 let addr: ListenAddr = v.parse().map_err(E::custom)?;
                 Ok(ListenEntry(addr.0, super::Protocol::Socks5))
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ListenEntry, A::Error> {
-                let full = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ListenEntry(full.address.0, full.protocol.unwrap_or(super::Protocol::Socks5)))
+            // By hand rather than derived: a derive costs the router
+            // binary a few KB for two keys.
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ListenEntry, A::Error> {
+                let (mut address, mut protocol) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "address" => address = Some(map.next_value::<ListenAddr>()?.0),
+                        "protocol" => protocol = Some(map.next_value::<super::Protocol>()?),
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["address", "protocol"]));
+                        }
+                    }
+                }
+                let address = address.ok_or_else(|| de::Error::missing_field("address"))?;
+                Ok(ListenEntry(address, protocol.unwrap_or(super::Protocol::Socks5)))
             }
         }
         d.deserialize_any(V)

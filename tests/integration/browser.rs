@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use crate::web::get;
 
-fn chromium() -> Option<&'static str> {
+pub fn chromium() -> Option<&'static str> {
     let found = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
@@ -26,6 +26,11 @@ fn chromium() -> Option<&'static str> {
 /// Loads `url` headless, lets the page run for `budget_ms` of virtual
 /// time, and returns the serialized DOM. Bounded by a wall-clock limit.
 fn dump_dom(browser: &str, url: &str, budget_ms: u32) -> String {
+    dump_dom_with(browser, url, budget_ms, &[])
+}
+
+/// [`dump_dom`] with more command-line switches (a proxy, say).
+pub fn dump_dom_with(browser: &str, url: &str, budget_ms: u32, extra: &[&str]) -> String {
     let profile =
         std::env::temp_dir().join(format!("socksbalance-chromium-{}-{}", std::process::id(), budget_ms));
     let mut child = Command::new(browser)
@@ -41,6 +46,7 @@ fn dump_dom(browser: &str, url: &str, budget_ms: u32) -> String {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--virtual-time-budget={budget_ms}"))
+        .args(extra)
         .arg("--dump-dom")
         .arg(url)
         .stdout(Stdio::piped())

@@ -477,7 +477,9 @@ fn a_client_without_a_login_is_refused_and_that_is_logged_once_at_info() {
 #[test]
 fn log_lines_show_no_placeholder_destination_and_no_debug_formatting() {
     use crate::support::*;
-    let dead = Backend::start(Behaviour::CloseAfterGreeting);
+    // Passes the greeting probes, fails every CONNECT: it stays in the pool
+    // and each client that picks it fails over.
+    let dead = Backend::start(Behaviour::Reply(1));
     let good = Backend::start(Behaviour::Proxy);
     let yaml = format!(
         "listen: 127.0.0.1:0\nmode: transparent\nhealth:\n  check_interval: 1h\nbackends:\n{}{}",

@@ -13,6 +13,7 @@ mod docs;
 mod errors;
 mod fixtures;
 mod health;
+mod http;
 mod lifecycle;
 mod limits;
 mod modes;
