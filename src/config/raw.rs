@@ -1,50 +1,110 @@
 //! Stage 1: the file as written. These structs mirror the YAML exactly
-//! (`deny_unknown_fields`, everything optional), so that serde_yaml
+//! (unknown keys refused, everything optional), so that serde_yaml
 //! reports a typo or a bad value with its key path and line; `validate`
 //! turns them into a [`super::Config`].
+//!
+//! Their `Deserialize` is written by the `raw!` macro below, not derived:
+//! a derive makes each struct a field enum, an identifier visitor and a
+//! sequence visitor besides the map visitor, tens of KB on the router
+//! binary in all (docs/performance.md, "Binary size"). The macro makes
+//! only the map visitor, with the derive's own errors: unknown field
+//! (with the expected names), duplicate field, and the value's own error
+//! at its key path.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::{
     Algorithm, BackendAddr, Cidr, DestRule, GoDuration, ListenAddr, ListenEntry, LogFormat, LogLevel, Mode,
     OneOrMany, ProbeUrl, Secret, StickyKey,
 };
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawConfig {
-    pub(super) listen: Option<OneOrMany<ListenEntry>>,
-    pub(super) mode: Option<Mode>,
-    pub(super) backends: Option<Vec<RawBackend>>,
-    pub(super) health: Option<RawHealth>,
-    pub(super) balancer: Option<RawBalancer>,
-    pub(super) web: Option<RawWeb>,
-    pub(super) log: Option<RawLog>,
-    pub(super) auth: Option<RawAuth>,
-    pub(super) limits: Option<RawLimits>,
-    pub(super) shutdown_timeout: Option<GoDuration>,
-    pub(super) threads: Option<u32>,
-    pub(super) allow: Option<Vec<Cidr>>,
-    pub(super) deny_destinations: Option<Vec<DestRule>>,
+/// Refuses a key seen before in the same map, as a derive does.
+fn once<E: de::Error>(seen: &mut Vec<&'static str>, key: &'static str) -> Result<(), E> {
+    if seen.contains(&key) {
+        return Err(E::duplicate_field(key));
+    }
+    seen.push(key);
+    Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawBackend {
-    pub(super) address: Option<BackendAddr>,
-    pub(super) name: Option<String>,
-    pub(super) username: Option<String>,
-    pub(super) password: Option<Secret>,
-    pub(super) weight: Option<u32>,
-    pub(super) direct: Option<bool>,
-    /// Uplink: connect to destinations through this network interface.
-    pub(super) interface: Option<String>,
-    /// Uplink: connect to destinations from this source address.
-    pub(super) bind: Option<std::net::IpAddr>,
-    /// `interfaces: auto`: one uplink per usable interface, found at run time.
-    pub(super) interfaces: Option<AutoInterfaces>,
-    /// A SOCKS backend reached through the named uplink.
-    pub(super) via: Option<String>,
+/// A raw struct: every field optional (`null` is absent), and a
+/// `Deserialize` that reads a YAML map of exactly these keys.
+macro_rules! raw {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Default)]
+        pub(super) struct $name {
+            $($(#[$fmeta])* pub(super) $field: Option<$ty>,)*
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("a map")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        const KEYS: &[&str] = &[$(stringify!($field)),*];
+                        let mut out = $name::default();
+                        let mut seen = Vec::new();
+                        while let Some(key) = map.next_key::<String>()? {
+                            match key.as_str() {
+                                $(stringify!($field) => {
+                                    once(&mut seen, stringify!($field))?;
+                                    out.$field = map.next_value()?;
+                                })*
+                                other => return Err(de::Error::unknown_field(other, KEYS)),
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
+}
+
+raw! {
+    RawConfig {
+        listen: OneOrMany<ListenEntry>,
+        mode: Mode,
+        backends: Vec<RawBackend>,
+        health: RawHealth,
+        balancer: RawBalancer,
+        web: RawWeb,
+        log: RawLog,
+        auth: RawAuth,
+        limits: RawLimits,
+        shutdown_timeout: GoDuration,
+        threads: u32,
+        allow: Vec<Cidr>,
+        deny_destinations: Vec<DestRule>,
+    }
+}
+
+raw! {
+    RawBackend {
+        address: BackendAddr,
+        name: String,
+        username: String,
+        password: Secret,
+        weight: u32,
+        direct: bool,
+        /// Uplink: connect to destinations through this network interface.
+        interface: String,
+        /// Uplink: connect to destinations from this source address.
+        bind: std::net::IpAddr,
+        /// `interfaces: auto`: one uplink per usable interface, found at run time.
+        interfaces: AutoInterfaces,
+        /// A SOCKS backend reached through the named uplink.
+        via: String,
+    }
 }
 
 /// The one value `interfaces:` takes.
@@ -54,72 +114,72 @@ pub(super) enum AutoInterfaces {
     Auto,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHealth {
-    pub(super) test_url: Option<ProbeUrl>,
-    pub(super) check_interval: Option<GoDuration>,
-    pub(super) connect_timeout: Option<GoDuration>,
-    pub(super) request_timeout: Option<GoDuration>,
-    /// A duration or `off`: read as text and parsed in validation, which
-    /// costs the binary far less than a deserializer of its own.
-    pub(super) first_byte_timeout: Option<String>,
-    pub(super) failure_threshold: Option<u32>,
-    pub(super) circuit_threshold: Option<u32>,
-    pub(super) recovery_interval: Option<GoDuration>,
-    pub(super) max_recovery_interval: Option<GoDuration>,
-    pub(super) metrics_window_size: Option<u32>,
-    pub(super) passive_monitoring: Option<bool>,
-    pub(super) uplink_probe: Option<BackendAddr>,
+raw! {
+    RawHealth {
+        test_url: ProbeUrl,
+        check_interval: GoDuration,
+        connect_timeout: GoDuration,
+        request_timeout: GoDuration,
+        /// A duration or `off`: read as text and parsed in validation, which
+        /// costs the binary far less than a deserializer of its own.
+        first_byte_timeout: String,
+        failure_threshold: u32,
+        circuit_threshold: u32,
+        recovery_interval: GoDuration,
+        max_recovery_interval: GoDuration,
+        metrics_window_size: u32,
+        passive_monitoring: bool,
+        uplink_probe: BackendAddr,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawBalancer {
-    pub(super) algorithm: Option<Algorithm>,
-    pub(super) max_latency: Option<GoDuration>,
-    pub(super) sticky_session_ttl: Option<GoDuration>,
-    pub(super) max_active_backends: Option<u32>,
-    pub(super) max_attempts: Option<u32>,
-    pub(super) sticky_key: Option<StickyKey>,
+raw! {
+    RawBalancer {
+        algorithm: Algorithm,
+        max_latency: GoDuration,
+        sticky_session_ttl: GoDuration,
+        max_active_backends: u32,
+        max_attempts: u32,
+        sticky_key: StickyKey,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawWeb {
-    pub(super) enabled: Option<bool>,
-    pub(super) listen: Option<ListenAddr>,
-    pub(super) refresh_interval: Option<u32>,
-    pub(super) token: Option<Secret>,
-    pub(super) username: Option<String>,
-    pub(super) password: Option<Secret>,
+raw! {
+    RawWeb {
+        enabled: bool,
+        listen: ListenAddr,
+        refresh_interval: u32,
+        token: Secret,
+        username: String,
+        password: Secret,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawLog {
-    pub(super) level: Option<LogLevel>,
-    pub(super) format: Option<LogFormat>,
+raw! {
+    RawLog {
+        level: LogLevel,
+        format: LogFormat,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAuth {
-    pub(super) users: Option<Vec<RawUser>>,
+raw! {
+    RawAuth {
+        users: Vec<RawUser>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawUser {
-    pub(super) username: String,
-    pub(super) password: Secret,
+raw! {
+    RawUser {
+        username: String,
+        password: Secret,
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawLimits {
-    pub(super) idle_timeout: Option<GoDuration>,
-    pub(super) handshake_timeout: Option<GoDuration>,
-    pub(super) max_connections: Option<u32>,
-    pub(super) max_connections_per_client: Option<u32>,
+raw! {
+    RawLimits {
+        idle_timeout: GoDuration,
+        handshake_timeout: GoDuration,
+        max_connections: u32,
+        max_connections_per_client: u32,
+    }
 }

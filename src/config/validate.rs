@@ -225,6 +225,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             }
             let mut out: Vec<Credentials> = Vec::with_capacity(users.len());
             for (i, u) in users.into_iter().enumerate() {
+                let missing = |field: &str| {
+                    ConfigError::at(format!("auth.users[{i}]"), format!("missing field `{field}`"))
+                };
+                let (username, password) = (
+                    u.username.ok_or_else(|| missing("username"))?,
+                    u.password.ok_or_else(|| missing("password"))?,
+                );
+                let u = Credentials { username, password };
                 credential_field(&format!("auth.users[{i}].username"), &u.username)?;
                 credential_field(&format!("auth.users[{i}].password"), u.password.expose())?;
                 if out.iter().any(|c| c.username == u.username) {
@@ -233,7 +241,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                         format!("{:?} is listed twice", u.username),
                     ));
                 }
-                out.push(Credentials { username: u.username, password: u.password });
+                out.push(u);
             }
             if mode == Mode::Transparent {
                 return Err(ConfigError::at(
