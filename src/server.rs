@@ -408,9 +408,10 @@ async fn accept_loop(
                 };
                 let open = OpenConnection::new(&stats, &drain);
                 let snapshot = Arc::clone(&snapshot);
+                let stats = Arc::clone(&stats);
                 ex.spawn(async move {
                     let _open = (open, slot);
-                    inbound::serve(snapshot, stream, peer, protocol).await;
+                    inbound::serve(snapshot, stream, peer, protocol, &stats).await;
                 })
                 .detach();
             }

@@ -73,6 +73,10 @@ impl Drop for ActiveGuard {
 pub struct DaemonStats {
     /// Client connections accepted since start.
     pub accepted: Counter,
+    /// Of those, the ones served as SOCKS5 and as HTTP (a mixed port's
+    /// clients count by what they spoke).
+    pub socks5_clients: Counter,
+    pub http_clients: Counter,
     /// Client connections currently open (handshaking or relaying).
     pub open: AtomicUsize,
     /// Recent aggregate throughput, for the dashboard's graph.

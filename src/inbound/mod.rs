@@ -35,12 +35,18 @@ use crate::connect::ConnectError;
 use crate::context::Snapshot;
 use crate::relay;
 use crate::socks5::{Address, Command};
-use crate::stats::{ActiveGuard, Counter};
+use crate::stats::{ActiveGuard, Counter, DaemonStats};
 use crate::upstream::until;
 
 /// Serves one accepted client of a `protocol` listener until its tunnel
 /// closes.
-pub async fn serve(snap: Arc<Snapshot>, client: Async<TcpStream>, peer: SocketAddr, protocol: Protocol) {
+pub async fn serve(
+    snap: Arc<Snapshot>,
+    client: Async<TcpStream>,
+    peer: SocketAddr,
+    protocol: Protocol,
+    stats: &DaemonStats,
+) {
     let _ = client.get_ref().set_nodelay(true);
     let deadline = Instant::now() + snap.config.limits.handshake_timeout;
     let http = match protocol {
@@ -61,6 +67,7 @@ pub async fn serve(snap: Arc<Snapshot>, client: Async<TcpStream>, peer: SocketAd
     // in transparent) is on the heap only while it runs, and the task,
     // which lives as long as the tunnel, is sized for the relay
     // (docs/performance.md, "Memory per idle tunnel").
+    if http { &stats.http_clients } else { &stats.socks5_clients }.add(1);
     let mut ready = match (http, snap.config.mode) {
         (true, _) => Box::pin(http::handshake(&snap, &client, peer.ip(), deadline)).await,
         (false, Mode::Socks5) => Box::pin(socks5::handshake(&snap, &client, peer.ip(), deadline)).await,
@@ -247,11 +254,13 @@ mod task_size {
         let snap = std::sync::Arc::new(crate::context::Snapshot::new(c));
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let stats = crate::stats::DaemonStats::default();
         let task = super::serve(
             snap,
             smol::Async::new(s).unwrap(),
             "127.0.0.1:1".parse().unwrap(),
             crate::config::Protocol::Mixed,
+            &stats,
         );
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1_280, "the session task is {size} bytes");

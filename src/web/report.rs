@@ -74,6 +74,9 @@ pub struct Report {
     /// Health probes in flight now.
     pub probes_in_flight: usize,
     pub connections_total: u64,
+    /// Clients served as SOCKS5 and as HTTP.
+    pub socks5_clients: u64,
+    pub http_clients: u64,
     pub connections_open: usize,
     /// Clients closed for not being in `allow`.
     pub clients_denied: u64,
@@ -172,6 +175,8 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
         outage: snapshot.pool.outage(),
         probes_in_flight: snapshot.pool.probes().in_flight(),
         connections_total: stats.accepted.get(),
+        socks5_clients: stats.socks5_clients.get(),
+        http_clients: stats.http_clients.get(),
         connections_open: stats.open.load(Ordering::Relaxed),
         clients_denied: stats.denied_clients.get(),
         clients_refused: stats.refused_busy.get(),
@@ -300,6 +305,8 @@ pub fn to_json(r: &Report) -> String {
     let _ = write!(out, "{}", r.outage);
     key(&mut out, "connections_total");
     let _ = write!(out, "{}", r.connections_total);
+    key(&mut out, "inbound");
+    let _ = write!(out, "{{\"socks5\":{},\"http\":{}}}", r.socks5_clients, r.http_clients);
     key(&mut out, "open_tunnels");
     let _ = write!(out, "{}", r.connections_open);
     key(&mut out, "clients_denied");
@@ -481,6 +488,9 @@ pub fn to_prometheus(r: &Report) -> String {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "socksbalance_{name} {v}");
     }
+    family(&mut out, "inbound_clients_total", "counter", "Clients served, by the protocol they spoke.");
+    let _ = writeln!(out, "socksbalance_inbound_clients_total{{protocol=\"socks5\"}} {}", r.socks5_clients);
+    let _ = writeln!(out, "socksbalance_inbound_clients_total{{protocol=\"http\"}} {}", r.http_clients);
     if let Some(rss) = r.rss_bytes {
         family(&mut out, "resident_memory_bytes", "gauge", "Resident memory of the daemon.");
         let _ = writeln!(out, "socksbalance_resident_memory_bytes {rss}");

@@ -258,7 +258,7 @@ fn a_mixed_port_serves_socks5_and_http_clients() {
     }
     let body = pattern(50_000, 5);
     let web = web_server(body.clone());
-    let d = http_daemon("", "  - direct: true\n");
+    let d = http_daemon("web:\n  enabled: true\n  listen: 127.0.0.1:0\n", "  - direct: true\n");
     let mixed = d.local_addrs()[1];
     let url = format!("http://127.0.0.1:{}/", web.port());
     for proxy in [format!("socks5h://{mixed}"), format!("http://{mixed}")] {
@@ -266,6 +266,12 @@ fn a_mixed_port_serves_socks5_and_http_clients() {
         assert!(ok && got == body, "{proxy}: {err}");
     }
     assert_echo(mixed, &Dest::Ip(echo_server("127.0.0.1:0")), None);
+    // Counted by what each client spoke, in the API and the metrics.
+    let api = d.web_addr().unwrap();
+    let (_, _, stats) = crate::web::get(api, "/api/stats", "");
+    assert!(stats.contains("\"inbound\":{\"socks5\":2,\"http\":1}"), "{stats}");
+    let (_, _, metrics) = crate::web::get(api, "/metrics", "");
+    assert!(metrics.contains("socksbalance_inbound_clients_total{protocol=\"http\"} 1"), "{metrics}");
 }
 
 #[test]
