@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Every client command speaks SOCKS5 (no auth, CONNECT to an IPv4
-//! address) to PROXY and prints one line of `key=value` results.
+//! address) to PROXY, or HTTP `CONNECT` when PROXY is written
+//! `http://ADDR`, and prints one line of `key=value` results.
 //!
 //! The target server's protocol, chosen by the first byte a tunnel sends:
 //! `E` echoes everything until EOF; `D` + u64 length streams that many
@@ -65,8 +66,16 @@ fn expected(pat: &[u8], at: u64, len: usize) -> &[u8] {
     &pat[start..start + len]
 }
 
+/// The proxy is an HTTP proxy (`http://ADDR` on the command line):
+/// tunnels open with `CONNECT` instead of SOCKS5.
+static HTTP_PROXY: AtomicBool = AtomicBool::new(false);
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(addr) = args.get(1).and_then(|a| a.strip_prefix("http://")).map(str::to_owned) {
+        HTTP_PROXY.store(true, Ordering::Relaxed);
+        args[1] = addr;
+    }
     let a = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| usage());
     let num = |i: usize| a(i).parse::<u64>().unwrap_or_else(|_| usage());
     let addr = |i: usize| a(i).parse::<SocketAddr>().unwrap_or_else(|_| usage());
@@ -203,6 +212,17 @@ fn tunnel(proxy: SocketAddr, target: SocketAddr) -> io::Result<TcpStream> {
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
+    if HTTP_PROXY.load(Ordering::Relaxed) {
+        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())?;
+        // The one answer a tunnel gets, read exactly: no body follows.
+        const OK: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+        let mut answer = [0u8; OK.len()];
+        s.read_exact(&mut answer)?;
+        if answer != OK {
+            return Err(fail(format!("CONNECT refused: {:?}", String::from_utf8_lossy(&answer))));
+        }
+        return Ok(s);
+    }
     let SocketAddr::V4(v4) = target else { return Err(fail("target must be IPv4")) };
     // Greeting, then the request once the method is chosen, as curl does:
     // microsocks takes one recv() for one message, so it cannot take both

@@ -100,7 +100,7 @@ done
 [ -n "$base" ] || die "no free block of 1,024 ports in 20000-31999"
 backend_ports=($base $((base + 1)) $((base + 2)) $((base + 3)))
 p_haproxy=$((base + 4)); p_sbt=$((base + 5)); p_sbs=$((base + 6))
-p_mem=$((base + 7)); p_scale=$((base + 8)); p_floor=$((base + 9))
+p_mem=$((base + 7)); p_scale=$((base + 8)); p_floor=$((base + 9)); p_sbh=$((base + 10))
 scale_first=$((base + 16)); scale_last=$((scale_first + scale_backends - 1))
 
 listening() { ss -Htln "sport = :$1" | grep -q .; }
@@ -146,6 +146,9 @@ wait_port "$p_floor" "$floor_pid"
 
 python3 scripts/testbed.py socksbalance "$p_sbt" transparent "${backend_ports[@]}" > "$work/sbt.yaml"
 python3 scripts/testbed.py socksbalance "$p_sbs" socks5 "${backend_ports[@]}" > "$work/sbs.yaml"
+# The socks5 daemon also serves HTTP CONNECT, for the rate row "sbh".
+sed -i "s|^listen: .*|listen: [\"127.0.0.1:$p_sbs\", {address: \"127.0.0.1:$p_sbh\", protocol: http}]|" "$work/sbs.yaml"
+grep -q "$p_sbh" "$work/sbs.yaml" || die "testbed.py's socksbalance config has no listen line to extend"
 start sbt "$SB" -c "$work/sbt.yaml"
 sbt_pid=$last_pid
 wait_port "$p_sbt" "$sbt_pid"
@@ -188,6 +191,8 @@ done
 echo "== connection rate: $rounds round(s) x ${rate_secs} s, 32 concurrent"
 for r in $(seq 1 "$rounds"); do
     for n in $(order "$r"); do run rate "$n" rate "${addr[$n]}" "$target" 32 "$rate_secs"; done
+    # HTTP CONNECT on the socks5-mode daemon's HTTP port, in the same round.
+    run rate sbh rate "http://127.0.0.1:$p_sbh" "$target" 32 "$rate_secs"
 done
 
 echo "== echo RTT: $rounds round(s) x $rtt_count round trips"

@@ -91,6 +91,15 @@ def main():
             line += f"  {sign}{target:.1f}x   " + "/".join("PASS" if o else "FAIL" for o in ok)
         print(line)
 
+    # HTTP CONNECT on the socks5-mode daemon, against its SOCKS5 port.
+    http_rate, socks_rate = med("rate", "sbh", "conns_s"), med("rate", "sbs", "conns_s")
+    if http_rate == http_rate and socks_rate:
+        ratio = http_rate / socks_rate
+        ok = ratio >= 0.9
+        failed += 0 if ok else 1
+        print(f"{'HTTP CONNECT rate (conns/s) vs socks5':40}{http_rate:>11.0f}{socks_rate:>11.0f}"
+              f"{ratio:>10.2f}x  >=0.9x   {'PASS' if ok else 'FAIL'}")
+
     print()
     print("footprint (socksbalance)                  measured      target   verdict")
     print("-" * 76)
