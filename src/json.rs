@@ -204,8 +204,13 @@ impl<'a> Parser<'a> {
                 b'u' => {
                     let unit = self.hex4()?;
                     let c = if (0xD800..0xDC00).contains(&unit) && self.eat("\\u") {
+                        // A high surrogate and, if it is one, its low half;
+                        // a broken pair is a replacement character.
                         let low = self.hex4()?;
-                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + low.wrapping_sub(0xDC00))
+                        (0xDC00..0xE000)
+                            .contains(&low)
+                            .then(|| char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)))
+                            .flatten()
                     } else {
                         char::from_u32(unit)
                     };
@@ -240,6 +245,17 @@ mod tests {
         assert_eq!(v.get("s").unwrap().as_str(), Some("x\"\\/\n\u{e9}\u{1f600}"));
         assert_eq!(v.get("o"), Some(&Value::Object(vec![])));
         assert_eq!(parse("18446744073709551615").unwrap().as_u64(), Some(u64::MAX), "integers read exactly");
+    }
+
+    /// Found by the `status` fuzz target: a high surrogate followed by a
+    /// "low" one below 0xDC00 overflowed the code point arithmetic.
+    #[test]
+    fn a_broken_surrogate_pair_is_a_replacement_character() {
+        assert_eq!(
+            parse(r#""+3\udFfa\udFfa\udBfa\udBfa""#).unwrap(),
+            Value::String("+3\u{fffd}\u{fffd}\u{fffd}".into())
+        );
+        assert_eq!(parse(r#""\ud800x""#).unwrap(), Value::String("\u{fffd}x".into()));
     }
 
     #[test]
