@@ -217,12 +217,9 @@ pub fn basic_credentials(value: &str) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((decoded[..at].to_vec(), decoded[at + 1..].to_vec()))
 }
 
-/// Standard base64 with padding (RFC 4648 §4), as Basic auth uses it.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 || bytes.len() > 4 * 256 {
-        return None;
-    }
+/// Standard base64 (RFC 4648) with optional padding; `None` if malformed.
+/// Basic logins, of HTTP proxy clients and of the dashboard, use it.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let value = |c: u8| -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',
@@ -233,20 +230,18 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
             _ => return None,
         } as u32)
     };
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for (n, chunk) in bytes.chunks(4).enumerate() {
-        let last = n == bytes.len() / 4 - 1;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
+    let s = s.trim_end_matches('=').as_bytes();
+    if s.len() % 4 == 1 || s.len() > 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= value(c)? << (18 - 6 * i);
         }
-        let mut v = 0u32;
-        for &c in &chunk[..4 - pad] {
-            v = v << 6 | value(c)?;
-        }
-        v <<= 6 * pad as u32;
-        let three = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
-        out.extend_from_slice(&three[..3 - pad]);
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
     }
     Some(out)
 }
@@ -390,6 +385,23 @@ mod tests {
         assert_eq!(parse_head(many.as_bytes()), Err(HeadError::TooLarge));
         assert_eq!(parse_head(&vec![b'a'; MAX_HEAD + 1]), Err(HeadError::TooLarge));
         assert!(parse_head(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn base64_round_trips_rfc4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+        ] {
+            assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes(), "{encoded}");
+        }
+        assert_eq!(base64_decode("YWRtaW46czNjcjN0").unwrap(), b"admin:s3cr3t");
+        assert!(base64_decode("Z").is_none());
+        assert!(base64_decode("Zm9v!").is_none());
     }
 
     #[test]

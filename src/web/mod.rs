@@ -225,7 +225,7 @@ fn authorized(request: &Request, query: &str, config: &WebConfig) -> bool {
     }
     if let Some(basic) = &config.basic {
         if let Some(encoded) = authorization.as_deref().and_then(|a| a.strip_prefix("Basic ")) {
-            if let Some(decoded) = base64_decode(encoded.trim()) {
+            if let Some(decoded) = crate::http::base64_decode(encoded.trim()) {
                 if let Some(colon) = decoded.iter().position(|&b| b == b':') {
                     let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
                     return crate::config::constant_time_eq(basic.username.as_bytes(), user)
@@ -262,54 +262,9 @@ fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// Standard base64 (RFC 4648) with optional padding; `None` if malformed.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    if s.len() % 4 == 1 || s.len() > 4096 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= value(c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips_rfc4648_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-        ] {
-            assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes(), "{encoded}");
-        }
-        assert_eq!(base64_decode("YWRtaW46czNjcjN0").unwrap(), b"admin:s3cr3t");
-        assert!(base64_decode("Z").is_none());
-        assert!(base64_decode("Zm9v!").is_none());
-    }
 
     #[test]
     fn query_values_are_percent_decoded() {
