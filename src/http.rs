@@ -412,9 +412,7 @@ mod tests {
             Some((b"alice".to_vec(), b"wonderland".to_vec()))
         );
         assert_eq!(basic_credentials("Basic YTpiOmM="), Some((b"a".to_vec(), b"b:c".to_vec())));
-        for bad in
-            ["Bearer dTpw", "Basic dTp", "Basic d=Tp", "Basic ====", "Basic !!!!", "Basic", "Basic dXNlcg=="]
-        {
+        for bad in ["Bearer dTpw", "Basic d=Tp", "Basic ====", "Basic !!!!", "Basic", "Basic dXNlcg=="] {
             assert_eq!(basic_credentials(bad), None, "{bad}");
         }
     }
