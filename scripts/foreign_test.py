@@ -12,6 +12,9 @@ Checks, each printed as PASS or FAIL:
      32-bit MIPS without --cfg fix_y2038 it never would.
   4. SIGTERM (Linux) or Ctrl-C (Windows: Wine delivers SIGINT as the
      console's CTRL_C_EVENT) stops it gracefully with exit status 0.
+  5. a listen address this host does not have (10.254.253.252) does not
+     stop it: it serves its other address (Linux: IP_FREEBIND; Windows:
+     it retries the missing one).
 
 Everything listens on 127.0.0.1; every wait is bounded. Standard library only.
 Usage: foreign_test.py --binary FILE [--runner CMD] [--windows]
@@ -225,6 +228,18 @@ def main():
             label = " ".join(uplink.replace("-", "").split())
             check(f"uplink ({label}): a 2 MiB download, SHA-256 verified", ok,
                   "" if ok else f"curl rc={rc} bytes={len(body)} {err}")
+        finally:
+            d.stop()
+
+        d = Daemon(args.runner, args.binary,
+                   "listen: [\"127.0.0.1:0\", \"10.254.253.252:1080\"]\nmode: socks5\nbackends:\n  - direct: true\n",
+                   workdir, args.windows)
+        try:
+            rc, body, err = curl_download(d.addr, url)
+            ok = rc == 0 and hashlib.sha256(body).hexdigest() == digest
+            told = any("10.254.253.252:1080" in line and "no such address yet" in line for line in d.lines)
+            check("a missing listen address: the other one serves, and the missing one is logged", ok and told,
+                  "" if ok and told else f"curl rc={rc} {err}; logged: {told}")
         finally:
             d.stop()
 

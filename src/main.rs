@@ -313,6 +313,8 @@ fn run_daemon(args: Args) -> ExitCode {
         }
     }
     std::thread::spawn(move || {
+        // Windows has one signal only: the first one ends the loop.
+        #[cfg_attr(not(unix), allow(clippy::never_loop))]
         while let Some(signal) = smol::future::block_on(signals.next()) {
             // A reload that comes while draining (an init script's SIGHUP
             // racing its own restart) is no request to hurry.

@@ -92,21 +92,21 @@ struct Acceptor {
 }
 
 impl Context {
-    fn spawn_acceptor(
-        &self,
-        configured: SocketAddr,
-        listener: Async<TcpListener>,
-        drain: &Sender<()>,
-    ) -> Acceptor {
-        let bound = listener.get_ref().local_addr().unwrap_or(configured);
-        let task = self.ex.spawn(accept_loop(
-            Arc::clone(&self.ex),
-            listener,
-            configured,
-            Arc::clone(&self.current),
-            Arc::clone(&self.stats),
-            drain.clone(),
-        ));
+    fn spawn_acceptor(&self, configured: SocketAddr, listener: Listening, drain: &Sender<()>) -> Acceptor {
+        let bound = listener.as_ref().and_then(|l| l.get_ref().local_addr().ok()).unwrap_or(configured);
+        let (ex, current, stats, drain) =
+            (Arc::clone(&self.ex), Arc::clone(&self.current), Arc::clone(&self.stats), drain.clone());
+        let task = self.ex.spawn(async move {
+            let listener = match listener {
+                Some(listener) => listener,
+                #[cfg(not(target_os = "linux"))]
+                None => address_appears(configured).await,
+                // Linux listens on a missing address at once (tcp::listen).
+                #[cfg(target_os = "linux")]
+                None => return,
+            };
+            accept_loop(ex, listener, configured, current, stats, drain).await
+        });
         Acceptor { configured, bound, task }
     }
 
@@ -119,7 +119,7 @@ impl Context {
 /// as) until `shutdown` fires, applying reloads as they come; then drains.
 pub async fn run(
     cx: Context,
-    listeners: Vec<(SocketAddr, Async<TcpListener>)>,
+    listeners: Vec<(SocketAddr, Listening)>,
     reloads: Receiver<Reload>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
@@ -235,7 +235,7 @@ async fn apply_reload(
         own.extend(bound_rules(&[a.configured], &[a.bound]));
     }
     for (configured, listener) in added.iter().zip(&fresh) {
-        if let Ok(bound) = listener.get_ref().local_addr() {
+        if let Some(Ok(bound)) = listener.as_ref().map(|l| l.get_ref().local_addr()) {
             own.extend(bound_rules(&[*configured], &[bound]));
         }
     }
@@ -527,14 +527,30 @@ fn bound_rules(configured: &[SocketAddr], bound: &[SocketAddr]) -> Vec<crate::co
     crate::config::own_address_rules(chosen)
 }
 
+/// A listener, or `None` while its address does not exist on this host
+/// (where the system cannot listen on it beforehand: not Linux).
+pub type Listening = Option<Async<TcpListener>>;
+
 /// Binds every configured listen address, or says which one failed.
-/// The listeners delay ACKs ([`crate::tcp::listening`]).
-pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<Async<TcpListener>>> {
+/// The listeners delay ACKs ([`crate::tcp::listening`]). An address this
+/// host does not have yet is not a failure: on Linux it is listened on at
+/// once (`IP_FREEBIND`), elsewhere it is waited for ([`address_appears`]).
+pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<Listening>> {
     addrs
         .iter()
         .map(|addr| {
-            let (listener, missing) = crate::tcp::listen(*addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let (listener, missing) = match crate::tcp::listen(*addr) {
+                Ok(bound) => bound,
+                Err(e) if cfg!(not(target_os = "linux")) && e.kind() == io::ErrorKind::AddrNotAvailable => {
+                    log::warn!(
+                        "listen {addr}: this host has no such address yet; serving it as soon as an \
+                         interface gets it (checked every {} s)",
+                        ADDRESS_RETRY.as_secs()
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))),
+            };
             if missing {
                 log::warn!(
                     "listen {addr}: this host has no such address yet; listening anyway, \
@@ -543,9 +559,37 @@ pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<Async<TcpListener>>> {
             }
             crate::tcp::listening(&listener);
             Async::new(listener)
+                .map(Some)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         })
         .collect()
+}
+
+/// How often a listen address the host lacks is tried again (not Linux).
+const ADDRESS_RETRY: Duration = Duration::from_secs(2);
+
+/// Waits until `addr` can be listened on, trying every [`ADDRESS_RETRY`].
+/// Another error than a missing address is said once and tried again too.
+#[cfg(not(target_os = "linux"))]
+async fn address_appears(addr: SocketAddr) -> Async<TcpListener> {
+    let mut said = false;
+    loop {
+        Timer::after(ADDRESS_RETRY).await;
+        let error = match crate::tcp::listen(addr).and_then(|(l, _)| {
+            crate::tcp::listening(&l);
+            Async::new(l)
+        }) {
+            Ok(listener) => {
+                log::info!("listen {addr}: the address is here now; serving it");
+                return listener;
+            }
+            Err(e) => e,
+        };
+        if error.kind() != io::ErrorKind::AddrNotAvailable && !said {
+            log::warn!("listen {addr}: {error}; trying again every {} s", ADDRESS_RETRY.as_secs());
+            said = true;
+        }
+    }
 }
 
 /// Stack size of executor threads. Tasks live on the heap; a thread only
@@ -572,10 +616,13 @@ impl Daemon {
     /// starts.
     pub fn start(config: Config, threads: usize) -> io::Result<Daemon> {
         let listeners = bind(&config.listen)?;
-        let addrs = listeners.iter().map(|l| l.get_ref().local_addr()).collect::<io::Result<Vec<_>>>()?;
+        let addrs = listeners
+            .iter()
+            .zip(&config.listen)
+            .map(|(l, configured)| l.as_ref().map_or(Ok(*configured), |l| l.get_ref().local_addr()))
+            .collect::<io::Result<Vec<_>>>()?;
         let mut config = config;
-        let listeners: Vec<(SocketAddr, Async<TcpListener>)> =
-            config.listen.iter().copied().zip(listeners).collect();
+        let listeners: Vec<(SocketAddr, Listening)> = config.listen.iter().copied().zip(listeners).collect();
         let mut own = bound_rules(&config.listen, &addrs);
         // The dashboard binds first too, so that a port-0 dashboard's real
         // port can be denied as a destination in the one snapshot built.

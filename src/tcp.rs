@@ -107,7 +107,8 @@ pub fn listening(listener: &TcpListener) {
 /// or the LAN is renumbered. There the socket is bound with
 /// `IP_FREEBIND`, and the kernel hands it the connections to that
 /// address from the moment the address exists; nothing needs rebinding.
-/// Elsewhere a missing address stays an error.
+/// Elsewhere the error (`AddrNotAvailable`) is returned, and the server
+/// tries again until the address exists.
 pub fn listen(addr: SocketAddr) -> io::Result<(TcpListener, bool)> {
     match TcpListener::bind(addr) {
         Ok(listener) => Ok((listener, false)),
