@@ -350,6 +350,14 @@ pub struct Credentials {
     pub password: Secret,
 }
 
+impl Credentials {
+    /// Whether a login is this one, in constant time for the password and
+    /// without stopping at a wrong username (no timing tells which failed).
+    pub fn matches(&self, username: &[u8], password: &[u8]) -> bool {
+        constant_time_eq(self.username.as_bytes(), username) & self.password.matches(password)
+    }
+}
+
 /// One backend after port-range expansion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {

@@ -25,7 +25,6 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Async;
 
 use super::{for_debug_log, Ended, Ready};
-use crate::config::constant_time_eq;
 use crate::connect::{self, Attempts, ConnectError, Established};
 use crate::context::Snapshot;
 use crate::http::{self, HeadError, Target, MAX_HEAD};
@@ -61,9 +60,7 @@ pub(crate) async fn handshake(
     };
     if let Some(users) = &snap.config.auth {
         let login = head.header("proxy-authorization").and_then(http::basic_credentials);
-        let accepted = login.as_ref().is_some_and(|(user, pass)| {
-            users.iter().any(|u| constant_time_eq(u.username.as_bytes(), user) & u.password.matches(pass))
-        });
+        let accepted = login.as_ref().is_some_and(|(user, pass)| users.iter().any(|u| u.matches(user, pass)));
         if !accepted {
             if let Some((user, _)) = &login {
                 log::info!(
@@ -73,9 +70,7 @@ pub(crate) async fn handshake(
             }
             let why = if login.is_some() { "login failed" } else { "this proxy needs a login" };
             let challenge = "Proxy-Authenticate: Basic realm=\"socksbalance\"\r\n";
-            let mut c = client;
-            let _ = c.write_all(&http::response(407, challenge, why)).await;
-            return Err(Ended::Http(407, why.into()));
+            return Err(answer_with(client, 407, challenge, why, Ended::Http(407, why.into())).await);
         }
     }
     let (dest, forwarded) = match &target {
@@ -90,7 +85,7 @@ pub(crate) async fn handshake(
         Ok(e) => e,
         Err(e) => {
             let (status, why) = status_of(&e, snap.config.health.request_timeout);
-            return Err(answer_with(client, status, &why, Ended::Connect(e)).await);
+            return Err(answer_with(client, status, "", &why, Ended::Connect(e)).await);
         }
     };
     let body = buf.split_off(end);
@@ -151,11 +146,13 @@ fn status_of(e: &ConnectError, timeout: std::time::Duration) -> (u16, String) {
 
 /// Sends an error answer; returns why the session ends.
 async fn answer(client: &Async<TcpStream>, status: u16, why: &str) -> Ended {
-    answer_with(client, status, why, Ended::Http(status, why.to_owned())).await
+    answer_with(client, status, "", why, Ended::Http(status, why.to_owned())).await
 }
 
-async fn answer_with(client: &Async<TcpStream>, status: u16, why: &str, ended: Ended) -> Ended {
+/// Sends an error answer with `extra` header lines (each ending in CRLF);
+/// returns `ended`.
+async fn answer_with(client: &Async<TcpStream>, status: u16, extra: &str, why: &str, ended: Ended) -> Ended {
     let mut c = client;
-    let _ = c.write_all(&http::response(status, "", why)).await;
+    let _ = c.write_all(&http::response(status, extra, why)).await;
     ended
 }

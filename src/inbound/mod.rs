@@ -52,22 +52,20 @@ pub async fn serve(
     let http = match protocol {
         Protocol::Socks5 => false,
         Protocol::Http => true,
-        // SOCKS5 begins with its version byte; an HTTP request with a
-        // method's first letter.
-        Protocol::Mixed => match until(deadline, first_byte(&client)).await {
-            Ok(first) => first != crate::socks5::VERSION,
+        Protocol::Mixed => match until(deadline, speaks_http(&client)).await {
+            Ok(http) => http,
             Err(e) => {
                 log::debug!("client {peer}: no first byte: {e}");
                 return;
             }
         },
     };
+    if http { &stats.http_clients } else { &stats.socks5_clients }.add(1);
     // The handshake runs boxed: its state (read-ahead buffers, parsed
     // messages, connect attempts, timers: 3.8 KB in socks5 mode, 4.5 KB
     // in transparent) is on the heap only while it runs, and the task,
     // which lives as long as the tunnel, is sized for the relay
     // (docs/performance.md, "Memory per idle tunnel").
-    if http { &stats.http_clients } else { &stats.socks5_clients }.add(1);
     let mut ready = match (http, snap.config.mode) {
         (true, _) => Box::pin(http::handshake(&snap, &client, peer.ip(), deadline)).await,
         (false, Mode::Socks5) => Box::pin(socks5::handshake(&snap, &client, peer.ip(), deadline)).await,
@@ -83,12 +81,15 @@ pub async fn serve(
     }
 }
 
-/// The client's first byte, left in the socket for the inbound to read.
-async fn first_byte(client: &Async<TcpStream>) -> io::Result<u8> {
+/// A mixed port's client: whether it speaks HTTP rather than SOCKS5,
+/// told by its first byte (SOCKS5 begins with its version byte, an HTTP
+/// request with a method's first letter), which stays in the socket for
+/// the inbound to read.
+async fn speaks_http(client: &Async<TcpStream>) -> io::Result<bool> {
     let mut byte = [0u8; 1];
     match client.read_with(|s| s.peek(&mut byte)).await? {
         0 => Err(io::ErrorKind::UnexpectedEof.into()),
-        _ => Ok(byte[0]),
+        _ => Ok(byte[0] != crate::socks5::VERSION),
     }
 }
 
@@ -107,7 +108,7 @@ pub async fn refuse(client: &Async<TcpStream>, why: Refusal) -> io::Result<()> {
     let status = match why {
         Refusal::Forbidden => 403,
         Refusal::Busy(Protocol::Http) => 503,
-        Refusal::Busy(Protocol::Mixed) if first_byte(client).await? != crate::socks5::VERSION => 503,
+        Refusal::Busy(Protocol::Mixed) if speaks_http(client).await? => 503,
         Refusal::Busy(_) => return socks5::refuse_busy(client).await,
     };
     let body = if status == 403 {

@@ -13,7 +13,6 @@ use std::time::Instant;
 use smol::Async;
 
 use super::{for_debug_log, Ended, Ready};
-use crate::config::constant_time_eq;
 use crate::connect::{self, Attempts, ConnectError, Established};
 use crate::context::Snapshot;
 use crate::socks5::{self, Address, Command, Greeting, Recorder, ReplyCode, Request};
@@ -70,9 +69,7 @@ pub(crate) async fn negotiate(
     if let Some(users) = &snap.config.auth {
         let login =
             until(deadline, socks5::read_user_pass(reader)).await.map_err(|e| Ended::Client("login", e))?;
-        let accepted = users.iter().any(|u| {
-            constant_time_eq(u.username.as_bytes(), &login.username) & u.password.matches(&login.password)
-        });
+        let accepted = users.iter().any(|u| u.matches(&login.username, &login.password));
         let status = if accepted { 0x00 } else { 0x01 };
         let _ = socks5::write_auth_status(&mut c, status).await;
         if !accepted {

@@ -224,14 +224,12 @@ fn authorized(request: &Request, query: &str, config: &WebConfig) -> bool {
         }
     }
     if let Some(basic) = &config.basic {
-        if let Some(encoded) = authorization.as_deref().and_then(|a| a.strip_prefix("Basic ")) {
-            if let Some(decoded) = crate::http::base64_decode(encoded.trim()) {
-                if let Some(colon) = decoded.iter().position(|&b| b == b':') {
-                    let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
-                    return crate::config::constant_time_eq(basic.username.as_bytes(), user)
-                        & basic.password.matches(pass);
-                }
-            }
+        let login = authorization
+            .as_deref()
+            .filter(|a| a.starts_with("Basic "))
+            .and_then(crate::http::basic_credentials);
+        if let Some((user, pass)) = login {
+            return basic.matches(&user, &pass);
         }
     }
     false
