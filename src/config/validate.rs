@@ -345,150 +345,152 @@ fn expand_backends(
     let mut vias: Vec<(usize, String)> = Vec::new();
     // The entry each backend came from, to name it in a warning.
     let mut entry_of: Vec<usize> = Vec::new();
-    let entries = raw.len();
     for (i, b) in raw.into_iter().enumerate() {
-        entry_of.resize(out.len(), i.saturating_sub(1));
-        let key = |field: &str| format!("backends[{i}].{field}");
-        let weight = non_zero(&key("weight"), b.weight, defaults::WEIGHT)?;
-        if weight.get() > MAX_WEIGHT {
-            return Err(ConfigError::at(
-                key("weight"),
-                format!("{weight} is over the limit of {MAX_WEIGHT}"),
-            ));
-        }
-        let credentials = match (b.username, b.password) {
-            (None, None) => None,
-            (Some(username), Some(password)) => {
-                credential_field(&key("username"), &username)?;
-                credential_field(&key("password"), password.expose())?;
-                Some(Credentials { username, password })
+        // One entry may make several backends (a port range) or none
+        // (`interfaces: auto`); each backend made here is entry i's.
+        'entry: {
+            let key = |field: &str| format!("backends[{i}].{field}");
+            let weight = non_zero(&key("weight"), b.weight, defaults::WEIGHT)?;
+            if weight.get() > MAX_WEIGHT {
+                return Err(ConfigError::at(
+                    key("weight"),
+                    format!("{weight} is over the limit of {MAX_WEIGHT}"),
+                ));
             }
-            (Some(_), None) => return Err(ConfigError::at(key("password"), "missing (username is set)")),
-            (None, Some(_)) => return Err(ConfigError::at(key("username"), "missing (password is set)")),
-        };
-        if credentials.is_some() && mode == Mode::Transparent {
-            return Err(ConfigError::at(
-                key("username"),
-                "backend credentials need `mode: socks5`; in transparent mode the client's own \
+            let credentials = match (b.username, b.password) {
+                (None, None) => None,
+                (Some(username), Some(password)) => {
+                    credential_field(&key("username"), &username)?;
+                    credential_field(&key("password"), password.expose())?;
+                    Some(Credentials { username, password })
+                }
+                (Some(_), None) => return Err(ConfigError::at(key("password"), "missing (username is set)")),
+                (None, Some(_)) => return Err(ConfigError::at(key("username"), "missing (password is set)")),
+            };
+            if credentials.is_some() && mode == Mode::Transparent {
+                return Err(ConfigError::at(
+                    key("username"),
+                    "backend credentials need `mode: socks5`; in transparent mode the client's own \
                  SOCKS5 handshake reaches the backend unchanged",
-            ));
-        }
-        // The keys that make this entry something other than a proxy; each
-        // such entry takes none of the proxy's keys.
-        let local = if b.interfaces.is_some() {
-            Some("interfaces")
-        } else if b.direct == Some(true) {
-            Some("direct")
-        } else if b.interface.is_some() || b.bind.is_some() {
-            Some(if b.interface.is_some() { "interface" } else { "bind" })
-        } else {
-            None
-        };
-        if let Some(kind) = local {
-            let what = match kind {
-                "interfaces" => "an `interfaces: auto` entry",
-                "direct" => "a `direct: true` backend",
-                _ => "an uplink (interface/bind)",
-            };
-            let conflict = [
-                ("address", b.address.is_some()),
-                ("username", credentials.is_some()),
-                ("via", b.via.is_some()),
-                ("direct", kind != "direct" && b.direct.is_some()),
-                ("interface", kind != "interface" && b.interface.is_some()),
-                ("bind", kind != "interface" && kind != "bind" && b.bind.is_some()),
-                ("name", kind == "interfaces" && b.name.is_some()),
-            ];
-            if let Some((field, _)) = conflict.iter().find(|(_, set)| *set) {
-                let hint = match *field {
-                    "via" => "; `via` pins a SOCKS backend (one with an address) to an uplink",
-                    "name" => "; discovered uplinks are named after their interface",
-                    _ => "",
-                };
-                return Err(ConfigError::at(key(field), format!("{what} takes no {field}{hint}")));
+                ));
             }
-        }
-        match local {
-            Some("interfaces") => {
-                if auto.is_some() {
-                    return Err(ConfigError::at(key("interfaces"), "`interfaces: auto` is listed twice"));
+            // The keys that make this entry something other than a proxy; each
+            // such entry takes none of the proxy's keys.
+            let local = if b.interfaces.is_some() {
+                Some("interfaces")
+            } else if b.direct == Some(true) {
+                Some("direct")
+            } else if b.interface.is_some() || b.bind.is_some() {
+                Some(if b.interface.is_some() { "interface" } else { "bind" })
+            } else {
+                None
+            };
+            if let Some(kind) = local {
+                let what = match kind {
+                    "interfaces" => "an `interfaces: auto` entry",
+                    "direct" => "a `direct: true` backend",
+                    _ => "an uplink (interface/bind)",
+                };
+                let conflict = [
+                    ("address", b.address.is_some()),
+                    ("username", credentials.is_some()),
+                    ("via", b.via.is_some()),
+                    ("direct", kind != "direct" && b.direct.is_some()),
+                    ("interface", kind != "interface" && b.interface.is_some()),
+                    ("bind", kind != "interface" && kind != "bind" && b.bind.is_some()),
+                    ("name", kind == "interfaces" && b.name.is_some()),
+                ];
+                if let Some((field, _)) = conflict.iter().find(|(_, set)| *set) {
+                    let hint = match *field {
+                        "via" => "; `via` pins a SOCKS backend (one with an address) to an uplink",
+                        "name" => "; discovered uplinks are named after their interface",
+                        _ => "",
+                    };
+                    return Err(ConfigError::at(key(field), format!("{what} takes no {field}{hint}")));
                 }
-                if !cfg!(target_os = "linux") {
-                    return Err(ConfigError::at(
-                        key("interfaces"),
-                        "`interfaces: auto` needs Linux (it reads the interfaces over netlink); \
+            }
+            match local {
+                Some("interfaces") => {
+                    if auto.is_some() {
+                        return Err(ConfigError::at(key("interfaces"), "`interfaces: auto` is listed twice"));
+                    }
+                    if !cfg!(target_os = "linux") {
+                        return Err(ConfigError::at(
+                            key("interfaces"),
+                            "`interfaces: auto` needs Linux (it reads the interfaces over netlink); \
                          list each uplink with `interface:` or `bind:` instead",
-                    ));
+                        ));
+                    }
+                    auto = Some(AutoUplinks { position: out.len(), weight });
+                    break 'entry;
                 }
-                auto = Some(AutoUplinks { position: out.len(), weight });
-                continue;
-            }
-            Some("direct") => {
-                let name = b.name.unwrap_or_else(|| "direct".to_owned());
-                out.push(BackendConfig {
-                    name,
-                    target: Target::Direct,
-                    credentials,
-                    weight,
-                    via: None,
-                    discovered: false,
-                });
-                continue;
-            }
-            Some(_) => {
-                if let Some(dev) = &b.interface {
-                    interface_name(&key("interface"), dev)?;
+                Some("direct") => {
+                    let name = b.name.unwrap_or_else(|| "direct".to_owned());
+                    out.push(BackendConfig {
+                        name,
+                        target: Target::Direct,
+                        credentials,
+                        weight,
+                        via: None,
+                        discovered: false,
+                    });
+                    break 'entry;
                 }
-                let uplink = Uplink { interface: b.interface, bind: b.bind };
-                let name = match (b.name, &uplink.interface, uplink.bind) {
-                    (Some(name), _, _) => name,
-                    (None, Some(dev), _) => dev.clone(),
-                    (None, None, Some(ip)) => ip.to_string(),
-                    (None, None, None) => unreachable!("an uplink has an interface or a bind address"),
+                Some(_) => {
+                    if let Some(dev) = &b.interface {
+                        interface_name(&key("interface"), dev)?;
+                    }
+                    let uplink = Uplink { interface: b.interface, bind: b.bind };
+                    let name = match (b.name, &uplink.interface, uplink.bind) {
+                        (Some(name), _, _) => name,
+                        (None, Some(dev), _) => dev.clone(),
+                        (None, None, Some(ip)) => ip.to_string(),
+                        (None, None, None) => unreachable!("an uplink has an interface or a bind address"),
+                    };
+                    out.push(BackendConfig {
+                        name,
+                        target: Target::Uplink(uplink),
+                        credentials,
+                        weight,
+                        via: None,
+                        discovered: false,
+                    });
+                    break 'entry;
+                }
+                None => {}
+            }
+            let addr = b.address.ok_or_else(|| {
+                ConfigError::at(key("address"), "missing (or set `direct: true`, `interface:` or `bind:`)")
+            })?;
+            if let Some(via) = &b.via {
+                vias.push((i, via.clone()));
+            }
+            let is_range = addr.first_port != addr.last_port;
+            for (n, port) in (addr.first_port..=addr.last_port).enumerate() {
+                let target = Target::Proxy { host: addr.host.clone(), port };
+                let name = match &b.name {
+                    Some(name) if is_range => format!("{name}#{}", n + 1),
+                    Some(name) => name.clone(),
+                    None => target.to_string(),
                 };
                 out.push(BackendConfig {
                     name,
-                    target: Target::Uplink(uplink),
-                    credentials,
+                    target,
+                    credentials: credentials.clone(),
                     weight,
-                    via: None,
+                    via: b.via.clone(),
                     discovered: false,
                 });
-                continue;
             }
-            None => {}
+            if out.len() > MAX_BACKENDS {
+                return Err(ConfigError::at(
+                    "backends",
+                    format!("more than {MAX_BACKENDS} backends after expansion"),
+                ));
+            }
         }
-        let addr = b.address.ok_or_else(|| {
-            ConfigError::at(key("address"), "missing (or set `direct: true`, `interface:` or `bind:`)")
-        })?;
-        if let Some(via) = &b.via {
-            vias.push((i, via.clone()));
-        }
-        let is_range = addr.first_port != addr.last_port;
-        for (n, port) in (addr.first_port..=addr.last_port).enumerate() {
-            let target = Target::Proxy { host: addr.host.clone(), port };
-            let name = match &b.name {
-                Some(name) if is_range => format!("{name}#{}", n + 1),
-                Some(name) => name.clone(),
-                None => target.to_string(),
-            };
-            out.push(BackendConfig {
-                name,
-                target,
-                credentials: credentials.clone(),
-                weight,
-                via: b.via.clone(),
-                discovered: false,
-            });
-        }
-        if out.len() > MAX_BACKENDS {
-            return Err(ConfigError::at(
-                "backends",
-                format!("more than {MAX_BACKENDS} backends after expansion"),
-            ));
-        }
+        entry_of.resize(out.len(), i);
     }
-    entry_of.resize(out.len(), entries.saturating_sub(1));
     let mut seen: std::collections::HashMap<&str, usize> =
         std::collections::HashMap::with_capacity(out.len());
     for (b, &i) in out.iter().zip(&entry_of) {
