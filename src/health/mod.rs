@@ -282,8 +282,9 @@ pub(crate) enum Claim {
     /// A probe of it is running.
     Busy,
     /// Not yet: look again at `at`.
-    NotDue { at: Instant, half_opened: bool },
-    /// Probe it now, after a random delay of up to `spread`.
+    NotDue { at: Instant },
+    /// Probe it now, after a random delay of up to `spread`;
+    /// `half_opened`: its recovery timer just turned the circuit half-open.
     Due { spread: Duration, half_opened: bool },
 }
 
@@ -513,7 +514,7 @@ impl BackendHealth {
         // probe waits for its timer (the breaker turns half-open then).
         let closed = inner.breaker.state() == State::Closed;
         if due > if closed { soon } else { now } {
-            return Claim::NotDue { at: due, half_opened };
+            return Claim::NotDue { at: due };
         }
         // Passive monitoring: real traffic got through this backend
         // within the last interval, which says more than a probe would.
@@ -522,7 +523,7 @@ impl BackendHealth {
                 inner.last_traffic.filter(|&t| inner.traffic_ok && now.saturating_duration_since(t) < every);
             if let Some(t) = judged {
                 inner.next_probe = t + every;
-                return Claim::NotDue { at: inner.next_probe, half_opened };
+                return Claim::NotDue { at: inner.next_probe };
             }
         }
         inner.probing = true;

@@ -29,22 +29,12 @@ use smol::future::FutureExt;
 use smol::lock::Semaphore;
 use smol::{Executor, Timer};
 
-use crate::balancer::Backend;
 use crate::context::Snapshot;
 use crate::health::{probe, Claim, Source, MAX_CONCURRENT_PROBES};
 use crate::rng::Rng;
 
 /// Probes due this soon after the one that wakes the loop start with it.
 pub const BATCH: Duration = Duration::from_millis(200);
-
-/// Says that a backend's circuit turned half-open (its recovery timer
-/// fired), when it did; returns whether it did.
-fn say_half_open(backend: &Backend, did: bool) -> bool {
-    if did {
-        log::debug!("backend {}: circuit half-open, probing", backend.config.name);
-    }
-    did
-}
 
 /// Runs until cancelled (the server cancels it on shutdown).
 pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
@@ -68,13 +58,15 @@ pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
             let passive = config.passive_monitoring.then_some(config.check_interval);
             let spread = match backend.health.claim_probe(now, soon, passive) {
                 Claim::Busy => continue,
-                Claim::NotDue { at, half_opened } => {
-                    changed |= say_half_open(backend, half_opened);
+                Claim::NotDue { at } => {
                     wake = wake.min(at);
                     continue;
                 }
                 Claim::Due { spread, half_opened } => {
-                    changed |= say_half_open(backend, half_opened);
+                    if half_opened {
+                        log::debug!("backend {}: circuit half-open, probing", backend.config.name);
+                        changed = true;
+                    }
                     spread
                 }
             };
