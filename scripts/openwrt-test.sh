@@ -162,17 +162,8 @@ YAML
     r 'reload_config'
     r 'uci set socksbalance.main.enabled=0 && uci commit socksbalance && reload_config'
     until_ 15 stopped || fail "still running with enabled 0"
-    # A valid YAML again (the one the package ships).
-    write_yaml <<'YAML'
-listen: ["127.0.0.1:1080", "192.168.1.1:1080"]
-mode: socks5
-backends:
-  - direct: true
-    name: direct
-web:
-  enabled: true
-  listen: "127.0.0.1:8080"
-YAML
+    # A valid YAML again: the one the package ships.
+    write_yaml < openwrt/socksbalance/files/config.yaml
     r 'uci set socksbalance.main.enabled=1 && uci commit socksbalance && reload_config'
     until_ 15 running || fail "not running again with enabled 1"
     until_ 10 download 127.0.0.1:1080 || fail "not serving after enabled 1"

@@ -9,11 +9,7 @@ use std::thread;
 use crate::support::*;
 
 fn have_curl() -> bool {
-    let found = Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("NOTICE: curl not on PATH; skipping the curl test (.ci/run installs it)");
-    }
-    found
+    installed("curl", "the curl test")
 }
 
 /// A one-file HTTP server: answers every request with `body`.

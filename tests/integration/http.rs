@@ -11,14 +11,7 @@ use std::time::Duration;
 use crate::support::*;
 
 fn have(program: &str) -> bool {
-    let found =
-        Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    if !found {
-        eprintln!(
-            "NOTICE: {program} not on PATH; skipping its part of the HTTP proxy test (.ci/run installs it)"
-        );
-    }
-    found
+    installed(program, "its part of the HTTP proxy test")
 }
 
 /// A web server: answers every request with `body` and echoes the

@@ -20,6 +20,23 @@ use socksbalance::{Config, Daemon};
 /// as a failed assertion rather than a hung test run.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether `program` is there to run (`program --version` starts; its
+/// exit status does not count: `openssl` has no `--version`); if not,
+/// says that `what` is skipped. .ci/run installs every program the tests
+/// use.
+pub fn installed(program: &str, what: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("NOTICE: {program} not on PATH; skipping {what} (.ci/run installs it)");
+    }
+    found
+}
+
 /// Starts the daemon from YAML on its own threads.
 pub fn daemon(yaml: &str) -> Daemon {
     let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{yaml}"));
