@@ -41,6 +41,7 @@ pub struct Current {
 
 impl Current {
     pub fn new(snapshot: Arc<Snapshot>) -> Current {
+        crate::tcp::set_routing_mark(snapshot.config.routing_mark);
         Current { snapshot: Mutex::new(snapshot), generation: AtomicUsize::new(0) }
     }
 
@@ -55,6 +56,7 @@ impl Current {
 
     /// Puts `snapshot` in force for new connections (a reload).
     pub(crate) fn replace(&self, snapshot: Arc<Snapshot>) {
+        crate::tcp::set_routing_mark(snapshot.config.routing_mark);
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
         self.generation.fetch_add(1, Ordering::Release);
     }

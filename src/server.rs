@@ -120,6 +120,7 @@ impl Context {
 pub async fn run(
     cx: Context,
     listeners: Vec<(SocketAddr, Listening)>,
+    dns: Option<inbound::dns::Sockets>,
     reloads: Receiver<Reload>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
@@ -129,6 +130,10 @@ pub async fn run(
     cx.publish_bound(&acceptors);
     let mut checker = cx.ex.spawn(watch::backends::run(Arc::clone(&cx.ex), cx.current.get()));
     let sampler = cx.ex.spawn(sample_throughput(Arc::clone(&cx.current), Arc::clone(&cx.stats)));
+    let dns = dns.map(|sockets| {
+        let (ex, current, stats) = (Arc::clone(&cx.ex), Arc::clone(&cx.current), Arc::clone(&cx.stats));
+        cx.ex.spawn(inbound::dns::serve(ex, sockets, current, stats))
+    });
     let (rediscover_tx, rediscover_rx) = channel::bounded::<()>(1);
     #[cfg(target_os = "linux")]
     let links = cx.ex.spawn(uplinks::follow_links(
@@ -188,6 +193,9 @@ pub async fn run(
     }
     checker.cancel().await;
     sampler.cancel().await;
+    if let Some(dns) = dns {
+        dns.cancel().await;
+    }
     let stats = &cx.stats;
     let open = stats.open.load(Ordering::Relaxed);
     let grace = cx.current.get().config.shutdown_timeout;
@@ -228,7 +236,7 @@ async fn apply_reload(
     let mut config = uplinks::discover(config, &links);
     let added: Vec<SocketAddr> =
         config.listen.iter().filter(|a| !acceptors.iter().any(|x| x.configured == **a)).copied().collect();
-    let fresh = bind(&added).map_err(ReloadError::Listen)?;
+    let fresh = bind(&added, &config).map_err(ReloadError::Listen)?;
     // Deny our own port-0 listeners (kept and new) and dashboard, as at start.
     let mut own = Vec::new();
     for a in acceptors.iter().filter(|a| config.listen.contains(&a.configured)) {
@@ -258,6 +266,13 @@ async fn apply_reload(
     }
     if config.threads != old.config.threads {
         notes.push("threads takes effect after a restart");
+    }
+    let transparent = |c: &Config, a: &SocketAddr| c.protocol_of(*a) == Protocol::Tproxy;
+    if config.listen.iter().any(|a| old.config.listen.contains(a) && transparent(&config, a) != transparent(&old.config, a)) {
+        notes.push("a listener turned to or from tproxy takes effect after a restart");
+    }
+    if config.dns.as_ref().map(|d| d.listen) != old.config.dns.as_ref().map(|d| d.listen) {
+        notes.push("dns.listen takes effect after a restart");
     }
     let carried = pool
         .backends()
@@ -535,11 +550,22 @@ pub type Listening = Option<Async<TcpListener>>;
 /// The listeners delay ACKs ([`crate::tcp::listening`]). An address this
 /// host does not have yet is not a failure: on Linux it is listened on at
 /// once (`IP_FREEBIND`), elsewhere it is waited for ([`address_appears`]).
-pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<Listening>> {
+pub fn bind(addrs: &[SocketAddr], config: &Config) -> io::Result<Vec<Listening>> {
     addrs
         .iter()
         .map(|addr| {
-            let (listener, missing) = match crate::tcp::listen(*addr) {
+            #[cfg(target_os = "linux")]
+            let listened = match config.protocol_of(*addr) {
+                // IP_TRANSPARENT binds any address, there or not.
+                Protocol::Tproxy => crate::tcp::listen_transparent(*addr).map(|l| (l, false)),
+                _ => crate::tcp::listen(*addr),
+            };
+            #[cfg(not(target_os = "linux"))]
+            let listened = {
+                let _ = config;
+                crate::tcp::listen(*addr)
+            };
+            let (listener, missing) = match listened {
                 Ok(bound) => bound,
                 Err(e) if cfg!(not(target_os = "linux")) && e.kind() == io::ErrorKind::AddrNotAvailable => {
                     log::warn!(
@@ -601,6 +627,8 @@ const WORKER_STACK: usize = 256 * 1024;
 pub struct Daemon {
     bound: Arc<Mutex<Vec<SocketAddr>>>,
     web: Option<WebServer>,
+    /// Where the DNS listener is bound, if there is one.
+    dns_bound: Option<SocketAddr>,
     current: Arc<Current>,
     reloads: Sender<Reload>,
     trigger: ShutdownTrigger,
@@ -615,7 +643,7 @@ impl Daemon {
     /// (at least one). Bind errors are returned here, before any thread
     /// starts.
     pub fn start(config: Config, threads: usize) -> io::Result<Daemon> {
-        let listeners = bind(&config.listen)?;
+        let listeners = bind(&config.listen, &config)?;
         let addrs = listeners
             .iter()
             .zip(&config.listen)
@@ -630,6 +658,12 @@ impl Daemon {
         let web_bound = web_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         if let Some(addr) = web_bound {
             own.extend(bound_rules(&[config.web.listen], &[addr]));
+        }
+        let dns = config.dns.as_ref().map(|d| inbound::dns::Sockets::bind(d.listen)).transpose()?;
+        let dns_bound = dns.as_ref().map(|d| d.local_addr()).transpose()?;
+        if let (Some(d), Some(addr)) = (&config.dns, dns_bound) {
+            own.extend(bound_rules(&[d.listen], &[addr]));
+            log::info!("DNS on {addr} (UDP and TCP), forwarded through the backends");
         }
         config.deny_destinations.extend(own);
         let snapshot = Arc::new(Snapshot::new(uplinks::discover(config, &crate::uplink::current_links())));
@@ -675,7 +709,7 @@ impl Daemon {
                     bound: thread_bound,
                     web_bound,
                 };
-                let result = smol::block_on(ex.run(run(cx, listeners, reload_rx, shutdown)));
+                let result = smol::block_on(ex.run(run(cx, listeners, dns, reload_rx, shutdown)));
                 drop(stop_workers);
                 for worker in workers {
                     let _ = worker.join();
@@ -685,7 +719,7 @@ impl Daemon {
                 drop(ex);
                 result
             })?;
-        Ok(Daemon { bound, web, current, reloads, trigger, stats, thread: Some(thread), finished })
+        Ok(Daemon { bound, web, dns_bound, current, reloads, trigger, stats, thread: Some(thread), finished })
     }
 
     /// Switches to `config` without dropping open tunnels: new and changed
@@ -709,6 +743,11 @@ impl Daemon {
     /// Where the dashboard listens, when it is enabled.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web.as_ref().map(WebServer::local_addr)
+    }
+
+    /// The DNS listener's address, if `dns:` is configured.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns_bound
     }
 
     /// The configuration and backends new connections get, with their

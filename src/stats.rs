@@ -77,6 +77,15 @@ pub struct DaemonStats {
     /// clients count by what they spoke).
     pub socks5_clients: Counter,
     pub http_clients: Counter,
+    /// Gateway clients: firewall-redirected and tproxy connections.
+    pub redirect_clients: Counter,
+    pub tproxy_clients: Counter,
+    /// The DNS listener: queries (UDP and TCP), answers from the cache,
+    /// and queries no resolver answered (SERVFAIL) or that were malformed
+    /// (FORMERR).
+    pub dns_queries: Counter,
+    pub dns_cache_hits: Counter,
+    pub dns_failures: Counter,
     /// Client connections currently open (handshaking or relaying).
     pub open: AtomicUsize,
     /// Recent aggregate throughput, for the dashboard's graph.
@@ -91,6 +100,20 @@ pub struct DaemonStats {
     pub per_client: Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
     /// The network interfaces as last seen (Linux), for uplink reports.
     pub links: Mutex<Vec<crate::uplink::Link>>,
+}
+
+impl DaemonStats {
+    /// The counter of clients that spoke `protocol` (a mixed port's
+    /// clients count by what they spoke).
+    pub fn clients_of(&self, protocol: crate::config::Protocol) -> &Counter {
+        use crate::config::Protocol;
+        match protocol {
+            Protocol::Socks5 | Protocol::Mixed => &self.socks5_clients,
+            Protocol::Http => &self.http_clients,
+            Protocol::Redirect => &self.redirect_clients,
+            Protocol::Tproxy => &self.tproxy_clients,
+        }
+    }
 }
 
 /// Throughput samples kept: 120 × [`SAMPLE_EVERY`] = 4 minutes of graph.

@@ -40,8 +40,66 @@ pub enum FirstWord {
     Theirs,
 }
 
-/// A fresh non-blocking TCP socket for `addr`'s address family.
+/// The `SO_MARK` every outgoing socket gets (0: none), from the config in
+/// force (`routing_mark`). A gateway's firewall rules skip marked
+/// packets, so our own connections are never redirected back to us.
+static ROUTING_MARK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Sets the mark for sockets made from now on.
+pub fn set_routing_mark(mark: u32) {
+    ROUTING_MARK.store(mark, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether setting the mark failed once already (said once, at warn).
+static MARK_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A fresh non-blocking TCP socket for `addr`'s address family, with the
+/// routing mark.
 pub fn socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let socket = bare_socket(addr)?;
+    #[cfg(target_os = "linux")]
+    {
+        let mark = ROUTING_MARK.load(std::sync::atomic::Ordering::Relaxed);
+        if mark != 0 {
+            use linux_raw_sys::net::{SOL_SOCKET, SO_MARK};
+            if let Err(e) = set_int(&socket, SOL_SOCKET, SO_MARK, mark as i32) {
+                if !MARK_FAILED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    log::warn!(
+                        "cannot mark outgoing connections with routing_mark {mark:#x} ({e}; it needs \
+                         CAP_NET_ADMIN): gateway rules that skip the mark will not see it"
+                    );
+                }
+            }
+        }
+    }
+    Ok(socket)
+}
+
+/// `setsockopt` of an `int` option, by the kernel's own numbers (from
+/// linux-raw-sys, which has each architecture's: see uplink's `sys`).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn set_int(fd: &impl AsFd, level: u32, name: u32, value: i32) -> io::Result<()> {
+    use rustix::fd::AsRawFd;
+    // SAFETY: the socket is open for the call; the value is an int passed
+    // with its size, which the kernel copies.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            level as libc::c_int,
+            name as libc::c_int,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn bare_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
     #[cfg(unix)]
     let socket = rustix::net::socket_with(
@@ -132,6 +190,45 @@ pub fn listen(addr: SocketAddr) -> io::Result<(TcpListener, bool)> {
             Ok((TcpListener::from(fd), true))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// An `IP_TRANSPARENT` listener on `addr`, for nftables `tproxy` (Linux):
+/// it accepts connections to any address the firewall hands it, and each
+/// accepted socket's local address is where its client was going.
+/// Setting the option needs CAP_NET_ADMIN; the error says so.
+#[cfg(target_os = "linux")]
+pub fn listen_transparent(addr: SocketAddr) -> io::Result<TcpListener> {
+    use linux_raw_sys::net::{IPV6_TRANSPARENT, IP_TRANSPARENT, SOL_IP, SOL_IPV6};
+    let fd = bare_socket(addr)?;
+    let _ = rustix::net::sockopt::set_socket_reuseaddr(&fd, true);
+    let (level, name) = if addr.is_ipv4() { (SOL_IP, IP_TRANSPARENT) } else { (SOL_IPV6, IPV6_TRANSPARENT) };
+    set_int(&fd, level, name, 1).map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => io::Error::new(
+            e.kind(),
+            format!("a tproxy listener needs CAP_NET_ADMIN (run as root, or grant the capability): {e}"),
+        ),
+        _ => e,
+    })?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, 128)?;
+    Ok(TcpListener::from(fd))
+}
+
+/// Where a redirected connection was going (nftables `redirect`/`dnat`,
+/// from conntrack: `SO_ORIGINAL_DST`, `IP6T_SO_ORIGINAL_DST`).
+#[cfg(target_os = "linux")]
+pub fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
+    use rustix::net::sockopt::{ip_original_dst, ipv6_original_dst};
+    let local = stream.local_addr()?;
+    let v4 = match local {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+    };
+    if v4 {
+        Ok(SocketAddr::V4(ip_original_dst(stream)?))
+    } else {
+        Ok(SocketAddr::V6(ipv6_original_dst(stream)?))
     }
 }
 

@@ -38,6 +38,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: u32 = 1024;
 
+pub const SNIFF: bool = true;
+/// `routing_mark` when a redirect or tproxy listener is configured (none
+/// otherwise): "SB" in ASCII, and what the generated firewall rules skip.
+pub const ROUTING_MARK: u32 = 0x5342;
+pub const DNS_CACHE_SIZE: usize = 512;
+
 /// A default as the documentation writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Documented {
@@ -82,5 +88,8 @@ pub fn documented() -> Vec<(&'static str, Documented)> {
         ("limits.idle_timeout", D(IDLE_TIMEOUT)),
         ("limits.handshake_timeout", D(HANDSHAKE_TIMEOUT)),
         ("limits.max_connections", t(&MAX_CONNECTIONS)),
+        ("sniff", t(&SNIFF)),
+        ("routing_mark", T(format!("{ROUTING_MARK:#x}"))),
+        ("dns.cache_size", t(&DNS_CACHE_SIZE)),
     ]
 }

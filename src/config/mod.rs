@@ -204,6 +204,21 @@ pub enum Protocol {
     Http,
     /// SOCKS5 or HTTP, told apart by the client's first byte.
     Mixed,
+    /// Connections that nftables `redirect`/`dnat` sent here (Linux): the
+    /// destination is the one the client dialled (`SO_ORIGINAL_DST`).
+    Redirect,
+    /// Connections that nftables `tproxy` hands this `IP_TRANSPARENT`
+    /// listener (Linux): the destination is the accepted socket's own
+    /// local address.
+    Tproxy,
+}
+
+impl Protocol {
+    /// Whether clients of this listener are a gateway's: they never speak
+    /// a proxy protocol, and their destination comes from the kernel.
+    pub fn is_gateway(self) -> bool {
+        matches!(self, Protocol::Redirect | Protocol::Tproxy)
+    }
 }
 
 impl fmt::Display for Protocol {
@@ -212,6 +227,8 @@ impl fmt::Display for Protocol {
             Protocol::Socks5 => "socks5",
             Protocol::Http => "http",
             Protocol::Mixed => "mixed",
+            Protocol::Redirect => "redirect",
+            Protocol::Tproxy => "tproxy",
         })
     }
 }
@@ -456,6 +473,18 @@ pub struct Limits {
     pub max_connections_per_client: Option<NonZeroU32>,
 }
 
+/// The DNS listener (`dns:`): queries forwarded over TCP through the
+/// balanced backends to `upstreams`, answers cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Served on UDP and TCP alike.
+    pub listen: SocketAddr,
+    /// Resolvers, tried in order; each reached through a backend.
+    pub upstreams: Vec<SocketAddr>,
+    /// Answers kept at most; 0 turns the cache off.
+    pub cache_size: usize,
+}
+
 /// A validated configuration. Immutable once built: the daemon shares it
 /// behind an `Arc`, and a reload builds a new one and swaps it whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,6 +513,14 @@ pub struct Config {
     pub deny_destinations: Vec<DestRule>,
     /// `interfaces: auto` in `backends`, if present.
     pub auto_uplinks: Option<AutoUplinks>,
+    /// Gateway listeners: read the name a client's first bytes carry
+    /// (TLS SNI, HTTP `Host`) and connect to it by name.
+    pub sniff: bool,
+    /// `SO_MARK` on every connection we open (0: none), so that the
+    /// gateway's firewall rules can leave our own traffic alone.
+    pub routing_mark: u32,
+    /// The DNS listener, if configured.
+    pub dns: Option<Dns>,
     /// Settings that load but do not do what they seem to, or leave the
     /// proxy open: `check` prints them, the daemon logs them at start and
     /// on reload. Each names its key and line, as errors do.
@@ -578,6 +615,18 @@ impl Config {
             .collect();
         let _ = writeln!(s, "listen: {}", listen.join(", "));
         let _ = writeln!(s, "mode: {}", self.mode);
+        // Gateway lines in a fixed form: the OpenWrt init script reads
+        // the ports and the mark from them (socksbalance-gateway).
+        for (a, p) in self.listen.iter().zip(&self.protocols).filter(|(_, p)| p.is_gateway()) {
+            let _ = writeln!(s, "gateway: {p} {a}, sniff {}", if self.sniff { "on" } else { "off" });
+        }
+        if self.routing_mark != 0 {
+            let _ = writeln!(s, "routing_mark: {:#x}", self.routing_mark);
+        }
+        if let Some(d) = &self.dns {
+            let up: Vec<String> = d.upstreams.iter().map(|u| u.to_string()).collect();
+            let _ = writeln!(s, "dns: {} via {} (cache {})", d.listen, up.join(", "), d.cache_size);
+        }
         let _ = writeln!(s, "algorithm: {}", self.balancer.algorithm);
         match &self.auth {
             Some(users) => {

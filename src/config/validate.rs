@@ -65,7 +65,18 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         if listen[..i].contains(addr) {
             return Err(ConfigError::at(format!("listen[{i}]"), format!("{addr} is listed twice")));
         }
+        if cfg!(not(target_os = "linux")) && protocols[i].is_gateway() {
+            return Err(ConfigError::at(
+                format!("listen[{i}].protocol"),
+                format!("{} needs Linux's netfilter; use socks5, http or mixed here", protocols[i]),
+            ));
+        }
     }
+    let gateway = protocols.iter().any(|p| p.is_gateway());
+    let dns = match raw.dns {
+        None => None,
+        Some(d) => Some(dns(d)?),
+    };
 
     let mut warnings = Vec::new();
     let raw_backends = raw.backends.unwrap_or_default();
@@ -281,7 +292,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(_) => return Err(ConfigError::at("threads", format!("must be 1 to {MAX_THREADS}"))),
     };
     if auth.is_none() {
-        for (i, addr) in listen.iter().enumerate() {
+        // A gateway listener is no open proxy: it serves only connections
+        // the firewall redirected, to where their client dialled.
+        for (i, addr) in listen.iter().enumerate().filter(|(i, _)| !protocols[*i].is_gateway()) {
             let open = addr.ip().is_unspecified() || !DEFAULT_ALLOW.iter().any(|c| c.contains(addr.ip()));
             if open {
                 let what = if addr.ip().is_unspecified() {
@@ -308,7 +321,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut deny_destinations = raw.deny_destinations.unwrap_or_default();
     // Never connect to ourselves: that loop would eat every fd. Port 0 is
     // chosen at bind time; the daemon adds those rules once it knows.
-    let own = listen.iter().copied().chain(web.enabled.then_some(web.listen)).filter(|a| a.port() != 0);
+    let own = listen
+        .iter()
+        .copied()
+        .chain(web.enabled.then_some(web.listen))
+        .chain(dns.as_ref().map(|d| d.listen))
+        .filter(|a| a.port() != 0);
     deny_destinations.extend(own_address_rules(own));
 
     Ok(Config {
@@ -327,8 +345,46 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         allow,
         deny_destinations,
         auto_uplinks,
+        sniff: raw.sniff.unwrap_or(defaults::SNIFF),
+        routing_mark: match raw.routing_mark {
+            Some(mark) => mark.0,
+            None if gateway => defaults::ROUTING_MARK,
+            None => 0,
+        },
+        dns,
         warnings,
     })
+}
+
+/// Most answers `dns.cache_size` may ask to keep.
+const MAX_DNS_CACHE: u32 = 65_536;
+
+fn dns(d: super::raw::RawDns) -> Result<Dns, ConfigError> {
+    let listen = d.listen.ok_or_else(|| ConfigError::at("dns.listen", "is required, e.g. 127.0.0.1:5353"))?.0;
+    let upstreams = d.upstreams.unwrap_or_default();
+    if upstreams.is_empty() {
+        return Err(ConfigError::at("dns.upstreams", "needs at least one resolver, e.g. [\"1.1.1.1:53\"]"));
+    }
+    let upstreams = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let text = text.trim();
+            text.parse::<SocketAddr>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    ConfigError::at(
+                        format!("dns.upstreams[{i}]"),
+                        format!("{text:?} is not an IP address with an optional port (a name would need a resolver)"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cache_size = d.cache_size.unwrap_or(defaults::DNS_CACHE_SIZE as u32);
+    if cache_size > MAX_DNS_CACHE {
+        return Err(ConfigError::at("dns.cache_size", format!("must be at most {MAX_DNS_CACHE}")));
+    }
+    Ok(Dns { listen, upstreams, cache_size: cache_size as usize })
 }
 
 fn expand_backends(

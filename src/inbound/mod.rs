@@ -7,6 +7,9 @@
 //!   its own credentials.
 //! - [`transparent`]: `mode: transparent`. We pick a backend and pass the
 //!   client's bytes to it untouched; the backend answers the client.
+//! - [`http`]: `protocol: http`, and a `mixed` port's HTTP clients.
+//! - [`gateway`]: `protocol: redirect | tproxy`, connections the firewall
+//!   sent us; the kernel knows their destination.
 //!
 //! An inbound reads its client's request, asks [`crate::connect`] for an
 //! upstream stream (or, in transparent mode, drives the backend's own
@@ -17,6 +20,8 @@
 //! `direct` backends are always served the socks5 way: there is no
 //! upstream proxy to do the talking.
 
+pub mod dns;
+pub(crate) mod gateway;
 pub(crate) mod http;
 pub(crate) mod socks5;
 pub(crate) mod transparent;
@@ -49,29 +54,32 @@ pub async fn serve(
 ) {
     let _ = client.get_ref().set_nodelay(true);
     let deadline = Instant::now() + snap.config.limits.handshake_timeout;
-    let http = match protocol {
-        Protocol::Socks5 => false,
-        Protocol::Http => true,
+    let speaks = match protocol {
         Protocol::Mixed => match until(deadline, speaks_http(&client)).await {
-            Ok(http) => http,
+            Ok(true) => Protocol::Http,
+            Ok(false) => Protocol::Socks5,
             Err(e) => {
                 log::debug!("client {peer}: no first byte: {e}");
                 return;
             }
         },
+        other => other,
     };
-    if http { &stats.http_clients } else { &stats.socks5_clients }.add(1);
+    stats.clients_of(speaks).add(1);
     // The handshake runs boxed: its state (read-ahead buffers, parsed
     // messages, connect attempts, timers: 3.8 KB in socks5 mode, 4.5 KB
     // in transparent) is on the heap only while it runs, and the task,
     // which lives as long as the tunnel, is sized for the relay
     // (docs/performance.md, "Memory per idle tunnel").
-    let mut ready = match (http, snap.config.mode) {
-        (true, _) => Box::pin(http::handshake(&snap, &client, peer.ip(), deadline)).await,
-        (false, Mode::Socks5) => Box::pin(socks5::handshake(&snap, &client, peer.ip(), deadline)).await,
-        (false, Mode::Transparent) => {
-            Box::pin(transparent::handshake(&snap, &client, peer.ip(), deadline)).await
+    let ip = peer.ip();
+    let mut ready = match (speaks, snap.config.mode) {
+        (Protocol::Http, _) => Box::pin(http::handshake(&snap, &client, ip, deadline)).await,
+        (Protocol::Redirect | Protocol::Tproxy, _) => {
+            let tproxy = speaks == Protocol::Tproxy;
+            Box::pin(gateway::handshake(&snap, &client, ip, tproxy, deadline)).await
         }
+        (_, Mode::Socks5) => Box::pin(socks5::handshake(&snap, &client, ip, deadline)).await,
+        (_, Mode::Transparent) => Box::pin(transparent::handshake(&snap, &client, ip, deadline)).await,
     };
     // By reference: the tunnel's state is in the task once, not also
     // moved into the relay's future.
@@ -109,6 +117,8 @@ pub async fn refuse(client: &Async<TcpStream>, why: Refusal) -> io::Result<()> {
         Refusal::Forbidden => 403,
         Refusal::Busy(Protocol::Http) => 503,
         Refusal::Busy(Protocol::Mixed) if speaks_http(client).await? => 503,
+        // A gateway's client speaks no proxy protocol: it is closed.
+        Refusal::Busy(p) if p.is_gateway() => return Ok(()),
         Refusal::Busy(_) => return socks5::refuse_busy(client).await,
     };
     let body = if status == 403 {
@@ -141,6 +151,8 @@ pub(crate) enum Ended {
     Connect(ConnectError),
     /// An HTTP client was answered with this status, for this reason.
     Http(u16, String),
+    /// A gateway connection that cannot be served, and why.
+    Gateway(String),
 }
 
 impl fmt::Display for Ended {
@@ -157,6 +169,7 @@ impl fmt::Display for Ended {
             Ended::BackendRejectedLogin => f.write_str("the backend rejected the client's login"),
             Ended::Connect(e) => e.fmt(f),
             Ended::Http(status, why) => write!(f, "answered HTTP {status}: {why}"),
+            Ended::Gateway(why) => f.write_str(why),
         }
     }
 }
