@@ -268,7 +268,11 @@ async fn apply_reload(
         notes.push("threads takes effect after a restart");
     }
     let transparent = |c: &Config, a: &SocketAddr| c.protocol_of(*a) == Protocol::Tproxy;
-    if config.listen.iter().any(|a| old.config.listen.contains(a) && transparent(&config, a) != transparent(&old.config, a)) {
+    if config
+        .listen
+        .iter()
+        .any(|a| old.config.listen.contains(a) && transparent(&config, a) != transparent(&old.config, a))
+    {
         notes.push("a listener turned to or from tproxy takes effect after a restart");
     }
     if config.dns.as_ref().map(|d| d.listen) != old.config.dns.as_ref().map(|d| d.listen) {

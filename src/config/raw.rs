@@ -117,7 +117,9 @@ impl<'de> Deserialize<'de> for RoutingMark {
                 u32::try_from(v).map(RoutingMark).map_err(|_| E::custom("is larger than 0xffffffff"))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RoutingMark, E> {
-                u64::try_from(v).map_err(|_| E::custom("must not be negative")).and_then(|v| self.visit_u64(v))
+                u64::try_from(v)
+                    .map_err(|_| E::custom("must not be negative"))
+                    .and_then(|v| self.visit_u64(v))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RoutingMark, E> {
                 let v = v.trim();

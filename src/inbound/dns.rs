@@ -121,7 +121,12 @@ struct Service {
 }
 
 /// Serves DNS on `sockets` until cancelled.
-pub async fn serve(ex: Arc<Executor<'static>>, sockets: Sockets, current: Arc<Current>, stats: Arc<DaemonStats>) {
+pub async fn serve(
+    ex: Arc<Executor<'static>>,
+    sockets: Sockets,
+    current: Arc<Current>,
+    stats: Arc<DaemonStats>,
+) {
     let service = Arc::new(Service { current, stats, cache: Cache::default() });
     let Sockets { udp, tcp } = sockets;
     let udp = Arc::new(udp);

@@ -54,8 +54,8 @@ pub(crate) async fn handshake(
     }
     let target = named.unwrap_or(Address::Ip(dest));
     let established = connect::connect(snap, ip, &target, Attempts::new(snap, deadline), None).await;
-    let Established { upstream, backend, active, bound: _, early_down, judge_first_byte } =
-        established.map_err(|e| {
+    let Established { upstream, backend, active, bound: _, early_down, judge_first_byte } = established
+        .map_err(|e| {
             reset(client);
             Ended::Connect(e)
         })?;
@@ -106,7 +106,12 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
 /// Reads the client's first bytes into `early` until they name the
 /// destination, say they never will, fill [`sniff::LIMIT`], or `by`
 /// passes; returns the name, if any.
-async fn read_name(client: &Async<TcpStream>, early: &mut Vec<u8>, port: u16, by: Instant) -> Option<Address> {
+async fn read_name(
+    client: &Async<TcpStream>,
+    early: &mut Vec<u8>,
+    port: u16,
+    by: Instant,
+) -> Option<Address> {
     let mut c = client;
     let mut chunk = [0u8; 1024];
     while early.len() < sniff::LIMIT {

@@ -74,9 +74,11 @@ pub struct Report {
     /// Health probes in flight now.
     pub probes_in_flight: usize,
     pub connections_total: u64,
-    /// Clients served as SOCKS5 and as HTTP.
-    pub socks5_clients: u64,
-    pub http_clients: u64,
+    /// Clients served as SOCKS5, HTTP, redirect and tproxy, in
+    /// [`INBOUNDS`] order.
+    pub inbound: [u64; 4],
+    /// The DNS listener's queries, cache hits and failures, if it runs.
+    pub dns: Option<[u64; 3]>,
     pub connections_open: usize,
     /// Clients closed for not being in `allow`.
     pub clients_denied: u64,
@@ -175,8 +177,13 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
         outage: snapshot.pool.outage(),
         probes_in_flight: snapshot.pool.probes().in_flight(),
         connections_total: stats.accepted.get(),
-        socks5_clients: stats.socks5_clients.get(),
-        http_clients: stats.http_clients.get(),
+        inbound: [&stats.socks5_clients, &stats.http_clients, &stats.redirect_clients, &stats.tproxy_clients]
+            .map(|c| c.get()),
+        dns: snapshot
+            .config
+            .dns
+            .as_ref()
+            .map(|_| [&stats.dns_queries, &stats.dns_cache_hits, &stats.dns_failures].map(|c| c.get())),
         connections_open: stats.open.load(Ordering::Relaxed),
         clients_denied: stats.denied_clients.get(),
         clients_refused: stats.refused_busy.get(),
@@ -256,6 +263,23 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Appends `"key":` to a JSON object under construction.
+/// The inbound protocols clients are counted by.
+pub const INBOUNDS: [&str; 4] = ["socks5", "http", "redirect", "tproxy"];
+/// The DNS listener's counters.
+pub const DNS_COUNTERS: [&str; 3] = ["queries", "cache_hits", "failures"];
+
+/// `{"name":n,...}`.
+fn counters(out: &mut String, names: &[&str], values: &[u64]) {
+    out.push('{');
+    for (i, (name, n)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{name}\":{n}");
+    }
+    out.push('}');
+}
+
 fn key(out: &mut String, k: &str) {
     if !out.ends_with('{') && !out.ends_with('[') {
         out.push(',');
@@ -306,7 +330,12 @@ pub fn to_json(r: &Report) -> String {
     key(&mut out, "connections_total");
     let _ = write!(out, "{}", r.connections_total);
     key(&mut out, "inbound");
-    let _ = write!(out, "{{\"socks5\":{},\"http\":{}}}", r.socks5_clients, r.http_clients);
+    counters(&mut out, &INBOUNDS, &r.inbound);
+    key(&mut out, "dns");
+    match &r.dns {
+        Some(dns) => counters(&mut out, &DNS_COUNTERS, dns),
+        None => out.push_str("null"),
+    }
     key(&mut out, "open_tunnels");
     let _ = write!(out, "{}", r.connections_open);
     key(&mut out, "clients_denied");
@@ -489,8 +518,20 @@ pub fn to_prometheus(r: &Report) -> String {
         let _ = writeln!(out, "socksbalance_{name} {v}");
     }
     family(&mut out, "inbound_clients_total", "counter", "Clients served, by the protocol they spoke.");
-    let _ = writeln!(out, "socksbalance_inbound_clients_total{{protocol=\"socks5\"}} {}", r.socks5_clients);
-    let _ = writeln!(out, "socksbalance_inbound_clients_total{{protocol=\"http\"}} {}", r.http_clients);
+    for (name, n) in INBOUNDS.iter().zip(r.inbound) {
+        let _ = writeln!(out, "socksbalance_inbound_clients_total{{protocol=\"{name}\"}} {n}");
+    }
+    if let Some(dns) = &r.dns {
+        let help = [
+            "DNS queries received (UDP and TCP).",
+            "DNS queries answered from the cache.",
+            "DNS queries answered SERVFAIL or FORMERR.",
+        ];
+        for ((name, help), n) in DNS_COUNTERS.iter().zip(help).zip(dns) {
+            family(&mut out, &format!("dns_{name}_total"), "counter", help);
+            let _ = writeln!(out, "socksbalance_dns_{name}_total {n}");
+        }
+    }
     if let Some(rss) = r.rss_bytes {
         family(&mut out, "resident_memory_bytes", "gauge", "Resident memory of the daemon.");
         let _ = writeln!(out, "socksbalance_resident_memory_bytes {rss}");

@@ -12,6 +12,7 @@ mod curl;
 mod docs;
 mod errors;
 mod fixtures;
+mod gateway;
 mod health;
 mod http;
 mod lifecycle;

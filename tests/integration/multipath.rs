@@ -25,40 +25,18 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use crate::support::netns::{can_run, enter, in_ns, ip, Daemon};
 use crate::support::{socks_connect, wait_for, Dest, IO_TIMEOUT};
 
 const TARGET: &str = "198.19.0.1:7";
 const TARGET_V6: &str = "[fd00:19::1]:7";
 const PROXY: &str = "127.0.0.1:1080";
 const API: &str = "127.0.0.1:8080";
-
-/// Whether this process may create network namespaces; if not, says why.
-fn can_run() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let ip = Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    if !root || !ip {
-        eprintln!(
-            "NOTICE: multipath namespace test skipped: needs root and iproute2 (root: {root}, ip: {ip}); \
-             CI runs it as root"
-        );
-    }
-    root && ip
-}
-
-fn ip(args: &str) {
-    let out = Command::new("ip").args(args.split_whitespace()).output().expect("run ip");
-    assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// The two namespaces; deleted when dropped (after the daemon is gone).
 struct Net {
@@ -139,27 +117,6 @@ impl Drop for Net {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-/// Runs `f` on a thread inside namespace `ns` (setns is per thread).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    thread::spawn(move || {
-        enter(&path);
-        f()
-    })
-    .join()
-    .expect("namespace thread")
-}
-
-#[allow(unsafe_code)]
-fn enter(path: &str) {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(path).expect("open netns");
-    // SAFETY: a valid namespace fd for the duration of the call; setns
-    // changes only this thread's network namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
 /// The target in the "internet" namespace: tells each client its source
@@ -259,63 +216,6 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
         let _ = std::io::copy(&mut from, &mut to);
         let _ = to.shutdown(std::net::Shutdown::Write);
     });
-}
-
-/// The daemon binary inside the balancer namespace. Killed when dropped.
-struct Daemon {
-    child: std::process::Child,
-    _dir: TempDir,
-    /// What it logged up to its "listening on" line.
-    start_lines: Vec<String>,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Daemon {
-    fn start(ns: &str, yaml: &str) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("socksbalance-mp-{}-{ns}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("config.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_socksbalance"), "-c"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the daemon");
-        let (tx, lines) = mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                eprintln!("daemon: {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let mut daemon = Daemon { child, _dir: TempDir(dir), start_lines: Vec::new() };
-        // Ready once it says where it listens.
-        loop {
-            match lines.recv_timeout(IO_TIMEOUT) {
-                Ok(line) if line.contains("listening on") => break,
-                Ok(line) => daemon.start_lines.push(line),
-                Err(_) => panic!("the daemon did not start within {IO_TIMEOUT:?}"),
-            }
-        }
-        daemon
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const SETTINGS: &str = "\

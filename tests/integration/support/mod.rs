@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use socksbalance::{Config, Daemon};
 
+#[cfg(target_os = "linux")]
+pub mod netns;
+
 /// Every blocking read in the tests gives up after this, so a bug shows
 /// as a failed assertion rather than a hung test run.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
