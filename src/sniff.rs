@@ -13,7 +13,9 @@ use crate::socks5::Address;
 /// shares is about 1.8 KB; an HTTP head with cookies fits in most cases.
 pub const LIMIT: usize = 4096;
 
-/// What the bytes so far say.
+/// What the bytes so far say. Returned and matched at once, never
+/// stored: the name's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sniffed {
     /// The destination by name, with the port the client dialled.

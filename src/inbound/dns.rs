@@ -205,7 +205,7 @@ async fn serve_tcp(ex: &Executor<'static>, listener: &Async<TcpListener>, servic
 async fn serve_tcp_client(stream: &Async<TcpStream>, ip: IpAddr, service: &Service) -> io::Result<()> {
     let mut s = stream;
     loop {
-        let Some(msg) = until(Instant::now() + TCP_IDLE, read_framed(&mut s, Vec::new())).await? else {
+        let Some(msg) = until(Instant::now() + TCP_IDLE, read_framed(s, Vec::new())).await? else {
             return Ok(());
         };
         service.stats.dns_queries.add(1);
