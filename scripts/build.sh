@@ -123,7 +123,7 @@ build_local() {
                 local size_args
                 mapfile -t size_args < <(size_cargo_args "$t")
                 cargo +nightly zigbuild --release --locked --target "$t" -Zbuild-std=std,panic_abort \
-                    "${size_args[@]}" --config "target.$t.rustflags=${ZIG_FLAGS%]},$SIZE_RUSTFLAGS]"
+                    "${size_args[@]}" --config "target.$t.rustflags=${ZIG_FLAGS%]},$(size_rustflags "$t")]"
                 [[ "$t" != mips* ]] || strip_pdr "target/$t/release/socksbalance"
             fi
             ;;
@@ -145,7 +145,7 @@ build_cross() {
             local size_args=()
             if [[ "$t" == mips* ]]; then
                 mapfile -t size_args < <(size_cargo_args "$t")
-                size_args+=(--config "target.$t.rustflags=[$SIZE_RUSTFLAGS]")
+                size_args+=(--config "target.$t.rustflags=[$(size_rustflags "$t")]")
             fi
             if ! cross +nightly build --release --locked --target "$t" -Zbuild-std=std,panic_abort "${size_args[@]}"; then
                 echo "build.sh: cross cannot build $t with its upstream images; run: scripts/build.sh --local $t" >&2

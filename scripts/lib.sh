@@ -40,6 +40,19 @@ ZIG_FLAGS="['-C','link-self-contained=no','-C','target-feature=+crt-static']"
 # unwinds with immediate-abort).
 SIZE_RUSTFLAGS="'-Zunstable-options','-Cpanic=immediate-abort','-Cforce-unwind-tables=no'"
 
+# size_rustflags TARGET: SIZE_RUSTFLAGS, plus on MIPS the static relocation
+# model. The binaries are static, non-PIE executables (EXEC) either way,
+# but rustc compiles MIPS code position-independent by default: every call
+# goes through the GOT with $gp set up in each function. Direct calls and
+# absolute addresses take 13 % off .text (docs/performance.md#binary-size).
+size_rustflags() {
+    if [[ "$1" == mips* ]]; then
+        echo "$SIZE_RUSTFLAGS,'-Crelocation-model=static'"
+    else
+        echo "$SIZE_RUSTFLAGS"
+    fi
+}
+
 # size_cargo_args TARGET: extra cargo arguments, one per line: std's
 # size-over-speed code paths, and opt-level z on MIPS (the slowest CPUs
 # in the matrix, but their relay is kernel-bound: docs/architecture.md).

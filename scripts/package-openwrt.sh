@@ -97,7 +97,8 @@ for arch in "${archs[@]}"; do
     fi
     work=$(mktemp -d)
     mkdir -p "$work/data/usr/bin" "$work/data/etc/init.d" "$work/data/etc/config" \
-        "$work/data/etc/socksbalance" "$work/data/etc/hotplug.d/iface" "$work/control"
+        "$work/data/etc/socksbalance" "$work/data/etc/hotplug.d/iface" "$work/control" \
+        "$work/data/usr/libexec" "$work/data/usr/share/nftables.d/table-post"
     install -m 0755 "$bin" "$work/data/usr/bin/socksbalance"
     install -m 0755 openwrt/socksbalance/files/socksbalance.init "$work/data/etc/init.d/socksbalance"
     install -m 0600 openwrt/socksbalance/files/socksbalance.config "$work/data/etc/config/socksbalance"
@@ -105,6 +106,11 @@ for arch in "${archs[@]}"; do
     # Multipath: re-probe uplinks when netifd brings an interface up or down.
     install -m 0644 openwrt/socksbalance/files/socksbalance.hotplug \
         "$work/data/etc/hotplug.d/iface/30-socksbalance"
+    # The gateway: its rule generator, and the fw4 include that picks up
+    # the rules while the gateway is on (docs/gateway.md).
+    install -m 0755 openwrt/socksbalance/files/socksbalance-gateway "$work/data/usr/libexec/socksbalance-gateway"
+    install -m 0644 openwrt/socksbalance/files/socksbalance.nft \
+        "$work/data/usr/share/nftables.d/table-post/socksbalance.nft"
     find "$work/data" -type d -exec chmod 0755 {} +
     installed_size=$(find "$work/data" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 

@@ -62,4 +62,13 @@ if [[ "$t" == mips* ]]; then
     strip_pdr "$out.nopdr"
     size=$(stat -c %s "$out.nopdr")
     row "+ strip the .pdr section" "$size" "$prev"
+    prev=$size
+    # The static relocation model (size_rustflags, MIPS only), .pdr
+    # stripped as build.sh does.
+    cargo +nightly zigbuild --release --locked --target "$t" --target-dir "$dir" \
+        -Zbuild-std=std,panic_abort ${args[-1]} \
+        --config "target.$t.rustflags=${ZIG_FLAGS%]}${flags[-1]},'-Crelocation-model=static']" \
+        >"$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; exit 1; }
+    strip_pdr "$out"
+    row "+ -Crelocation-model=static" "$(stat -c %s "$out")" "$prev"
 fi

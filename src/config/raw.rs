@@ -86,8 +86,8 @@ raw! {
         allow: Vec<Cidr>,
         deny_destinations: Vec<DestRule>,
         sniff: bool,
-        /// A number; text so that `0x162` reads as YAML writes it.
-        routing_mark: RoutingMark,
+        /// Decimal or `0x` hex, both YAML integers.
+        routing_mark: u32,
         dns: RawDns,
     }
 }
@@ -98,40 +98,6 @@ raw! {
         /// `IP` or `IP:port` each, as text: a name would need a resolver.
         upstreams: Vec<String>,
         cache_size: u32,
-    }
-}
-
-/// `routing_mark`: an integer, decimal or `0x` hex (YAML 1.2 reads `0x..`
-/// as a number, and some write it quoted).
-pub(super) struct RoutingMark(pub(super) u32);
-
-impl<'de> Deserialize<'de> for RoutingMark {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = RoutingMark;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mark from 0 to 0xffffffff, such as 0x162")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RoutingMark, E> {
-                u32::try_from(v).map(RoutingMark).map_err(|_| E::custom("is larger than 0xffffffff"))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RoutingMark, E> {
-                u64::try_from(v)
-                    .map_err(|_| E::custom("must not be negative"))
-                    .and_then(|v| self.visit_u64(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RoutingMark, E> {
-                let v = v.trim();
-                let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-                    Some(hex) => u64::from_str_radix(hex, 16),
-                    None => v.parse(),
-                };
-                n.map_err(|_| E::custom(format!("{v:?} is not a number such as 0x162")))
-                    .and_then(|n| self.visit_u64(n))
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 

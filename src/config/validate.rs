@@ -347,7 +347,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         auto_uplinks,
         sniff: raw.sniff.unwrap_or(defaults::SNIFF),
         routing_mark: match raw.routing_mark {
-            Some(mark) => mark.0,
+            Some(mark) => mark,
             None if gateway => defaults::ROUTING_MARK,
             None => 0,
         },
@@ -357,7 +357,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 }
 
 /// Most answers `dns.cache_size` may ask to keep.
-const MAX_DNS_CACHE: u32 = 65_536;
+const MAX_DNS_CACHE: u32 = 10_000;
 
 fn dns(d: super::raw::RawDns) -> Result<Dns, ConfigError> {
     let listen = d.listen.ok_or_else(|| ConfigError::at("dns.listen", "is required, e.g. 127.0.0.1:5353"))?.0;

@@ -13,7 +13,6 @@
 //! The cache keeps at most `dns.cache_size` answers, each for the least
 //! TTL of its records, and serves them with their TTLs aged.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,11 +63,14 @@ impl Sockets {
     }
 }
 
-/// Answers kept, by question.
+/// Answers kept, looked up by question. A list, not a map: at most a few
+/// hundred entries on a router, where a scan costs microseconds, and a
+/// map of its own would cost the binary kilobytes.
 #[derive(Default)]
-struct Cache(Mutex<HashMap<Vec<u8>, Cached>>);
+struct Cache(Mutex<Vec<Cached>>);
 
 struct Cached {
+    key: Vec<u8>,
     answer: Vec<u8>,
     stored: Instant,
     ttl: u32,
@@ -77,11 +79,12 @@ struct Cached {
 impl Cache {
     /// A copy of the answer to `q`, its TTLs aged, if one is fresh.
     fn get(&self, q: &Query) -> Option<Vec<u8>> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = map.get(&q.key)?;
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let at = list.iter().position(|c| c.key == q.key)?;
+        let entry = &list[at];
         let elapsed = entry.stored.elapsed().as_secs().min(u64::from(u32::MAX)) as u32;
         if elapsed >= entry.ttl {
-            map.remove(&q.key);
+            list.swap_remove(at);
             return None;
         }
         let mut answer = entry.answer.clone();
@@ -96,20 +99,19 @@ impl Cache {
         if size == 0 {
             return;
         }
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= size && !map.contains_key(&q.key) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|c| c.key != q.key);
+        if list.len() >= size {
             let now = Instant::now();
             let left = |c: &Cached| u64::from(c.ttl).saturating_sub(now.duration_since(c.stored).as_secs());
-            map.retain(|_, c| left(c) > 0);
-            while map.len() >= size {
-                let soonest = map.iter().min_by_key(|(_, c)| left(c)).map(|(k, _)| k.clone());
-                match soonest {
-                    Some(key) => map.remove(&key),
-                    None => break,
-                };
+            list.retain(|c| left(c) > 0);
+            // A reload may have made the cache smaller.
+            while list.len() >= size {
+                let Some(soonest) = (0..list.len()).min_by_key(|&i| left(&list[i])) else { break };
+                list.swap_remove(soonest);
             }
         }
-        map.insert(q.key.clone(), Cached { answer: answer.to_vec(), stored: Instant::now(), ttl });
+        list.push(Cached { key: q.key.clone(), answer: answer.to_vec(), stored: Instant::now(), ttl });
     }
 }
 
@@ -177,7 +179,7 @@ async fn serve_udp(ex: &Executor<'static>, udp: Arc<Async<UdpSocket>>, service: 
 async fn serve_tcp(ex: &Executor<'static>, listener: &Async<TcpListener>, service: &Arc<Service>) {
     let clients = Arc::new(AtomicUsize::new(0));
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match crate::tcp::accept(listener).await {
             Ok(got) => got,
             Err(e) => {
                 log::debug!("dns: accept failed: {e}");
@@ -310,5 +312,36 @@ async fn exchange(
         Some(answer) if dns::answers(&answer, q) => Ok(answer),
         Some(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "an answer to another question")),
         None => Err(io::ErrorKind::UnexpectedEof.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cache;
+    use crate::dns::{self, tests::answer, tests::query};
+
+    #[test]
+    fn the_cache_keeps_answers_by_question_and_evicts_the_soonest_to_expire() {
+        let cache = Cache::default();
+        let q = |name: &str| dns::parse_query(&query(1, name, None)).unwrap();
+        assert_eq!(cache.get(&q("a.test")), None);
+        cache.put(&q("a.test"), &answer(1, "a.test", &[300]), 2);
+        cache.put(&q("b.test"), &answer(1, "b.test", &[60]), 2);
+        // Another ID and case: the same question.
+        let hit = cache.get(&dns::parse_query(&query(9, "A.Test", None)).unwrap()).expect("cached");
+        assert_eq!(dns::cache_ttl(&hit, q("a.test").key.len()), Some(300));
+        // Full: the answer closest to expiring (b) makes room.
+        cache.put(&q("c.test"), &answer(1, "c.test", &[120]), 2);
+        assert!(cache.get(&q("b.test")).is_none());
+        assert!(cache.get(&q("a.test")).is_some() && cache.get(&q("c.test")).is_some());
+        // A SERVFAIL is not kept; size 0 keeps nothing.
+        let mut failed = answer(1, "d.test", &[60]);
+        failed[3] = 0x82;
+        cache.put(&q("d.test"), &failed, 8);
+        cache.put(&q("e.test"), &answer(1, "e.test", &[60]), 0);
+        assert!(cache.get(&q("d.test")).is_none() && cache.get(&q("e.test")).is_none());
+        // A smaller size after a reload is honoured at the next answer.
+        cache.put(&q("f.test"), &answer(1, "f.test", &[60]), 1);
+        assert_eq!(cache.0.lock().unwrap().len(), 1);
     }
 }
