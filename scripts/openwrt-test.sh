@@ -8,7 +8,10 @@
 #   info lines as info; reload with an edited and with a broken YAML;
 #   UCI `enabled 0` + reload_config and back; kill -9 and respawn; an
 #   upgrade to a -r2 package and the new binary running; the LAN address
-#   missing at start and added later (and the hotplug hook); removal.
+#   missing at start and added later (and the hotplug hook); the gateway
+#   (UCI gateway 1): a LAN client redirected through the daemon, rules in
+#   fw4 that survive fw4 reload and go with stop, none with gateway 0;
+#   removal.
 # See docs/openwrt.md, "Tested on an OpenWrt userland".
 #
 # Usage: scripts/openwrt-test.sh [--owrt PATH] [ipk|apk...]
@@ -24,7 +27,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --owrt) owrt=$2; shift ;;
         ipk|apk) kinds+=("$1") ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "openwrt-test.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -68,6 +71,86 @@ blob_sum=$(sha256sum < "$work/blob" | cut -d' ' -f1)
 
 step=""
 failures=0
+
+# The gateway (UCI gateway 1) on the router, with a LAN device and an
+# "internet" of their own: a client namespace on a port of br-lan
+# (192.168.1.50), and one behind the router's wan9 (198.18.30.0/24) with a
+# web server on 198.19.0.1. The router does not forward between them (wan9
+# is in no fw4 zone), so the client reaches the server only through
+# socksbalance's redirect listener and its direct backend.
+gateway_checks() {
+    local c=sbgwc$$ i=sbgwi$$ got
+    ip netns add "$c"
+    ip netns add "$i"
+    net ip link add lan1 master br-lan type veth peer name c0 netns "$c"
+    net ip link set lan1 up
+    net ip link add wan9 type veth peer name i0 netns "$i"
+    net ip addr add 198.18.30.1/24 dev wan9
+    net ip link set wan9 up
+    net ip route add 198.19.0.0/24 via 198.18.30.2
+    ip -n "$c" addr add 192.168.1.50/24 dev c0
+    ip -n "$c" link set c0 up
+    ip -n "$c" link set lo up
+    ip -n "$c" route add default via 192.168.1.1
+    ip -n "$i" addr add 198.18.30.2/24 dev i0
+    ip -n "$i" addr add 198.19.0.1/32 dev lo
+    ip -n "$i" link set i0 up
+    ip -n "$i" link set lo up
+    ip -n "$i" route add 192.168.1.0/24 via 198.18.30.1
+    ip netns exec "$i" python3 -m http.server 80 --bind 198.19.0.1 --directory "$work" \
+        >"$work/origin.log" 2>&1 &
+    local origin=$!
+    until_ 10 ip netns exec "$i" curl -sf -o /dev/null http://198.19.0.1/blob || fail "the origin did not start"
+    lan_get() { ip netns exec "$c" curl -sf --max-time 5 http://198.19.0.1/blob | sha256sum | cut -d' ' -f1; }
+
+    step="gateway 0 (the default): the firewall is what fw4 makes without socksbalance"
+    r 'fw4 -q reload'
+    ruleset > "$work/ruleset.off"
+    diff -u "$work/ruleset.before" "$work/ruleset.off" || fail "the ruleset changed"
+    [ "$(lan_get)" != "$blob_sum" ] || fail "the LAN client reached the origin with no gateway"
+    ok
+
+    step="gateway 1: the LAN client's TCP goes through the daemon, rules in table inet fw4"
+    write_yaml <<'YAML'
+listen:
+  - 127.0.0.1:1080
+  - {address: "[::]:7893", protocol: redirect}
+mode: socks5
+backends:
+  - direct: true
+    name: direct
+YAML
+    r 'uci set socksbalance.main.gateway=1 && uci commit socksbalance && /etc/init.d/socksbalance restart'
+    until_ 10 running || fail "not running"
+    until_ 10 r 'nft list chain inet fw4 socksbalance_prerouting >/dev/null' || fail "no socksbalance chain in table inet fw4"
+    r 'nft list chain inet fw4 socksbalance_take' | grep -q 'redirect to :7893' || fail "the rule does not redirect to :7893"
+    got=$(lan_get)
+    [ "$got" = "$blob_sum" ] || fail "the LAN client's download failed or was damaged"
+    grep -q '^198.18.30.1 .*GET /blob' "$work/origin.log" || fail "the origin did not see the router's address"
+    ok
+
+    step="fw4 reload (a firewall restart) keeps the rules"
+    r 'fw4 reload'
+    r 'nft list chain inet fw4 socksbalance_prerouting >/dev/null' || fail "the rules are gone after fw4 reload"
+    [ "$(lan_get)" = "$blob_sum" ] || fail "no download after fw4 reload"
+    ok
+
+    step="stop removes every rule, and the client no longer gets through"
+    r '/etc/init.d/socksbalance stop'
+    until_ 15 stopped || fail "did not stop"
+    ruleset > "$work/ruleset.stopped"
+    diff -u "$work/ruleset.before" "$work/ruleset.stopped" || fail "rules left behind"
+    [ "$(lan_get)" != "$blob_sum" ] || fail "the LAN client still reaches the origin"
+    r 'uci set socksbalance.main.gateway=0 && uci commit socksbalance'
+    write_yaml < openwrt/socksbalance/files/config.yaml
+    r '/etc/init.d/socksbalance start'
+    until_ 10 running || fail "not running again"
+    ok
+
+    kill "$origin" 2>/dev/null || true
+    ip netns del "$c"
+    ip netns del "$i"
+}
 r() { "$owrt" sh "$root" "$1"; }           # a command line inside the router
 net() { "$owrt" net "$root" "$@"; }        # a host program in its network namespace
 ok() { echo "ok   $kind: $step"; }
@@ -98,10 +181,15 @@ download() {
     [ "$got" = "$blob_sum" ]
 }
 write_yaml() { cat > "$root/etc/socksbalance/config.yaml"; }
+# The router's nftables ruleset without the packet counters' values.
+ruleset() { r 'nft list ruleset' | sed 's/counter packets [0-9]* bytes [0-9]*/counter/'; }
 
 for kind in "${kinds[@]}"; do
     if [ "$kind" = ipk ]; then pkg1=$ipk1; pkg2=$ipk2; else pkg1=$apk1; pkg2=$apk2; fi
     "$owrt" up "$root" >/dev/null
+    # The firewall as fw4 makes it without socksbalance.
+    until_ 10 r 'nft list table inet fw4 >/dev/null' || { step="boot"; fail "fw4 did not load"; }
+    ruleset > "$work/ruleset.before"
 
     step="install $(basename "$pkg1")"
     "$owrt" install "$root" "$pkg1" >/dev/null 2>&1 || fail "the package manager refused it"
@@ -212,6 +300,8 @@ YAML
     until_ 15 running || fail "not started by ifup"
     until_ 10 download 192.168.1.1:1080 || fail "not serving after ifup"
     ok
+
+    gateway_checks
 
     step="removal"
     if [ "$kind" = ipk ]; then r 'opkg remove socksbalance' >/dev/null; else r 'apk del socksbalance' >/dev/null; fi
