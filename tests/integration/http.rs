@@ -262,7 +262,8 @@ fn a_mixed_port_serves_socks5_and_http_clients() {
     // Counted by what each client spoke, in the API and the metrics.
     let api = d.web_addr().unwrap();
     let (_, _, stats) = crate::web::get(api, "/api/stats", "");
-    assert!(stats.contains("\"inbound\":{\"socks5\":2,\"http\":1}"), "{stats}");
+    assert!(stats.contains("\"inbound\":{\"socks5\":2,\"http\":1,\"redirect\":0,\"tproxy\":0}"), "{stats}");
+    assert!(stats.contains("\"dns\":null"), "{stats}");
     let (_, _, metrics) = crate::web::get(api, "/metrics", "");
     assert!(metrics.contains("socksbalance_inbound_clients_total{protocol=\"http\"} 1"), "{metrics}");
 }
