@@ -424,6 +424,24 @@ fn a_lan_client_without_proxy_settings_goes_through_the_backends() {
 }
 
 #[test]
+fn tproxy_mode_takes_the_lans_tcp_with_the_destination_left_as_it_was() {
+    let Some(mut lan) = Lan::new("t") else { return };
+    lan.start_backend(0);
+    lan.start_origins();
+    let yaml = settings("  - {address: \"198.18.20.2:1080\", name: one}\n")
+        .replace("protocol: redirect", "protocol: tproxy")
+        .replace("[::]:7893", "[::]:7894");
+    let _daemon = Daemon::start(&lan.router, &yaml);
+    lan.apply_rules("--mode tproxy --port 7894");
+    let route = run_in(&lan.router, &["sh", RULES, "route", "add"]);
+    assert!(route.status.success(), "{}", String::from_utf8_lossy(&route.stderr));
+    assert_eq!(lan.curl(&["http://198.19.0.1/"]).unwrap(), VIA_BACKEND);
+    assert_eq!(lan.curl(&["-6", "http://[2001:2:0:19::1]/"]).unwrap(), "peer=2001:2:0:19::1\n");
+    assert_eq!(lan.connects(0), ["198.19.0.1:80", "2001:2:0:19::1:80"]);
+    assert_eq!(counter(&lan.stats(), "tproxy"), Some(2));
+}
+
+#[test]
 fn a_direct_backend_with_the_routers_own_traffic_taken_too_does_not_loop() {
     let Some(mut lan) = Lan::new("d") else { return };
     lan.start_origins();
