@@ -14,7 +14,10 @@
 //!
 //! Every client command speaks SOCKS5 (no auth, CONNECT to an IPv4
 //! address) to PROXY, or HTTP `CONNECT` when PROXY is written
-//! `http://ADDR`, and prints one line of `key=value` results.
+//! `http://ADDR`, and prints one line of `key=value` results. PROXY
+//! written `redirect://IP` speaks no proxy protocol at all: each tunnel
+//! connects straight to TARGET from source address IP, for a firewall
+//! rule to redirect to a gateway listener (scripts/bench.sh's "sbr").
 //!
 //! The target server's protocol, chosen by the first byte a tunnel sends:
 //! `E` echoes everything until EOF; `D` + u64 length streams that many
@@ -70,11 +73,18 @@ fn expected(pat: &[u8], at: u64, len: usize) -> &[u8] {
 /// tunnels open with `CONNECT` instead of SOCKS5.
 static HTTP_PROXY: AtomicBool = AtomicBool::new(false);
 
+/// No proxy protocol (`redirect://IP`): connect to the target from IP.
+static REDIRECTED: AtomicBool = AtomicBool::new(false);
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(addr) = args.get(1).and_then(|a| a.strip_prefix("http://")).map(str::to_owned) {
         HTTP_PROXY.store(true, Ordering::Relaxed);
         args[1] = addr;
+    }
+    if let Some(ip) = args.get(1).and_then(|a| a.strip_prefix("redirect://")).map(str::to_owned) {
+        REDIRECTED.store(true, Ordering::Relaxed);
+        args[1] = format!("{ip}:0");
     }
     let a = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| usage());
     let num = |i: usize| a(i).parse::<u64>().unwrap_or_else(|_| usage());
@@ -208,6 +218,22 @@ fn receive_checked(s: &mut TcpStream, pat: &[u8], total: u64) -> io::Result<bool
 
 /// Opens a tunnel through the SOCKS5 proxy to `target`.
 fn tunnel(proxy: SocketAddr, target: SocketAddr) -> io::Result<TcpStream> {
+    if REDIRECTED.load(Ordering::Relaxed) {
+        // From `proxy`'s address (port 0), straight to the target.
+        let family = if target.is_ipv4() {
+            rustix::net::AddressFamily::INET
+        } else {
+            rustix::net::AddressFamily::INET6
+        };
+        let fd = rustix::net::socket(family, rustix::net::SocketType::STREAM, None)?;
+        rustix::net::bind(&fd, &proxy)?;
+        rustix::net::connect(&fd, &target)?;
+        let s = TcpStream::from(fd);
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        return Ok(s);
+    }
     let mut s = TcpStream::connect(proxy)?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;

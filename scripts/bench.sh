@@ -79,6 +79,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    [ "${redirecting:-0}" = 0 ] || nft delete table ip socksbalance_bench 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -101,6 +102,7 @@ done
 backend_ports=($base $((base + 1)) $((base + 2)) $((base + 3)))
 p_haproxy=$((base + 4)); p_sbt=$((base + 5)); p_sbs=$((base + 6))
 p_mem=$((base + 7)); p_scale=$((base + 8)); p_floor=$((base + 9)); p_sbh=$((base + 10))
+p_sbr=$((base + 11))
 scale_first=$((base + 16)); scale_last=$((scale_first + scale_backends - 1))
 
 listening() { ss -Htln "sport = :$1" | grep -q .; }
@@ -146,8 +148,9 @@ wait_port "$p_floor" "$floor_pid"
 
 python3 scripts/testbed.py socksbalance "$p_sbt" transparent "${backend_ports[@]}" > "$work/sbt.yaml"
 python3 scripts/testbed.py socksbalance "$p_sbs" socks5 "${backend_ports[@]}" > "$work/sbs.yaml"
-# The socks5 daemon also serves HTTP CONNECT, for the rate row "sbh".
-sed -i "s|^listen: .*|listen: [\"127.0.0.1:$p_sbs\", {address: \"127.0.0.1:$p_sbh\", protocol: http}]|" "$work/sbs.yaml"
+# The socks5 daemon also serves HTTP CONNECT, for the rate row "sbh", and
+# a gateway's redirect listener, for "sbr".
+sed -i "s|^listen: .*|listen: [\"127.0.0.1:$p_sbs\", {address: \"127.0.0.1:$p_sbh\", protocol: http}, {address: \"127.0.0.1:$p_sbr\", protocol: redirect}]|" "$work/sbs.yaml"
 grep -q "$p_sbh" "$work/sbs.yaml" || die "testbed.py's socksbalance config has no listen line to extend"
 start sbt "$SB" -c "$work/sbt.yaml"
 sbt_pid=$last_pid
@@ -162,6 +165,23 @@ sleep 1
 idle_rss_sbs=$(rss "$sbs_pid" VmRSS:)
 idle_rss_sbt=$(rss "$sbt_pid" VmRSS:)
 idle_rss_haproxy=$(rss "$haproxy_pid" VmRSS:)
+
+# "sbr": loadgen connects from 127.0.0.3 straight to the target, and an
+# nftables rule redirects those connections (only those: microsocks
+# connects from 127.0.0.1) to the socks5 daemon's redirect listener. Root
+# and nft only; without them the row is left out.
+redirecting=0
+if [ "$(id -u)" -eq 0 ] && command -v nft >/dev/null 2>&1; then
+    nft -f - <<NFT && redirecting=1
+table ip socksbalance_bench {
+	chain out {
+		type nat hook output priority -100; policy accept;
+		ip saddr 127.0.0.3 tcp dport ${target##*:} redirect to :$p_sbr
+	}
+}
+NFT
+fi
+[ "$redirecting" = 1 ] || echo "== no root or nft: the redirect row (sbr) is left out"
 
 results="$work/results"
 : > "$results"
@@ -193,6 +213,8 @@ for r in $(seq 1 "$rounds"); do
     for n in $(order "$r"); do run rate "$n" rate "${addr[$n]}" "$target" 32 "$rate_secs"; done
     # HTTP CONNECT on the socks5-mode daemon's HTTP port, in the same round.
     run rate sbh rate "http://127.0.0.1:$p_sbh" "$target" 32 "$rate_secs"
+    # Redirected connections to the same daemon's gateway listener.
+    [ "$redirecting" = 0 ] || run rate sbr rate "redirect://127.0.0.3" "$target" 32 "$rate_secs"
 done
 
 echo "== echo RTT: $rounds round(s) x $rtt_count round trips"

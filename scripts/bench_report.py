@@ -99,6 +99,14 @@ def main():
         failed += 0 if ok else 1
         print(f"{'HTTP CONNECT rate (conns/s) vs socks5':40}{http_rate:>11.0f}{socks_rate:>11.0f}"
               f"{ratio:>10.2f}x  >=0.9x   {'PASS' if ok else 'FAIL'}")
+    # Redirected connections (a gateway listener) on the same daemon.
+    redirect_rate = med("rate", "sbr", "conns_s") if ("rate", "sbr", "conns_s") in data else float("nan")
+    if redirect_rate == redirect_rate and socks_rate:
+        ratio = redirect_rate / socks_rate
+        ok = ratio >= 0.9
+        failed += 0 if ok else 1
+        print(f"{'redirect rate (conns/s) vs socks5':40}{redirect_rate:>11.0f}{socks_rate:>11.0f}"
+              f"{ratio:>10.2f}x  >=0.9x   {'PASS' if ok else 'FAIL'}")
 
     print()
     print("footprint (socksbalance)                  measured      target   verdict")

@@ -47,14 +47,13 @@ fn named(host: &str, port: u16) -> Sniffed {
 }
 
 fn http(bytes: &[u8], port: u16) -> Sniffed {
-    // A request line begins with a method token and a space; anything
-    // else is some other protocol, and waiting for a head would only
-    // hold it up.
+    // A request line begins with a method token and a space, and a client
+    // sends at least that much in its first segment. Anything else is some
+    // other protocol, and waiting for more would hold it up: a client
+    // that sent `E` and waits for its echo must not wait for us.
     let method = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    match bytes.get(method) {
-        None if method < 16 => return Sniffed::More,
-        Some(b' ') if method > 0 => {}
-        _ => return Sniffed::Nothing,
+    if !(1..=16).contains(&method) || bytes.get(method) != Some(&b' ') {
+        return Sniffed::Nothing;
     }
     let Some(end) = crate::http::head_end(bytes) else {
         return Sniffed::More;
@@ -217,7 +216,8 @@ mod tests {
     fn the_host_of_an_http_request() {
         let req = b"GET /x HTTP/1.1\r\nHost: www.example.org:8080\r\nAccept: */*\r\n\r\n";
         assert_eq!(sniff(req, 80), name("www.example.org", 80));
-        for cut in 0..req.len() - 1 {
+        // Once the method and its space are in, the rest is waited for.
+        for cut in 4..req.len() - 1 {
             assert_eq!(sniff(&req[..cut], 80), Sniffed::More, "cut at {cut}");
         }
         assert_eq!(sniff(b"GET / HTTP/1.1\r\nHost: 198.19.0.1\r\n\r\n", 80), Sniffed::Nothing);
@@ -226,7 +226,8 @@ mod tests {
         // Other protocols are told at once, without waiting for a head.
         assert_eq!(sniff(b"SSH-2.0-OpenSSH_9.2\r\n", 22), Sniffed::Nothing);
         assert_eq!(sniff(b"\x00\x01", 22), Sniffed::Nothing);
-        assert_eq!(sniff(b"EHLO", 25), Sniffed::More, "could still be a method");
+        assert_eq!(sniff(b"E", 7), Sniffed::Nothing, "a short word that waits for an answer");
+        assert_eq!(sniff(b"GET", 80), Sniffed::Nothing);
         assert_eq!(sniff(b"EHLO x\r\n\r\n", 25), Sniffed::Nothing);
     }
 }
