@@ -60,6 +60,8 @@ PAYLOAD = {
     "./etc/config/socksbalance": 0o600,
     "./etc/socksbalance/config.yaml": 0o600,
     "./etc/hotplug.d/iface/30-socksbalance": 0o644,
+    "./usr/libexec/socksbalance-gateway": 0o755,
+    "./usr/share/nftables.d/table-post/socksbalance.nft": 0o644,
 }
 CONFFILES = ["/etc/config/socksbalance", "/etc/socksbalance/config.yaml"]
 FIELDS = ["Package", "Version", "Depends", "Source", "License", "Section", "Architecture",
