@@ -135,6 +135,33 @@ YAML
     [ "$(lan_get)" = "$blob_sum" ] || fail "no download after fw4 reload"
     ok
 
+    step="dns_hijack and dnsmasq: LAN DNS to the dns: listener, dnsmasq forwarding to it"
+    # No dnsmasq in this userland: its conf-dir stands in for it.
+    r 'mkdir -p /tmp/dnsmasq.d'
+    write_yaml <<'YAML'
+listen:
+  - 127.0.0.1:1080
+  - {address: "[::]:7893", protocol: redirect}
+mode: socks5
+dns:
+  listen: "0.0.0.0:5353"
+  upstreams: ["198.19.0.53"]
+backends:
+  - direct: true
+    name: direct
+YAML
+    r 'uci set socksbalance.main.dns_hijack=1 && uci set socksbalance.main.dnsmasq=1 && uci commit socksbalance && /etc/init.d/socksbalance restart'
+    until_ 10 running || fail "not running"
+    hijacks() { r 'nft list chain inet fw4 socksbalance_dns' 2>/dev/null | grep -q 'dport 53 redirect to :5353'; }
+    until_ 10 hijacks || fail "no DNS hijack rule to :5353"
+    [ "$(r 'cat /tmp/dnsmasq.d/socksbalance.conf')" = "$(printf 'server=127.0.0.1#5353\nno-resolv')" ] || fail "dnsmasq's conf: $(r 'cat /tmp/dnsmasq.d/socksbalance.conf')"
+    r 'uci set socksbalance.main.dns_hijack=0 && uci set socksbalance.main.dnsmasq=0 && uci commit socksbalance && /etc/init.d/socksbalance restart'
+    until_ 10 running || fail "not running"
+    ! r 'nft list chain inet fw4 socksbalance_dns' >/dev/null 2>&1 || fail "the DNS rule stayed with dns_hijack 0"
+    r '[ ! -e /tmp/dnsmasq.d/socksbalance.conf ]' || fail "dnsmasq's conf stayed with dnsmasq 0"
+    [ "$(lan_get)" = "$blob_sum" ] || fail "no download after the change"
+    ok
+
     step="stop removes every rule, and the client no longer gets through"
     r '/etc/init.d/socksbalance stop'
     until_ 15 stopped || fail "did not stop"
