@@ -788,6 +788,46 @@ mod tests {
     }
 
     #[test]
+    fn gateway_listeners_mark_our_sockets_and_need_no_auth_warning() {
+        let plain = Config::from_yaml(ONE).unwrap();
+        assert_eq!((plain.routing_mark, plain.sniff, plain.dns.is_none()), (0, true, true));
+        let yaml = format!("listen:\n  - {{address: \"0.0.0.0:7893\", protocol: redirect}}\n{ONE}");
+        let c = Config::from_yaml(&yaml).unwrap();
+        assert_eq!(c.protocols, [Protocol::Redirect]);
+        assert_eq!(c.routing_mark, defaults::ROUTING_MARK, "a gateway marks by default");
+        assert!(c.warnings.is_empty(), "no open-proxy warning: {:?}", c.warnings);
+        let c = Config::from_yaml(&format!("{yaml}routing_mark: 0x162\nsniff: false\n")).unwrap();
+        assert_eq!((c.routing_mark, c.sniff), (0x162, false));
+        let e = err(&format!("{ONE}routing_mark: 0x1_0000_0000\n"));
+        assert!(e.to_string().contains("routing_mark"), "{e}");
+        assert!(c.summary().contains("gateway: redirect 0.0.0.0:7893, sniff off\nrouting_mark: 0x162\n"));
+    }
+
+    #[test]
+    fn the_dns_listener_takes_ip_upstreams_only() {
+        let c = Config::from_yaml(&format!(
+            "{ONE}dns:\n  listen: 127.0.0.1:5353\n  upstreams: [\"1.1.1.1\", \"[2606:4700::1111]:853\"]\n"
+        ))
+        .unwrap();
+        let d = c.dns.as_ref().unwrap();
+        assert_eq!(d.upstreams, ["1.1.1.1:53".parse().unwrap(), "[2606:4700::1111]:853".parse().unwrap()]);
+        assert_eq!(d.cache_size, defaults::DNS_CACHE_SIZE);
+        assert!(c.denied("127.0.0.1:5353".parse().unwrap()).is_some(), "our own DNS port is no destination");
+        let e = err(&format!("{ONE}dns:\n  listen: 127.0.0.1:5353\n  upstreams: [one.one.one.one]\n"));
+        assert_eq!((e.key.as_str(), e.line), ("dns.upstreams[0]", Some(5)), "{e}");
+        let e = err(&format!("{ONE}dns:\n  upstreams: [1.1.1.1]\n"));
+        assert_eq!(e.key, "dns.listen", "{e}");
+        let e = err(&format!("{ONE}dns:\n  listen: 127.0.0.1:5353\n"));
+        assert_eq!(e.key, "dns.upstreams", "{e}");
+        let e = err(&format!(
+            "{ONE}dns:\n  listen: 127.0.0.1:5353\n  upstreams: [1.1.1.1]\n  cache_size: 99999\n"
+        ));
+        assert_eq!(e.key, "dns.cache_size", "{e}");
+        let e = err(&format!("{ONE}dns:\n  listen: 127.0.0.1:5353\n  upstream: [1.1.1.1]\n"));
+        assert!(e.to_string().contains("unknown field `upstream`"), "{e}");
+    }
+
+    #[test]
     fn threads_default_to_one_and_are_bounded() {
         let c = Config::from_yaml(ONE).unwrap();
         assert_eq!((c.threads, c.executor_threads()), (None, DEFAULT_THREADS as usize));
