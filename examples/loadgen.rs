@@ -217,6 +217,29 @@ fn receive_checked(s: &mut TcpStream, pat: &[u8], total: u64) -> io::Result<bool
 // ---------------------------------------------------------------- client
 
 /// Opens a tunnel through the SOCKS5 proxy to `target`.
+/// `IP_BIND_ADDRESS_NO_PORT` (Linux): a socket bound to an address with
+/// port 0 gets its port at connect time.
+#[allow(unsafe_code)]
+fn bind_address_no_port(fd: &rustix::fd::OwnedFd) -> io::Result<()> {
+    use rustix::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: an open socket, and an int option passed with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn tunnel(proxy: SocketAddr, target: SocketAddr) -> io::Result<TcpStream> {
     if REDIRECTED.load(Ordering::Relaxed) {
         // From `proxy`'s address (port 0), straight to the target.
@@ -226,6 +249,10 @@ fn tunnel(proxy: SocketAddr, target: SocketAddr) -> io::Result<TcpStream> {
             rustix::net::AddressFamily::INET6
         };
         let fd = rustix::net::socket(family, rustix::net::SocketType::STREAM, None)?;
+        // The port is chosen at connect, for the whole 4-tuple: bound
+        // with port 0 alone, 10,000 connections a round would use up the
+        // ephemeral ports with TIME_WAIT sockets.
+        bind_address_no_port(&fd)?;
         rustix::net::bind(&fd, &proxy)?;
         rustix::net::connect(&fd, &target)?;
         let s = TcpStream::from(fd);

@@ -34,6 +34,9 @@ use crate::upstream::until;
 /// 5 s, so two resolvers get their chance.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(2_500);
 
+/// When "no resolver answered" was last logged.
+static UNANSWERED_LOGGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// UDP queries being answered at once; more are dropped (the client
 /// asks again) rather than queued without bound.
 const MAX_IN_FLIGHT: usize = 256;
@@ -284,7 +287,12 @@ impl Service {
             }
         }
         self.stats.dns_failures.add(1);
-        log::info!("dns: no resolver answered a query from {ip}; answered SERVFAIL");
+        // Said at most once a minute: a dead path would flood the log.
+        if super::socks5::once_a_minute(&UNANSWERED_LOGGED) {
+            log::info!(
+                "dns: no resolver answered a query from {ip}; answered SERVFAIL (said at most once a minute)"
+            );
+        }
         dns::reply(msg, dns::SERVFAIL).map(|r| (r, q.udp_size))
     }
 }

@@ -89,7 +89,7 @@ pub(crate) async fn negotiate(
 static NO_LOGIN_LOGGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Whether a line throttled by `last` is due, and if so, marks it logged.
-fn once_a_minute(last: &std::sync::atomic::AtomicU32) -> bool {
+pub(crate) fn once_a_minute(last: &std::sync::atomic::AtomicU32) -> bool {
     use std::sync::atomic::Ordering;
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);

@@ -424,6 +424,41 @@ fn a_lan_client_without_proxy_settings_goes_through_the_backends() {
 }
 
 #[test]
+fn bypass_and_source_lists_decide_who_is_taken() {
+    let Some(mut lan) = Lan::new("s") else { return };
+    lan.start_backend(0);
+    lan.start_origins();
+    let _daemon = Daemon::start(&lan.router, &settings("  - {address: \"198.18.20.2:1080\", name: one}\n"));
+    // Each setting, and where the client's request then goes: through the
+    // backend, or direct (the router forwards what the rules leave).
+    let direct = "peer=198.18.10.2\n";
+    for (args, want) in [
+        ("--port 7893", VIA_BACKEND),
+        ("--port 7893 --bypass 198.19.0.0/24", direct),
+        ("--port 7893 --skip-source 198.18.10.2", direct),
+        ("--port 7893 --only-source 198.18.10.99", direct),
+        ("--port 7893 --only-source 198.18.10.0/28", VIA_BACKEND),
+    ] {
+        lan.apply_rules(args);
+        assert_eq!(lan.curl(&["http://198.19.0.1/"]).as_deref(), Ok(want), "{args}");
+    }
+    // A MAC in a source list is matched as one.
+    let mac = String::from_utf8_lossy(&run_in(&lan.client, &["cat", "/sys/class/net/c0/address"]).stdout)
+        .trim()
+        .to_owned();
+    lan.apply_rules(&format!("--port 7893 --skip-source {mac}"));
+    assert_eq!(lan.curl(&["http://198.19.0.1/"]).as_deref(), Ok(direct), "skip {mac}");
+    // Bad options are refused with a reason, and nothing is printed.
+    for bad in
+        ["--port x", "--port 1 --mode nat", "--port 1 --mark 'a b'", "--port 1 --dns-hijack", "--bogus 1"]
+    {
+        let out = Command::new("sh").arg(RULES).arg("rules").args(bad.split(' ')).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(out.stdout.is_empty() && out.stderr.starts_with(b"socksbalance-gateway: "), "{bad}");
+    }
+}
+
+#[test]
 fn tproxy_mode_takes_the_lans_tcp_with_the_destination_left_as_it_was() {
     let Some(mut lan) = Lan::new("t") else { return };
     lan.start_backend(0);
