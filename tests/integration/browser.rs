@@ -114,6 +114,31 @@ fn dashboard_renders_backend_rows_and_sparklines() {
     assert!(!dom.contains("id=\"banner\" class=\"show\""), "no disconnected banner");
 }
 
+#[test]
+fn dashboard_tiles_split_connections_by_protocol_and_show_dns() {
+    let Some(browser) = chromium() else { return };
+    let yaml = "listen:\n  - 127.0.0.1:0\n  - {address: \"127.0.0.2:0\", protocol: http}\nmode: socks5\n\
+        web:\n  enabled: true\n  listen: 127.0.0.1:0\ndns:\n  listen: 127.0.0.1:0\n  upstreams: [127.0.0.1]\n\
+        backends:\n  - direct: true\n";
+    let d = daemon(yaml);
+    let target = echo_server("127.0.0.1:0");
+    assert_echo(d.local_addrs()[0], &Dest::Ip(target), None);
+    let mut http = std::net::TcpStream::connect(d.local_addrs()[1]).unwrap();
+    std::io::Write::write_all(&mut http, format!("CONNECT {target} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
+    http.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut answer = [0u8; 12];
+    std::io::Read::read_exact(&mut http, &mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // Garbage to the DNS listener: one query, one failure (FORMERR).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    udp.send_to(b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03ab", d.dns_addr().unwrap()).unwrap();
+    udp.recv(&mut [0u8; 512]).expect("FORMERR");
+    let dom = dump_dom(browser, &format!("http://{}/", d.web_addr().unwrap()), 3000);
+    assert!(dom.contains("<span>Connections</span><b>2<small>SOCKS5 1 · HTTP 1</small></b>"), "{dom}");
+    assert!(dom.contains("<span>DNS</span><b>1<small>0 cached · 1 failed</small></b>"), "{dom}");
+}
+
 /// A stand-in daemon: serves the real dashboard page, and /api/stats with
 /// a canned document, except that the first `fail` requests for it get no
 /// answer at all (the daemon is "gone").
