@@ -118,14 +118,35 @@ impl Lan {
             .stderr(log)
             .spawn()
             .expect("start microsocks");
+        self.wait_listening("microsocks", &format!("198.18.20.2:{port}"));
         if self.backends.len() <= n {
             self.backends.resize_with(n + 1, || None);
         }
         self.backends[n] = Some(child);
-        let inet = self.inet.clone();
-        wait_for("microsocks listening", IO_TIMEOUT, || {
-            let inet = inet.clone();
-            in_ns(&inet, move || TcpStream::connect(("198.18.20.2", 1080 + n as u16)).is_ok())
+    }
+
+    /// Runs `argv` in the internet namespace, quiet, and waits until it
+    /// listens on `addr`.
+    fn spawn_listening(&self, what: &str, argv: &[&str], addr: &str) -> Child {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.inet])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        self.wait_listening(what, addr);
+        child
+    }
+
+    /// Waits (bounded) until something in the internet namespace accepts
+    /// connections on `addr`.
+    fn wait_listening(&self, what: &str, addr: &str) {
+        let (inet, addr) = (self.inet.clone(), addr.to_owned());
+        wait_for(&format!("{what} listening on {addr}"), IO_TIMEOUT, || {
+            let (inet, addr) = (inet.clone(), addr.clone());
+            in_ns(&inet, move || TcpStream::connect(addr.as_str()).is_ok())
         });
     }
 
@@ -183,23 +204,21 @@ impl Lan {
                 .status()
                 .expect("openssl req");
             assert!(made.success());
-            let server = Command::new("ip")
-                .args(["netns", "exec", &self.inet, "openssl", "s_server", "-quiet", "-www"])
-                .args(["-accept", "198.19.0.1:443", "-cert"])
-                .arg(&cert)
-                .arg("-key")
-                .arg(&key)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("openssl s_server");
+            let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+            let tls = [
+                "openssl",
+                "s_server",
+                "-quiet",
+                "-www",
+                "-accept",
+                "198.19.0.1:443",
+                "-cert",
+                cert,
+                "-key",
+                key,
+            ];
+            let server = self.spawn_listening("the TLS origin", &tls, "198.19.0.1:443");
             self.others.push(server);
-            let inet = self.inet.clone();
-            wait_for("the TLS origin listening", IO_TIMEOUT, || {
-                let inet = inet.clone();
-                in_ns(&inet, || TcpStream::connect("198.19.0.1:443").is_ok())
-            });
         }
     }
 
@@ -208,20 +227,21 @@ impl Lan {
         if !installed("dnsmasq", "the DNS tests") {
             return false;
         }
-        let server = Command::new("ip")
-            .args(["netns", "exec", &self.inet, "dnsmasq", "-k", "--no-resolv", "--no-hosts"])
-            .args(["--listen-address=198.19.0.53", "--bind-interfaces", "--port=53", "--user=root"])
-            .args(["--address=/example.test/198.19.0.7", "--local-ttl=300", "--pid-file="])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq");
+        let dnsmasq = [
+            "dnsmasq",
+            "-k",
+            "--no-resolv",
+            "--no-hosts",
+            "--listen-address=198.19.0.53",
+            "--bind-interfaces",
+            "--port=53",
+            "--user=root",
+            "--address=/example.test/198.19.0.7",
+            "--local-ttl=300",
+            "--pid-file=",
+        ];
+        let server = self.spawn_listening("dnsmasq", &dnsmasq, "198.19.0.53:53");
         self.others.push(server);
-        let inet = self.inet.clone();
-        wait_for("dnsmasq listening", IO_TIMEOUT, || {
-            let inet = inet.clone();
-            in_ns(&inet, || TcpStream::connect("198.19.0.53:53").is_ok())
-        });
         true
     }
 
