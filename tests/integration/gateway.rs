@@ -569,3 +569,30 @@ fn dns_goes_over_tcp_through_a_backend_is_cached_and_survives_a_dead_resolver() 
     assert_eq!(dig(&lan.client, &["@198.19.0.99", "+short", "example.test"]), "198.19.0.7\n");
     assert_eq!(counter(&lan.stats(), "queries"), Some(5));
 }
+
+#[test]
+fn a_tproxy_listener_without_cap_net_admin_says_what_it_needs() {
+    if !can_run() || !installed("setpriv", "the capability test") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("socksbalance-gw-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _dir = TempDir(dir.clone());
+    let config = dir.join("config.yaml");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = format!(
+        "listen:\n  - {{address: \"127.0.0.1:{port}\", protocol: tproxy}}\nbackends:\n  - direct: true\n"
+    );
+    std::fs::write(&config, yaml).unwrap();
+    // Root without CAP_NET_ADMIN and CAP_NET_RAW (either allows IP_TRANSPARENT).
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-net_admin,-net_raw", "--inh-caps", "-net_admin,-net_raw", "--"])
+        .arg(env!("CARGO_BIN_EXE_socksbalance"))
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("a tproxy listener needs CAP_NET_ADMIN"), "{stderr}");
+}
