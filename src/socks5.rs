@@ -467,6 +467,73 @@ pub async fn write_connect<W: AsyncWrite + Unpin>(w: &mut W, address: &Address) 
     w.write_all(&address_message(VERSION, 0x01, address)).await
 }
 
+/// Sends a UDP ASSOCIATE request; `address` is where our datagrams will
+/// come from (all zeros: not known yet).
+pub async fn write_udp_associate<W: AsyncWrite + Unpin>(w: &mut W, address: &Address) -> io::Result<()> {
+    w.write_all(&address_message(VERSION, 0x03, address)).await
+}
+
+/// The header RFC 1928 §7 puts before every relayed datagram:
+///
+/// ```text
+/// +----+------+------+----------+----------+----------+
+/// |RSV | FRAG | ATYP | DST.ADDR | DST.PORT |   DATA   |
+/// +----+------+------+----------+----------+----------+
+/// | 2  |  1   |  1   | Variable |    2     | Variable |
+/// +----+------+------+----------+----------+----------+
+/// ```
+pub fn udp_header(address: &Address) -> heapless::Vec<u8, MAX_ADDRESS_MESSAGE> {
+    address_message(0, 0, address)
+}
+
+/// Why a datagram's header is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpError {
+    /// Shorter than its header says.
+    Short,
+    /// RSV is not zero.
+    Reserved,
+    /// FRAG is not zero: fragments are not reassembled (RFC 1928 lets a
+    /// relay drop them).
+    Fragment,
+    /// An address type other than IPv4, a domain or IPv6, or an empty
+    /// domain.
+    Address,
+}
+
+/// Reads a datagram's header: the address it is for (or from), and where
+/// its data begins.
+pub fn parse_udp_header(d: &[u8]) -> Result<(Address, usize), UdpError> {
+    let head = d.get(..4).ok_or(UdpError::Short)?;
+    if head[..2] != [0, 0] {
+        return Err(UdpError::Reserved);
+    }
+    if head[2] != 0 {
+        return Err(UdpError::Fragment);
+    }
+    let port_at = |at: usize| d.get(at..at + 2).map(|p| u16::from_be_bytes([p[0], p[1]])).ok_or(UdpError::Short);
+    match head[3] {
+        ATYP_IPV4 => {
+            let ip: [u8; 4] = d.get(4..8).ok_or(UdpError::Short)?.try_into().map_err(|_| UdpError::Short)?;
+            Ok((Address::Ip(SocketAddr::new(IpAddr::from(ip), port_at(8)?)), 10))
+        }
+        ATYP_IPV6 => {
+            let ip: [u8; 16] = d.get(4..20).ok_or(UdpError::Short)?.try_into().map_err(|_| UdpError::Short)?;
+            Ok((Address::Ip(SocketAddr::new(IpAddr::from(ip), port_at(20)?)), 22))
+        }
+        ATYP_DOMAIN => {
+            let len = *d.get(4).ok_or(UdpError::Short)? as usize;
+            let name = d.get(5..5 + len).ok_or(UdpError::Short)?;
+            if len == 0 {
+                return Err(UdpError::Address);
+            }
+            let name = Domain::from_slice(name).map_err(|_| UdpError::Address)?;
+            Ok((Address::Domain(name, port_at(5 + len)?), 7 + len))
+        }
+        _ => Err(UdpError::Address),
+    }
+}
+
 /// Sends a reply with `code` and `bound` address.
 pub async fn write_reply<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -571,6 +638,27 @@ impl<R: AsyncRead + Unpin> AsyncRead for Recorder<'_, R> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn udp_headers_round_trip_and_bad_ones_say_why() {
+        let v4 = Address::Ip("198.19.0.1:53".parse().unwrap());
+        let v6 = Address::Ip("[2001:2::1]:443".parse().unwrap());
+        let name = Address::Domain(Domain::from_slice(b"example.org").unwrap(), 123);
+        for a in [&v4, &v6, &name] {
+            let mut d = udp_header(a).to_vec();
+            let len = d.len();
+            d.extend_from_slice(b"data");
+            assert_eq!(parse_udp_header(&d), Ok((a.clone(), len)));
+            for cut in 0..len {
+                assert!(parse_udp_header(&d[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        assert_eq!(udp_header(&v4)[..], [0, 0, 0, 1, 198, 19, 0, 1, 0, 53]);
+        assert_eq!(parse_udp_header(&[0, 0, 1, 1, 1, 2, 3, 4, 0, 53]), Err(UdpError::Fragment));
+        assert_eq!(parse_udp_header(&[0, 1, 0, 1, 1, 2, 3, 4, 0, 53]), Err(UdpError::Reserved));
+        assert_eq!(parse_udp_header(&[0, 0, 0, 9, 1, 2, 3, 4, 0, 53]), Err(UdpError::Address));
+        assert_eq!(parse_udp_header(&[0, 0, 0, 3, 0, 0, 53]), Err(UdpError::Address), "an empty name");
+    }
+
     use super::*;
     use smol::block_on;
 

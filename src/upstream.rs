@@ -383,6 +383,21 @@ pub async fn socks5_connect(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> Result<(Address, Vec<u8>), UpstreamError> {
+    socks5_request(stream, credentials, socks5::Command::Connect, dest, connect_timeout, request_timeout).await
+}
+
+/// Our SOCKS5 handshake with a backend for `command` (CONNECT to a
+/// destination, or UDP ASSOCIATE from an address): greeting, login,
+/// request; returns the bound address and what the backend sent behind
+/// its reply.
+pub async fn socks5_request(
+    stream: &Async<TcpStream>,
+    credentials: Option<&Credentials>,
+    command: socks5::Command,
+    dest: &Address,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> Result<(Address, Vec<u8>), UpstreamError> {
     let mut s = stream;
     let mut reader = socks5::Buffered::new(stream);
     // A backend that stops answering mid-handshake is as unreachable as
@@ -417,7 +432,10 @@ pub async fn socks5_connect(
         }
     }
     let reply = until(Instant::now() + request_timeout, async {
-        socks5::write_connect(&mut s, dest).await?;
+        match command {
+            socks5::Command::UdpAssociate => socks5::write_udp_associate(&mut s, dest).await?,
+            _ => socks5::write_connect(&mut s, dest).await?,
+        }
         socks5::read_reply(&mut reader).await
     })
     .await

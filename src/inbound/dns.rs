@@ -55,10 +55,17 @@ pub struct Sockets {
 impl Sockets {
     pub fn bind(addr: SocketAddr) -> io::Result<Sockets> {
         let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen for DNS on {addr}: {e}"));
-        let udp = UdpSocket::bind(addr).map_err(named)?;
-        // Port 0: TCP takes the port UDP was given.
-        let tcp = TcpListener::bind(udp.local_addr()?).map_err(named)?;
-        Ok(Sockets { udp: Async::new(udp)?, tcp: Async::new(tcp)? })
+        // Port 0: TCP takes the port UDP was given, which a TCP socket may
+        // hold already; then another port is tried.
+        let mut tries = if addr.port() == 0 { 16 } else { 1 };
+        loop {
+            let udp = UdpSocket::bind(addr).map_err(named)?;
+            match TcpListener::bind(udp.local_addr()?) {
+                Ok(tcp) => return Ok(Sockets { udp: Async::new(udp)?, tcp: Async::new(tcp)? }),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
+                Err(e) => return Err(named(e)),
+            }
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

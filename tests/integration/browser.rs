@@ -31,8 +31,12 @@ fn dump_dom(browser: &str, url: &str, budget_ms: u32) -> String {
 
 /// [`dump_dom`] with more command-line switches (a proxy, say).
 pub fn dump_dom_with(browser: &str, url: &str, budget_ms: u32, extra: &[&str]) -> String {
-    let profile =
-        std::env::temp_dir().join(format!("socksbalance-chromium-{}-{}", std::process::id(), budget_ms));
+    // A profile of its own per run: two Chromiums on one profile make the
+    // second hand over to the first and exit with nothing (tests run in
+    // parallel).
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let profile = std::env::temp_dir().join(format!("socksbalance-chromium-{}-{run}", std::process::id()));
     let mut child = Command::new(browser)
         .args([
             "--headless",
