@@ -511,14 +511,16 @@ pub fn parse_udp_header(d: &[u8]) -> Result<(Address, usize), UdpError> {
     if head[2] != 0 {
         return Err(UdpError::Fragment);
     }
-    let port_at = |at: usize| d.get(at..at + 2).map(|p| u16::from_be_bytes([p[0], p[1]])).ok_or(UdpError::Short);
+    let port_at =
+        |at: usize| d.get(at..at + 2).map(|p| u16::from_be_bytes([p[0], p[1]])).ok_or(UdpError::Short);
     match head[3] {
         ATYP_IPV4 => {
             let ip: [u8; 4] = d.get(4..8).ok_or(UdpError::Short)?.try_into().map_err(|_| UdpError::Short)?;
             Ok((Address::Ip(SocketAddr::new(IpAddr::from(ip), port_at(8)?)), 10))
         }
         ATYP_IPV6 => {
-            let ip: [u8; 16] = d.get(4..20).ok_or(UdpError::Short)?.try_into().map_err(|_| UdpError::Short)?;
+            let ip: [u8; 16] =
+                d.get(4..20).ok_or(UdpError::Short)?.try_into().map_err(|_| UdpError::Short)?;
             Ok((Address::Ip(SocketAddr::new(IpAddr::from(ip), port_at(20)?)), 22))
         }
         ATYP_DOMAIN => {

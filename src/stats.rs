@@ -50,7 +50,42 @@ pub struct BackendStats {
     pub bytes_up: Counter,
     /// Bytes from this backend to clients.
     pub bytes_down: Counter,
+    /// What UDP ASSOCIATE through this backend is known to do:
+    /// [`UDP_UNKNOWN`], [`UDP_WORKS`] or [`UDP_REFUSED`] (a TCP-only
+    /// proxy, skipped for UDP from then on).
+    pub udp: std::sync::atomic::AtomicU8,
+    /// UDP associations relayed through it now.
+    pub udp_open: AtomicUsize,
+    /// Datagrams and their payload bytes, clients to backend and back.
+    pub udp_datagrams_up: Counter,
+    pub udp_datagrams_down: Counter,
+    pub udp_bytes_up: Counter,
+    pub udp_bytes_down: Counter,
 }
+
+/// [`BackendStats::udp`] starts at 0: not tried yet.
+/// [`BackendStats::udp`]: an association was made through it.
+pub const UDP_WORKS: u8 = 1;
+/// [`BackendStats::udp`]: it answered UDP ASSOCIATE with 0x07.
+pub const UDP_REFUSED: u8 = 2;
+
+/// Why a datagram was dropped, in [`DaemonStats::udp_drops`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpDrop {
+    /// From another address than the client's, or than the backend's relay.
+    Foreign,
+    /// FRAG was not zero.
+    Fragment,
+    /// A header that does not parse.
+    Malformed,
+    /// Too large to send on with its header.
+    Oversized,
+    /// `deny_destinations` forbids it, or its name did not resolve.
+    Refused,
+}
+
+/// The names of the [`UdpDrop`] causes, in order.
+pub const UDP_DROPS: [&str; 5] = ["foreign", "fragment", "malformed", "oversized", "refused"];
 
 /// Marks a connection as assigned to a backend while it lives.
 pub struct ActiveGuard(Arc<BackendStats>);
@@ -59,6 +94,13 @@ impl ActiveGuard {
     pub fn new(stats: &Arc<BackendStats>) -> Self {
         stats.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(Arc::clone(stats))
+    }
+}
+
+impl ActiveGuard {
+    /// The stats of the backend it counts for.
+    pub fn stats(&self) -> &BackendStats {
+        &self.0
     }
 }
 
@@ -86,6 +128,9 @@ pub struct DaemonStats {
     pub dns_queries: Counter,
     pub dns_cache_hits: Counter,
     pub dns_failures: Counter,
+    /// UDP associations open now, and datagrams dropped by cause.
+    pub udp_associations: AtomicUsize,
+    pub udp_drops: [Counter; 5],
     /// Client connections currently open (handshaking or relaying).
     pub open: AtomicUsize,
     /// Recent aggregate throughput, for the dashboard's graph.
@@ -103,6 +148,11 @@ pub struct DaemonStats {
 }
 
 impl DaemonStats {
+    /// Counts a dropped datagram.
+    pub fn udp_drop(&self, why: UdpDrop) {
+        self.udp_drops[why as usize].add(1);
+    }
+
     /// The counter of clients that spoke `protocol` (a mixed port's
     /// clients count by what they spoke).
     pub fn clients_of(&self, protocol: crate::config::Protocol) -> &Counter {

@@ -57,12 +57,19 @@ static MARK_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 /// routing mark.
 pub fn socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     let socket = bare_socket(addr)?;
+    mark(&socket);
+    Ok(socket)
+}
+
+/// Puts the routing mark on a socket we open (TCP or UDP), if one is set;
+/// a failure is said once.
+pub fn mark(socket: &OwnedFd) {
     #[cfg(target_os = "linux")]
     {
         let mark = ROUTING_MARK.load(std::sync::atomic::Ordering::Relaxed);
         if mark != 0 {
             use linux_raw_sys::net::{SOL_SOCKET, SO_MARK};
-            if let Err(e) = set_int(&socket, SOL_SOCKET, SO_MARK, mark as i32) {
+            if let Err(e) = set_int(socket, SOL_SOCKET, SO_MARK, mark as i32) {
                 if !MARK_FAILED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     log::warn!(
                         "cannot mark outgoing connections with routing_mark {mark:#x} ({e}; it needs \
@@ -72,7 +79,8 @@ pub fn socket(addr: SocketAddr) -> io::Result<OwnedFd> {
             }
         }
     }
-    Ok(socket)
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
 }
 
 /// `setsockopt` of an `int` option, by the kernel's own numbers (from

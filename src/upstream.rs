@@ -383,7 +383,8 @@ pub async fn socks5_connect(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> Result<(Address, Vec<u8>), UpstreamError> {
-    socks5_request(stream, credentials, socks5::Command::Connect, dest, connect_timeout, request_timeout).await
+    socks5_request(stream, credentials, socks5::Command::Connect, dest, connect_timeout, request_timeout)
+        .await
 }
 
 /// Our SOCKS5 handshake with a backend for `command` (CONNECT to a

@@ -37,6 +37,9 @@ pub const LOG_FORMAT: LogFormat = LogFormat::Text;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: u32 = 1024;
+pub const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const MAX_UDP_ASSOCIATIONS: u32 = 256;
+pub const BACKEND_UDP: bool = true;
 
 pub const SNIFF: bool = true;
 /// `routing_mark` when a redirect or tproxy listener is configured (none
@@ -88,6 +91,9 @@ pub fn documented() -> Vec<(&'static str, Documented)> {
         ("limits.idle_timeout", D(IDLE_TIMEOUT)),
         ("limits.handshake_timeout", D(HANDSHAKE_TIMEOUT)),
         ("limits.max_connections", t(&MAX_CONNECTIONS)),
+        ("limits.udp_idle_timeout", D(UDP_IDLE_TIMEOUT)),
+        ("limits.max_udp_associations", t(&MAX_UDP_ASSOCIATIONS)),
+        ("backends.udp", t(&BACKEND_UDP)),
         ("sniff", t(&SNIFF)),
         ("routing_mark", T(format!("{ROUTING_MARK:#x}"))),
         ("dns.cache_size", t(&DNS_CACHE_SIZE)),

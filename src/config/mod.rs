@@ -391,6 +391,8 @@ pub struct BackendConfig {
     /// Found by `interfaces: auto` rather than written in the file; a
     /// re-discovery replaces exactly these.
     pub discovered: bool,
+    /// Whether UDP associations may use it (`udp: false` skips it).
+    pub udp: bool,
 }
 
 impl BackendConfig {
@@ -471,6 +473,10 @@ pub struct Limits {
     pub max_connections: NonZeroU32,
     /// Client connections open at once from one IP address.
     pub max_connections_per_client: Option<NonZeroU32>,
+    /// A UDP association with no datagram either way for this long ends.
+    pub udp_idle_timeout: Duration,
+    /// UDP associations open at once; beyond it UDP ASSOCIATE is refused.
+    pub max_udp_associations: NonZeroU32,
 }
 
 /// The DNS listener (`dns:`): queries forwarded over TCP through the
@@ -725,6 +731,7 @@ impl Config {
                 weight: auto.weight,
                 via: None,
                 discovered: true,
+                udp: true,
             })
             .collect::<Vec<_>>();
         let at = auto.position.min(config.backends.len());

@@ -117,6 +117,8 @@ raw! {
         interfaces: AutoInterfaces,
         /// A SOCKS backend reached through the named uplink.
         via: String,
+        /// `false`: never used for UDP associations.
+        udp: bool,
     }
 }
 
@@ -194,5 +196,7 @@ raw! {
         handshake_timeout: GoDuration,
         max_connections: u32,
         max_connections_per_client: u32,
+        udp_idle_timeout: GoDuration,
+        max_udp_associations: u32,
     }
 }

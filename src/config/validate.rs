@@ -274,6 +274,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             None => None,
             Some(n) => Some(non_zero("limits.max_connections_per_client", Some(n), 0)?),
         },
+        udp_idle_timeout: lim.udp_idle_timeout.map_or(defaults::UDP_IDLE_TIMEOUT, |d| d.0),
+        max_udp_associations: non_zero(
+            "limits.max_udp_associations",
+            lim.max_udp_associations,
+            defaults::MAX_UDP_ASSOCIATIONS,
+        )?,
     };
 
     let allow = match raw.allow {
@@ -407,6 +413,7 @@ fn expand_backends(
         'entry: {
             let key = |field: &str| format!("backends[{i}].{field}");
             let weight = non_zero(&key("weight"), b.weight, defaults::WEIGHT)?;
+            let udp = b.udp.unwrap_or(defaults::BACKEND_UDP);
             if weight.get() > MAX_WEIGHT {
                 return Err(ConfigError::at(
                     key("weight"),
@@ -489,6 +496,7 @@ fn expand_backends(
                         weight,
                         via: None,
                         discovered: false,
+                        udp,
                     });
                     break 'entry;
                 }
@@ -510,6 +518,7 @@ fn expand_backends(
                         weight,
                         via: None,
                         discovered: false,
+                        udp,
                     });
                     break 'entry;
                 }
@@ -536,6 +545,7 @@ fn expand_backends(
                     weight,
                     via: b.via.clone(),
                     discovered: false,
+                    udp,
                 });
             }
             if out.len() > MAX_BACKENDS {

@@ -25,6 +25,7 @@ pub(crate) mod gateway;
 pub(crate) mod http;
 pub(crate) mod socks5;
 pub(crate) mod transparent;
+pub(crate) mod udp;
 
 use std::fmt;
 use std::io;
@@ -78,8 +79,8 @@ pub async fn serve(
             let tproxy = speaks == Protocol::Tproxy;
             Box::pin(gateway::handshake(&snap, &client, ip, tproxy, deadline)).await
         }
-        (_, Mode::Socks5) => Box::pin(socks5::handshake(&snap, &client, ip, deadline)).await,
-        (_, Mode::Transparent) => Box::pin(transparent::handshake(&snap, &client, ip, deadline)).await,
+        (_, Mode::Socks5) => Box::pin(socks5::handshake(&snap, stats, &client, ip, deadline)).await,
+        (_, Mode::Transparent) => Box::pin(transparent::handshake(&snap, stats, &client, ip, deadline)).await,
     };
     // By reference: the tunnel's state is in the task once, not also
     // moved into the relay's future.
@@ -153,6 +154,8 @@ pub(crate) enum Ended {
     Http(u16, String),
     /// A gateway connection that cannot be served, and why.
     Gateway(String),
+    /// A UDP association ended (or could not start), and why.
+    Udp(String),
 }
 
 impl fmt::Display for Ended {
@@ -170,6 +173,7 @@ impl fmt::Display for Ended {
             Ended::Connect(e) => e.fmt(f),
             Ended::Http(status, why) => write!(f, "answered HTTP {status}: {why}"),
             Ended::Gateway(why) => f.write_str(why),
+            Ended::Udp(why) => write!(f, "UDP association: {why}"),
         }
     }
 }

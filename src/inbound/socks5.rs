@@ -3,8 +3,8 @@
 //! upstream with [`crate::connect`], and answer with the reply code its
 //! outcome maps to.
 //!
-//! The command dispatch in [`open`] is where UDP ASSOCIATE will plug in;
-//! until then it gets "command not supported".
+//! The command dispatch is in [`open`]: CONNECT here, UDP ASSOCIATE in
+//! [`super::udp`], BIND refused with "command not supported".
 
 use std::io;
 use std::net::{IpAddr, TcpStream};
@@ -16,6 +16,7 @@ use super::{for_debug_log, Ended, Ready};
 use crate::connect::{self, Attempts, ConnectError, Established};
 use crate::context::Snapshot;
 use crate::socks5::{self, Address, Command, Greeting, Recorder, ReplyCode, Request};
+use crate::stats::DaemonStats;
 use crate::upstream::until;
 
 /// The client's side of the handshake, read ahead (see
@@ -26,6 +27,7 @@ pub(crate) type ClientReader<'a> = socks5::Buffered<&'a Async<TcpStream>>;
 /// The whole SOCKS5 handshake of one client, up to a tunnel ready to relay.
 pub(crate) async fn handshake(
     snap: &Snapshot,
+    stats: &DaemonStats,
     client: &Async<TcpStream>,
     ip: IpAddr,
     deadline: Instant,
@@ -35,7 +37,7 @@ pub(crate) async fn handshake(
         .await
         .map_err(|e| Ended::Client("greeting", e))?;
     let request = negotiate(snap, client, &mut reader, &greeting, deadline).await?;
-    open(snap, client, ip, request, Attempts::new(snap, deadline), None, reader.into_leftover()).await
+    open(snap, stats, client, ip, request, Attempts::new(snap, deadline), None, reader.into_leftover()).await
 }
 
 /// Ends the client's handshake here: method choice, login when `auth` is
@@ -155,8 +157,10 @@ pub(crate) fn reply_code(e: &ConnectError) -> ReplyCode {
 /// upstream for a CONNECT (with failover) and answers the client. `first`,
 /// already counted in `attempts`, is tried before any other. `early` is
 /// what the client sent behind its request, for the destination.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn open(
     snap: &Snapshot,
+    stats: &DaemonStats,
     client: &Async<TcpStream>,
     ip: IpAddr,
     request: Request,
@@ -166,7 +170,10 @@ pub(crate) async fn open(
 ) -> Result<Ready, Ended> {
     match request.command {
         Command::Connect => {}
-        Command::Bind | Command::UdpAssociate => {
+        Command::UdpAssociate => {
+            return Err(super::udp::associate(snap, stats, client, ip, &request.address, attempts).await);
+        }
+        Command::Bind => {
             return Err(refuse(
                 client,
                 ReplyCode::COMMAND_NOT_SUPPORTED,

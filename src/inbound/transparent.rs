@@ -73,6 +73,7 @@ struct Opened {
 
 pub(crate) async fn handshake(
     snap: &Snapshot,
+    stats: &crate::stats::DaemonStats,
     client: &Async<TcpStream>,
     ip: IpAddr,
     deadline: Instant,
@@ -107,6 +108,7 @@ pub(crate) async fn handshake(
                 inbound_socks5::negotiate(snap, client, &mut reader, &talk.greeting, deadline).await?;
             return inbound_socks5::open(
                 snap,
+                stats,
                 client,
                 ip,
                 request,

@@ -93,6 +93,42 @@ pub async fn connect(uplink: &Uplink, addr: SocketAddr, first: FirstWord) -> io:
     crate::tcp::connect(socket, addr, first).await
 }
 
+/// A UDP socket for destinations of one family (`v6`), non-blocking, with
+/// the routing mark, and pinned to `uplink` as its TCP connections are.
+pub fn udp_socket(uplink: Option<&Uplink>, v6: bool) -> io::Result<std::net::UdpSocket> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = if v6 { AddressFamily::INET6 } else { AddressFamily::INET };
+    #[cfg(unix)]
+    let socket = rustix::net::socket_with(family, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
+    #[cfg(not(unix))]
+    let socket = {
+        let _ = SocketFlags::empty();
+        rustix::net::socket(family, SocketType::DGRAM, None)?
+    };
+    crate::tcp::mark(&socket);
+    let unspecified: IpAddr =
+        if v6 { std::net::Ipv6Addr::UNSPECIFIED.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() };
+    let mut local = unspecified;
+    if let Some(u) = uplink {
+        if let Some(dev) = &u.interface {
+            sys::bind_to_interface(&socket, dev, v6)
+                .map_err(|e| io::Error::new(e.kind(), format!("interface {dev}: {e}")))?;
+        }
+        match u.bind {
+            Some(ip) if ip.is_ipv6() == v6 => local = ip,
+            Some(ip) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    format!("source address {ip} is of the other family"),
+                ));
+            }
+            None => {}
+        }
+    }
+    rustix::net::bind(&socket, &SocketAddr::new(local, 0))?;
+    Ok(std::net::UdpSocket::from(socket))
+}
+
 /// Whether a connect error says the link itself is unusable, rather than
 /// that one destination refused or could not be reached beyond it.
 pub fn link_failure(e: &io::Error) -> bool {

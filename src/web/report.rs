@@ -48,6 +48,12 @@ pub struct BackendReport {
     pub timeouts: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// UDP through it: `Some(true)` works, `Some(false)` refused or
+    /// `udp: false`, `None` not tried yet.
+    pub udp: Option<bool>,
+    /// UDP associations open now; datagrams up, down; payload bytes up,
+    /// down.
+    pub udp_counts: [u64; 5],
     pub in_active_set: bool,
     /// Uplinks: the interface they are pinned to.
     pub interface: Option<String>,
@@ -79,6 +85,10 @@ pub struct Report {
     pub inbound: [u64; 4],
     /// The DNS listener's queries, cache hits and failures, if it runs.
     pub dns: Option<[u64; 3]>,
+    /// UDP associations open now.
+    pub udp_associations: usize,
+    /// Datagrams dropped, by cause (`stats::UDP_DROPS`).
+    pub udp_drops: [u64; 5],
     pub connections_open: usize,
     /// Clients closed for not being in `allow`.
     pub clients_denied: u64,
@@ -147,6 +157,19 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
                 timeouts: b.stats.timeouts.get(),
                 bytes_up: b.stats.bytes_up.get(),
                 bytes_down: b.stats.bytes_down.get(),
+                udp: match b.stats.udp.load(Ordering::Relaxed) {
+                    _ if !b.config.udp => Some(false),
+                    crate::stats::UDP_WORKS => Some(true),
+                    crate::stats::UDP_REFUSED => Some(false),
+                    _ => None,
+                },
+                udp_counts: [
+                    b.stats.udp_open.load(Ordering::Relaxed) as u64,
+                    b.stats.udp_datagrams_up.get(),
+                    b.stats.udp_datagrams_down.get(),
+                    b.stats.udp_bytes_up.get(),
+                    b.stats.udp_bytes_down.get(),
+                ],
                 in_active_set: b.health.is_active(),
                 interface: uplink.and_then(|u| u.interface.clone()),
                 addresses: match uplink {
@@ -184,6 +207,8 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
             .dns
             .as_ref()
             .map(|_| [&stats.dns_queries, &stats.dns_cache_hits, &stats.dns_failures].map(|c| c.get())),
+        udp_associations: stats.udp_associations.load(Ordering::Relaxed),
+        udp_drops: stats.udp_drops.each_ref().map(|c| c.get()),
         connections_open: stats.open.load(Ordering::Relaxed),
         clients_denied: stats.denied_clients.get(),
         clients_refused: stats.refused_busy.get(),
@@ -265,6 +290,9 @@ fn ms(d: Duration) -> f64 {
 /// Appends `"key":` to a JSON object under construction.
 /// The inbound protocols clients are counted by.
 pub const INBOUNDS: [&str; 4] = ["socks5", "http", "redirect", "tproxy"];
+/// A backend's UDP figures, in `BackendReport::udp_counts` order.
+pub const UDP_COUNTS: [&str; 5] =
+    ["udp_associations", "udp_datagrams_up", "udp_datagrams_down", "udp_bytes_up", "udp_bytes_down"];
 /// The DNS listener's counters.
 pub const DNS_COUNTERS: [&str; 3] = ["queries", "cache_hits", "failures"];
 
@@ -336,6 +364,10 @@ pub fn to_json(r: &Report) -> String {
         Some(dns) => counters(&mut out, &DNS_COUNTERS, dns),
         None => out.push_str("null"),
     }
+    key(&mut out, "udp");
+    let _ = write!(out, "{{\"associations\":{},\"drops\":", r.udp_associations);
+    counters(&mut out, &crate::stats::UDP_DROPS, &r.udp_drops);
+    out.push('}');
     key(&mut out, "open_tunnels");
     let _ = write!(out, "{}", r.connections_open);
     key(&mut out, "clients_denied");
@@ -423,10 +455,19 @@ pub fn to_json(r: &Report) -> String {
             ("stalls", b.stalls),
             ("bytes_up", b.bytes_up),
             ("bytes_down", b.bytes_down),
-        ] {
+        ]
+        .into_iter()
+        .chain(UDP_COUNTS.into_iter().zip(b.udp_counts))
+        {
             key(&mut out, name);
             let _ = write!(out, "{v}");
         }
+        key(&mut out, "udp");
+        out.push_str(match b.udp {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "null",
+        });
         let opt_str = |out: &mut String, k: &str, v: Option<&str>| {
             key(out, k);
             match v {
@@ -521,6 +562,12 @@ pub fn to_prometheus(r: &Report) -> String {
     for (name, n) in INBOUNDS.iter().zip(r.inbound) {
         let _ = writeln!(out, "socksbalance_inbound_clients_total{{protocol=\"{name}\"}} {n}");
     }
+    family(&mut out, "udp_associations", "gauge", "UDP associations open.");
+    let _ = writeln!(out, "socksbalance_udp_associations {}", r.udp_associations);
+    family(&mut out, "udp_drops_total", "counter", "UDP datagrams dropped, by cause.");
+    for (why, n) in crate::stats::UDP_DROPS.iter().zip(r.udp_drops) {
+        let _ = writeln!(out, "socksbalance_udp_drops_total{{cause=\"{why}\"}} {n}");
+    }
     if let Some(dns) = &r.dns {
         let help = [
             "DNS queries received (UDP and TCP).",
@@ -543,7 +590,7 @@ pub fn to_prometheus(r: &Report) -> String {
         .map(|b| format!("backend=\"{}\",address=\"{}\"", label(&b.name), label(&b.address)))
         .collect();
     type Series = fn(&BackendReport) -> Option<f64>;
-    let per_backend: [(&str, &str, &str, Series); 14] = [
+    let per_backend: [(&str, &str, &str, Series); 20] = [
         ("backend_up", "gauge", "1 if the backend is up: circuit closed and it has answered.", |b| {
             Some(f64::from(u8::from(b.healthy)))
         }),
@@ -581,6 +628,27 @@ pub fn to_prometheus(r: &Report) -> String {
         }),
         ("backend_bytes_down_total", "counter", "Bytes relayed from the backend to clients.", |b| {
             Some(b.bytes_down as f64)
+        }),
+        (
+            "backend_udp",
+            "gauge",
+            "UDP through the backend: 1 works, 0 refused or off (unknown: absent).",
+            |b| b.udp.map(|u| f64::from(u8::from(u))),
+        ),
+        ("backend_udp_associations", "gauge", "UDP associations relayed through the backend now.", |b| {
+            Some(b.udp_counts[0] as f64)
+        }),
+        ("backend_udp_datagrams_up_total", "counter", "Datagrams from clients sent through it.", |b| {
+            Some(b.udp_counts[1] as f64)
+        }),
+        ("backend_udp_datagrams_down_total", "counter", "Datagrams through it to clients.", |b| {
+            Some(b.udp_counts[2] as f64)
+        }),
+        ("backend_udp_bytes_up_total", "counter", "UDP payload bytes from clients.", |b| {
+            Some(b.udp_counts[3] as f64)
+        }),
+        ("backend_udp_bytes_down_total", "counter", "UDP payload bytes to clients.", |b| {
+            Some(b.udp_counts[4] as f64)
         }),
     ];
     for (name, kind, help, value) in per_backend {

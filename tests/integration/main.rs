@@ -22,4 +22,5 @@ mod multipath;
 mod relay;
 mod reload;
 mod segments;
+mod udp;
 mod web;

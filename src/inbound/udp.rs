@@ -1,0 +1,457 @@
+//! UDP ASSOCIATE (RFC 1928 §7) for SOCKS5 clients: one relay socket per
+//! association, and datagrams relayed through a balanced backend.
+//!
+//! - The client's relay socket is bound on the address the client reached
+//!   us at, and the reply names it. Only datagrams from the client's own
+//!   IP are taken: from the port it declared, if it declared one, or else
+//!   from the first port seen. A datagram with FRAG set, or a header that
+//!   does not parse, is dropped and counted.
+//! - A SOCKS5 backend gets our own UDP ASSOCIATE, with its credentials,
+//!   over a TCP control connection that lives as long as the association
+//!   does there. Datagrams go to the relay address it names (its own
+//!   address when it names an unspecified one, as many do) and come back
+//!   with their RFC 1928 header, which is the one the client reads: they
+//!   pass through as they are, checked, not rebuilt.
+//! - `direct` and uplink backends use sockets of their own, one per
+//!   address family, pinned to the uplink as its TCP connections are.
+//! - A backend that answers UDP ASSOCIATE with 0x07 (microsocks, Tor,
+//!   `ssh -D`) is learned as TCP-only and skipped for UDP from then on; so
+//!   is one configured `udp: false`.
+//! - The association lives as long as the client's TCP connection, and
+//!   ends after `limits.udp_idle_timeout` without a datagram either way.
+//!   When its backend's control connection dies, it moves to another
+//!   backend and keeps the client's relay socket: datagrams in between may
+//!   be lost, as UDP allows, but the association does not end.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use smol::future::FutureExt;
+use smol::io::AsyncReadExt;
+use smol::{Async, Timer};
+
+use super::Ended;
+use crate::balancer::Client;
+use crate::config::Target;
+use crate::connect::Attempts;
+use crate::context::Snapshot;
+use crate::health::{Source, Verdict};
+use crate::socks5::{self, Address, Command, ReplyCode};
+use crate::stats::{ActiveGuard, DaemonStats, UdpDrop, UDP_REFUSED, UDP_WORKS};
+use crate::upstream::{self, UpstreamError};
+
+/// The largest datagram: what one IPv4 UDP packet carries.
+const MAX_DATAGRAM: usize = 65_507;
+
+/// The upstream side of an association.
+enum Leg {
+    /// A SOCKS5 backend's UDP relay: our control connection to it, and our
+    /// socket, connected to the relay address it named.
+    Proxy { control: Async<TcpStream>, socket: Async<UdpSocket> },
+    /// Sockets of our own (`direct`, uplinks), one per family, made when
+    /// a datagram first needs one.
+    Native { v4: Option<Async<UdpSocket>>, v6: Option<Async<UdpSocket>> },
+}
+
+/// The backend an association goes through now.
+struct Upstream {
+    backend: usize,
+    leg: Leg,
+    _active: ActiveGuard,
+}
+
+/// What woke the association up.
+enum Event {
+    Client,
+    Upstream,
+    ClientClosed,
+    BackendClosed,
+    Idle,
+}
+
+/// Serves a UDP ASSOCIATE from the client at `ip` (the client's request
+/// is answered here) until the association ends; returns why it did.
+pub(crate) async fn associate(
+    snap: &Snapshot,
+    stats: &DaemonStats,
+    client: &Async<TcpStream>,
+    ip: IpAddr,
+    declared: &Address,
+    attempts: Attempts,
+) -> Ended {
+    let limit = snap.config.limits.max_udp_associations.get() as usize;
+    if stats.udp_associations.fetch_add(1, Ordering::Relaxed) >= limit {
+        stats.udp_associations.fetch_sub(1, Ordering::Relaxed);
+        log::debug!("client {ip}: UDP ASSOCIATE refused, limits.max_udp_associations ({limit}) reached");
+        return super::socks5::refuse(
+            client,
+            ReplyCode::GENERAL_FAILURE,
+            Ended::Unsupported(Command::UdpAssociate),
+        )
+        .await;
+    }
+    let ended = serve(snap, stats, client, ip, declared, attempts).await;
+    stats.udp_associations.fetch_sub(1, Ordering::Relaxed);
+    ended
+}
+
+async fn serve(
+    snap: &Snapshot,
+    stats: &DaemonStats,
+    client: &Async<TcpStream>,
+    ip: IpAddr,
+    declared: &Address,
+    mut attempts: Attempts,
+) -> Ended {
+    // On the address the client reached us at, so that the reply names
+    // one it can send to.
+    let local = match client.get_ref().local_addr() {
+        Ok(a) => unmapped(a.ip()),
+        Err(e) => return Ended::Io(e),
+    };
+    let relay = match UdpSocket::bind((local, 0)).and_then(Async::new) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("client {ip}: cannot bind a UDP relay socket on {local}: {e}");
+            return super::socks5::refuse(client, ReplyCode::GENERAL_FAILURE, Ended::Io(e)).await;
+        }
+    };
+    let mut up = match open(snap, ip, &mut attempts).await {
+        Ok(up) => up,
+        Err(e) => {
+            let code = e.reply();
+            return super::socks5::refuse(client, code, Ended::Udp(format!("no backend for UDP: {e}"))).await;
+        }
+    };
+    let bound = relay.get_ref().local_addr().map_or(Address::UNSPECIFIED, Address::Ip);
+    let mut c = client;
+    if let Err(e) = socks5::write_reply(&mut c, ReplyCode::SUCCEEDED, &bound).await {
+        return Ended::Io(e);
+    }
+    // The client's address for datagrams: its IP always, and the port it
+    // declared (0: the first one seen).
+    let mut peer = match declared {
+        Address::Ip(a) if a.port() != 0 => Some(SocketAddr::new(ip, a.port())),
+        _ => None,
+    };
+    let idle = snap.config.limits.udp_idle_timeout;
+    let mut last = Instant::now();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let event = {
+            let closed = async {
+                let mut sink = [0u8; 64];
+                loop {
+                    match c.read(&mut sink).await {
+                        Ok(0) | Err(_) => return Event::ClientClosed,
+                        Ok(_) => {}
+                    }
+                }
+            };
+            let from_client = async {
+                let _ = relay.readable().await;
+                Event::Client
+            };
+            let from_upstream = up.readable();
+            let timer = async {
+                Timer::at(last + idle).await;
+                Event::Idle
+            };
+            closed.or(from_client).or(from_upstream).or(timer).await
+        };
+        match event {
+            Event::ClientClosed => return Ended::Udp("the client closed its control connection".into()),
+            Event::Idle => return Ended::Udp(format!("no datagram for {}", crate::config::human(idle))),
+            Event::BackendClosed => {
+                let name = &snap.pool.backends()[up.backend].config.name;
+                log::debug!("client {ip}: UDP through {name}: the backend closed the association; moving");
+                snap.pool.report(
+                    up.backend,
+                    Source::Traffic,
+                    &Verdict::of(&closed_error(), snap.config.health.connect_timeout),
+                );
+                let mut again = Attempts::new(snap, Instant::now() + snap.config.limits.handshake_timeout);
+                match open(snap, ip, &mut again).await {
+                    Ok(next) => up = next,
+                    Err(e) => {
+                        return Ended::Udp(format!(
+                            "the backend closed the association, and no other took it: {e}"
+                        ))
+                    }
+                }
+            }
+            Event::Client => {
+                last = Instant::now();
+                let buf = take_buffer(&mut buf);
+                while let Ok((n, from)) = relay.get_ref().recv_from(buf) {
+                    if from.ip() != ip && unmapped(from.ip()) != ip
+                        || peer.is_some_and(|p| p.port() != from.port())
+                    {
+                        stats.udp_drop(UdpDrop::Foreign);
+                        continue;
+                    }
+                    peer.get_or_insert(from);
+                    up.send(snap, stats, &buf[..n]).await;
+                }
+            }
+            Event::Upstream => {
+                last = Instant::now();
+                let buf = take_buffer(&mut buf);
+                up.receive(snap, stats, buf, &relay, peer).await;
+            }
+        }
+        // Freed while no datagram moves: an idle association costs no buffer.
+        buf = Vec::new();
+    }
+}
+
+/// The datagram buffer, allocated for a burst.
+fn take_buffer(buf: &mut Vec<u8>) -> &mut [u8] {
+    if buf.is_empty() {
+        buf.resize(MAX_DATAGRAM + 1, 0);
+    }
+    buf
+}
+
+fn closed_error() -> UpstreamError {
+    UpstreamError::BackendUnreachable(io::ErrorKind::ConnectionReset.into())
+}
+
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Opens the upstream side on the next backend that takes UDP, with the
+/// failover of a CONNECT. A backend that refuses UDP ASSOCIATE is learned
+/// as TCP-only and costs no attempt.
+async fn open(snap: &Snapshot, ip: IpAddr, attempts: &mut Attempts) -> Result<Upstream, UpstreamError> {
+    let who = Client { ip, destination: &Address::UNSPECIFIED };
+    let usable = |i: usize| {
+        let b = &snap.pool.backends()[i];
+        b.config.udp && b.stats.udp.load(Ordering::Relaxed) != UDP_REFUSED
+    };
+    let health = &snap.config.health;
+    while let Some(i) = attempts.next(snap, who, |i| !usable(i)) {
+        let backend = &snap.pool.backends()[i];
+        let active = ActiveGuard::new(&backend.stats);
+        let start = Instant::now();
+        let leg = match &backend.config.target {
+            Target::Direct | Target::Uplink(_) => Ok(Leg::Native { v4: None, v6: None }),
+            Target::Proxy { host, port } => {
+                let opened = async {
+                    let control = upstream::connect_backend(
+                        host,
+                        *port,
+                        health.connect_timeout,
+                        snap.pool.uplink_of(i),
+                    )
+                    .await?;
+                    let (bound, _) = upstream::socks5_request(
+                        &control,
+                        backend.config.credentials.as_ref(),
+                        Command::UdpAssociate,
+                        &Address::UNSPECIFIED,
+                        health.connect_timeout,
+                        health.request_timeout,
+                    )
+                    .await?;
+                    let relay = relay_address(&control, &bound)?;
+                    let socket = crate::uplink::udp_socket(None, relay.is_ipv6())
+                        .and_then(|s| s.connect(relay).map(|()| s))
+                        .and_then(Async::new)
+                        .map_err(UpstreamError::BackendUnreachable)?;
+                    Ok::<_, UpstreamError>(Leg::Proxy { control, socket })
+                };
+                opened.await
+            }
+        };
+        match leg {
+            Ok(leg) => {
+                backend.stats.udp.store(UDP_WORKS, Ordering::Relaxed);
+                snap.pool.report(i, Source::Traffic, &Verdict::Success(Some(start.elapsed())));
+                backend.stats.udp_open.fetch_add(1, Ordering::Relaxed);
+                return Ok(Upstream { backend: i, leg, _active: active });
+            }
+            Err(UpstreamError::BackendReply(7)) => {
+                if backend.stats.udp.swap(UDP_REFUSED, Ordering::Relaxed) != UDP_REFUSED {
+                    log::info!(
+                        "backend {}: refuses UDP ASSOCIATE (0x07); it serves TCP only",
+                        backend.config.name
+                    );
+                }
+                // It answered: its health is not in question.
+                snap.pool.report(i, Source::Traffic, &Verdict::Success(Some(start.elapsed())));
+            }
+            Err(e) => attempts.failed(snap, i, &Address::UNSPECIFIED, e),
+        }
+    }
+    Err(std::mem::replace(attempts, Attempts::new(snap, Instant::now()))
+        .into_error(ip, &Address::UNSPECIFIED))
+}
+
+/// Resolves when `socket`, if there is one, has a datagram.
+async fn readable(socket: Option<&Async<UdpSocket>>) -> Event {
+    match socket {
+        Some(s) => {
+            let _ = s.readable().await;
+            Event::Upstream
+        }
+        None => smol::future::pending().await,
+    }
+}
+
+/// Where a backend's relay listens: the address it named, or its own
+/// address when it named an unspecified one (many do: redsocks#194).
+fn relay_address(control: &Async<TcpStream>, bound: &Address) -> Result<SocketAddr, UpstreamError> {
+    let peer = control.get_ref().peer_addr().map_err(UpstreamError::BackendUnreachable)?;
+    match bound {
+        Address::Ip(a) if a.ip().is_unspecified() => Ok(SocketAddr::new(peer.ip(), a.port())),
+        Address::Ip(a) => Ok(*a),
+        // A name for its relay: unusual; its own address is the best guess.
+        Address::Domain(_, port) => Ok(SocketAddr::new(peer.ip(), *port)),
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // The counter of open associations, kept with the backend's stats
+        // by the guard's Arc.
+        self._active.stats().udp_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    /// Resolves when the upstream side has a datagram, or its control
+    /// connection closed.
+    async fn readable(&self) -> Event {
+        match &self.leg {
+            Leg::Proxy { control, socket } => {
+                let closed = async {
+                    let mut sink = [0u8; 64];
+                    let mut c = control;
+                    loop {
+                        match c.read(&mut sink).await {
+                            Ok(0) | Err(_) => return Event::BackendClosed,
+                            Ok(_) => {}
+                        }
+                    }
+                };
+                let data = async {
+                    let _ = socket.readable().await;
+                    Event::Upstream
+                };
+                closed.or(data).await
+            }
+            Leg::Native { v4, v6 } => readable(v4.as_ref()).or(readable(v6.as_ref())).await,
+        }
+    }
+
+    /// Sends a client's datagram (header and data) on.
+    async fn send(&mut self, snap: &Snapshot, stats: &DaemonStats, datagram: &[u8]) {
+        let (address, at) = match socks5::parse_udp_header(datagram) {
+            Ok(parsed) => parsed,
+            Err(socks5::UdpError::Fragment) => return stats.udp_drop(UdpDrop::Fragment),
+            Err(_) => return stats.udp_drop(UdpDrop::Malformed),
+        };
+        if let Address::Ip(dest) = &address {
+            if snap.config.denied(*dest).is_some() {
+                return stats.udp_drop(UdpDrop::Refused);
+            }
+        }
+        let backend = &snap.pool.backends()[self.backend];
+        let data = &datagram[at..];
+        let sent = match &mut self.leg {
+            // The backend reads the same header.
+            Leg::Proxy { socket, .. } => socket.get_ref().send(datagram).is_ok(),
+            Leg::Native { v4, v6 } => {
+                let dest = match address {
+                    Address::Ip(a) => a,
+                    Address::Domain(name, port) => {
+                        let name = String::from_utf8_lossy(&name).into_owned();
+                        match smol::net::resolve((name.as_str(), port))
+                            .await
+                            .ok()
+                            .and_then(|a| a.first().copied())
+                        {
+                            Some(a) if snap.config.denied(a).is_none() => a,
+                            _ => return stats.udp_drop(UdpDrop::Refused),
+                        }
+                    }
+                };
+                let slot = if dest.is_ipv4() { v4 } else { v6 };
+                if slot.is_none() {
+                    let uplink = match &backend.config.target {
+                        Target::Uplink(u) => Some(u),
+                        _ => None,
+                    };
+                    match crate::uplink::udp_socket(uplink, dest.is_ipv6()).and_then(Async::new) {
+                        Ok(s) => *slot = Some(s),
+                        Err(e) => {
+                            log::debug!("backend {}: no UDP socket for {dest}: {e}", backend.config.name);
+                            return stats.udp_drop(UdpDrop::Refused);
+                        }
+                    }
+                }
+                slot.as_ref().is_some_and(|s| s.get_ref().send_to(data, dest).is_ok())
+            }
+        };
+        if sent {
+            backend.stats.udp_datagrams_up.add(1);
+            backend.stats.udp_bytes_up.add(data.len() as u64);
+        }
+    }
+
+    /// Takes the datagrams waiting upstream and hands them to the client
+    /// at `peer` through `relay`.
+    async fn receive(
+        &mut self,
+        snap: &Snapshot,
+        stats: &DaemonStats,
+        buf: &mut [u8],
+        relay: &Async<UdpSocket>,
+        peer: Option<SocketAddr>,
+    ) {
+        let backend = &snap.pool.backends()[self.backend];
+        let deliver = |datagram: &[u8], data: usize| {
+            let Some(peer) = peer else { return };
+            if relay.get_ref().send_to(datagram, peer).is_ok() {
+                backend.stats.udp_datagrams_down.add(1);
+                backend.stats.udp_bytes_down.add(data as u64);
+            }
+        };
+        match &self.leg {
+            Leg::Proxy { socket, .. } => {
+                // Connected to the relay: nothing else arrives here.
+                while let Ok(n) = socket.get_ref().recv(buf) {
+                    match socks5::parse_udp_header(&buf[..n]) {
+                        Ok((_, at)) => deliver(&buf[..n], n - at),
+                        Err(_) => stats.udp_drop(UdpDrop::Malformed),
+                    }
+                }
+            }
+            Leg::Native { v4, v6 } => {
+                for s in [v4, v6].into_iter().flatten() {
+                    // Room in front for the header: at most 22 bytes for
+                    // an IP address.
+                    const ROOM: usize = 22;
+                    while let Ok((n, from)) = s.get_ref().recv_from(&mut buf[ROOM..]) {
+                        let from = SocketAddr::new(unmapped(from.ip()), from.port());
+                        let header = socks5::udp_header(&Address::Ip(from));
+                        if n + header.len() > MAX_DATAGRAM {
+                            stats.udp_drop(UdpDrop::Oversized);
+                            continue;
+                        }
+                        let start = ROOM - header.len();
+                        buf[start..ROOM].copy_from_slice(&header);
+                        deliver(&buf[start..ROOM + n], n);
+                    }
+                }
+            }
+        }
+    }
+}
