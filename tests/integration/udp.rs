@@ -245,6 +245,13 @@ fn udp_goes_through_dante_and_a_tcp_only_backend_is_learned_and_skipped() {
     }
     let stats = stats_of(&d);
     assert!(backend(&stats, "micro").contains("\"udp\":false"), "{stats}");
+    // The dashboard says it too.
+    if let Some(browser) = crate::browser::chromium() {
+        let dom =
+            crate::browser::dump_dom_with(browser, &format!("http://{}/", d.web_addr().unwrap()), 2000, &[]);
+        assert!(dom.contains(&format!("127.0.0.1:{} · TCP only</td>", micro.1)), "{dom}");
+        assert!(dom.contains(&format!("127.0.0.1:{} · UDP</td>", dante.port)), "{dom}");
+    }
     let dante_json = backend(&stats, "dante");
     assert!(dante_json.contains("\"udp\":true"), "{stats}");
     assert!(
