@@ -356,7 +356,13 @@ impl Upstream {
         let (address, at) = match socks5::parse_udp_header(datagram) {
             Ok(parsed) => parsed,
             Err(socks5::UdpError::Fragment) => return stats.udp_drop(UdpDrop::Fragment),
-            Err(_) => return stats.udp_drop(UdpDrop::Malformed),
+            Err(e) => {
+                log::debug!(
+                    "a client's datagram dropped: {e:?} ({:02x?})",
+                    &datagram[..datagram.len().min(12)]
+                );
+                return stats.udp_drop(UdpDrop::Malformed);
+            }
         };
         if let Address::Ip(dest) = &address {
             if snap.config.denied(*dest).is_some() {
