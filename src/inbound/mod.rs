@@ -86,6 +86,16 @@ pub async fn serve(
     // moved into the relay's future.
     match &mut ready {
         Ok(ready) => tunnel(&snap, &client, ready).await,
+        Err(Ended::Associate(_)) => {
+            // Taken out of `ready`, whose handshake state is gone by now.
+            let Err(Ended::Associate(pending)) =
+                std::mem::replace(&mut ready, Err(Ended::Udp(String::new())))
+            else {
+                return;
+            };
+            let why = Box::pin(udp::associate(&snap, stats, &client, ip, pending)).await;
+            log::debug!("client {peer}: {why}");
+        }
         Err(why) => log::debug!("client {peer}: {why}"),
     }
 }
@@ -156,6 +166,8 @@ pub(crate) enum Ended {
     Gateway(String),
     /// A UDP association ended (or could not start), and why.
     Udp(String),
+    /// Not an end: a UDP ASSOCIATE to serve once the handshake is gone.
+    Associate(Box<udp::Pending>),
 }
 
 impl fmt::Display for Ended {
@@ -174,6 +186,7 @@ impl fmt::Display for Ended {
             Ended::Http(status, why) => write!(f, "answered HTTP {status}: {why}"),
             Ended::Gateway(why) => f.write_str(why),
             Ended::Udp(why) => write!(f, "UDP association: {why}"),
+            Ended::Associate(_) => f.write_str("UDP ASSOCIATE"),
         }
     }
 }

@@ -171,7 +171,9 @@ pub(crate) async fn open(
     match request.command {
         Command::Connect => {}
         Command::UdpAssociate => {
-            return Err(super::udp::associate(snap, stats, client, ip, &request.address, attempts).await);
+            let _ = stats;
+            let pending = super::udp::Pending { declared: request.address, attempts };
+            return Err(Ended::Associate(Box::new(pending)));
         }
         Command::Bind => {
             return Err(refuse(

@@ -71,6 +71,22 @@ enum Event {
     Idle,
 }
 
+/// A UDP ASSOCIATE request whose handshake is done: what the association
+/// needs from it. The handshake hands it on (as [`Ended::Associate`]) so
+/// that its own state, kilobytes of read-ahead and parsed messages, is
+/// freed before the association, which may live for hours, begins.
+pub(crate) struct Pending {
+    /// The address the client said it would send from.
+    pub declared: Address,
+    pub attempts: Attempts,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UDP ASSOCIATE from {}", self.declared)
+    }
+}
+
 /// Serves a UDP ASSOCIATE from the client at `ip` (the client's request
 /// is answered here) until the association ends; returns why it did.
 pub(crate) async fn associate(
@@ -78,9 +94,15 @@ pub(crate) async fn associate(
     stats: &DaemonStats,
     client: &Async<TcpStream>,
     ip: IpAddr,
-    declared: &Address,
-    attempts: Attempts,
+    pending: Box<Pending>,
 ) -> Ended {
+    // Only the declared port matters from here on (the IP must be the
+    // client's own), and the association should not hold the address.
+    let Pending { declared, attempts } = *pending;
+    let declared_port = match declared {
+        Address::Ip(a) if a.port() != 0 => Some(a.port()),
+        _ => None,
+    };
     let limit = snap.config.limits.max_udp_associations.get() as usize;
     if stats.udp_associations.fetch_add(1, Ordering::Relaxed) >= limit {
         stats.udp_associations.fetch_sub(1, Ordering::Relaxed);
@@ -92,7 +114,7 @@ pub(crate) async fn associate(
         )
         .await;
     }
-    let ended = serve(snap, stats, client, ip, declared, attempts).await;
+    let ended = serve(snap, stats, client, ip, declared_port, attempts).await;
     stats.udp_associations.fetch_sub(1, Ordering::Relaxed);
     ended
 }
@@ -102,7 +124,7 @@ async fn serve(
     stats: &DaemonStats,
     client: &Async<TcpStream>,
     ip: IpAddr,
-    declared: &Address,
+    declared_port: Option<u16>,
     mut attempts: Attempts,
 ) -> Ended {
     // On the address the client reached us at, so that the reply names
@@ -118,7 +140,11 @@ async fn serve(
             return super::socks5::refuse(client, ReplyCode::GENERAL_FAILURE, Ended::Io(e)).await;
         }
     };
-    let mut up = match open(snap, ip, &mut attempts).await {
+    // Boxed here and below: opening holds a SOCKS5 handshake's buffers,
+    // which the association, sized for its idle hours, should not.
+    let opened = Box::pin(open(snap, ip, &mut attempts)).await;
+    drop(attempts);
+    let mut up = match opened {
         Ok(up) => up,
         Err(e) => {
             let code = e.reply();
@@ -132,10 +158,7 @@ async fn serve(
     }
     // The client's address for datagrams: its IP always, and the port it
     // declared (0: the first one seen).
-    let mut peer = match declared {
-        Address::Ip(a) if a.port() != 0 => Some(SocketAddr::new(ip, a.port())),
-        _ => None,
-    };
+    let mut peer = declared_port.map(|port| SocketAddr::new(ip, port));
     let idle = snap.config.limits.udp_idle_timeout;
     let mut last = Instant::now();
     let mut buf: Vec<u8> = Vec::new();
@@ -172,8 +195,9 @@ async fn serve(
                     Source::Traffic,
                     &Verdict::of(&closed_error(), snap.config.health.connect_timeout),
                 );
-                let mut again = Attempts::new(snap, Instant::now() + snap.config.limits.handshake_timeout);
-                match open(snap, ip, &mut again).await {
+                let again =
+                    Box::new(Attempts::new(snap, Instant::now() + snap.config.limits.handshake_timeout));
+                match Box::pin(reopen(snap, ip, again)).await {
                     Ok(next) => up = next,
                     Err(e) => {
                         return Ended::Udp(format!(
@@ -224,6 +248,11 @@ fn unmapped(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// [`open`] with a budget of its own, all on the heap while it runs.
+async fn reopen(snap: &Snapshot, ip: IpAddr, mut attempts: Box<Attempts>) -> Result<Upstream, UpstreamError> {
+    open(snap, ip, &mut attempts).await
 }
 
 /// Opens the upstream side on the next backend that takes UDP, with the
@@ -379,11 +408,9 @@ impl Upstream {
                     Address::Ip(a) => a,
                     Address::Domain(name, port) => {
                         let name = String::from_utf8_lossy(&name).into_owned();
-                        match smol::net::resolve((name.as_str(), port))
-                            .await
-                            .ok()
-                            .and_then(|a| a.first().copied())
-                        {
+                        // Boxed: a lookup's state is large, and rare here.
+                        let found = Box::pin(smol::net::resolve((name.as_str(), port))).await;
+                        match found.ok().and_then(|a| a.first().copied()) {
                             Some(a) if snap.config.denied(a).is_none() => a,
                             _ => return stats.udp_drop(UdpDrop::Refused),
                         }
@@ -459,5 +486,30 @@ impl Upstream {
                 }
             }
         }
+    }
+}
+
+/// An idle association's memory is mostly this future (boxed by
+/// `inbound::serve`), its sockets' registrations and the session's task
+/// (`scripts/mem_tunnels.py BIN 1000 --udp`: 5.8 KiB per association in
+/// all; docs/performance.md). Opening and name lookups are boxed so that
+/// their state is not kept here for the association's life.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod size {
+    #[test]
+    fn an_associations_future_stays_small() {
+        let c = crate::Config::from_yaml("backends:\n  - direct: true\n").unwrap();
+        let snap = crate::context::Snapshot::new(c);
+        let stats = crate::stats::DaemonStats::default();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let client = smol::Async::new(s).unwrap();
+        let pending = Box::new(super::Pending {
+            declared: crate::socks5::Address::UNSPECIFIED,
+            attempts: crate::connect::Attempts::new(&snap, std::time::Instant::now()),
+        });
+        let f = super::associate(&snap, &stats, &client, "127.0.0.1".parse().unwrap(), pending);
+        let size = std::mem::size_of_val(&f);
+        assert!(size <= 2_400, "the association's future is {size} bytes");
     }
 }
