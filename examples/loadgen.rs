@@ -9,6 +9,9 @@
 //! loadgen rate  PROXY TARGET CONCURRENCY SECONDS [MAX_CONNS]
 //! loadgen rtt   PROXY TARGET COUNT
 //! loadgen idle  PROXY HOLD COUNT PID
+//! loadgen udp-echo PORTFILE          a UDP echo server (its port to PORTFILE)
+//! loadgen udp   PROXY TARGET COUNT  datagram round trips through a SOCKS5
+//!                                   UDP ASSOCIATE to the echo at TARGET
 //! loadgen cpu   PID SECONDS
 //! ```
 //!
@@ -104,6 +107,8 @@ fn main() {
         "rtt" => rtt(addr(1), addr(2), num(3).clamp(1, 1_000_000) as usize),
         "idle" => idle(addr(1), addr(2), num(3).clamp(1, 30_000) as usize, num(4) as u32),
         "cpu" => cpu(num(1) as u32, num(2).clamp(1, 600)),
+        "udp-echo" => udp_echo(a(1)),
+        "udp" => udp(addr(1), addr(2), num(3).clamp(1, 1_000_000) as usize),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -468,6 +473,81 @@ fn rtt(proxy: SocketAddr, target: SocketAddr, count: usize) -> io::Result<()> {
     }
     lat.sort();
     println!("p50_us={:.1} p99_us={:.1} count={count}", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    Ok(())
+}
+
+fn udp_echo(port_file: &str) -> io::Result<()> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    std::fs::write(port_file, format!("{}\n", s.local_addr()?))?;
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut buf = [0u8; 65_536];
+    while started.elapsed() < SERVER_LIFETIME {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    }
+    Ok(())
+}
+
+/// One UDP association at `proxy`, then `count` round trips of a 64-byte
+/// datagram to the echo at `target`, one at a time (a lost one is sent
+/// again after 200 ms, and counted). Prints the round trip's p50 and p99
+/// and the datagrams per second both ways.
+fn udp(proxy: SocketAddr, target: SocketAddr, count: usize) -> io::Result<()> {
+    let SocketAddr::V4(v4) = target else { return Err(fail("target must be IPv4")) };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut control = TcpStream::connect(proxy)?;
+    control.set_read_timeout(Some(IO_TIMEOUT))?;
+    control.write_all(&[5, 1, 0])?;
+    let mut choice = [0u8; 2];
+    control.read_exact(&mut choice)?;
+    if choice != [5, 0] {
+        return Err(fail(format!("SOCKS5 method refused: {choice:?}")));
+    }
+    let port = socket.local_addr()?.port().to_be_bytes();
+    control.write_all(&[5, 3, 0, 1, 127, 0, 0, 1, port[0], port[1]])?;
+    let mut reply = [0u8; 10];
+    control.read_exact(&mut reply)?;
+    if reply[1] != 0 || reply[3] != 1 {
+        return Err(fail(format!("UDP ASSOCIATE refused: {reply:?}")));
+    }
+    let ip = [reply[4], reply[5], reply[6], reply[7]];
+    let relay = if ip == [0, 0, 0, 0] { SocketAddr::new(proxy.ip(), 0) } else { SocketAddr::from((ip, 0)) };
+    let relay = SocketAddr::new(relay.ip(), u16::from_be_bytes([reply[8], reply[9]]));
+    let mut msg = vec![0, 0, 0, 1];
+    msg.extend_from_slice(&v4.ip().octets());
+    msg.extend_from_slice(&v4.port().to_be_bytes());
+    let head = msg.len();
+    msg.resize(head + 64, 0);
+    let mut back = [0u8; 256];
+    let (mut lat, mut lost) = (Vec::with_capacity(count), 0u64);
+    let start = Instant::now();
+    for i in 0..count + count / 10 {
+        msg[head..head + 8].copy_from_slice(&(i as u64).to_be_bytes());
+        let t = Instant::now();
+        loop {
+            socket.send_to(&msg, relay)?;
+            match socket.recv_from(&mut back) {
+                Ok((n, _)) if back[..n].ends_with(&msg[head..]) => break,
+                Ok(_) => continue,
+                Err(_) if lost < 1000 => lost += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        if i >= count / 10 {
+            lat.push(t.elapsed());
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort();
+    println!(
+        "p50_us={:.1} p99_us={:.1} dgrams_s={:.0} lost={lost} count={count}",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        2.0 * (count + count / 10) as f64 / secs
+    );
     Ok(())
 }
 

@@ -50,6 +50,7 @@ command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
+command -v danted >/dev/null 2>&1 || need+=(dante-server)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -102,7 +103,7 @@ done
 backend_ports=($base $((base + 1)) $((base + 2)) $((base + 3)))
 p_haproxy=$((base + 4)); p_sbt=$((base + 5)); p_sbs=$((base + 6))
 p_mem=$((base + 7)); p_scale=$((base + 8)); p_floor=$((base + 9)); p_sbh=$((base + 10))
-p_sbr=$((base + 11))
+p_sbr=$((base + 11)); p_dante=$((base + 12)); p_sbu=$((base + 13))
 scale_first=$((base + 16)); scale_last=$((scale_first + scale_backends - 1))
 
 listening() { ss -Htln "sport = :$1" | grep -q .; }
@@ -158,6 +159,37 @@ wait_port "$p_sbt" "$sbt_pid"
 start sbs "$SB" -c "$work/sbs.yaml"
 sbs_pid=$last_pid
 wait_port "$p_sbs" "$sbs_pid"
+
+# UDP: Dante (UDP-capable, as microsocks is not) alone, and a socks5-mode
+# daemon with Dante as its one backend ("sbu"), both to loadgen's UDP echo.
+start udp_echo "$LG" udp-echo "$work/udp.port"
+for _ in $(seq 1 200); do [ -s "$work/udp.port" ] && break; sleep 0.05; done
+udp_target=$(cat "$work/udp.port")
+cat > "$work/danted.conf" <<DANTE
+logoutput: stderr
+internal: 127.0.0.1 port = $p_dante
+external: 127.0.0.1
+clientmethod: none
+socksmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
+socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect udpassociate udpreply }
+DANTE
+udp_ok=0
+if [ "$(id -u)" -eq 0 ]; then
+    start dante danted -f "$work/danted.conf" -N 1
+    dante_pid=$last_pid
+    wait_port "$p_dante" "$dante_pid"
+    printf 'listen: 127.0.0.1:%s\nmode: socks5\nlog: {level: warn}\nbackends:\n  - address: 127.0.0.1:%s\n' \
+        "$p_sbu" "$p_dante" > "$work/sbu.yaml"
+    start sbu "$SB" -c "$work/sbu.yaml"
+    sbu_pid=$last_pid
+    wait_port "$p_sbu" "$sbu_pid"
+    udp_ok=1
+else
+    echo "== not root: Dante cannot start, the UDP rows are left out"
+fi
 
 # Idle RSS: after start, before any client (the first probes are done
 # within a second: poll until one second has passed since start, bounded).
@@ -221,6 +253,17 @@ echo "== echo RTT: $rounds round(s) x $rtt_count round trips"
 for r in $(seq 1 "$rounds"); do
     for n in $(order "$r"); do run rtt "$n" rtt "${addr[$n]}" "$target" "$rtt_count"; done
 done
+
+if [ "$udp_ok" = 1 ]; then
+    echo "== UDP: $rounds round(s) x $rtt_count datagram round trips"
+    for r in $(seq 1 "$rounds"); do
+        if [ $((r % 2)) = 1 ]; then udp_order="dante sbu"; else udp_order="sbu dante"; fi
+        for n in $udp_order; do
+            if [ "$n" = dante ]; then p=$p_dante; else p=$p_sbu; fi
+            run udp "$n" udp "127.0.0.1:$p" "$udp_target" "$rtt_count"
+        done
+    done
+fi
 
 for n in haproxy sbt sbs; do
     echo "peak $n kib=$(rss "${pid[$n]}" VmHWM:)" >> "$results"

@@ -107,6 +107,13 @@ def main():
             print(f"{label + ' rate (conns/s) vs socks5':40}{other:>11.0f}{socks_rate:>11.0f}"
                   f"{ratio:>10.2f}x  >=0.9x   {'PASS' if ok else 'FAIL'}")
 
+    # UDP through Dante, against Dante alone, in the same rounds.
+    if ("udp", "sbu", "p50_us") in data and ("udp", "dante", "p50_us") in data:
+        for key, label, higher in [("p50_us", "UDP round trip p50 (µs)", False), ("p99_us", "UDP round trip p99 (µs)", False),
+                                   ("dgrams_s", "UDP datagrams/s (both ways)", True)]:
+            ours, dante = med("udp", "sbu", key), med("udp", "dante", key)
+            print(f"{label + ' vs Dante alone':40}{ours:>11.1f}{dante:>11.1f}{ours / dante:>10.2f}x  (measured)")
+
     print()
     print("footprint (socksbalance)                  measured      target   verdict")
     print("-" * 76)
