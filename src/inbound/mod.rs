@@ -37,7 +37,7 @@ use smol::io::AsyncWriteExt;
 use smol::Async;
 
 use crate::config::{Mode, Protocol};
-use crate::connect::ConnectError;
+use crate::connect::{Attempts, ConnectError};
 use crate::context::Snapshot;
 use crate::relay;
 use crate::socks5::{Address, Command};
@@ -167,7 +167,7 @@ pub(crate) enum Ended {
     /// A UDP association ended (or could not start), and why.
     Udp(String),
     /// Not an end: a UDP ASSOCIATE to serve once the handshake is gone.
-    Associate(Box<udp::Pending>),
+    Associate(Box<Pending>),
 }
 
 impl fmt::Display for Ended {
@@ -194,6 +194,23 @@ impl fmt::Display for Ended {
 impl From<io::Error> for Ended {
     fn from(e: io::Error) -> Ended {
         Ended::Io(e)
+    }
+}
+
+/// A UDP ASSOCIATE request whose handshake is done: what the association
+/// needs from it. The handshake hands it on (as [`Ended::Associate`]) to
+/// [`udp::associate`], so that its own state, kilobytes of read-ahead and
+/// parsed messages, is freed before the association, which may live for
+/// hours, begins.
+pub(crate) struct Pending {
+    /// The address the client said it would send from.
+    pub declared: Address,
+    pub attempts: Attempts,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UDP ASSOCIATE from {}", self.declared)
     }
 }
 

@@ -172,7 +172,7 @@ pub(crate) async fn open(
         Command::Connect => {}
         Command::UdpAssociate => {
             let _ = stats;
-            let pending = super::udp::Pending { declared: request.address, attempts };
+            let pending = super::Pending { declared: request.address, attempts };
             return Err(Ended::Associate(Box::new(pending)));
         }
         Command::Bind => {

@@ -32,7 +32,7 @@ use smol::future::FutureExt;
 use smol::io::AsyncReadExt;
 use smol::{Async, Timer};
 
-use super::Ended;
+use super::{Ended, Pending};
 use crate::balancer::Client;
 use crate::config::Target;
 use crate::connect::Attempts;
@@ -69,22 +69,6 @@ enum Event {
     ClientClosed,
     BackendClosed,
     Idle,
-}
-
-/// A UDP ASSOCIATE request whose handshake is done: what the association
-/// needs from it. The handshake hands it on (as [`Ended::Associate`]) so
-/// that its own state, kilobytes of read-ahead and parsed messages, is
-/// freed before the association, which may live for hours, begins.
-pub(crate) struct Pending {
-    /// The address the client said it would send from.
-    pub declared: Address,
-    pub attempts: Attempts,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "UDP ASSOCIATE from {}", self.declared)
-    }
 }
 
 /// Serves a UDP ASSOCIATE from the client at `ip` (the client's request
