@@ -294,7 +294,9 @@ async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, ready: &mut Ready) {
 /// what an idle tunnel costs beyond its sockets (docs/performance.md,
 /// "Memory per idle tunnel"). 1,160 bytes before the first-byte check,
 /// 1,256 with it, 1,288 with the listener's protocol and the per-inbound
-/// counters (2,485 bytes per idle tunnel in all, scripts/mem_tunnels.py).
+/// counters (2,485 bytes per idle tunnel in all, scripts/mem_tunnels.py),
+/// 1,304 with the hand-over of a UDP ASSOCIATE to its own boxed task
+/// state (2,416 bytes per idle tunnel measured after it).
 #[cfg(all(test, target_pointer_width = "64"))]
 mod task_size {
     #[test]
@@ -312,6 +314,6 @@ mod task_size {
             &stats,
         );
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 1_296, "the session task is {size} bytes");
+        assert!(size <= 1_304, "the session task is {size} bytes");
     }
 }
