@@ -367,3 +367,58 @@ fn idle_associations_end_and_the_association_limit_refuses_more() {
     });
     assert!(Association::open(d.local_addrs()[0]).is_ok(), "room again");
 }
+
+/// A SOCKS5 backend that answers UDP ASSOCIATE with an unspecified
+/// BND.ADDR (`0.0.0.0` and a port), as many do, and whose relay sends
+/// every datagram straight back, header and all: to its client that reads
+/// as an echo from the destination. On 127.0.0.2, so that a datagram sent
+/// to `0.0.0.0` (which Linux delivers to 127.0.0.1) would not reach it.
+fn unspecified_bnd_backend() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for control in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut c = control;
+                let mut buf = [0u8; 262];
+                // Greeting, then the request (IPv4 form).
+                if c.read_exact(&mut buf[..3]).is_err() || c.write_all(&[5, 0]).is_err() {
+                    return;
+                }
+                if c.read_exact(&mut buf[..10]).is_err() || buf[1] != 3 {
+                    let _ = c.write_all(&[5, 7, 0, 1, 0, 0, 0, 0, 0, 0]);
+                    return;
+                }
+                let relay = UdpSocket::bind("127.0.0.2:0").unwrap();
+                let port = relay.local_addr().unwrap().port().to_be_bytes();
+                let _ = c.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, port[0], port[1]]);
+                relay.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                c.set_nonblocking(true).unwrap();
+                let mut d = [0u8; 65_536];
+                // Until the control connection closes.
+                while !matches!(c.read(&mut buf), Ok(0)) {
+                    if let Ok((n, from)) = relay.recv_from(&mut d) {
+                        let _ = relay.send_to(&d[..n], from);
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_backend_naming_an_unspecified_relay_address_is_reached_at_its_own() {
+    let backend = unspecified_bnd_backend();
+    let d = daemon(&format!("{LISTEN}{WEB}backends:\n  - {{address: \"{backend}\", name: zero}}\n"));
+    let a = Association::open(d.local_addrs()[0]).expect("associated");
+    // Reflected by the backend's relay at 127.0.0.2 (its own address),
+    // which its reply named 0.0.0.0.
+    let target: SocketAddr = "198.19.0.1:53".parse().unwrap();
+    a.echo(target, b"reflected").unwrap();
+    assert!(backend_json_has(&stats_of(&d), "zero", "\"udp_datagrams_down\":1,"));
+}
+
+fn backend_json_has(stats: &str, name: &str, needle: &str) -> bool {
+    backend(stats, name).contains(needle)
+}
