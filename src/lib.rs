@@ -65,6 +65,8 @@ pub mod socks5;
 pub(crate) mod stats;
 pub mod status;
 pub mod tcp;
+#[cfg(target_os = "linux")]
+pub(crate) mod tproxy;
 pub(crate) mod uplink;
 pub(crate) mod upstream;
 pub(crate) mod watch;

@@ -121,6 +121,7 @@ pub async fn run(
     cx: Context,
     listeners: Vec<(SocketAddr, Listening)>,
     dns: Option<inbound::dns::Sockets>,
+    tproxy_udp: Vec<std::net::UdpSocket>,
     reloads: Receiver<Reload>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
@@ -130,6 +131,19 @@ pub async fn run(
     cx.publish_bound(&acceptors);
     let mut checker = cx.ex.spawn(watch::backends::run(Arc::clone(&cx.ex), cx.current.get()));
     let sampler = cx.ex.spawn(sample_throughput(Arc::clone(&cx.current), Arc::clone(&cx.stats)));
+    #[cfg(target_os = "linux")]
+    let tproxy_udp: Vec<Task<()>> = tproxy_udp
+        .into_iter()
+        .map(|socket| {
+            let (ex, current, stats) = (Arc::clone(&cx.ex), Arc::clone(&cx.current), Arc::clone(&cx.stats));
+            cx.ex.spawn(inbound::gateway_udp::serve(ex, socket, current, stats))
+        })
+        .collect();
+    #[cfg(not(target_os = "linux"))]
+    let tproxy_udp: Vec<Task<()>> = {
+        drop(tproxy_udp);
+        Vec::new()
+    };
     let dns = dns.map(|sockets| {
         let (ex, current, stats) = (Arc::clone(&cx.ex), Arc::clone(&cx.current), Arc::clone(&cx.stats));
         cx.ex.spawn(inbound::dns::serve(ex, sockets, current, stats))
@@ -195,6 +209,9 @@ pub async fn run(
     sampler.cancel().await;
     if let Some(dns) = dns {
         dns.cancel().await;
+    }
+    for task in tproxy_udp {
+        task.cancel().await;
     }
     let stats = &cx.stats;
     let open = stats.open.load(Ordering::Relaxed);
@@ -653,6 +670,20 @@ impl Daemon {
             .zip(&config.listen)
             .map(|(l, configured)| l.as_ref().map_or(Ok(*configured), |l| l.get_ref().local_addr()))
             .collect::<io::Result<Vec<_>>>()?;
+        // A tproxy listener takes UDP too, on the same address and port.
+        #[cfg(target_os = "linux")]
+        let tproxy_udp = config
+            .listen
+            .iter()
+            .zip(&addrs)
+            .filter(|(configured, _)| config.protocol_of(**configured) == Protocol::Tproxy)
+            .map(|(_, bound)| {
+                crate::tproxy::udp_socket(*bound, true)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for UDP on {bound}: {e}")))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        #[cfg(not(target_os = "linux"))]
+        let tproxy_udp: Vec<std::net::UdpSocket> = Vec::new();
         let mut config = config;
         let listeners: Vec<(SocketAddr, Listening)> = config.listen.iter().copied().zip(listeners).collect();
         let mut own = bound_rules(&config.listen, &addrs);
@@ -713,7 +744,7 @@ impl Daemon {
                     bound: thread_bound,
                     web_bound,
                 };
-                let result = smol::block_on(ex.run(run(cx, listeners, dns, reload_rx, shutdown)));
+                let result = smol::block_on(ex.run(run(cx, listeners, dns, tproxy_udp, reload_rx, shutdown)));
                 drop(stop_workers);
                 for worker in workers {
                     let _ = worker.join();

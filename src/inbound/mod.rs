@@ -22,6 +22,8 @@
 
 pub mod dns;
 pub(crate) mod gateway;
+#[cfg(target_os = "linux")]
+pub(crate) mod gateway_udp;
 pub(crate) mod http;
 pub(crate) mod socks5;
 pub(crate) mod transparent;

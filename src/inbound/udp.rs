@@ -43,10 +43,10 @@ use crate::stats::{ActiveGuard, DaemonStats, UdpDrop, UDP_REFUSED, UDP_WORKS};
 use crate::upstream::{self, UpstreamError};
 
 /// The largest datagram: what one IPv4 UDP packet carries.
-const MAX_DATAGRAM: usize = 65_507;
+pub(super) const MAX_DATAGRAM: usize = 65_507;
 
 /// The upstream side of an association.
-enum Leg {
+pub(super) enum Leg {
     /// A SOCKS5 backend's UDP relay: our control connection to it, and our
     /// socket, connected to the relay address it named.
     Proxy { control: Async<TcpStream>, socket: Async<UdpSocket> },
@@ -56,14 +56,14 @@ enum Leg {
 }
 
 /// The backend an association goes through now.
-struct Upstream {
-    backend: usize,
-    leg: Leg,
+pub(super) struct Upstream {
+    pub(super) backend: usize,
+    pub(super) leg: Leg,
     _active: ActiveGuard,
 }
 
 /// What woke the association up.
-enum Event {
+pub(super) enum Event {
     Client,
     Upstream,
     ClientClosed,
@@ -254,7 +254,11 @@ async fn reopen(snap: &Snapshot, ip: IpAddr, mut attempts: Box<Attempts>) -> Res
 /// Opens the upstream side on the next backend that takes UDP, with the
 /// failover of a CONNECT. A backend that refuses UDP ASSOCIATE is learned
 /// as TCP-only and costs no attempt.
-async fn open(snap: &Snapshot, ip: IpAddr, attempts: &mut Attempts) -> Result<Upstream, UpstreamError> {
+pub(super) async fn open(
+    snap: &Snapshot,
+    ip: IpAddr,
+    attempts: &mut Attempts,
+) -> Result<Upstream, UpstreamError> {
     let who = Client { ip, destination: &Address::UNSPECIFIED };
     let usable = |i: usize| {
         let b = &snap.pool.backends()[i];
@@ -353,7 +357,7 @@ impl Drop for Upstream {
 impl Upstream {
     /// Resolves when the upstream side has a datagram, or its control
     /// connection closed.
-    async fn readable(&self) -> Event {
+    pub(super) async fn readable(&self) -> Event {
         match &self.leg {
             Leg::Proxy { control, socket } => {
                 let closed = async {
@@ -427,7 +431,13 @@ impl Upstream {
 
     /// Sends `data` to `dest` from our own socket of its family, made now
     /// if there is none yet.
-    fn send_native(&mut self, snap: &Snapshot, stats: &DaemonStats, data: &[u8], dest: SocketAddr) {
+    pub(super) fn send_native(
+        &mut self,
+        snap: &Snapshot,
+        stats: &DaemonStats,
+        data: &[u8],
+        dest: SocketAddr,
+    ) {
         let backend = &snap.pool.backends()[self.backend];
         let Leg::Native { v4, v6 } = &mut self.leg else { return };
         let slot = if dest.is_ipv4() { v4 } else { v6 };
@@ -449,7 +459,7 @@ impl Upstream {
         }
     }
 
-    fn count_up(&self, snap: &Snapshot, bytes: usize) {
+    pub(super) fn count_up(&self, snap: &Snapshot, bytes: usize) {
         let stats = &snap.pool.backends()[self.backend].stats;
         stats.udp_datagrams_up.add(1);
         stats.udp_bytes_up.add(bytes as u64);

@@ -596,3 +596,47 @@ fn a_tproxy_listener_without_cap_net_admin_says_what_it_needs() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("a tproxy listener needs CAP_NET_ADMIN"), "{stderr}");
 }
+
+#[test]
+fn tproxy_mode_takes_the_lans_udp_too() {
+    let Some(mut lan) = Lan::new("p") else { return };
+    if !lan.start_resolver() || !installed("dig", "the gateway UDP test") {
+        return;
+    }
+    // A UDP echo in the internet namespace.
+    in_ns(&lan.inet, || {
+        let s = std::net::UdpSocket::bind("198.19.0.1:7").expect("bind UDP echo");
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+            }
+        });
+    });
+    let yaml = settings("  - direct: true\n")
+        .replace("protocol: redirect", "protocol: tproxy")
+        .replace("[::]:7893", "[::]:7894");
+    let _daemon = Daemon::start(&lan.router, &yaml);
+    lan.apply_rules("--mode tproxy --port 7894 --udp");
+    let route = run_in(&lan.router, &["sh", RULES, "route", "add"]);
+    assert!(route.status.success(), "{}", String::from_utf8_lossy(&route.stderr));
+    // The client's plain dig to a resolver on the internet, and a UDP echo:
+    // both answered from the address they were sent to.
+    assert_eq!(dig(&lan.client, &["@198.19.0.53", "+short", "example.test"]), "198.19.0.7\n");
+    let echoed = in_ns(&lan.client, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(b"over the gateway", "198.19.0.1:7").unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).expect("an echo");
+        (from, buf[..n].to_vec())
+    });
+    assert_eq!(echoed, ("198.19.0.1:7".parse().unwrap(), b"over the gateway".to_vec()));
+    // They went through the daemon: its backend relayed both datagrams
+    // both ways.
+    let stats = lan.stats();
+    assert!(
+        stats.contains("\"udp_datagrams_up\":2,") && stats.contains("\"udp_datagrams_down\":2,"),
+        "{stats}"
+    );
+}
