@@ -373,7 +373,8 @@ fn idle_associations_end_and_the_association_limit_refuses_more() {
 /// every datagram straight back, header and all: to its client that reads
 /// as an echo from the destination. On 127.0.0.2, so that a datagram sent
 /// to `0.0.0.0` (which Linux delivers to 127.0.0.1) would not reach it.
-fn unspecified_bnd_backend() -> SocketAddr {
+/// With `login`, it takes only that username and password (RFC 1929).
+fn unspecified_bnd_backend(login: Option<&'static str>) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
@@ -381,9 +382,31 @@ fn unspecified_bnd_backend() -> SocketAddr {
             thread::spawn(move || {
                 let mut c = control;
                 let mut buf = [0u8; 262];
-                // Greeting, then the request (IPv4 form).
-                if c.read_exact(&mut buf[..3]).is_err() || c.write_all(&[5, 0]).is_err() {
+                // Greeting (one method), then the login, then the request
+                // (IPv4 form).
+                let method = if login.is_some() { 2 } else { 0 };
+                if c.read_exact(&mut buf[..3]).is_err()
+                    || buf[2] != method
+                    || c.write_all(&[5, method]).is_err()
+                {
+                    let _ = c.write_all(&[5, 0xFF]);
                     return;
+                }
+                if let Some(secret) = login {
+                    // VER ULEN USER PLEN PASS, as "user" / secret.
+                    let mut head = [0u8; 2];
+                    let _ = c.read_exact(&mut head);
+                    let mut user = vec![0u8; head[1] as usize];
+                    let _ = c.read_exact(&mut user);
+                    let mut plen = [0u8; 1];
+                    let _ = c.read_exact(&mut plen);
+                    let mut pass = vec![0u8; plen[0] as usize];
+                    let _ = c.read_exact(&mut pass);
+                    let ok = user == b"user" && pass == secret.as_bytes();
+                    let _ = c.write_all(&[1, u8::from(!ok)]);
+                    if !ok {
+                        return;
+                    }
                 }
                 if c.read_exact(&mut buf[..10]).is_err() || buf[1] != 3 {
                     let _ = c.write_all(&[5, 7, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -409,7 +432,7 @@ fn unspecified_bnd_backend() -> SocketAddr {
 
 #[test]
 fn a_backend_naming_an_unspecified_relay_address_is_reached_at_its_own() {
-    let backend = unspecified_bnd_backend();
+    let backend = unspecified_bnd_backend(None);
     let d = daemon(&format!("{LISTEN}{WEB}backends:\n  - {{address: \"{backend}\", name: zero}}\n"));
     let a = Association::open(d.local_addrs()[0]).expect("associated");
     // Reflected by the backend's relay at 127.0.0.2 (its own address),
@@ -421,4 +444,20 @@ fn a_backend_naming_an_unspecified_relay_address_is_reached_at_its_own() {
 
 fn backend_json_has(stats: &str, name: &str, needle: &str) -> bool {
     backend(stats, name).contains(needle)
+}
+
+#[test]
+fn our_udp_associate_to_a_backend_logs_in_with_its_credentials() {
+    let backend = unspecified_bnd_backend(Some("s3cret"));
+    let d = daemon(&format!(
+        "{LISTEN}{WEB}backends:\n  - {{address: \"{backend}\", name: login, username: user, password: s3cret}}\n"
+    ));
+    let a = Association::open(d.local_addrs()[0]).expect("associated");
+    a.echo("198.19.0.1:53".parse().unwrap(), b"with a login").unwrap();
+    // A wrong password: the backend refuses, and the client is told.
+    let wrong = unspecified_bnd_backend(Some("other"));
+    let d = daemon(&format!(
+        "{LISTEN}{WEB}backends:\n  - {{address: \"{wrong}\", name: login, username: user, password: s3cret}}\n"
+    ));
+    assert!(Association::open(d.local_addrs()[0]).is_err());
 }
