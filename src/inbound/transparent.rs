@@ -239,6 +239,15 @@ async fn transparent_attempt(
         }
         talk.request = Some((request, bytes));
     }
+    // UDP ASSOCIATE is ours to serve, as in socks5 mode: passed through,
+    // the backend would name a relay the client may not reach, and the
+    // association could not fail over. The client is past the method (and
+    // login) talk with this backend; this connection to it is dropped.
+    if let Some((request, _)) = talk.request.as_ref().filter(|(r, _)| r.command == Command::UdpAssociate) {
+        let attempts = crate::connect::Attempts::new(snap, deadline);
+        let pending = super::Pending { declared: request.address.clone(), attempts };
+        return Err(Stop::Session(Ended::Associate(Box::new(pending))));
+    }
     let request_bytes = talk.request.as_ref().map(|(_, b)| b.as_slice()).unwrap_or_default();
     let mut reply_bytes = Vec::with_capacity(32);
     let reply = until(Instant::now() + health.request_timeout, async {
@@ -251,9 +260,9 @@ async fn transparent_attempt(
         return Err(Stop::Backend(UpstreamError::BackendReply(reply.code)));
     }
     if talk.request.as_ref().is_some_and(|(r, _)| r.command != Command::Connect) {
-        // BIND and UDP ASSOCIATE go to the backend as they came; after its
-        // first reply everything is the backend's business.
-        log::debug!("passing a non-CONNECT command through to the backend");
+        // BIND goes to the backend as it came; after its first reply
+        // everything is the backend's business.
+        log::debug!("passing a BIND through to the backend");
     }
     let early_down = ur.into_leftover();
     Ok(Opened { upstream, reply_bytes: Some(reply_bytes), early_down })

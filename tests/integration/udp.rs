@@ -461,3 +461,20 @@ fn our_udp_associate_to_a_backend_logs_in_with_its_credentials() {
     ));
     assert!(Association::open(d.local_addrs()[0]).is_err());
 }
+
+#[test]
+fn transparent_mode_serves_udp_associate_itself() {
+    let Some(dante) = Dante::start() else { return };
+    let d = daemon(&format!(
+        "{LISTEN}web:\n  enabled: true\n  listen: 127.0.0.1:0\nmode: transparent\nbackends:\n{}",
+        dante.yaml("dante")
+    ));
+    settled(&d);
+    let echo = udp_echo();
+    // The relay is ours (on the address the client reached), not Dante's.
+    let a = Association::open(d.local_addrs()[0]).expect("associated");
+    assert_eq!(a.relay.ip(), std::net::Ipv4Addr::LOCALHOST);
+    a.echo(echo, b"transparent").unwrap();
+    let stats = stats_of(&d);
+    assert!(backend(&stats, "dante").contains("\"udp_datagrams_up\":1,"), "{stats}");
+}

@@ -66,7 +66,12 @@ pub const LISTEN: &str = "listen: 127.0.0.1:0\n";
 /// Binds `n` consecutive ports below the ephemeral range, retrying on
 /// collisions, so that one `host:first-last` entry covers them.
 pub fn consecutive_listeners(n: u16) -> Vec<TcpListener> {
-    let seed = std::process::id() as u16;
+    // Each call starts elsewhere: tests run in parallel, and a port one of
+    // them let go of for a child process to take must not be found free
+    // by another in between.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, Ordering::SeqCst) as u16;
+    let seed = (std::process::id() as u16).wrapping_add(call.wrapping_mul(1_009));
     for attempt in 0..200u16 {
         let first = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(97)) % 12_000);
         let bound: Vec<TcpListener> =
