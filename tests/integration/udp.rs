@@ -17,6 +17,8 @@ struct Dante {
     child: Option<Child>,
     port: u16,
     _dir: TempDir,
+    /// The system user it checks logins against, removed when dropped.
+    user: Option<String>,
 }
 
 struct TempDir(std::path::PathBuf);
@@ -31,9 +33,42 @@ impl Dante {
     /// `None` (the test skips) when danted is not installed or we are not
     /// root (it starts as root and drops to nobody).
     fn start() -> Option<Dante> {
+        Dante::start_with(None)
+    }
+
+    /// Dante that wants a username and password: those of a throwaway
+    /// system user (Dante checks logins against the system's users), made
+    /// here and removed when dropped.
+    fn start_with_login(password: &str) -> Option<Dante> {
+        if !installed("useradd", "Dante with a login") {
+            return None;
+        }
+        let user = format!("sbudp{}", std::process::id());
+        let made = Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/usr/sbin/nologin", &user])
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("NOTICE: cannot add a system user; skipping Dante with a login");
+            return None;
+        }
+        let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().expect("chpasswd");
+        chpasswd.stdin.take().unwrap().write_all(format!("{user}:{password}\n").as_bytes()).unwrap();
+        assert!(chpasswd.wait().unwrap().success(), "chpasswd");
+        let mut dante = Dante::start_with(Some(user.clone()));
+        match &mut dante {
+            Some(d) => d.user = Some(user),
+            None => {
+                let _ = Command::new("userdel").arg(&user).status();
+            }
+        }
+        dante
+    }
+
+    fn start_with(login: Option<String>) -> Option<Dante> {
         if !installed("danted", "the UDP tests with Dante") {
             return None;
         }
+        let method = if login.is_some() { "username" } else { "none" };
         let port = consecutive_listeners(1)[0].local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("socksbalance-dante-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -42,7 +77,7 @@ impl Dante {
             &conf,
             format!(
                 "logoutput: stderr\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
-                 clientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
+                 clientmethod: none\nsocksmethod: {method}\nuser.privileged: root\nuser.unprivileged: nobody\n\
                  client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
                  socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect udpassociate udpreply }}\n"
             ),
@@ -61,7 +96,7 @@ impl Dante {
             .spawn()
             .expect("start danted");
         wait_for("danted listening", IO_TIMEOUT, || TcpStream::connect(("127.0.0.1", port)).is_ok());
-        Some(Dante { child: Some(child), port, _dir: TempDir(dir) })
+        Some(Dante { child: Some(child), port, _dir: TempDir(dir), user: None })
     }
 
     fn kill(&mut self) {
@@ -100,6 +135,9 @@ impl Dante {
 impl Drop for Dante {
     fn drop(&mut self) {
         self.kill();
+        if let Some(user) = &self.user {
+            let _ = Command::new("userdel").arg(user).status();
+        }
     }
 }
 
@@ -477,4 +515,21 @@ fn transparent_mode_serves_udp_associate_itself() {
     a.echo(echo, b"transparent").unwrap();
     let stats = stats_of(&d);
     assert!(backend(&stats, "dante").contains("\"udp_datagrams_up\":1,"), "{stats}");
+}
+
+#[test]
+fn udp_through_a_dante_that_wants_a_login() {
+    let Some(dante) = Dante::start_with_login("Pw-4-udp") else { return };
+    let user = dante.user.clone().unwrap();
+    let entry = |password: &str| {
+        format!(
+            "  - {{address: \"127.0.0.1:{}\", name: dante, username: {user}, password: {password}}}\n",
+            dante.port
+        )
+    };
+    let d = daemon(&format!("{LISTEN}{WEB}backends:\n{}", entry("Pw-4-udp")));
+    let a = Association::open(d.local_addrs()[0]).expect("associated");
+    a.echo(udp_echo(), b"logged in").unwrap();
+    let d = daemon(&format!("{LISTEN}{WEB}backends:\n{}", entry("wrong")));
+    assert!(Association::open(d.local_addrs()[0]).is_err(), "a wrong password fails the request");
 }
