@@ -640,3 +640,45 @@ fn tproxy_mode_takes_the_lans_udp_too() {
         "{stats}"
     );
 }
+
+#[test]
+fn socksify_sends_its_udp_through_our_udp_associate() {
+    let Some(lan) = Lan::new("x") else { return };
+    if !installed("socksify", "the socksify test") {
+        return;
+    }
+    in_ns(&lan.inet, || {
+        let s = std::net::UdpSocket::bind("198.19.0.1:7").expect("bind UDP echo");
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+            }
+        });
+    });
+    let _daemon = Daemon::start(&lan.router, &settings("  - direct: true\n"));
+    // Dante's client library routes every UDP and TCP destination through
+    // our SOCKS5 listener; a Python program's plain sendto and recvfrom.
+    let conf = lan.dir.0.join("socks.conf");
+    std::fs::write(
+        &conf,
+        "route {\n  from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = 11080\n  protocol: tcp udp\n  \
+         proxyprotocol: socks_v5\n  method: none\n}\n",
+    )
+    .unwrap();
+    let script = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(5)\n\
+                  s.sendto(b'socksified', ('198.19.0.1', 7))\nprint(s.recvfrom(100)[0].decode())\n";
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lan.router, "env"])
+        .arg(format!("SOCKS_CONF={}", conf.display()))
+        .args(["socksify", "python3", "-c", script])
+        .output()
+        .expect("socksify python3");
+    let stats = lan.stats();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "socksified\n", "{stderr}\n{stats}");
+    assert!(
+        stats.contains("\"udp_datagrams_up\":1,") && stats.contains("\"udp_datagrams_down\":1,"),
+        "{stats}"
+    );
+}
