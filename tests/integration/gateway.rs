@@ -643,8 +643,8 @@ fn tproxy_mode_takes_the_lans_udp_too() {
 
 #[test]
 fn socksify_sends_its_udp_through_our_udp_associate() {
-    let Some(lan) = Lan::new("x") else { return };
-    if !installed("socksify", "the socksify test") {
+    let Some(mut lan) = Lan::new("x") else { return };
+    if !installed("socksify", "the socksify test") || !lan.start_resolver() {
         return;
     }
     in_ns(&lan.inet, || {
