@@ -61,6 +61,8 @@ pub struct BackendStats {
     pub udp_datagrams_down: Counter,
     pub udp_bytes_up: Counter,
     pub udp_bytes_down: Counter,
+    /// Datagrams of its associations dropped, by cause (`UDP_DROPS`).
+    pub udp_drops: [Counter; 5],
 }
 
 /// [`BackendStats::udp`] starts at 0: not tried yet.

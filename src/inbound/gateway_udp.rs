@@ -170,7 +170,7 @@ fn deliver(
             while let Ok(n) = socket.get_ref().recv(&mut buf) {
                 match socks5::parse_udp_header(&buf[..n]) {
                     Ok((_, at)) => send(&buf[at..n]),
-                    Err(_) => stats.udp_drop(UdpDrop::Malformed),
+                    Err(_) => up.dropped(snap, stats, UdpDrop::Malformed),
                 }
             }
         }

@@ -200,7 +200,7 @@ async fn serve(
                     if from.ip() != ip && unmapped(from.ip()) != ip
                         || peer.is_some_and(|p| p.port() != from.port())
                     {
-                        stats.udp_drop(UdpDrop::Foreign);
+                        up.dropped(snap, stats, UdpDrop::Foreign);
                         continue;
                     }
                     peer.get_or_insert(from);
@@ -211,7 +211,7 @@ async fn serve(
                             Some(a) if snap.config.denied(a).is_none() => {
                                 up.send_native(snap, stats, &buf[at..n], a)
                             }
-                            _ => stats.udp_drop(UdpDrop::Refused),
+                            _ => up.dropped(snap, stats, UdpDrop::Refused),
                         }
                     }
                 }
@@ -393,7 +393,7 @@ impl Upstream {
         let (address, at) = match socks5::parse_udp_header(datagram) {
             Ok(parsed) => parsed,
             Err(socks5::UdpError::Fragment) => {
-                stats.udp_drop(UdpDrop::Fragment);
+                self.dropped(snap, stats, UdpDrop::Fragment);
                 return None;
             }
             Err(e) => {
@@ -401,13 +401,13 @@ impl Upstream {
                     "a client's datagram dropped: {e:?} ({:02x?})",
                     &datagram[..datagram.len().min(12)]
                 );
-                stats.udp_drop(UdpDrop::Malformed);
+                self.dropped(snap, stats, UdpDrop::Malformed);
                 return None;
             }
         };
         if let Address::Ip(dest) = &address {
             if snap.config.denied(*dest).is_some() {
-                stats.udp_drop(UdpDrop::Refused);
+                self.dropped(snap, stats, UdpDrop::Refused);
                 return None;
             }
         }
@@ -450,13 +450,20 @@ impl Upstream {
                 Ok(s) => *slot = Some(s),
                 Err(e) => {
                     log::debug!("backend {}: no UDP socket for {dest}: {e}", backend.config.name);
-                    return stats.udp_drop(UdpDrop::Refused);
+                    return self.dropped(snap, stats, UdpDrop::Refused);
                 }
             }
         }
         if slot.as_ref().is_some_and(|s| s.get_ref().send_to(data, dest).is_ok()) {
             self.count_up(snap, data.len());
         }
+    }
+
+    /// Counts a dropped datagram of this association, for the daemon and
+    /// for its backend.
+    pub(super) fn dropped(&self, snap: &Snapshot, stats: &DaemonStats, why: UdpDrop) {
+        stats.udp_drop(why);
+        snap.pool.backends()[self.backend].stats.udp_drops[why as usize].add(1);
     }
 
     pub(super) fn count_up(&self, snap: &Snapshot, bytes: usize) {
@@ -489,7 +496,7 @@ impl Upstream {
                 while let Ok(n) = socket.get_ref().recv(buf) {
                     match socks5::parse_udp_header(&buf[..n]) {
                         Ok((_, at)) => deliver(&buf[..n], n - at),
-                        Err(_) => stats.udp_drop(UdpDrop::Malformed),
+                        Err(_) => self.dropped(snap, stats, UdpDrop::Malformed),
                     }
                 }
             }
@@ -502,7 +509,7 @@ impl Upstream {
                         let from = SocketAddr::new(unmapped(from.ip()), from.port());
                         let header = socks5::udp_header(&Address::Ip(from));
                         if n + header.len() > MAX_DATAGRAM {
-                            stats.udp_drop(UdpDrop::Oversized);
+                            self.dropped(snap, stats, UdpDrop::Oversized);
                             continue;
                         }
                         let start = ROOM - header.len();

@@ -54,6 +54,8 @@ pub struct BackendReport {
     /// UDP associations open now; datagrams up, down; payload bytes up,
     /// down.
     pub udp_counts: [u64; 5],
+    /// Its associations' datagrams dropped, by cause (`stats::UDP_DROPS`).
+    pub udp_drops: [u64; 5],
     pub in_active_set: bool,
     /// Uplinks: the interface they are pinned to.
     pub interface: Option<String>,
@@ -170,6 +172,7 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
                     b.stats.udp_bytes_up.get(),
                     b.stats.udp_bytes_down.get(),
                 ],
+                udp_drops: b.stats.udp_drops.each_ref().map(|c| c.get()),
                 in_active_set: b.health.is_active(),
                 interface: uplink.and_then(|u| u.interface.clone()),
                 addresses: match uplink {
@@ -468,6 +471,8 @@ pub fn to_json(r: &Report) -> String {
             Some(false) => "false",
             None => "null",
         });
+        key(&mut out, "udp_drops");
+        counters(&mut out, &crate::stats::UDP_DROPS, &b.udp_drops);
         let opt_str = |out: &mut String, k: &str, v: Option<&str>| {
             key(out, k);
             match v {
@@ -657,6 +662,17 @@ pub fn to_prometheus(r: &Report) -> String {
             if let Some(v) = value(b) {
                 let _ = writeln!(out, "socksbalance_{name}{{{l}}} {v}");
             }
+        }
+    }
+    family(
+        &mut out,
+        "backend_udp_drops_total",
+        "counter",
+        "Datagrams of the backend's UDP associations dropped, by cause.",
+    );
+    for (b, l) in r.backends.iter().zip(&labels) {
+        for (why, n) in crate::stats::UDP_DROPS.iter().zip(b.udp_drops) {
+            let _ = writeln!(out, "socksbalance_backend_udp_drops_total{{{l},cause=\"{why}\"}} {n}");
         }
     }
     family(&mut out, "backend_state", "gauge", "1 for the backend's state: up, down, testing or unknown.");

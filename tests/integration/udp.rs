@@ -347,6 +347,11 @@ fn foreign_fragmented_and_garbage_datagrams_are_dropped_and_counted() {
     a.echo(echo, b"after").unwrap();
     let stats = stats_of(&d);
     assert!(stats.contains("\"drops\":{\"foreign\":1,\"fragment\":1,\"malformed\":2,"), "{stats}");
+    // And for the backend the association goes through.
+    assert!(
+        backend(&stats, "direct").contains("\"udp_drops\":{\"foreign\":1,\"fragment\":1,\"malformed\":2,"),
+        "{stats}"
+    );
     assert!(stranger.set_read_timeout(Some(Duration::from_millis(200))).is_ok());
     assert!(stranger.recv_from(&mut [0u8; 64]).is_err(), "nothing goes back to a stranger");
 }
