@@ -111,15 +111,7 @@ gateway_checks() {
     ok
 
     step="gateway 1: the LAN client's TCP goes through the daemon, rules in table inet fw4"
-    write_yaml <<'YAML'
-listen:
-  - 127.0.0.1:1080
-  - {address: "[::]:7893", protocol: redirect}
-mode: socks5
-backends:
-  - direct: true
-    name: direct
-YAML
+    gateway_yaml redirect 7893
     r 'uci set socksbalance.main.gateway=1 && uci commit socksbalance && /etc/init.d/socksbalance restart'
     until_ 10 running || fail "not running"
     until_ 10 r 'nft list chain inet fw4 socksbalance_prerouting >/dev/null' || fail "no socksbalance chain in table inet fw4"
@@ -138,18 +130,7 @@ YAML
     step="dns_hijack and dnsmasq: LAN DNS to the dns: listener, dnsmasq forwarding to it"
     # No dnsmasq in this userland: its conf-dir stands in for it.
     r 'mkdir -p /tmp/dnsmasq.d'
-    write_yaml <<'YAML'
-listen:
-  - 127.0.0.1:1080
-  - {address: "[::]:7893", protocol: redirect}
-mode: socks5
-dns:
-  listen: "0.0.0.0:5353"
-  upstreams: ["198.19.0.53"]
-backends:
-  - direct: true
-    name: direct
-YAML
+    gateway_yaml redirect 7893 'dns: {listen: "0.0.0.0:5353", upstreams: ["198.19.0.53"]}'
     r 'uci set socksbalance.main.dns_hijack=1 && uci set socksbalance.main.dnsmasq=1 && uci commit socksbalance && /etc/init.d/socksbalance restart'
     until_ 10 running || fail "not running"
     hijacks() { r 'nft list chain inet fw4 socksbalance_dns' 2>/dev/null | grep -q 'dport 53 redirect to :5353'; }
@@ -163,15 +144,7 @@ YAML
     ok
 
     step="gateway_mode tproxy with udp 1: the LAN client's TCP through tproxy, TCP and UDP rules, the policy route"
-    write_yaml <<'YAML'
-listen:
-  - 127.0.0.1:1080
-  - {address: "[::]:7894", protocol: tproxy}
-mode: socks5
-backends:
-  - direct: true
-    name: direct
-YAML
+    gateway_yaml tproxy 7894
     # As on a router without kmod-br-netfilter: with bridge-nf-call-iptables
     # on (this host has br_netfilter loaded), tproxy drops what comes in
     # over a bridge (docs/gateway.md).
@@ -183,15 +156,7 @@ YAML
     r 'ip rule' | grep -q 'fwmark 0x5343' || fail "no policy route for the tproxy mark: $(r 'ip rule' 2>&1)"
     [ "$(lan_get)" = "$blob_sum" ] || fail "the LAN client's download failed through tproxy"
     r 'uci set socksbalance.main.gateway_mode=redirect && uci set socksbalance.main.udp=0 && uci commit socksbalance'
-    write_yaml <<'YAML'
-listen:
-  - 127.0.0.1:1080
-  - {address: "[::]:7893", protocol: redirect}
-mode: socks5
-backends:
-  - direct: true
-    name: direct
-YAML
+    gateway_yaml redirect 7893
     r '/etc/init.d/socksbalance restart'
     until_ 10 running || fail "not running"
     ! r 'ip rule' | grep -q 'fwmark 0x5343' || fail "the tproxy policy route stayed"
@@ -243,6 +208,12 @@ download() {
     [ "$got" = "$blob_sum" ]
 }
 write_yaml() { cat > "$root/etc/socksbalance/config.yaml"; }
+# gateway_yaml PROTOCOL PORT [LINE]: the YAML the gateway steps use, a
+# listener of PROTOCOL on [::]:PORT and a direct backend (and LINE).
+gateway_yaml() {
+    printf 'listen:\n  - 127.0.0.1:1080\n  - {address: "[::]:%s", protocol: %s}\nmode: socks5\n%s\nbackends:\n  - direct: true\n    name: direct\n' \
+        "$2" "$1" "${3:-}" | write_yaml
+}
 # The router's nftables ruleset without the packet counters' values.
 ruleset() { r 'nft list ruleset' | sed 's/counter packets [0-9]* bytes [0-9]*/counter/'; }
 

@@ -82,26 +82,17 @@ pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr
             let c = &*cmsg;
             let data = libc::CMSG_DATA(cmsg);
             let len = c.cmsg_len as usize - (data as usize - cmsg as usize);
-            if c.cmsg_level == libc::SOL_IP
-                && c.cmsg_type == libc::IP_ORIGDSTADDR
-                && len >= std::mem::size_of::<libc::sockaddr_in>()
-            {
+            let size = match (c.cmsg_level, c.cmsg_type) {
+                (libc::SOL_IP, libc::IP_ORIGDSTADDR) => std::mem::size_of::<libc::sockaddr_in>(),
+                (libc::SOL_IPV6, libc::IPV6_ORIGDSTADDR) => std::mem::size_of::<libc::sockaddr_in6>(),
+                _ => 0,
+            };
+            if size > 0 && len >= size {
                 let mut storage: libc::sockaddr_storage = std::mem::zeroed();
                 std::ptr::copy_nonoverlapping(
                     data,
                     (&mut storage as *mut libc::sockaddr_storage).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>(),
-                );
-                dest = to_socket_addr(&storage);
-            } else if c.cmsg_level == libc::SOL_IPV6
-                && c.cmsg_type == libc::IPV6_ORIGDSTADDR
-                && len >= std::mem::size_of::<libc::sockaddr_in6>()
-            {
-                let mut storage: libc::sockaddr_storage = std::mem::zeroed();
-                std::ptr::copy_nonoverlapping(
-                    data,
-                    (&mut storage as *mut libc::sockaddr_storage).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>(),
+                    size,
                 );
                 dest = to_socket_addr(&storage);
             }

@@ -222,6 +222,19 @@ impl Lan {
         }
     }
 
+    /// A UDP echo on 198.19.0.1:7 in the internet namespace.
+    fn start_udp_echo(&self) {
+        in_ns(&self.inet, || {
+            let s = std::net::UdpSocket::bind("198.19.0.1:7").expect("bind UDP echo");
+            thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..n], from);
+                }
+            });
+        });
+    }
+
     /// dnsmasq on 198.19.0.53 (UDP and TCP), answering for `example.test`.
     fn start_resolver(&mut self) -> bool {
         if !installed("dnsmasq", "the DNS tests") {
@@ -603,16 +616,7 @@ fn tproxy_mode_takes_the_lans_udp_too() {
     if !lan.start_resolver() || !installed("dig", "the gateway UDP test") {
         return;
     }
-    // A UDP echo in the internet namespace.
-    in_ns(&lan.inet, || {
-        let s = std::net::UdpSocket::bind("198.19.0.1:7").expect("bind UDP echo");
-        thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
-            }
-        });
-    });
+    lan.start_udp_echo();
     let yaml = settings("  - direct: true\n")
         .replace("protocol: redirect", "protocol: tproxy")
         .replace("[::]:7893", "[::]:7894");
@@ -647,15 +651,7 @@ fn socksify_sends_its_udp_through_our_udp_associate() {
     if !installed("socksify", "the socksify test") || !lan.start_resolver() {
         return;
     }
-    in_ns(&lan.inet, || {
-        let s = std::net::UdpSocket::bind("198.19.0.1:7").expect("bind UDP echo");
-        thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
-            }
-        });
-    });
+    lan.start_udp_echo();
     let _daemon = Daemon::start(&lan.router, &settings("  - direct: true\n"));
     // Dante's client library routes every UDP and TCP destination through
     // our SOCKS5 listener; a Python program's plain sendto and recvfrom.
