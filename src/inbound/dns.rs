@@ -315,9 +315,15 @@ async fn exchange(
 ) -> io::Result<Vec<u8>> {
     let deadline = Instant::now() + UPSTREAM_TIMEOUT;
     let dest = Address::Ip(resolver);
-    let established = connect::connect(snap, ip, &dest, Attempts::new(snap, deadline), None)
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    // The connect within the resolver's time too: a `direct` backend's
+    // connect to a resolver that drops packets would otherwise wait out
+    // health.request_timeout.
+    let connected = async {
+        connect::connect(snap, ip, &dest, Attempts::new(snap, deadline), None)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    };
+    let established = until(deadline, connected).await?;
     let mut s = &established.upstream;
     let exchanged = async {
         s.write_all(&framed(msg)).await?;

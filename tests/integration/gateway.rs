@@ -643,6 +643,14 @@ fn tproxy_mode_takes_the_lans_udp_too() {
         stats.contains("\"udp_datagrams_up\":2,") && stats.contains("\"udp_datagrams_down\":2,"),
         "{stats}"
     );
+    // With --dns-hijack, DNS is the DNS listener's: the tproxy rule leaves
+    // port 53 to the hijack rule, and the query is answered over TCP
+    // through the backend, not relayed as a datagram.
+    lan.apply_rules("--mode tproxy --port 7894 --udp --dns-hijack --dns-port 5353");
+    assert_eq!(dig(&lan.client, &["@198.19.0.53", "+short", "example.test"]), "198.19.0.7\n");
+    let stats = lan.stats();
+    assert_eq!(counter(&stats, "queries"), Some(1), "{stats}");
+    assert!(stats.contains("\"udp_datagrams_up\":2,"), "no datagram relayed for DNS: {stats}");
 }
 
 #[test]

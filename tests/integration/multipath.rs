@@ -308,6 +308,38 @@ fn auto_uplinks_spread_fail_over_recover_and_pick_up_new_interfaces() {
 }
 
 #[test]
+fn udp_through_an_uplink_leaves_through_its_interface() {
+    let Some(net) = two_wans("u") else { return };
+    // A UDP target that answers with the sender's address.
+    in_ns(&net.inet, || {
+        let s = std::net::UdpSocket::bind(TARGET).expect("bind UDP target");
+        thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((_, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(format!("peer={}", from.ip()).as_bytes(), from);
+            }
+        });
+    });
+    let _daemon = Daemon::start(&net.bal, &format!("{SETTINGS}backends:\n  - interface: wan2\n"));
+    // wan2 has the worse default route: only the uplink's binding sends
+    // the datagram that way.
+    let seen = in_ns(&net.bal, || {
+        let a = crate::udp::Association::open(PROXY.parse().unwrap()).expect("associated");
+        let target: SocketAddr = TARGET.parse().unwrap();
+        let mut seen = None;
+        for _ in 0..5 {
+            a.send(target, b"which link?");
+            if let Ok((_, data)) = a.receive() {
+                seen = Some(String::from_utf8_lossy(&data).into_owned());
+                break;
+            }
+        }
+        seen
+    });
+    assert_eq!(seen.as_deref(), Some("peer=198.18.2.1"));
+}
+
+#[test]
 fn a_proxy_pinned_via_an_uplink_leaves_through_it_and_is_not_blamed_when_it_is_down() {
     let Some(net) = two_wans("v") else { return };
     // A SOCKS5 proxy in the "internet" namespace, behind a forwarder that

@@ -184,7 +184,7 @@ fn udp_echo() -> SocketAddr {
 
 /// Our SOCKS5 UDP client: the control connection, the relay address the
 /// proxy named, and the client's own UDP socket.
-struct Association {
+pub(crate) struct Association {
     control: TcpStream,
     relay: SocketAddr,
     socket: UdpSocket,
@@ -193,7 +193,7 @@ struct Association {
 impl Association {
     /// UDP ASSOCIATE at `proxy`, declaring the socket's own address; the
     /// reply code on failure.
-    fn open(proxy: SocketAddr) -> Result<Association, u8> {
+    pub(crate) fn open(proxy: SocketAddr) -> Result<Association, u8> {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut control = TcpStream::connect(proxy).unwrap();
@@ -216,7 +216,7 @@ impl Association {
     }
 
     /// Sends `data` to `to` through the relay, with the RFC 1928 header.
-    fn send(&self, to: SocketAddr, data: &[u8]) {
+    pub(crate) fn send(&self, to: SocketAddr, data: &[u8]) {
         let SocketAddr::V4(v4) = to else { panic!("IPv4 only") };
         let mut d = vec![0, 0, 0, 1];
         d.extend_from_slice(&v4.ip().octets());
@@ -226,7 +226,7 @@ impl Association {
     }
 
     /// The next datagram back: where it came from and its data.
-    fn receive(&self) -> std::io::Result<(SocketAddr, Vec<u8>)> {
+    pub(crate) fn receive(&self) -> std::io::Result<(SocketAddr, Vec<u8>)> {
         let mut buf = [0u8; 65_536];
         let (n, from) = self.socket.recv_from(&mut buf)?;
         assert_eq!(from, self.relay, "a datagram from the relay");
@@ -537,4 +537,19 @@ fn udp_through_a_dante_that_wants_a_login() {
     a.echo(udp_echo(), b"logged in").unwrap();
     let d = daemon(&format!("{LISTEN}{WEB}backends:\n{}", entry("wrong")));
     assert!(Association::open(d.local_addrs()[0]).is_err(), "a wrong password fails the request");
+}
+
+#[test]
+fn a_backend_with_udp_false_is_never_used_for_udp() {
+    let Some(dante) = Dante::start() else { return };
+    let entry = format!("  - {{address: \"127.0.0.1:{}\", name: off, udp: false}}\n", dante.port);
+    let d = daemon(&format!("{LISTEN}{WEB}backends:\n{entry}  - direct: true\n"));
+    let echo = udp_echo();
+    for _ in 0..3 {
+        Association::open(d.local_addrs()[0]).expect("associated").echo(echo, b"not via off").unwrap();
+    }
+    let stats = stats_of(&d);
+    let off = backend(&stats, "off");
+    assert!(off.contains("\"udp\":false") && off.contains("\"udp_datagrams_up\":0,"), "{stats}");
+    assert!(backend(&stats, "direct").contains("\"udp_datagrams_up\":3,"), "{stats}");
 }
