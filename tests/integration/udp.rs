@@ -264,17 +264,19 @@ const WEB: &str = "web:\n  enabled: true\n  listen: 127.0.0.1:0\nmode: socks5\n"
 #[test]
 fn udp_goes_through_dante_and_a_tcp_only_backend_is_learned_and_skipped() {
     let (Some(dante), Some(micro)) = (Dante::start(), Microsocks::start()) else { return };
+    // A dead backend too, which the start-up probes have not judged yet.
     let yaml = format!(
-        "{LISTEN}{WEB}backends:\n  - {{address: \"127.0.0.1:{}\", name: micro}}\n{}",
+        "{LISTEN}{WEB}backends:\n  - {{address: \"127.0.0.1:{}\", name: micro}}\n  - {{address: \"{}\", name: dead}}\n{}",
         micro.1,
+        closed_port(),
         dante.yaml("dante")
     );
     let d = daemon(&yaml);
-    settled(&d);
     let proxy = d.local_addrs()[0];
     let echo = udp_echo();
-    // Round robin would give microsocks every other association: it
-    // refuses (0x07), is learned as TCP-only, and costs the client nothing.
+    // Round robin would give microsocks and the dead one their turns:
+    // microsocks refuses (0x07) and is learned as TCP-only, the dead one
+    // refuses the connection, and neither costs the client anything.
     for i in 0..4 {
         let a = Association::open(proxy).unwrap_or_else(|code| panic!("association {i}: reply {code:#04x}"));
         assert_eq!(a.relay.ip(), std::net::Ipv4Addr::LOCALHOST, "the relay is where the client reached us");
