@@ -19,10 +19,8 @@ use smol::channel::{self, Receiver, Sender};
 use smol::future::FutureExt;
 use smol::{Async, Executor, Timer};
 
-use super::udp::{open, Event, Leg, Upstream, MAX_DATAGRAM};
-use crate::connect::Attempts;
+use super::udp::{open_anew, take_buffer, Event, MAX_DATAGRAM};
 use crate::context::{Current, Snapshot};
-use crate::socks5::{self, Address};
 use crate::stats::{DaemonStats, UdpDrop};
 
 /// Datagrams queued for a flow whose upstream is busy; more are dropped.
@@ -95,16 +93,14 @@ async fn flow(snap: &Snapshot, stats: &DaemonStats, from: SocketAddr, to: Socket
             return;
         }
     };
-    let mut attempts = Box::new(Attempts::new(snap, Instant::now() + snap.config.limits.handshake_timeout));
-    let mut up = match Box::pin(open(snap, from.ip(), &mut attempts)).await {
+    let mut up = match open_anew(snap, from.ip()).await {
         Ok(up) => up,
         Err(e) => {
             log::debug!("gateway UDP {from} -> {to}: no backend: {e}");
             return;
         }
     };
-    drop(attempts);
-    let header = socks5::udp_header(&Address::Ip(to));
+    let mut buf = Vec::new();
     let idle = snap.config.limits.udp_idle_timeout;
     let mut last = Instant::now();
     loop {
@@ -120,65 +116,20 @@ async fn flow(snap: &Snapshot, stats: &DaemonStats, from: SocketAddr, to: Socket
         match event {
             Ok(Some(data)) => {
                 last = Instant::now();
-                match &up.leg {
-                    Leg::Proxy { socket, .. } => {
-                        let mut d = header.to_vec();
-                        d.extend_from_slice(&data);
-                        if socket.get_ref().send(&d).is_ok() {
-                            up.count_up(snap, data.len());
-                        }
-                    }
-                    Leg::Native { .. } => up.send_native(snap, stats, &data, to),
-                }
+                up.send_to(snap, stats, &data, to);
             }
             Ok(None) | Err(Event::Idle) | Err(Event::ClientClosed) => return,
-            Err(Event::BackendClosed) => {
-                let mut again =
-                    Box::new(Attempts::new(snap, Instant::now() + snap.config.limits.handshake_timeout));
-                match Box::pin(open(snap, from.ip(), &mut again)).await {
-                    Ok(next) => up = next,
-                    Err(_) => return,
-                }
-            }
+            Err(Event::BackendClosed) => match up.replacement(snap, from.ip()).await {
+                Ok(next) => up = next,
+                Err(_) => return,
+            },
             Err(Event::Upstream | Event::Client) => {
                 last = Instant::now();
-                deliver(snap, stats, &up, &reply, from);
-            }
-        }
-    }
-}
-
-/// Hands the datagrams waiting upstream to the device at `device`, from
-/// the reply socket.
-fn deliver(
-    snap: &Snapshot,
-    stats: &DaemonStats,
-    up: &Upstream,
-    reply: &Async<UdpSocket>,
-    device: SocketAddr,
-) {
-    let backend = &snap.pool.backends()[up.backend].stats;
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let send = |data: &[u8]| {
-        if reply.get_ref().send_to(data, device).is_ok() {
-            backend.udp_datagrams_down.add(1);
-            backend.udp_bytes_down.add(data.len() as u64);
-        }
-    };
-    match &up.leg {
-        Leg::Proxy { socket, .. } => {
-            while let Ok(n) = socket.get_ref().recv(&mut buf) {
-                match socks5::parse_udp_header(&buf[..n]) {
-                    Ok((_, at)) => send(&buf[at..n]),
-                    Err(_) => up.dropped(snap, stats, UdpDrop::Malformed),
-                }
-            }
-        }
-        Leg::Native { v4, v6 } => {
-            for s in [v4, v6].into_iter().flatten() {
-                while let Ok((n, _)) = s.get_ref().recv_from(&mut buf) {
-                    send(&buf[..n]);
-                }
+                // To the device, from the reply socket, without the header.
+                up.receive(snap, stats, take_buffer(&mut buf), |datagram, at| {
+                    reply.get_ref().send_to(&datagram[at..], from).is_ok()
+                });
+                buf = Vec::new();
             }
         }
     }

@@ -45,8 +45,12 @@ use crate::upstream::{self, UpstreamError};
 /// The largest datagram: what one IPv4 UDP packet carries.
 pub(super) const MAX_DATAGRAM: usize = 65_507;
 
+/// Room kept in front of a received datagram for the RFC 1928 header of
+/// an IP address (at most 22 bytes), so that one can be put there.
+const HEADROOM: usize = 22;
+
 /// The upstream side of an association.
-pub(super) enum Leg {
+enum Leg {
     /// A SOCKS5 backend's UDP relay: our control connection to it, and our
     /// socket, connected to the relay address it named.
     Proxy { control: Async<TcpStream>, socket: Async<UdpSocket> },
@@ -57,8 +61,8 @@ pub(super) enum Leg {
 
 /// The backend an association goes through now.
 pub(super) struct Upstream {
-    pub(super) backend: usize,
-    pub(super) leg: Leg,
+    backend: usize,
+    leg: Leg,
     _active: ActiveGuard,
 }
 
@@ -151,15 +155,7 @@ async fn serve(
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let event = {
-            let closed = async {
-                let mut sink = [0u8; 64];
-                loop {
-                    match c.read(&mut sink).await {
-                        Ok(0) | Err(_) => return Event::ClientClosed,
-                        Ok(_) => {}
-                    }
-                }
-            };
+            let closed = closed(client, Event::ClientClosed);
             let from_client = async {
                 let _ = relay.readable().await;
                 Event::Client
@@ -177,14 +173,7 @@ async fn serve(
             Event::BackendClosed => {
                 let name = &snap.pool.backends()[up.backend].config.name;
                 log::debug!("client {ip}: UDP through {name}: the backend closed the association; moving");
-                snap.pool.report(
-                    up.backend,
-                    Source::Traffic,
-                    &Verdict::of(&closed_error(), snap.config.health.connect_timeout),
-                );
-                let again =
-                    Box::new(Attempts::new(snap, Instant::now() + snap.config.limits.handshake_timeout));
-                match Box::pin(reopen(snap, ip, again)).await {
+                match Box::pin(up.replacement(snap, ip)).await {
                     Ok(next) => up = next,
                     Err(e) => {
                         return Ended::Udp(format!(
@@ -219,7 +208,13 @@ async fn serve(
             Event::Upstream => {
                 last = Instant::now();
                 let buf = take_buffer(&mut buf);
-                up.receive(snap, stats, buf, &relay, peer);
+                up.receive(snap, stats, buf, |datagram, _| {
+                    if datagram.len() > MAX_DATAGRAM {
+                        up.dropped(snap, stats, UdpDrop::Oversized);
+                        return false;
+                    }
+                    peer.is_some_and(|peer| relay.get_ref().send_to(datagram, peer).is_ok())
+                });
             }
         }
         // Freed while no datagram moves: an idle association costs no buffer.
@@ -227,12 +222,21 @@ async fn serve(
     }
 }
 
-/// The datagram buffer, allocated for a burst.
-fn take_buffer(buf: &mut Vec<u8>) -> &mut [u8] {
+/// The datagram buffer, allocated for a burst: room for a header, and for
+/// one byte more than the largest datagram, so that a longer one shows.
+pub(super) fn take_buffer(buf: &mut Vec<u8>) -> &mut [u8] {
     if buf.is_empty() {
-        buf.resize(MAX_DATAGRAM + 1, 0);
+        buf.resize(HEADROOM + MAX_DATAGRAM + 1, 0);
     }
     buf
+}
+
+/// Resolves to `then` when `stream` is closed (or fails); what it sends
+/// meanwhile is read and dropped: a control connection carries nothing.
+async fn closed(mut stream: &Async<TcpStream>, then: Event) -> Event {
+    let mut sink = [0u8; 64];
+    while let Ok(1..) = stream.read(&mut sink).await {}
+    then
 }
 
 fn closed_error() -> UpstreamError {
@@ -246,19 +250,17 @@ fn unmapped(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// [`open`] with a budget of its own, all on the heap while it runs.
-async fn reopen(snap: &Snapshot, ip: IpAddr, mut attempts: Box<Attempts>) -> Result<Upstream, UpstreamError> {
-    open(snap, ip, &mut attempts).await
+/// [`open`] with a budget of its own (a handshake timeout), all on the
+/// heap while it runs.
+pub(super) async fn open_anew(snap: &Snapshot, ip: IpAddr) -> Result<Upstream, UpstreamError> {
+    let mut attempts = Box::new(Attempts::new(snap, Instant::now() + snap.config.limits.handshake_timeout));
+    Box::pin(async move { open(snap, ip, &mut attempts).await }).await
 }
 
 /// Opens the upstream side on the next backend that takes UDP, with the
 /// failover of a CONNECT. A backend that refuses UDP ASSOCIATE is learned
 /// as TCP-only and costs no attempt.
-pub(super) async fn open(
-    snap: &Snapshot,
-    ip: IpAddr,
-    attempts: &mut Attempts,
-) -> Result<Upstream, UpstreamError> {
+async fn open(snap: &Snapshot, ip: IpAddr, attempts: &mut Attempts) -> Result<Upstream, UpstreamError> {
     let who = Client { ip, destination: &Address::UNSPECIFIED };
     let usable = |i: usize| {
         let b = &snap.pool.backends()[i];
@@ -360,16 +362,7 @@ impl Upstream {
     pub(super) async fn readable(&self) -> Event {
         match &self.leg {
             Leg::Proxy { control, socket } => {
-                let closed = async {
-                    let mut sink = [0u8; 64];
-                    let mut c = control;
-                    loop {
-                        match c.read(&mut sink).await {
-                            Ok(0) | Err(_) => return Event::BackendClosed,
-                            Ok(_) => {}
-                        }
-                    }
-                };
+                let closed = closed(control, Event::BackendClosed);
                 let data = async {
                     let _ = socket.readable().await;
                     Event::Upstream
@@ -431,13 +424,7 @@ impl Upstream {
 
     /// Sends `data` to `dest` from our own socket of its family, made now
     /// if there is none yet.
-    pub(super) fn send_native(
-        &mut self,
-        snap: &Snapshot,
-        stats: &DaemonStats,
-        data: &[u8],
-        dest: SocketAddr,
-    ) {
+    fn send_native(&mut self, snap: &Snapshot, stats: &DaemonStats, data: &[u8], dest: SocketAddr) {
         let backend = &snap.pool.backends()[self.backend];
         let Leg::Native { v4, v6 } = &mut self.leg else { return };
         let slot = if dest.is_ipv4() { v4 } else { v6 };
@@ -461,64 +448,82 @@ impl Upstream {
 
     /// Counts a dropped datagram of this association, for the daemon and
     /// for its backend.
-    pub(super) fn dropped(&self, snap: &Snapshot, stats: &DaemonStats, why: UdpDrop) {
+    fn dropped(&self, snap: &Snapshot, stats: &DaemonStats, why: UdpDrop) {
         stats.udp_drop(why);
         snap.pool.backends()[self.backend].stats.udp_drops[why as usize].add(1);
     }
 
-    pub(super) fn count_up(&self, snap: &Snapshot, bytes: usize) {
+    fn count_up(&self, snap: &Snapshot, bytes: usize) {
         let stats = &snap.pool.backends()[self.backend].stats;
         stats.udp_datagrams_up.add(1);
         stats.udp_bytes_up.add(bytes as u64);
     }
 
-    /// Takes the datagrams waiting upstream and hands them to the client
-    /// at `peer` through `relay`.
-    fn receive(
-        &mut self,
+    /// Takes the datagrams waiting upstream and hands each to `deliver`
+    /// with its RFC 1928 header in front (a SOCKS5 backend's as it came,
+    /// one made here for our own sockets) and where its data starts;
+    /// `deliver` says whether it went out, and what did is counted.
+    pub(super) fn receive(
+        &self,
         snap: &Snapshot,
         stats: &DaemonStats,
         buf: &mut [u8],
-        relay: &Async<UdpSocket>,
-        peer: Option<SocketAddr>,
+        mut deliver: impl FnMut(&[u8], usize) -> bool,
     ) {
-        let backend = &snap.pool.backends()[self.backend];
-        let deliver = |datagram: &[u8], data: usize| {
-            let Some(peer) = peer else { return };
-            if relay.get_ref().send_to(datagram, peer).is_ok() {
-                backend.stats.udp_datagrams_down.add(1);
-                backend.stats.udp_bytes_down.add(data as u64);
+        let backend = &snap.pool.backends()[self.backend].stats;
+        let mut counted = |datagram: &[u8], at: usize| {
+            if deliver(datagram, at) {
+                backend.udp_datagrams_down.add(1);
+                backend.udp_bytes_down.add((datagram.len() - at) as u64);
             }
         };
         match &self.leg {
             Leg::Proxy { socket, .. } => {
                 // Connected to the relay: nothing else arrives here.
-                while let Ok(n) = socket.get_ref().recv(buf) {
-                    match socks5::parse_udp_header(&buf[..n]) {
-                        Ok((_, at)) => deliver(&buf[..n], n - at),
+                while let Ok(n) = socket.get_ref().recv(&mut buf[HEADROOM..]) {
+                    let datagram = &buf[HEADROOM..HEADROOM + n];
+                    match socks5::parse_udp_header(datagram) {
+                        Ok((_, at)) => counted(datagram, at),
                         Err(_) => self.dropped(snap, stats, UdpDrop::Malformed),
                     }
                 }
             }
             Leg::Native { v4, v6 } => {
                 for s in [v4, v6].into_iter().flatten() {
-                    // Room in front for the header: at most 22 bytes for
-                    // an IP address.
-                    const ROOM: usize = 22;
-                    while let Ok((n, from)) = s.get_ref().recv_from(&mut buf[ROOM..]) {
+                    while let Ok((n, from)) = s.get_ref().recv_from(&mut buf[HEADROOM..]) {
                         let from = SocketAddr::new(unmapped(from.ip()), from.port());
                         let header = socks5::udp_header(&Address::Ip(from));
-                        if n + header.len() > MAX_DATAGRAM {
-                            self.dropped(snap, stats, UdpDrop::Oversized);
-                            continue;
-                        }
-                        let start = ROOM - header.len();
-                        buf[start..ROOM].copy_from_slice(&header);
-                        deliver(&buf[start..ROOM + n], n);
+                        let start = HEADROOM - header.len();
+                        buf[start..HEADROOM].copy_from_slice(&header);
+                        counted(&buf[start..HEADROOM + n], header.len());
                     }
                 }
             }
         }
+    }
+
+    /// Sends `data` for `dest` on: to a SOCKS5 backend's relay behind the
+    /// header that names `dest`, or from our own socket.
+    pub(super) fn send_to(&mut self, snap: &Snapshot, stats: &DaemonStats, data: &[u8], dest: SocketAddr) {
+        match &self.leg {
+            Leg::Proxy { socket, .. } => {
+                let mut datagram = socks5::udp_header(&Address::Ip(dest)).to_vec();
+                datagram.extend_from_slice(data);
+                if socket.get_ref().send(&datagram).is_ok() {
+                    self.count_up(snap, data.len());
+                }
+            }
+            Leg::Native { .. } => self.send_native(snap, stats, data, dest),
+        }
+    }
+
+    /// The upstream to move to when this one's backend closed the
+    /// association: the backend is reported, and another one opened with a
+    /// budget of its own.
+    pub(super) async fn replacement(&self, snap: &Snapshot, ip: IpAddr) -> Result<Upstream, UpstreamError> {
+        let timeout = snap.config.health.connect_timeout;
+        snap.pool.report(self.backend, Source::Traffic, &Verdict::of(&closed_error(), timeout));
+        open_anew(snap, ip).await
     }
 }
 
