@@ -117,8 +117,7 @@ fn to_socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: the family says the storage holds a sockaddr_in6.
             #[allow(unsafe_code)]
             let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-            let ip = ip.to_ipv4_mapped().map_or(std::net::IpAddr::V6(ip), std::net::IpAddr::V4);
+            let ip = std::net::IpAddr::from(a.sin6_addr.s6_addr).to_canonical();
             Some(SocketAddr::new(ip, u16::from_be(a.sin6_port)))
         }
         _ => None,

@@ -94,13 +94,7 @@ fn destination(client: &TcpStream, tproxy: bool) -> Result<SocketAddr, Ended> {
 /// An IPv4 address a dual-stack socket shows as `::ffff:a.b.c.d`, as
 /// IPv4.
 fn unmapped(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-            None => addr,
-        },
-        v4 => v4,
-    }
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Reads the client's first bytes into `early` until they name the

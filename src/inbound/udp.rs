@@ -118,7 +118,7 @@ async fn serve(
     // On the address the client reached us at, so that the reply names
     // one it can send to.
     let local = match client.get_ref().local_addr() {
-        Ok(a) => unmapped(a.ip()),
+        Ok(a) => a.ip().to_canonical(),
         Err(e) => return Ended::Io(e),
     };
     let relay = match UdpSocket::bind((local, 0)).and_then(Async::new) {
@@ -186,9 +186,7 @@ async fn serve(
                 last = Instant::now();
                 let buf = take_buffer(&mut buf);
                 while let Ok((n, from)) = relay.get_ref().recv_from(buf) {
-                    if from.ip() != ip && unmapped(from.ip()) != ip
-                        || peer.is_some_and(|p| p.port() != from.port())
-                    {
+                    if from.ip().to_canonical() != ip || peer.is_some_and(|p| p.port() != from.port()) {
                         up.dropped(snap, stats, UdpDrop::Foreign);
                         continue;
                     }
@@ -241,13 +239,6 @@ async fn closed(mut stream: &Async<TcpStream>, then: Event) -> Event {
 
 fn closed_error() -> UpstreamError {
     UpstreamError::BackendUnreachable(io::ErrorKind::ConnectionReset.into())
-}
-
-fn unmapped(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// [`open`] with a budget of its own (a handshake timeout), all on the
@@ -491,7 +482,7 @@ impl Upstream {
             Leg::Native { v4, v6 } => {
                 for s in [v4, v6].into_iter().flatten() {
                     while let Ok((n, from)) = s.get_ref().recv_from(&mut buf[HEADROOM..]) {
-                        let from = SocketAddr::new(unmapped(from.ip()), from.port());
+                        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
                         let header = socks5::udp_header(&Address::Ip(from));
                         let start = HEADROOM - header.len();
                         buf[start..HEADROOM].copy_from_slice(&header);
