@@ -84,6 +84,9 @@ pub(crate) async fn associate(
     ip: IpAddr,
     pending: Box<Pending>,
 ) -> Ended {
+    // Datagrams come from the client's IPv4 address even when a dual-stack
+    // listener shows it as ::ffff:a.b.c.d: compare with that.
+    let ip = ip.to_canonical();
     // Only the declared port matters from here on (the IP must be the
     // client's own).
     let declared_port = match &pending.declared {

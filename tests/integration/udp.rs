@@ -555,3 +555,13 @@ fn a_backend_with_udp_false_is_never_used_for_udp() {
     assert!(off.contains("\"udp\":false") && off.contains("\"udp_datagrams_up\":0,"), "{stats}");
     assert!(backend(&stats, "direct").contains("\"udp_datagrams_up\":3,"), "{stats}");
 }
+
+#[test]
+fn a_dual_stack_listener_serves_an_ipv4_client_its_association() {
+    // On [::], an IPv4 client's address arrives as ::ffff:127.0.0.1.
+    let d = daemon(&format!("listen: \"[::]:0\"\n{WEB}backends:\n  - direct: true\n"));
+    let port = d.local_addrs()[0].port();
+    let a = Association::open(SocketAddr::from(([127, 0, 0, 1], port))).expect("associated");
+    assert_eq!(a.relay.ip(), std::net::Ipv4Addr::LOCALHOST);
+    a.echo(udp_echo(), b"dual stack").unwrap();
+}
