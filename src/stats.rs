@@ -50,9 +50,9 @@ pub struct BackendStats {
     pub bytes_up: Counter,
     /// Bytes from this backend to clients.
     pub bytes_down: Counter,
-    /// What UDP ASSOCIATE through this backend is known to do:
-    /// [`UDP_UNKNOWN`], [`UDP_WORKS`] or [`UDP_REFUSED`] (a TCP-only
-    /// proxy, skipped for UDP from then on).
+    /// What UDP ASSOCIATE through this backend is known to do: 0 (not
+    /// tried yet), [`UDP_WORKS`] or [`UDP_REFUSED`] (a TCP-only proxy,
+    /// skipped for UDP from then on).
     pub udp: std::sync::atomic::AtomicU8,
     /// UDP associations relayed through it now.
     pub udp_open: AtomicUsize,

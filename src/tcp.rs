@@ -207,20 +207,28 @@ pub fn listen(addr: SocketAddr) -> io::Result<(TcpListener, bool)> {
 /// Setting the option needs CAP_NET_ADMIN; the error says so.
 #[cfg(target_os = "linux")]
 pub fn listen_transparent(addr: SocketAddr) -> io::Result<TcpListener> {
-    use linux_raw_sys::net::{IPV6_TRANSPARENT, IP_TRANSPARENT, SOL_IP, SOL_IPV6};
     let fd = bare_socket(addr)?;
     let _ = rustix::net::sockopt::set_socket_reuseaddr(&fd, true);
+    set_transparent(&fd, addr)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, 128)?;
+    Ok(TcpListener::from(fd))
+}
+
+/// `IP_TRANSPARENT` (or IPv6's) on a socket for `addr`'s family: it may
+/// bind and take traffic for addresses not its own. Needs CAP_NET_ADMIN;
+/// the error says so.
+#[cfg(target_os = "linux")]
+pub fn set_transparent(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    use linux_raw_sys::net::{IPV6_TRANSPARENT, IP_TRANSPARENT, SOL_IP, SOL_IPV6};
     let (level, name) = if addr.is_ipv4() { (SOL_IP, IP_TRANSPARENT) } else { (SOL_IPV6, IPV6_TRANSPARENT) };
-    set_int(&fd, level, name, 1).map_err(|e| match e.kind() {
+    set_int(fd, level, name, 1).map_err(|e| match e.kind() {
         io::ErrorKind::PermissionDenied => io::Error::new(
             e.kind(),
             format!("a tproxy listener needs CAP_NET_ADMIN (run as root, or grant the capability): {e}"),
         ),
         _ => e,
-    })?;
-    rustix::net::bind(&fd, &addr)?;
-    rustix::net::listen(&fd, 128)?;
-    Ok(TcpListener::from(fd))
+    })
 }
 
 /// Where a redirected connection was going (nftables `redirect`/`dnat`,

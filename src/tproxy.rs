@@ -8,9 +8,7 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
-use linux_raw_sys::net::{
-    IPV6_RECVORIGDSTADDR, IPV6_TRANSPARENT, IP_RECVORIGDSTADDR, IP_TRANSPARENT, SOL_IP, SOL_IPV6,
-};
+use linux_raw_sys::net::{IPV6_RECVORIGDSTADDR, IP_RECVORIGDSTADDR, SOL_IP, SOL_IPV6};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 /// A non-blocking `IP_TRANSPARENT` UDP socket bound to `addr` (which need
@@ -24,15 +22,8 @@ pub fn udp_socket(addr: SocketAddr, listener: bool) -> io::Result<UdpSocket> {
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )?;
+    crate::tcp::set_transparent(&fd, addr)?;
     let level = if addr.is_ipv4() { SOL_IP } else { SOL_IPV6 };
-    let transparent = if addr.is_ipv4() { IP_TRANSPARENT } else { IPV6_TRANSPARENT };
-    crate::tcp::set_int(&fd, level, transparent, 1).map_err(|e| match e.kind() {
-        io::ErrorKind::PermissionDenied => io::Error::new(
-            e.kind(),
-            format!("a tproxy listener needs CAP_NET_ADMIN (run as root, or grant the capability): {e}"),
-        ),
-        _ => e,
-    })?;
     if listener {
         let recv = if addr.is_ipv4() { IP_RECVORIGDSTADDR } else { IPV6_RECVORIGDSTADDR };
         crate::tcp::set_int(&fd, level, recv, 1)?;
