@@ -489,8 +489,7 @@ fn refuse(
     stream: Async<std::net::TcpStream>,
     why: Refusal,
 ) {
-    if stats.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
-        stats.refusing.fetch_sub(1, Ordering::Relaxed);
+    if !crate::stats::take_slot(&stats.refusing, MAX_REFUSING) {
         return;
     }
     let stats = Arc::clone(stats);

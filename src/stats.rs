@@ -168,6 +168,16 @@ impl DaemonStats {
     }
 }
 
+/// Takes one of `limit` slots counted by `taken`; `false` (and nothing
+/// taken) when all are. The caller gives the slot back with `fetch_sub`.
+pub fn take_slot(taken: &AtomicUsize, limit: usize) -> bool {
+    if taken.fetch_add(1, Ordering::Relaxed) >= limit {
+        taken.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
 /// Throughput samples kept: 120 × [`SAMPLE_EVERY`] = 4 minutes of graph.
 pub const THROUGHPUT_SAMPLES: usize = 120;
 /// How often the server samples aggregate throughput.

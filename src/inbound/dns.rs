@@ -165,17 +165,15 @@ async fn serve_udp(ex: &Executor<'static>, udp: Arc<Async<UdpSocket>>, service: 
             continue;
         }
         service.stats.dns_queries.add(1);
-        if in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
-            in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !crate::stats::take_slot(&in_flight, MAX_IN_FLIGHT) {
             service.stats.dns_failures.add(1);
             continue;
         }
         let (msg, udp, service, in_flight) =
             (buf[..n].to_vec(), Arc::clone(&udp), Arc::clone(service), Arc::clone(&in_flight));
         ex.spawn(async move {
-            if let Some((mut reply, limit)) = service.answer(&msg, from.ip()).await {
+            if let Some(Answer { mut reply, limit, key_len }) = service.answer(&msg, from.ip()).await {
                 if reply.len() > limit {
-                    let key_len = dns::parse_query(&msg).map_or(0, |q| q.key.len());
                     reply = dns::truncated(&reply, key_len).unwrap_or(reply);
                 }
                 let _ = udp.send_to(&reply, from).await;
@@ -200,8 +198,7 @@ async fn serve_tcp(ex: &Executor<'static>, listener: &Async<TcpListener>, servic
         if !service.current.get().config.allows_client(peer.ip()) {
             continue;
         }
-        if clients.fetch_add(1, Ordering::Relaxed) >= MAX_TCP_CLIENTS {
-            clients.fetch_sub(1, Ordering::Relaxed);
+        if !crate::stats::take_slot(&clients, MAX_TCP_CLIENTS) {
             continue;
         }
         let (service, clients) = (Arc::clone(service), Arc::clone(&clients));
@@ -221,7 +218,7 @@ async fn serve_tcp_client(stream: &Async<TcpStream>, ip: IpAddr, service: &Servi
             return Ok(());
         };
         service.stats.dns_queries.add(1);
-        let Some((reply, _)) = service.answer(&msg, ip).await else { return Ok(()) };
+        let Some(Answer { reply, .. }) = service.answer(&msg, ip).await else { return Ok(()) };
         s.write_all(&framed(&reply)).await?;
     }
 }
@@ -255,25 +252,39 @@ async fn read_framed(mut s: &Async<TcpStream>, mut got: Vec<u8>) -> io::Result<O
     }
 }
 
+/// A reply to send, with what truncating it for UDP needs.
+struct Answer {
+    reply: Vec<u8>,
+    /// The most a UDP client takes.
+    limit: usize,
+    /// The question's length (0 when the query had none that parsed).
+    key_len: usize,
+}
+
 impl Service {
-    /// The reply to `msg` from the client at `ip`, and the most a UDP
-    /// client takes; `None` when there is nothing to answer.
-    async fn answer(&self, msg: &[u8], ip: IpAddr) -> Option<(Vec<u8>, usize)> {
+    /// The reply to `msg` from the client at `ip`; `None` when there is
+    /// nothing to answer.
+    async fn answer(&self, msg: &[u8], ip: IpAddr) -> Option<Answer> {
         let q = match dns::parse_query(msg) {
             Ok(q) => q,
             Err(Refused(code)) => {
                 self.stats.dns_failures.add(1);
                 log::debug!("dns: client {ip}: malformed query (answered with code {code})");
-                return dns::reply(msg, code).map(|r| (r, dns::CLASSIC_UDP));
+                return dns::reply(msg, code).map(|reply| Answer {
+                    reply,
+                    limit: dns::CLASSIC_UDP,
+                    key_len: 0,
+                });
             }
         };
         let client_question = &msg[dns::HEADER..dns::HEADER + q.key.len()];
         // The client's own ID and spelling of the name (some resolvers
         // check the case they sent, "0x20" randomization).
+        let answered = |reply: Vec<u8>| Some(Answer { reply, limit: q.udp_size, key_len: q.key.len() });
         let as_asked = |mut answer: Vec<u8>| {
             answer[..2].copy_from_slice(&q.id.to_be_bytes());
             answer[dns::HEADER..dns::HEADER + q.key.len()].copy_from_slice(client_question);
-            Some((answer, q.udp_size))
+            answered(answer)
         };
         if let Some(answer) = self.cache.get(&q) {
             self.stats.dns_cache_hits.add(1);
@@ -300,7 +311,7 @@ impl Service {
                 "dns: no resolver answered a query from {ip}; answered SERVFAIL (said at most once a minute)"
             );
         }
-        dns::reply(msg, dns::SERVFAIL).map(|r| (r, q.udp_size))
+        dns::reply(msg, dns::SERVFAIL).and_then(answered)
     }
 }
 

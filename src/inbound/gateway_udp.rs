@@ -65,8 +65,7 @@ pub async fn serve(
             }
             flows.retain(|f| !f.tx.is_closed());
             let limit = snap.config.limits.max_udp_associations.get() as usize;
-            if stats.udp_associations.fetch_add(1, Ordering::Relaxed) >= limit {
-                stats.udp_associations.fetch_sub(1, Ordering::Relaxed);
+            if !crate::stats::take_slot(&stats.udp_associations, limit) {
                 stats.udp_drop(UdpDrop::Refused);
                 continue;
             }

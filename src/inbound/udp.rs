@@ -94,8 +94,7 @@ pub(crate) async fn associate(
         _ => None,
     };
     let limit = snap.config.limits.max_udp_associations.get() as usize;
-    if stats.udp_associations.fetch_add(1, Ordering::Relaxed) >= limit {
-        stats.udp_associations.fetch_sub(1, Ordering::Relaxed);
+    if !crate::stats::take_slot(&stats.udp_associations, limit) {
         log::debug!("client {ip}: UDP ASSOCIATE refused, limits.max_udp_associations ({limit}) reached");
         return super::socks5::refuse(
             client,
