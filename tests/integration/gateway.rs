@@ -274,6 +274,23 @@ impl Lan {
         assert!(out.status.success(), "nft -f: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// The daemon with a tproxy listener on [::]:7894 and `backends`,
+    /// behind tproxy rules (`args` added) and their policy route.
+    fn start_tproxy(&self, backends: &str, args: &str) -> Daemon {
+        let yaml = settings(backends)
+            .replace("protocol: redirect", "protocol: tproxy")
+            .replace("[::]:7893", "[::]:7894");
+        let daemon = Daemon::start(&self.router, &yaml);
+        self.apply_tproxy_rules(args);
+        daemon
+    }
+
+    fn apply_tproxy_rules(&self, args: &str) {
+        self.apply_rules(&format!("--mode tproxy --port 7894 {args}"));
+        let route = run_in(&self.router, &["sh", RULES, "route", "add"]);
+        assert!(route.status.success(), "{}", String::from_utf8_lossy(&route.stderr));
+    }
+
     fn remove_rules(&self) {
         let out = run_in(&self.router, &["nft", "delete", "table", "inet", "socksbalance"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -496,13 +513,7 @@ fn tproxy_mode_takes_the_lans_tcp_with_the_destination_left_as_it_was() {
     let Some(mut lan) = Lan::new("t") else { return };
     lan.start_backend(0);
     lan.start_origins();
-    let yaml = settings("  - {address: \"198.18.20.2:1080\", name: one}\n")
-        .replace("protocol: redirect", "protocol: tproxy")
-        .replace("[::]:7893", "[::]:7894");
-    let _daemon = Daemon::start(&lan.router, &yaml);
-    lan.apply_rules("--mode tproxy --port 7894");
-    let route = run_in(&lan.router, &["sh", RULES, "route", "add"]);
-    assert!(route.status.success(), "{}", String::from_utf8_lossy(&route.stderr));
+    let _daemon = lan.start_tproxy("  - {address: \"198.18.20.2:1080\", name: one}\n", "");
     assert_eq!(lan.curl(&["http://198.19.0.1/"]).unwrap(), VIA_BACKEND);
     assert_eq!(lan.curl(&["-6", "http://[2001:2:0:19::1]/"]).unwrap(), "peer=2001:2:0:19::1\n");
     assert_eq!(lan.connects(0), ["198.19.0.1:80", "2001:2:0:19::1:80"]);
@@ -617,13 +628,7 @@ fn tproxy_mode_takes_the_lans_udp_too() {
         return;
     }
     lan.start_udp_echo();
-    let yaml = settings("  - direct: true\n")
-        .replace("protocol: redirect", "protocol: tproxy")
-        .replace("[::]:7893", "[::]:7894");
-    let _daemon = Daemon::start(&lan.router, &yaml);
-    lan.apply_rules("--mode tproxy --port 7894 --udp");
-    let route = run_in(&lan.router, &["sh", RULES, "route", "add"]);
-    assert!(route.status.success(), "{}", String::from_utf8_lossy(&route.stderr));
+    let _daemon = lan.start_tproxy("  - direct: true\n", "--udp");
     // The client's plain dig to a resolver on the internet, and a UDP echo:
     // both answered from the address they were sent to.
     assert_eq!(dig(&lan.client, &["@198.19.0.53", "+short", "example.test"]), "198.19.0.7\n");
@@ -646,7 +651,7 @@ fn tproxy_mode_takes_the_lans_udp_too() {
     // With --dns-hijack, DNS is the DNS listener's: the tproxy rule leaves
     // port 53 to the hijack rule, and the query is answered over TCP
     // through the backend, not relayed as a datagram.
-    lan.apply_rules("--mode tproxy --port 7894 --udp --dns-hijack --dns-port 5353");
+    lan.apply_tproxy_rules("--udp --dns-hijack --dns-port 5353");
     assert_eq!(dig(&lan.client, &["@198.19.0.53", "+short", "example.test"]), "198.19.0.7\n");
     let stats = lan.stats();
     assert_eq!(counter(&stats, "queries"), Some(1), "{stats}");
