@@ -565,3 +565,24 @@ fn a_dual_stack_listener_serves_an_ipv4_client_its_association() {
     assert_eq!(a.relay.ip(), std::net::Ipv4Addr::LOCALHOST);
     a.echo(udp_echo(), b"dual stack").unwrap();
 }
+
+#[test]
+fn an_answer_too_large_to_send_on_with_its_header_is_dropped_and_counted() {
+    // Answers every datagram with 65,500 bytes: room for it alone in an
+    // IPv4 datagram, not with the 10-byte header in front.
+    let big = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = big.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = big.recv_from(&mut buf) {
+            let _ = big.send_to(&vec![9u8; 65_500], from);
+        }
+    });
+    let d = daemon(&format!("{LISTEN}{WEB}backends:\n  - direct: true\n"));
+    let a = Association::open(d.local_addrs()[0]).expect("associated");
+    a.send(target, b"send me a lot");
+    assert!(a.receive().is_err(), "nothing arrives cut short");
+    wait_for("the drop counted", IO_TIMEOUT, || stats_of(&d).contains("\"oversized\":1,"));
+    // And the association still works.
+    a.echo(udp_echo(), b"after").unwrap();
+}
