@@ -51,6 +51,7 @@ pub fn set_routing_mark(mark: u32) {
 }
 
 /// Whether setting the mark failed once already (said once, at warn).
+#[cfg(target_os = "linux")]
 static MARK_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A fresh non-blocking TCP socket for `addr`'s address family, with the

@@ -496,7 +496,8 @@ impl Upstream {
     }
 
     /// Sends `data` for `dest` on: to a SOCKS5 backend's relay behind the
-    /// header that names `dest`, or from our own socket.
+    /// header that names `dest`, or from our own socket (gateway flows).
+    #[cfg(target_os = "linux")]
     pub(super) fn send_to(&mut self, snap: &Snapshot, stats: &DaemonStats, data: &[u8], dest: SocketAddr) {
         match &self.leg {
             Leg::Proxy { socket, .. } => {
