@@ -23,7 +23,9 @@ use std::time::Instant;
 
 use smol::Async;
 
-use crate::balancer::{Client, Via};
+use crate::balancer::learned::Outcome;
+use crate::balancer::{Client, Decision, Route, Via};
+use crate::config::routing::Query;
 use crate::config::Target;
 use crate::context::Snapshot;
 use crate::health::{Source, Verdict};
@@ -65,6 +67,8 @@ pub(crate) enum ConnectError {
     /// `deny_destinations` forbids the destination: the rule, and where
     /// the client wanted to go. No backend was tried.
     Denied { destination: String, rule: String },
+    /// A rule with `action: block` matched (its index in `rules`).
+    Blocked { destination: String, rule: usize },
     /// Every backend tried failed, or none could be: the last failure
     /// (`NoBackend` when none was tried).
     Upstream(UpstreamError),
@@ -75,6 +79,9 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Denied { destination, rule } => {
                 write!(f, "CONNECT to {destination} refused by deny_destinations ({rule})")
+            }
+            ConnectError::Blocked { destination, rule } => {
+                write!(f, "CONNECT to {destination} blocked by rules[{rule}]")
             }
             ConnectError::Upstream(e) => e.fmt(f),
         }
@@ -100,6 +107,10 @@ pub(crate) struct Attempts {
     deadline: Instant,
     destination_failures: u32,
     last: Option<UpstreamError>,
+    /// Where the backends come from, as the rules decided.
+    route: Route,
+    /// The listener the client came in on (index into `listen`).
+    listener: Option<usize>,
 }
 
 impl Attempts {
@@ -113,6 +124,36 @@ impl Attempts {
             deadline,
             destination_failures: 0,
             last: None,
+            route: snap.pool.default_route(),
+            listener: None,
+        }
+    }
+
+    /// For a client of listener `listener` (rules may match on it).
+    pub fn on(mut self, listener: Option<usize>) -> Self {
+        self.listener = listener;
+        self
+    }
+
+    /// Lets the rules choose where the backends come from, for a client
+    /// at `ip` going to `destination` (`None`: not known yet). `Err`
+    /// names the blocking rule.
+    pub fn decide(
+        &mut self,
+        snap: &Snapshot,
+        ip: IpAddr,
+        destination: Option<&Address>,
+    ) -> Result<(), usize> {
+        if snap.config.rules.is_empty() {
+            return Ok(());
+        }
+        let destination = destination.filter(|d| **d != Address::UNSPECIFIED);
+        match snap.pool.decide(&snap.config, &Query { destination, source: ip, inbound: self.listener }) {
+            Decision::Route(route) => {
+                self.route = route;
+                Ok(())
+            }
+            Decision::Block(rule) => Err(rule),
         }
     }
 
@@ -130,7 +171,8 @@ impl Attempts {
         {
             return None;
         }
-        let pick = snap.pool.select(client, &|i| self.tried.contains(&(i as u32)) || also_skip(i))?;
+        let pick =
+            snap.pool.select(self.route, client, &|i| self.tried.contains(&(i as u32)) || also_skip(i))?;
         if pick.panic {
             if self.panicked {
                 return None;
@@ -172,6 +214,10 @@ impl Attempts {
             snap.pool.report(i, Source::Traffic, &Verdict::Neutral);
             self.last = Some(e);
             return;
+        }
+        if matches!(e, UpstreamError::BackendReply(_) | UpstreamError::Destination(_)) {
+            // It failed for this destination: the per-site table learns.
+            snap.pool.learn(i, dest, Outcome::Failed);
         }
         if e.blames_backend() {
             log::debug!("backend {}: {e}{}; trying another", backend.config.name, For(dest));
@@ -233,13 +279,19 @@ pub(crate) async fn connect(
     if let Some(rule) = denied_destination(snap, dest) {
         return Err(ConnectError::Denied { destination: dest.to_string(), rule });
     }
+    if let Err(rule) = attempts.decide(snap, ip, Some(dest)) {
+        log::debug!("client {ip}: {dest} blocked by rules[{rule}]");
+        return Err(ConnectError::Blocked { destination: dest.to_string(), rule });
+    }
     let who = Client { ip, destination: dest };
     while let Some(i) = first.take().or_else(|| attempts.next(snap, who, |_| false)) {
         let active = ActiveGuard::new(&snap.pool.backends()[i].stats);
         let start = Instant::now();
         match open_upstream(snap, i, dest).await {
             Ok((upstream, bound, early_down)) => {
-                snap.pool.report(i, Source::Traffic, &Verdict::Success(Some(start.elapsed())));
+                let took = start.elapsed();
+                snap.pool.report(i, Source::Traffic, &Verdict::Success(Some(took)));
+                snap.pool.learn(i, dest, Outcome::Worked(took));
                 return Ok(Established {
                     upstream,
                     backend: i,
@@ -356,6 +408,8 @@ mod tests {
             deadline: std::time::Instant::now(),
             destination_failures,
             last: None,
+            route: crate::balancer::Route::Group(0),
+            listener: None,
         }
     }
 

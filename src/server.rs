@@ -404,7 +404,10 @@ async fn accept_loop(
     // What this listener speaks, as the snapshot in force says (a reload
     // may change it for the same address).
     let protocol_in = |s: &Snapshot| s.config.protocol_of(configured);
-    let mut protocol = protocol_in(&snapshot);
+    let listener_in = |s: &Snapshot| {
+        s.config.listen.iter().position(|a| *a == configured).and_then(|i| u16::try_from(i).ok())
+    };
+    let (mut protocol, mut listen_index) = (protocol_in(&snapshot), listener_in(&snapshot));
     let (mut deny_log, mut error_log) = (Throttle::default(), Throttle::default());
     loop {
         match crate::tcp::accept(&listener).await {
@@ -412,7 +415,7 @@ async fn accept_loop(
                 stats.accepted.add(1);
                 if current.generation() != generation {
                     (generation, snapshot) = (current.generation(), current.get());
-                    protocol = protocol_in(&snapshot);
+                    (protocol, listen_index) = (protocol_in(&snapshot), listener_in(&snapshot));
                 }
                 let limits = &snapshot.config.limits;
                 if !snapshot.config.allows_client(peer.ip()) {
@@ -447,7 +450,7 @@ async fn accept_loop(
                 let stats = Arc::clone(&stats);
                 ex.spawn(async move {
                     let _open = (open, slot);
-                    inbound::serve(snapshot, stream, peer, protocol, &stats).await;
+                    inbound::serve(snapshot, stream, peer, protocol, listen_index, &stats).await;
                 })
                 .detach();
             }

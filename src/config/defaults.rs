@@ -26,6 +26,7 @@ pub const PASSIVE_MONITORING: bool = true;
 pub const ALGORITHM: Algorithm = Algorithm::Roundrobin;
 pub const STICKY_KEY: StickyKey = StickyKey::Client;
 pub const MAX_ATTEMPTS: u32 = 3;
+pub const LATENCY_DECAY: Duration = Duration::from_secs(10);
 
 pub const WEB_ENABLED: bool = false;
 pub const WEB_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
@@ -83,6 +84,7 @@ pub fn documented() -> Vec<(&'static str, Documented)> {
             }),
         ),
         ("balancer.max_attempts", t(&MAX_ATTEMPTS)),
+        ("balancer.latency_decay", D(LATENCY_DECAY)),
         ("web.enabled", t(&WEB_ENABLED)),
         ("web.listen", t(&WEB_LISTEN)),
         ("web.refresh_interval", t(&REFRESH_INTERVAL)),

@@ -14,6 +14,7 @@
 pub mod defaults;
 mod locate;
 mod raw;
+pub mod routing;
 mod validate;
 mod values;
 
@@ -248,6 +249,12 @@ pub enum Algorithm {
     Weighted,
     /// The backend with the lowest latency EMA (untested backends first).
     LowestLatency,
+    /// Consistent hashing on the destination's site, with bounded load.
+    StickyDestination,
+    /// Power of two choices on peak-EWMA latency × (active + 1).
+    P2c,
+    /// Per site, what worked before (`p2c` among the rest).
+    Learned,
 }
 
 /// What `sticky_session_ttl` keeps together.
@@ -268,6 +275,9 @@ impl fmt::Display for Algorithm {
             Algorithm::LeastConnections => "least_connections",
             Algorithm::Weighted => "weighted",
             Algorithm::LowestLatency => "lowest_latency",
+            Algorithm::StickyDestination => "sticky_destination",
+            Algorithm::P2c => "p2c",
+            Algorithm::Learned => "learned",
         })
     }
 }
@@ -388,6 +398,9 @@ pub struct BackendConfig {
     pub weight: NonZeroU32,
     /// The uplink (by name) a SOCKS backend is reached through.
     pub via: Option<String>,
+    /// Added for the rules' `action: direct` (no `direct` backend was
+    /// configured): in no group, and used by nothing else.
+    pub hidden: bool,
     /// Found by `interfaces: auto` rather than written in the file; a
     /// re-discovery replaces exactly these.
     pub discovered: bool,
@@ -431,6 +444,8 @@ pub struct Health {
     /// Where uplinks are probed with a TCP connect (`health.uplink_probe`);
     /// without it, `test_url`'s host and port.
     pub uplink_probe: Option<(Host, u16)>,
+    /// The statuses `test_url` must answer; empty: any of 200 to 399.
+    pub expected_status: Vec<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,6 +458,8 @@ pub struct Balancer {
     /// Backends tried for one client connection before it gets an error.
     pub max_attempts: NonZeroU32,
     pub sticky_key: StickyKey,
+    /// How fast `p2c`'s peak-EWMA latency forgets (its time constant).
+    pub latency_decay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -527,6 +544,10 @@ pub struct Config {
     pub routing_mark: u32,
     /// The DNS listener, if configured.
     pub dns: Option<Dns>,
+    /// `groups:`; empty: one implicit group of every backend.
+    pub groups: Vec<routing::Group>,
+    /// `rules:`, in order.
+    pub rules: Vec<routing::Rule>,
     /// Settings that load but do not do what they seem to, or leave the
     /// proxy open: `check` prints them, the daemon logs them at start and
     /// on reload. Each names its key and line, as errors do.
@@ -551,6 +572,12 @@ impl Config {
 
     /// Parses and validates a YAML document.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_in(text, None)
+    }
+
+    /// [`Config::from_yaml`], with relative file names in it (a
+    /// `domain_suffix_file`) taken from `base`.
+    pub fn from_yaml_in(text: &str, base: Option<&std::path::Path>) -> Result<Config, ConfigError> {
         if text.trim().is_empty() {
             return Err(ConfigError::at("", "the file is empty; a config needs at least `backends:`"));
         }
@@ -564,7 +591,7 @@ impl Config {
             }
             e
         };
-        let mut config = validate(raw).map_err(place)?;
+        let mut config = validate(raw, base).map_err(place)?;
         config.warnings = std::mem::take(&mut config.warnings).into_iter().map(place).collect();
         config.warnings.sort_by_key(|w| w.line);
         Ok(config)
@@ -586,7 +613,7 @@ impl Config {
                 format!("{} is larger than {MAX_CONFIG_BYTES} bytes", path.display()),
             ));
         }
-        Config::from_yaml(&text)
+        Config::from_yaml_in(&text, path.parent())
     }
 
     /// The protocol of listen address `addr` (SOCKS5 if it is not one).
@@ -725,6 +752,7 @@ impl Config {
                 })
             })
             .map(|dev| BackendConfig {
+                hidden: false,
                 name: dev.clone(),
                 target: Target::Uplink(Uplink { interface: Some(dev.clone()), bind: None }),
                 credentials: None,

@@ -16,6 +16,7 @@ use std::fmt;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::routing::PortRange;
 use super::{
     Algorithm, BackendAddr, Cidr, DestRule, GoDuration, ListenAddr, ListenEntry, LogFormat, LogLevel, Mode,
     OneOrMany, ProbeUrl, Secret, StickyKey,
@@ -89,6 +90,36 @@ raw! {
         /// Decimal or `0x` hex, both YAML integers.
         routing_mark: u32,
         dns: RawDns,
+        groups: Vec<RawGroup>,
+        rules: Vec<RawRule>,
+    }
+}
+
+raw! {
+    RawGroup {
+        name: String,
+        backends: Vec<String>,
+        tiers: Vec<Vec<String>>,
+        algorithm: Algorithm,
+        test_url: ProbeUrl,
+        expected_status: OneOrMany<u16>,
+    }
+}
+
+raw! {
+    RawRule {
+        domain: OneOrMany<String>,
+        domain_suffix: OneOrMany<String>,
+        domain_keyword: OneOrMany<String>,
+        domain_suffix_file: String,
+        cidr: OneOrMany<Cidr>,
+        port: OneOrMany<PortRange>,
+        source: OneOrMany<Cidr>,
+        /// Listen addresses or protocols.
+        inbound: OneOrMany<String>,
+        /// `direct` or `block`.
+        action: String,
+        group: String,
     }
 }
 
@@ -145,6 +176,7 @@ raw! {
         metrics_window_size: u32,
         passive_monitoring: bool,
         uplink_probe: BackendAddr,
+        expected_status: OneOrMany<u16>,
     }
 }
 
@@ -156,6 +188,7 @@ raw! {
         max_active_backends: u32,
         max_attempts: u32,
         sticky_key: StickyKey,
+        latency_decay: GoDuration,
     }
 }
 

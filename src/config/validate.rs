@@ -51,7 +51,7 @@ fn credential_field(key: &str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
-pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+pub(super) fn validate(raw: RawConfig, base: Option<&std::path::Path>) -> Result<Config, ConfigError> {
     let mode = raw.mode.unwrap_or(defaults::MODE);
 
     let (listen, protocols): (Vec<SocketAddr>, Vec<Protocol>) = match raw.listen {
@@ -130,7 +130,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             }
             Some(a) => Some((a.host, a.first_port)),
         },
+        expected_status: h.expected_status.map(|s| s.0).unwrap_or_default(),
     };
+    routing::status_codes("health.expected_status", &health.expected_status)?;
+    if !health.expected_status.is_empty() && health.test_url.is_none() {
+        warnings.push(ConfigError::at("health.expected_status", "has no effect without health.test_url"));
+    }
     if health.metrics_window_size > MAX_METRICS_WINDOW {
         return Err(ConfigError::at(
             "health.metrics_window_size",
@@ -156,7 +161,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_active_backends: b.max_active_backends.and_then(NonZeroU32::new),
         max_attempts: non_zero("balancer.max_attempts", b.max_attempts, defaults::MAX_ATTEMPTS)?,
         sticky_key: b.sticky_key.unwrap_or(defaults::STICKY_KEY),
+        latency_decay: b.latency_decay.map_or(defaults::LATENCY_DECAY, |d| d.0),
     };
+    if balancer.latency_decay.is_zero() {
+        return Err(ConfigError::at("balancer.latency_decay", "must be longer than 0s"));
+    }
     if balancer.algorithm == Algorithm::Weighted {
         let weights: Vec<u32> = backends.iter().map(|b| b.weight.get()).collect();
         check_weights(&weights).map_err(|e| ConfigError::at("backends", e))?;
@@ -164,7 +173,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if balancer.max_attempts.get() > 16 {
         return Err(ConfigError::at("balancer.max_attempts", "must be at most 16"));
     }
-    if balancer.algorithm != Algorithm::Weighted {
+    let weighted_group = raw.groups.iter().flatten().any(|g| g.algorithm == Some(Algorithm::Weighted));
+    if balancer.algorithm != Algorithm::Weighted && !weighted_group {
         for i in weighted {
             warnings.push(ConfigError::at(
                 format!("backends[{i}].weight"),
@@ -335,6 +345,40 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .filter(|a| a.port() != 0);
     deny_destinations.extend(own_address_rules(own));
 
+    let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
+    let groups =
+        routing::groups(raw.groups.unwrap_or_default(), &names, auto_uplinks.is_some(), balancer.algorithm)?;
+    let rules = routing::rules(raw.rules.unwrap_or_default(), &groups, &listen, &protocols, base)?;
+    let mut backends = backends;
+    if rules.iter().any(|r| r.action == routing::Action::Direct)
+        && !backends.iter().any(|b| b.target == Target::Direct)
+    {
+        let name = if names.iter().any(|n| n == "direct") { "direct (rules)" } else { "direct" };
+        backends.push(BackendConfig {
+            name: name.to_owned(),
+            target: Target::Direct,
+            credentials: None,
+            weight: NonZeroU32::MIN,
+            via: None,
+            hidden: true,
+            discovered: false,
+            udp: true,
+        });
+    }
+    if mode == Mode::Transparent
+        && protocols.iter().any(|p| matches!(p, Protocol::Socks5 | Protocol::Mixed))
+        && rules.iter().any(routing::Rule::needs_destination)
+    {
+        warnings.push(ConfigError::at(
+            "rules",
+            "in transparent mode a SOCKS5 client's backend is picked before it names its destination,              so rules on domain, cidr or port apply only to its retries (HTTP and gateway listeners              are routed in full); use `mode: socks5` to route SOCKS5 clients by destination",
+        ));
+    }
+    if let Some(i) = groups.iter().position(|g| g.algorithm == Algorithm::Weighted) {
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight.get()).collect();
+        check_weights(&weights).map_err(|e| ConfigError::at(format!("groups[{i}].algorithm"), e))?;
+    }
+
     Ok(Config {
         listen,
         protocols,
@@ -358,6 +402,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             None => 0,
         },
         dns,
+        groups,
+        rules,
         warnings,
     })
 }
@@ -495,6 +541,7 @@ fn expand_backends(
                         credentials,
                         weight,
                         via: None,
+                        hidden: false,
                         discovered: false,
                         udp,
                     });
@@ -517,6 +564,7 @@ fn expand_backends(
                         credentials,
                         weight,
                         via: None,
+                        hidden: false,
                         discovered: false,
                         udp,
                     });
@@ -544,6 +592,7 @@ fn expand_backends(
                     credentials: credentials.clone(),
                     weight,
                     via: b.via.clone(),
+                    hidden: false,
                     discovered: false,
                     udp,
                 });

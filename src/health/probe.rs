@@ -213,7 +213,7 @@ async fn http_check(
         Ok(status_code(&head))
     };
     match until(Instant::now() + config.request_timeout, exchange).await {
-        Ok(Some(code)) if (200..400).contains(&code) => success(start),
+        Ok(Some(code)) if expected(config, code) => success(start),
         Ok(Some(code)) => failure(format!("test URL answered {code}")),
         Ok(None) => failure("test URL gave no HTTP status"),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => failure("test URL gave no HTTP status"),
@@ -222,6 +222,16 @@ async fn http_check(
 }
 
 /// The status code of an `HTTP/1.x NNN ...` line.
+/// Whether `code` is a good answer: one of `expected_status`, or any
+/// 2xx or 3xx when that is not set.
+fn expected(config: &Health, code: u16) -> bool {
+    if config.expected_status.is_empty() {
+        (200..400).contains(&code)
+    } else {
+        config.expected_status.contains(&code)
+    }
+}
+
 fn status_code(head: &[u8]) -> Option<u16> {
     let line = head.split(|&b| b == b'\r').next()?;
     let line = std::str::from_utf8(line).ok()?;

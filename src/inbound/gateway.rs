@@ -38,7 +38,7 @@ pub const SNIFF_TIME: Duration = Duration::from_millis(300);
 pub(crate) async fn handshake(
     snap: &Snapshot,
     client: &Async<TcpStream>,
-    ip: IpAddr,
+    (ip, listener): (IpAddr, Option<usize>),
     tproxy: bool,
     deadline: Instant,
 ) -> Result<Ready, Ended> {
@@ -53,7 +53,8 @@ pub(crate) async fn handshake(
         log::debug!("client {ip}: {dest} is {name} (sniffed)");
     }
     let target = named.unwrap_or(Address::Ip(dest));
-    let established = connect::connect(snap, ip, &target, Attempts::new(snap, deadline), None).await;
+    let established =
+        connect::connect(snap, ip, &target, Attempts::new(snap, deadline).on(listener), None).await;
     let Established { upstream, backend, active, bound: _, early_down, judge_first_byte } = established
         .map_err(|e| {
             reset(client);

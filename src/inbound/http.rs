@@ -37,6 +37,7 @@ pub(crate) async fn handshake(
     snap: &Snapshot,
     client: &Async<TcpStream>,
     ip: IpAddr,
+    listener: Option<usize>,
     deadline: Instant,
 ) -> Result<Ready, Ended> {
     let mut buf = Vec::with_capacity(1024);
@@ -79,7 +80,8 @@ pub(crate) async fn handshake(
             (dest, Some(http::forward_head(&head, authority, path)))
         }
     };
-    let established = connect::connect(snap, ip, dest, Attempts::new(snap, deadline), None).await;
+    let established =
+        connect::connect(snap, ip, dest, Attempts::new(snap, deadline).on(listener), None).await;
     let Established { upstream, backend, active, bound: _, early_down, judge_first_byte } = match established
     {
         Ok(e) => e,
@@ -135,6 +137,7 @@ async fn read_head(client: &Async<TcpStream>, buf: &mut Vec<u8>) -> io::Result<u
 fn status_of(e: &ConnectError, timeout: std::time::Duration) -> (u16, String) {
     match e {
         ConnectError::Denied { rule, .. } => (403, format!("not allowed by deny_destinations ({rule})")),
+        ConnectError::Blocked { rule, .. } => (403, format!("blocked by rules[{rule}]")),
         ConnectError::Upstream(UpstreamError::NotAllowed) => (403, "not allowed".into()),
         ConnectError::Upstream(UpstreamError::NoBackend) => (502, "no backend available".into()),
         ConnectError::Upstream(e) if e.timed_out() || e.reply() == ReplyCode::TTL_EXPIRED => {

@@ -53,8 +53,11 @@ pub async fn serve(
     client: Async<TcpStream>,
     peer: SocketAddr,
     protocol: Protocol,
+    listener: Option<u16>,
     stats: &DaemonStats,
 ) {
+    // As narrow as it is: the task lives as long as the tunnel.
+    let listener = listener.map(usize::from);
     let _ = client.get_ref().set_nodelay(true);
     let deadline = Instant::now() + snap.config.limits.handshake_timeout;
     let speaks = match protocol {
@@ -76,13 +79,15 @@ pub async fn serve(
     // (docs/performance.md, "Memory per idle tunnel").
     let ip = peer.ip();
     let mut ready = match (speaks, snap.config.mode) {
-        (Protocol::Http, _) => Box::pin(http::handshake(&snap, &client, ip, deadline)).await,
+        (Protocol::Http, _) => Box::pin(http::handshake(&snap, &client, ip, listener, deadline)).await,
         (Protocol::Redirect | Protocol::Tproxy, _) => {
             let tproxy = speaks == Protocol::Tproxy;
-            Box::pin(gateway::handshake(&snap, &client, ip, tproxy, deadline)).await
+            Box::pin(gateway::handshake(&snap, &client, (ip, listener), tproxy, deadline)).await
         }
-        (_, Mode::Socks5) => Box::pin(socks5::handshake(&snap, stats, &client, ip, deadline)).await,
-        (_, Mode::Transparent) => Box::pin(transparent::handshake(&snap, stats, &client, ip, deadline)).await,
+        (_, Mode::Socks5) => Box::pin(socks5::handshake(&snap, stats, &client, ip, listener, deadline)).await,
+        (_, Mode::Transparent) => {
+            Box::pin(transparent::handshake(&snap, stats, &client, ip, listener, deadline)).await
+        }
     };
     // By reference: the tunnel's state is in the task once, not also
     // moved into the relay's future.
@@ -298,7 +303,8 @@ async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, ready: &mut Ready) {
 /// 1,256 with it, 1,288 with the listener's protocol and the per-inbound
 /// counters (2,485 bytes per idle tunnel in all, scripts/mem_tunnels.py),
 /// 1,304 with the hand-over of a UDP ASSOCIATE to its own boxed task
-/// state (2,416 bytes per idle tunnel measured after it).
+/// state (2,416 bytes per idle tunnel measured after it), 1,328 with
+/// routing (the listener's index, the route in the retry budget).
 #[cfg(all(test, target_pointer_width = "64"))]
 mod task_size {
     #[test]
@@ -313,9 +319,10 @@ mod task_size {
             smol::Async::new(s).unwrap(),
             "127.0.0.1:1".parse().unwrap(),
             crate::config::Protocol::Mixed,
+            None,
             &stats,
         );
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 1_304, "the session task is {size} bytes");
+        assert!(size <= 1_328, "the session task is {size} bytes");
     }
 }

@@ -30,6 +30,7 @@ pub(crate) async fn handshake(
     stats: &DaemonStats,
     client: &Async<TcpStream>,
     ip: IpAddr,
+    listener: Option<usize>,
     deadline: Instant,
 ) -> Result<Ready, Ended> {
     let mut reader = socks5::Buffered::new(client);
@@ -37,7 +38,17 @@ pub(crate) async fn handshake(
         .await
         .map_err(|e| Ended::Client("greeting", e))?;
     let request = negotiate(snap, client, &mut reader, &greeting, deadline).await?;
-    open(snap, stats, client, ip, request, Attempts::new(snap, deadline), None, reader.into_leftover()).await
+    open(
+        snap,
+        stats,
+        client,
+        ip,
+        request,
+        Attempts::new(snap, deadline).on(listener),
+        None,
+        reader.into_leftover(),
+    )
+    .await
 }
 
 /// Ends the client's handshake here: method choice, login when `auth` is
@@ -148,7 +159,7 @@ pub(crate) async fn refuse(client: &Async<TcpStream>, code: ReplyCode, why: Ende
 /// The reply code a client gets for a failed connect.
 pub(crate) fn reply_code(e: &ConnectError) -> ReplyCode {
     match e {
-        ConnectError::Denied { .. } => ReplyCode::NOT_ALLOWED,
+        ConnectError::Denied { .. } | ConnectError::Blocked { .. } => ReplyCode::NOT_ALLOWED,
         ConnectError::Upstream(e) => e.reply(),
     }
 }

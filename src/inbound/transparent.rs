@@ -40,6 +40,9 @@ struct Conversation {
     /// The client has been told its login's status.
     login_answered: bool,
     request: Option<(Request, Vec<u8>)>,
+    /// The client and its listener, for the rules.
+    client: IpAddr,
+    listener: Option<usize>,
 }
 
 /// The destination before the client has named one.
@@ -76,6 +79,7 @@ pub(crate) async fn handshake(
     stats: &crate::stats::DaemonStats,
     client: &Async<TcpStream>,
     ip: IpAddr,
+    listener: Option<usize>,
     deadline: Instant,
 ) -> Result<Ready, Ended> {
     let mut c = client;
@@ -92,8 +96,16 @@ pub(crate) async fn handshake(
         login: None,
         login_answered: false,
         request: None,
+        client: ip,
+        listener,
     };
-    let mut attempts = Attempts::new(snap, deadline);
+    let mut attempts = Attempts::new(snap, deadline).on(listener);
+    // The destination is not known yet: only rules on the client and the
+    // listener can match (docs/routing.md, "Transparent mode").
+    if attempts.decide(snap, ip, None).is_err() {
+        let error = UpstreamError::NotAllowed;
+        return Err(give_up(client, &mut reader, &mut talk, deadline, error).await);
+    }
     loop {
         let answered = talk.method.is_some();
         let who = Client { ip, destination: talk.destination() };
@@ -121,9 +133,12 @@ pub(crate) async fn handshake(
         let active = ActiveGuard::new(&backend.stats);
         let start = Instant::now();
         let via = snap.pool.uplink_of(i);
-        match transparent_attempt(snap, client, &mut reader, &mut talk, (host, *port, via), deadline).await {
+        let attempt = transparent_attempt(snap, client, &mut reader, &mut talk, (host, *port, via), deadline);
+        match attempt.await {
             Ok(opened) => {
-                snap.pool.report(i, Source::Traffic, &Verdict::Success(Some(start.elapsed())));
+                let took = start.elapsed();
+                snap.pool.report(i, Source::Traffic, &Verdict::Success(Some(took)));
+                snap.pool.learn(i, talk.destination(), crate::balancer::learned::Outcome::Worked(took));
                 if let Some(reply) = &opened.reply_bytes {
                     c.write_all(reply).await?;
                 }
@@ -142,11 +157,31 @@ pub(crate) async fn handshake(
             Err(Stop::Session(why)) => return Err(why),
             Err(Stop::Backend(e)) => {
                 attempts.failed(snap, i, talk.destination(), e);
+                // Retries go where the rules say for the destination,
+                // now that it is known.
+                if let Some((request, _)) = &talk.request {
+                    if let Err(rule) = attempts.decide(snap, ip, Some(&request.address)) {
+                        let why = Ended::Connect(ConnectError::Blocked {
+                            destination: request.address.to_string(),
+                            rule,
+                        });
+                        return Err(inbound_socks5::refuse(client, ReplyCode::NOT_ALLOWED, why).await);
+                    }
+                }
             }
         }
     }
     let error = attempts.into_error(ip, talk.destination());
     Err(give_up(client, &mut reader, &mut talk, deadline, error).await)
+}
+
+/// The `block` rule that matches a request, if any.
+fn blocked(snap: &Snapshot, listener: Option<usize>, dest: &Address, ip: IpAddr) -> Option<usize> {
+    let q = crate::config::routing::Query { destination: Some(dest), source: ip, inbound: listener };
+    match snap.pool.decide(&snap.config, &q) {
+        crate::balancer::Decision::Block(rule) => Some(rule),
+        crate::balancer::Decision::Route(_) => None,
+    }
 }
 
 /// One backend, brought to the point the client is at, then to the reply.
@@ -235,6 +270,11 @@ async fn transparent_attempt(
             .map_err(Stop::Session)?;
         if let Some(rule) = connect::denied_destination(snap, &request.address) {
             let why = Ended::Connect(ConnectError::Denied { destination: request.address.to_string(), rule });
+            return Err(Stop::Session(inbound_socks5::refuse(client, ReplyCode::NOT_ALLOWED, why).await));
+        }
+        if let Some(rule) = blocked(snap, talk.listener, &request.address, talk.client) {
+            let why =
+                Ended::Connect(ConnectError::Blocked { destination: request.address.to_string(), rule });
             return Err(Stop::Session(inbound_socks5::refuse(client, ReplyCode::NOT_ALLOWED, why).await));
         }
         talk.request = Some((request, bytes));

@@ -260,6 +260,12 @@ async fn open(snap: &Snapshot, ip: IpAddr, attempts: &mut Attempts) -> Result<Up
         b.config.udp && b.stats.udp.load(Ordering::Relaxed) != UDP_REFUSED
     };
     let health = &snap.config.health;
+    // One association carries datagrams to many destinations: only rules
+    // on the client and the listener can route it (docs/routing.md).
+    if let Err(rule) = attempts.decide(snap, ip, None) {
+        log::debug!("client {ip}: UDP association blocked by rules[{rule}]");
+        return Err(UpstreamError::NotAllowed);
+    }
     while let Some(i) = attempts.next(snap, who, |i| !usable(i)) {
         let backend = &snap.pool.backends()[i];
         let active = ActiveGuard::new(&backend.stats);

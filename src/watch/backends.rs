@@ -36,8 +36,61 @@ use crate::rng::Rng;
 /// Probes due this soon after the one that wakes the loop start with it.
 pub const BATCH: Duration = Duration::from_millis(200);
 
-/// Runs until cancelled (the server cancels it on shutdown).
+/// Runs until cancelled (the server cancels it on shutdown), with the
+/// group probes beside it.
 pub async fn run(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
+    let groups = group_probes(Arc::clone(&ex), Arc::clone(&snapshot));
+    backends(ex, snapshot).or(groups).await
+}
+
+/// Groups with their own `test_url`: every `check_interval`, that URL
+/// through each of their usable backends. A backend that fails it is down
+/// for that group only (its gate closes); the next round that it passes
+/// opens it again. A backend down for everyone is left to its breaker.
+async fn group_probes(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
+    let pool = &snapshot.pool;
+    if pool.group_probes().is_empty() {
+        return smol::future::pending().await;
+    }
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
+    loop {
+        for probe in pool.group_probes() {
+            let group = &snapshot.config.groups[probe.group];
+            let health = Arc::new(crate::config::Health {
+                test_url: group.test_url.clone(),
+                expected_status: group.expected_status.clone(),
+                ..snapshot.config.health.clone()
+            });
+            for (i, gate) in pool.probe_members(probe) {
+                if !pool.usable(i) {
+                    continue;
+                }
+                let (snapshot, permits, health) =
+                    (Arc::clone(&snapshot), Arc::clone(&permits), Arc::clone(&health));
+                let g = probe.group;
+                ex.spawn(async move {
+                    let _permit = permits.acquire().await;
+                    let pool = &snapshot.pool;
+                    let backend = &pool.backends()[i];
+                    let verdict = probe::probe(&backend.config, pool.uplink_of(i), &health).await;
+                    let failed = matches!(verdict, crate::health::Verdict::Failed(_));
+                    if pool.set_gate(gate, failed) {
+                        let (name, group) = (&backend.config.name, pool.group_name(g));
+                        if failed {
+                            log::warn!("backend {name}: down for group {group} ({verdict})");
+                        } else {
+                            log::info!("backend {name}: up again for group {group}");
+                        }
+                    }
+                })
+                .detach();
+            }
+        }
+        Timer::after(snapshot.config.health.check_interval).await;
+    }
+}
+
+async fn backends(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
     let config = &snapshot.config.health;
     let pool = &snapshot.pool;
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));

@@ -25,18 +25,28 @@
 //! active set on a circuit change, and asks the health checker for an
 //! early probe after a failure.
 
+mod ewma;
+pub mod learned;
+mod routes;
+mod tier;
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::config::routing::{Action, Query};
 use crate::config::{Algorithm, BackendConfig, Config, Health as HealthConfig, StickyKey, Target, Uplink};
 use crate::health::{BackendHealth, Judging, Kicks, ProbeGauge, Recorded, Source, State, Verdict};
 use crate::rng::Rng;
 use crate::socks5::Address;
 use crate::stats::BackendStats;
+use ewma::PeakEwma;
+use learned::Learned;
+use routes::Routes;
+use tier::{Tier, NO_GATE};
 
 /// One backend: its settings, its traffic counters and its health.
 #[derive(Debug)]
@@ -65,20 +75,63 @@ pub struct Client<'a> {
     pub destination: &'a Address,
 }
 
+/// Where a connection's backends come from: a group (by index, as in
+/// `groups:`; 0 is the implicit group without them), or the rules'
+/// `direct` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Group(usize),
+    Direct,
+}
+
+/// What the rules decided for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Route(Route),
+    /// `action: block`, by the rule at this index.
+    Block(usize),
+}
+
+/// A group as the pool runs it: its tiers, in order, by index.
+#[derive(Debug)]
+struct GroupTiers {
+    name: String,
+    tiers: Vec<usize>,
+}
+
+/// A group with its own `test_url`: its tier and where its gates start.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupProbe {
+    pub group: usize,
+    pub tier: usize,
+    pub first_gate: u32,
+}
+
 /// The backends of one config snapshot and the state to pick among them.
 #[derive(Debug)]
 pub struct Pool {
     backends: Vec<Backend>,
     /// Per backend, how it reaches its proxy.
     via: Vec<Via>,
-    algorithm: Algorithm,
-    /// Round-robin position (also the position in `schedule`).
-    next: AtomicUsize,
-    /// For `random`.
+    tiers: Vec<Tier>,
+    groups: Vec<GroupTiers>,
+    /// The group rules fall back to.
+    default_group: usize,
+    /// The tier of the rules' `direct` action.
+    direct: Option<usize>,
+    /// Per group-probed member, whether its group's probe failed
+    /// through it (it is then down for that group only).
+    gates: Vec<AtomicBool>,
+    group_probes: Vec<GroupProbe>,
+    /// Per backend, for `p2c` and `learned`.
+    ewma: Vec<PeakEwma>,
+    latency_decay: Duration,
+    /// Per site outcomes, when some tier is `learned` (kept across reloads).
+    learned: Option<Arc<Learned>>,
+    /// Some tier reads the destination's site.
+    needs_site: bool,
+    /// For `random` and `p2c`.
     rng: Rng,
-    /// Smooth-weighted-round-robin order, precomputed: picking is then an
-    /// index bump. Empty unless the algorithm is `weighted`.
-    schedule: Vec<u32>,
     max_latency: Option<Duration>,
     max_active: Option<usize>,
     sticky: Option<StickyTable>,
@@ -109,13 +162,6 @@ impl Pool {
     /// not change keeps its traffic counters, and also its health (breaker
     /// state, windows) when the health settings did not change either.
     pub fn reloaded(config: &Config, previous: Option<(&Pool, &HealthConfig)>) -> Pool {
-        let algorithm = config.balancer.algorithm;
-        let schedule = if algorithm == Algorithm::Weighted {
-            let weights: Vec<u32> = config.backends.iter().map(|b| b.weight.get()).collect();
-            smooth_weighted_schedule(&weights)
-        } else {
-            Vec::new()
-        };
         let now = Instant::now();
         // Each old backend is carried over at most once (a config may list
         // the same backend twice).
@@ -167,13 +213,28 @@ impl Pool {
             // end) fills or trims to the limit.
             (Some(_), true) => {}
         }
+        let routes = Routes::build(config, &backends);
+        let learned = routes.tiers.iter().any(|t| t.algorithm == Algorithm::Learned).then(|| {
+            previous.and_then(|(p, _)| p.learned.clone()).unwrap_or_else(|| Arc::new(Learned::new()))
+        });
+        let needs_site = routes
+            .tiers
+            .iter()
+            .any(|t| matches!(t.algorithm, Algorithm::StickyDestination | Algorithm::Learned));
         let pool = Pool {
+            ewma: backends.iter().map(|_| PeakEwma::default()).collect(),
             backends,
             via,
-            algorithm,
-            next: AtomicUsize::new(0),
+            tiers: routes.tiers,
+            groups: routes.groups,
+            default_group: routes.default_group,
+            direct: routes.direct,
+            gates: (0..routes.gates).map(|_| AtomicBool::new(false)).collect(),
+            group_probes: routes.probes,
+            latency_decay: config.balancer.latency_decay,
+            learned,
+            needs_site,
             rng: Rng::new(),
-            schedule,
             max_latency: config.balancer.max_latency,
             max_active,
             sticky: config.balancer.sticky_session_ttl.map(StickyTable::new),
@@ -234,7 +295,7 @@ impl Pool {
 
     /// Whether backend `i` may take new connections: its own health and
     /// that of the uplink it is pinned to.
-    fn usable(&self, i: usize) -> bool {
+    pub(crate) fn usable(&self, i: usize) -> bool {
         self.backends[i].health.usable()
             && match self.via(i) {
                 Via::Direct => true,
@@ -243,8 +304,94 @@ impl Pool {
             }
     }
 
+    /// The default group's first tier's algorithm.
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        self.tier_of(Route::Group(self.default_group), 0).map_or(Algorithm::Roundrobin, |t| t.algorithm)
+    }
+
+    fn tiers_of(&self, route: Route) -> &[usize] {
+        match route {
+            Route::Group(g) => self.groups.get(g).map_or(&[], |g| g.tiers.as_slice()),
+            Route::Direct => self.direct.as_slice(),
+        }
+    }
+
+    fn tier_of(&self, route: Route, k: usize) -> Option<&Tier> {
+        self.tiers_of(route).get(k).map(|&t| &self.tiers[t])
+    }
+
+    /// What the rules decide for a connection: the first matching rule's
+    /// action, or the default group.
+    pub fn decide(&self, config: &Config, q: &Query<'_>) -> Decision {
+        match crate::config::routing::decide(&config.rules, q).map(|r| (r, config.rules[r].action)) {
+            None => Decision::Route(Route::Group(self.default_group)),
+            Some((_, Action::Group(g))) => Decision::Route(Route::Group(g)),
+            Some((_, Action::Direct)) => Decision::Route(Route::Direct),
+            Some((r, Action::Block)) => Decision::Block(r),
+        }
+    }
+
+    /// The default route (no rule consulted).
+    pub fn default_route(&self) -> Route {
+        Route::Group(self.default_group)
+    }
+
+    /// Groups by name, with each tier's backends, for the dashboard.
+    pub fn group_names(&self) -> impl Iterator<Item = (&str, Vec<Vec<usize>>)> + '_ {
+        self.groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.tiers.iter().map(|&t| self.tiers[t].backends().collect()).collect()))
+    }
+
+    /// Which tier of `route` takes new connections now: the first with a
+    /// usable backend (`None`: none has one).
+    pub fn active_tier(&self, route: Route) -> Option<usize> {
+        self.tiers_of(route).iter().position(|&t| {
+            let tier = &self.tiers[t];
+            (0..tier.len()).any(|p| {
+                self.gate_open(tier.gates.get(p).copied().unwrap_or(NO_GATE)) && self.usable(tier.backend(p))
+            })
+        })
+    }
+
+    /// Whether gate `g` lets its member through (its group's probe has
+    /// not failed through it).
+    fn gate_open(&self, g: u32) -> bool {
+        g == NO_GATE || self.gates.get(g as usize).is_none_or(|down| !down.load(Ordering::Relaxed))
+    }
+
+    /// The groups with their own `test_url`.
+    pub(crate) fn group_probes(&self) -> &[GroupProbe] {
+        &self.group_probes
+    }
+
+    /// The backends of a probed group, with their gates.
+    pub(crate) fn probe_members(&self, probe: &GroupProbe) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let (tier, first) = (&self.tiers[probe.tier], probe.first_gate);
+        (0..tier.len()).map(move |p| (tier.backend(p), first + p as u32))
+    }
+
+    /// Sets gate `g` from its group probe; returns whether it changed.
+    pub(crate) fn set_gate(&self, g: u32, down: bool) -> bool {
+        self.gates.get(g as usize).is_some_and(|gate| gate.swap(down, Ordering::Relaxed) != down)
+    }
+
+    /// The name of group `g`.
+    pub fn group_name(&self, g: usize) -> &str {
+        self.groups.get(g).map_or("", |g| g.name.as_str())
+    }
+
+    /// The per-site table, if some group learns.
+    pub fn learned(&self) -> Option<&Learned> {
+        self.learned.as_deref()
+    }
+
+    /// Feeds the per-site table (when there is one) with one connection's
+    /// outcome through backend `i` to `dest`.
+    pub fn learn(&self, i: usize, dest: &Address, outcome: learned::Outcome) {
+        if let (Some(table), Some(site)) = (&self.learned, learned::site_of(dest)) {
+            table.record(site, learned::backend_key(&self.backends[i].config.name), outcome);
+        }
     }
 
     /// Whether an uplink outage is in progress (see [`OutageDetector`]).
@@ -267,27 +414,41 @@ impl Pool {
         self.kicks.kick();
     }
 
-    /// Picks a backend for a client connection, never one `skip` names
-    /// (those already tried for it). Backends known to work come first,
-    /// then those never heard from (a probe round is still on its way),
-    /// and only when neither is left the open circuits ([`Pick::panic`]).
-    pub fn select(&self, client: Client<'_>, skip: &dyn Fn(usize) -> bool) -> Option<Pick> {
+    /// Picks a backend of `route` for a client connection, never one
+    /// `skip` names (those already tried for it). Tier by tier: backends
+    /// known to work come first, then those never heard from (a probe
+    /// round is still on its way); the next tier only when neither is
+    /// left; and only when no tier has either, the open circuits
+    /// ([`Pick::panic`]), tier by tier.
+    pub fn select(&self, route: Route, client: Client<'_>, skip: &dyn Fn(usize) -> bool) -> Option<Pick> {
         let now = Instant::now();
+        let tiers = self.tiers_of(route);
         let key = self.sticky.as_ref().map(|_| sticky_hash(self.sticky_key, &client));
+        let site = if self.needs_site { learned::site_of(client.destination).map(|(h, _)| h) } else { None };
         let usable = |i: usize| !skip(i) && self.usable(i);
         if let (Some(table), Some(key)) = (&self.sticky, key) {
             if let Some(i) = table.get(key, now).filter(|&i| i < self.backends.len() && usable(i)) {
-                return Some(Pick { index: i, panic: false });
+                // Only where this route may go, and in the first tier that
+                // has a usable backend.
+                let first = tiers.iter().find(|&&t| self.tiers[t].backends().any(usable));
+                if first.is_some_and(|&t| self.tiers[t].contains(i)) {
+                    return Some(Pick { index: i, panic: false });
+                }
             }
         }
         let known = |i: usize| usable(i) && self.backends[i].health.answered();
         let unknown = |i: usize| usable(i) && !self.backends[i].health.answered();
-        let picked = self
-            .pick_filtered(&known)
-            .or_else(|| self.pick_filtered(&unknown))
+        let picked = tiers
+            .iter()
+            .find_map(|&t| {
+                let tier = &self.tiers[t];
+                self.pick_filtered(tier, site, &known).or_else(|| self.pick_filtered(tier, site, &unknown))
+            })
             .map(|index| Pick { index, panic: false })
             .or_else(|| {
-                let index = self.pick_filtered(&|i| !skip(i) && self.reachable(i))?;
+                let index = tiers.iter().find_map(|&t| {
+                    self.pick_filtered(&self.tiers[t], site, &|i| !skip(i) && self.reachable(i))
+                })?;
                 Some(Pick { index, panic: true })
             });
         if let (Some(table), Some(key), Some(Pick { index, panic: false })) = (&self.sticky, key, picked) {
@@ -296,85 +457,29 @@ impl Pool {
         picked
     }
 
-    /// `max_latency`, then the algorithm.
-    fn pick_filtered(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    /// `max_latency`, then the tier's algorithm.
+    fn pick_filtered(
+        &self,
+        tier: &Tier,
+        site: Option<u64>,
+        eligible: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         let Some(max) = self.max_latency else {
-            return self.pick(eligible);
+            return tier.pick(self, site, eligible);
         };
         let fast = |i: usize| eligible(i) && self.backends[i].health.latency().is_none_or(|l| l <= max);
-        self.pick(&fast).or_else(|| {
+        tier.pick(self, site, &fast).or_else(|| {
             // Every eligible backend is slower than max_latency: the
             // fastest of them beats refusing the client.
-            (0..self.backends.len())
-                .filter(|&i| eligible(i))
-                .min_by_key(|&i| self.backends[i].health.latency())
+            tier.backends().filter(|&i| eligible(i)).min_by_key(|&i| self.backends[i].health.latency())
         })
     }
 
-    /// Picks a backend among those `eligible` accepts with the configured
-    /// algorithm alone; `None` when it accepts none.
-    ///
-    /// Every algorithm spreads the share of a backend that is not eligible
-    /// evenly over the others (weighted: in proportion to their weights).
-    /// Scanning on from an ineligible backend's position to the next
-    /// eligible one would hand all of its share to its neighbour; so a
-    /// miss draws again instead (a new counter position, a new random
-    /// number), and ties are broken by the round-robin counter.
+    /// Picks a backend of the default group's first tier among those
+    /// `eligible` accepts, with its algorithm alone; `None` when it
+    /// accepts none.
     pub fn pick(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let n = self.backends.len();
-        if n == 0 {
-            return None;
-        }
-        match self.algorithm {
-            Algorithm::Roundrobin => self.draw(eligible),
-            Algorithm::Random => {
-                // A few draws find an eligible backend almost always; when
-                // most are out, count the eligible ones and take one of
-                // them uniformly.
-                for _ in 0..4 {
-                    let i = self.rng.next_u32() as usize % n;
-                    if eligible(i) {
-                        return Some(i);
-                    }
-                }
-                let count = (0..n).filter(|&i| eligible(i)).count();
-                if count == 0 {
-                    return None;
-                }
-                let nth = self.rng.next_u32() as usize % count;
-                (0..n).filter(|&i| eligible(i)).nth(nth)
-            }
-            Algorithm::LeastConnections => {
-                let active = |i: usize| self.backends[i].stats.active.load(Ordering::Relaxed);
-                let least = (0..n).filter(|&i| eligible(i)).map(active).min()?;
-                self.draw(&|i| eligible(i) && active(i) <= least).or_else(|| (0..n).find(|&i| eligible(i)))
-            }
-            Algorithm::LowestLatency => {
-                let latency = |i: usize| self.backends[i].health.latency();
-                // No sample yet sorts first, so new backends get measured.
-                let best = (0..n).filter(|&i| eligible(i)).map(latency).min()?;
-                let band = best.map(|b| b + (b / 5).max(LATENCY_BAND));
-                let within = |i: usize| match (latency(i), band) {
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                    (Some(l), Some(band)) => l <= band,
-                };
-                self.draw(&|i| eligible(i) && within(i)).or_else(|| (0..n).find(|&i| eligible(i)))
-            }
-            Algorithm::Weighted => {
-                let len = self.schedule.len();
-                (0..len)
-                    .map(|_| self.schedule[self.next.fetch_add(1, Ordering::Relaxed) % len] as usize)
-                    .find(|&i| eligible(i))
-            }
-        }
-    }
-
-    /// The next eligible backend in round-robin order: each miss takes a
-    /// turn of its own, so an ineligible backend's turns go round.
-    fn draw(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let n = self.backends.len();
-        (0..n).map(|_| self.next.fetch_add(1, Ordering::Relaxed) % n).find(|&i| eligible(i))
+        self.tier_of(self.default_route(), 0)?.pick(self, None, eligible)
     }
 
     /// Records a result for backend `i`, logs what changed (a state
@@ -409,6 +514,9 @@ impl Pool {
         let backend = &self.backends[i];
         let now = Instant::now();
         let recorded = backend.health.record(now, source, verdict, self.judging);
+        if let Verdict::Success(Some(latency)) = verdict {
+            self.ewma[i].observe(*latency, self.latency_decay);
+        }
         let name = &backend.config.name;
         let reason = match verdict {
             Verdict::Failed(f) => f.reason.as_str(),
@@ -735,7 +843,7 @@ mod tests {
 
     impl Pool {
         fn select_index(&self, client: Client<'_>, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
-            self.select(client, skip).map(|p| p.index)
+            self.select(self.default_route(), client, skip).map(|p| p.index)
         }
     }
 
@@ -1056,5 +1164,223 @@ mod tests {
         fail(&p, 3, 3);
         assert!(!p.outage(), "one fresh down alone is not an outage");
         assert!(p.backends().iter().all(|b| !b.health.is_held()));
+    }
+
+    fn named_pool(yaml: &str) -> Pool {
+        Pool::new(&Config::from_yaml(yaml).unwrap())
+    }
+
+    fn to(name: &str) -> Address {
+        Address::Domain(crate::socks5::Domain::from_slice(name.as_bytes()).unwrap(), 443)
+    }
+
+    fn proxies(n: usize) -> String {
+        (0..n).map(|i| format!("  - {{name: b{i}, address: '127.0.0.1:{}'}}\n", 20_000 + i)).collect()
+    }
+
+    /// Each site's pick through `route` (no connection stays open).
+    fn sites(p: &Pool, route: Route, n: usize, skip: &dyn Fn(usize) -> bool) -> Vec<usize> {
+        (0..n)
+            .map(|k| {
+                let dest = to(&format!("www.site{k}.example"));
+                p.select(route, Client { ip: [10, 0, 0, 1].into(), destination: &dest }, skip).unwrap().index
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sticky_destination_spreads_sites_and_moves_only_a_dead_backends() {
+        let p = named_pool(&format!(
+            "mode: socks5\nbalancer: {{algorithm: sticky_destination}}\nbackends:\n{}",
+            proxies(5)
+        ));
+        let route = p.default_route();
+        let before = sites(&p, route, 2000, &|_| false);
+        let mut per = [0usize; 5];
+        before.iter().for_each(|&i| per[i] += 1);
+        assert!(per.iter().all(|&n| (300..500).contains(&n)), "the spread over keys: {per:?}");
+        assert_eq!(before, sites(&p, route, 2000, &|_| false), "the same site, the same backend");
+        // Backend 3 goes down: its sites move, no other site does.
+        let down = sites(&p, route, 2000, &|i| i == 3);
+        for (b, d) in before.iter().zip(&down) {
+            assert!(if *b == 3 { *d != 3 } else { d == b }, "{b} -> {d}");
+        }
+        // Back: exactly its own sites return to it.
+        assert_eq!(sites(&p, route, 2000, &|_| false), before);
+        // The subdomains of a site go where the site goes.
+        let www = to("www.site7.example");
+        let cdn = to("cdn.site7.example");
+        let pick =
+            |d: &Address| p.select(route, Client { ip: [10, 0, 0, 1].into(), destination: d }, &|_| false);
+        assert_eq!(pick(&www), pick(&cdn));
+    }
+
+    #[test]
+    fn sticky_destination_bounds_the_load_of_one_hot_site() {
+        let p = named_pool(&format!(
+            "mode: socks5\nbalancer: {{algorithm: sticky_destination}}\nbackends:\n{}",
+            proxies(4)
+        ));
+        let hot = to("video.example");
+        let who = Client { ip: [10, 0, 0, 1].into(), destination: &hot };
+        // Forty open connections to one site: none carries above 1.25x the
+        // mean (rounded up), so the site spills over instead of piling up.
+        let guards: Vec<_> = (0..40)
+            .map(|_| {
+                let i = p.select(p.default_route(), who, &|_| false).unwrap().index;
+                crate::stats::ActiveGuard::new(&p.backends()[i].stats)
+            })
+            .collect();
+        let active: Vec<usize> =
+            p.backends().iter().map(|b| b.stats.active.load(Ordering::Relaxed)).collect();
+        assert!(active.iter().all(|&n| n <= 13), "{active:?}");
+        drop(guards);
+    }
+
+    #[test]
+    fn p2c_prefers_the_faster_and_less_loaded() {
+        let p = named_pool(&format!("mode: socks5\nbalancer: {{algorithm: p2c}}\nbackends:\n{}", proxies(2)));
+        ok(&p, 0, Duration::from_millis(80));
+        ok(&p, 1, Duration::from_millis(10));
+        let picks = counts(&p, 100);
+        assert_eq!(picks, [0, 100], "two choices of two: always the cheaper");
+        // Load counts too: 10 ms × 9 open tunnels costs more than 80 ms × 1.
+        let _open: Vec<_> = (0..8).map(|_| crate::stats::ActiveGuard::new(&p.backends()[1].stats)).collect();
+        assert_eq!(counts(&p, 10), [10, 0]);
+        // A peak shows at once.
+        ok(&p, 0, Duration::from_millis(900));
+        assert_eq!(counts(&p, 10), [0, 10]);
+    }
+
+    #[test]
+    fn p2c_over_many_spreads_and_skips_the_slow() {
+        let p = named_pool(&format!("mode: socks5\nbalancer: {{algorithm: p2c}}\nbackends:\n{}", proxies(6)));
+        for i in 0..6 {
+            ok(&p, i, Duration::from_millis(if i == 5 { 500 } else { 20 }));
+        }
+        let c = counts(&p, 3000);
+        assert!(c[5] == 0, "the slow one loses every pair it is in: {c:?}");
+        assert!(c[..5].iter().all(|&n| n > 300), "{c:?}");
+    }
+
+    const TIERED: &str = "mode: socks5\nbackends:\n  - {name: ssh, address: '127.0.0.1:20001'}\n  - {name: vpn, address: '127.0.0.1:20002'}\n  - {name: Tor, address: '127.0.0.1:20003'}\n  - {name: here, direct: true}\ngroups:\n  - {name: fast, backends: [ssh, vpn]}\n  - {name: tor, backends: [Tor], algorithm: sticky_destination}\n  - {name: main, tiers: [[fast], [tor], [here]]}\n";
+
+    #[test]
+    fn tiers_fall_back_in_order_and_come_back() {
+        let p = named_pool(TIERED);
+        let main = p.default_route();
+        assert_eq!(main, Route::Group(2), "`main` is the default");
+        let who = client([10, 0, 0, 1]);
+        let picks = |skip: &dyn Fn(usize) -> bool| -> Vec<usize> {
+            let mut v: Vec<usize> =
+                (0..8).filter_map(|_| p.select(main, who, skip)).map(|x| x.index).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        assert_eq!(picks(&|_| false), [0, 1]);
+        for i in 0..4 {
+            ok(&p, i, Duration::from_millis(5));
+        }
+        fail(&p, 0, 3);
+        assert_eq!(picks(&|_| false), [1], "ssh down: vpn alone");
+        fail(&p, 1, 3);
+        assert_eq!(picks(&|_| false), [2], "the first tier has none: Tor");
+        assert_eq!(p.active_tier(main), Some(1));
+        assert_eq!(picks(&|i| i == 2), [3], "failover crosses tiers: Tor tried, then here");
+        // ssh back (a recovery probe, once its timer lets one through,
+        // closes its circuit): the first tier takes over again.
+        force_closed(&p, 0);
+        assert_eq!(picks(&|_| false), [0]);
+        assert_eq!(p.active_tier(main), Some(0));
+    }
+
+    fn force_closed(p: &Pool, i: usize) {
+        let h = &p.backends()[i].health;
+        let long_ago = Instant::now() + Duration::from_secs(3600);
+        let _ = h.claim_probe(long_ago, long_ago, None);
+        h.record(long_ago, Source::Probe, &Verdict::Success(Some(Duration::from_millis(5))), p.judging);
+    }
+
+    #[test]
+    fn rules_decide_the_route() {
+        let yaml = format!(
+            "{TIERED}rules:\n  - {{domain_suffix: [lan], action: direct}}\n  - {{port: 25, action: block}}\n  - {{domain_suffix: [example.com], group: tor}}\n"
+        );
+        let c = Config::from_yaml(&yaml).unwrap();
+        let p = Pool::new(&c);
+        fn q(d: &Address) -> Query<'_> {
+            Query { destination: Some(d), source: [10, 0, 0, 1].into(), inbound: Some(0) }
+        }
+        let mail = Address::Domain(crate::socks5::Domain::from_slice(b"mx.example.org").unwrap(), 25);
+        assert_eq!(p.decide(&c, &q(&to("nas.lan"))), Decision::Route(Route::Direct));
+        assert_eq!(p.decide(&c, &q(&mail)), Decision::Block(1));
+        assert_eq!(p.decide(&c, &q(&to("www.example.com"))), Decision::Route(Route::Group(1)));
+        assert_eq!(p.decide(&c, &q(&to("other.org"))), Decision::Route(Route::Group(2)));
+        let who = client([10, 0, 0, 1]);
+        assert_eq!(
+            p.select(Route::Direct, who, &|_| false).map(|x| x.index),
+            Some(3),
+            "direct uses the direct backend"
+        );
+        assert_eq!(p.select(Route::Group(1), who, &|_| false).map(|x| x.index), Some(2));
+    }
+
+    #[test]
+    fn rules_direct_adds_a_direct_backend_in_no_group() {
+        let c = Config::from_yaml(&format!(
+            "mode: socks5\nbackends:\n{}rules:\n  - {{cidr: [10.0.0.0/8], action: direct}}\n",
+            proxies(2)
+        ))
+        .unwrap();
+        let p = Pool::new(&c);
+        assert_eq!(p.backends().len(), 3);
+        assert!(p.backends()[2].config.hidden && p.backends()[2].config.target == Target::Direct);
+        assert_eq!(counts(&p, 30).iter().sum::<usize>(), 30);
+        assert_eq!(counts(&p, 30)[2], 0, "the implicit group leaves it out");
+        assert_eq!(p.select(Route::Direct, client([10, 0, 0, 1]), &|_| false).map(|x| x.index), Some(2));
+    }
+
+    #[test]
+    fn learned_avoids_what_failed_for_a_site_only() {
+        let p =
+            named_pool(&format!("mode: socks5\nbalancer: {{algorithm: learned}}\nbackends:\n{}", proxies(4)));
+        let blocked = to("www.blocked.example");
+        let who = Client { ip: [10, 0, 0, 1].into(), destination: &blocked };
+        p.learn(0, &blocked, learned::Outcome::Failed);
+        p.learn(1, &blocked, learned::Outcome::Failed);
+        for _ in 0..200 {
+            let i = p.select(p.default_route(), who, &|_| false).unwrap().index;
+            assert!(i == 2 || i == 3, "picked {i}, which failed for this site");
+        }
+        // Other sites use all four.
+        let spread = sites(&p, p.default_route(), 400, &|_| false);
+        assert!((0..4).all(|b| spread.contains(&b)), "{spread:?}");
+        // Everything failed for it: the best of them, not a refusal.
+        p.learn(2, &blocked, learned::Outcome::Failed);
+        p.learn(3, &blocked, learned::Outcome::Failed);
+        assert!(p.select(p.default_route(), who, &|_| false).is_some());
+        let view = p.learned().unwrap().view(3);
+        assert_eq!(
+            (view.sites, view.top[0].site.as_str(), view.top[0].avoided.len()),
+            (1, "blocked.example", 4)
+        );
+    }
+
+    #[test]
+    fn a_group_probe_gate_takes_a_backend_out_of_that_group_only() {
+        let yaml = "mode: socks5\nbackends:\n  - {name: a, address: '127.0.0.1:20001'}\n  - {name: b, address: '127.0.0.1:20002'}\ngroups:\n  - {name: streaming, backends: [a, b], test_url: 'http://127.0.0.1:9/', expected_status: [200, 204]}\n  - {name: all, backends: [a, b]}\n";
+        let p = named_pool(yaml);
+        let probe = p.group_probes()[0].clone();
+        let (backend, gate) = p.probe_members(&probe).next().unwrap();
+        assert_eq!(backend, 0);
+        assert!(p.set_gate(gate, true) && !p.set_gate(gate, true), "a change is told once");
+        let who = client([10, 0, 0, 1]);
+        for _ in 0..6 {
+            assert_eq!(p.select(Route::Group(0), who, &|_| false).map(|x| x.index), Some(1));
+        }
+        let other: Vec<usize> =
+            (0..6).filter_map(|_| p.select(Route::Group(1), who, &|_| false)).map(|x| x.index).collect();
+        assert!(other.contains(&0), "{other:?}");
     }
 }
