@@ -111,6 +111,10 @@ pub(crate) struct Attempts {
     route: Route,
     /// The listener the client came in on (index into `listen`).
     listener: Option<usize>,
+    /// Gateway: the address the client dialled, when the destination is
+    /// a sniffed name. Rules' `cidr` match it, and a connection from this
+    /// host goes to it (the client resolved the name already).
+    dialled: Option<SocketAddr>,
 }
 
 impl Attempts {
@@ -126,7 +130,14 @@ impl Attempts {
             last: None,
             route: snap.pool.default_route(),
             listener: None,
+            dialled: None,
         }
+    }
+
+    /// For a gateway client that dialled `addr`.
+    pub fn dialled(mut self, addr: SocketAddr) -> Self {
+        self.dialled = Some(addr);
+        self
     }
 
     /// For a client of listener `listener` (rules may match on it).
@@ -148,7 +159,11 @@ impl Attempts {
             return Ok(());
         }
         let destination = destination.filter(|d| **d != Address::UNSPECIFIED);
-        match snap.pool.decide(&snap.config, &Query { destination, source: ip, inbound: self.listener }) {
+        let dialled = self.dialled.map(|a| a.ip());
+        match snap
+            .pool
+            .decide(&snap.config, &Query { destination, dialled, source: ip, inbound: self.listener })
+        {
             Decision::Route(route) => {
                 self.route = route;
                 Ok(())
@@ -287,7 +302,10 @@ pub(crate) async fn connect(
     while let Some(i) = first.take().or_else(|| attempts.next(snap, who, |_| false)) {
         let active = ActiveGuard::new(&snap.pool.backends()[i].stats);
         let start = Instant::now();
-        match open_upstream(snap, i, dest).await {
+        // From this host, a sniffed name goes where the client dialled.
+        let local = snap.pool.backends()[i].config.target.is_local();
+        let dialled = attempts.dialled.filter(|_| local).map(Address::Ip);
+        match open_upstream(snap, i, dialled.as_ref().unwrap_or(dest)).await {
             Ok((upstream, bound, early_down)) => {
                 let took = start.elapsed();
                 snap.pool.report(i, Source::Traffic, &Verdict::Success(Some(took)));
@@ -410,6 +428,7 @@ mod tests {
             last: None,
             route: crate::balancer::Route::Group(0),
             listener: None,
+            dialled: None,
         }
     }
 

@@ -45,7 +45,7 @@
 
 // Public: what the binary, the integration tests and the fuzz targets
 // use. The rest is the crate's own.
-pub(crate) mod balancer;
+pub mod balancer;
 pub mod config;
 pub(crate) mod connect;
 pub mod console;

@@ -122,8 +122,12 @@ pub fn site_of(dest: &Address) -> Option<(u64, SiteName)> {
     match dest {
         Address::Ip(addr) if addr.ip().is_unspecified() => None,
         Address::Ip(addr) => {
-            let text = addr.ip().to_string();
-            Some((fnv(text.as_bytes()), SiteName::from(text.as_bytes())))
+            // Written on the stack: the pick path does not allocate.
+            let mut buf = [0u8; NAME_CHARS];
+            let mut w = &mut buf[..];
+            let _ = std::io::Write::write_fmt(&mut w, format_args!("{}", addr.ip()));
+            let len = NAME_CHARS - w.len();
+            Some((fnv(&buf[..len]), SiteName::from(&buf[..len])))
         }
         Address::Domain(name, _) => {
             let mut buf = [0u8; 255];

@@ -389,7 +389,8 @@ impl Pool {
     /// Feeds the per-site table (when there is one) with one connection's
     /// outcome through backend `i` to `dest`.
     pub fn learn(&self, i: usize, dest: &Address, outcome: learned::Outcome) {
-        if let (Some(table), Some(site)) = (&self.learned, learned::site_of(dest)) {
+        let Some(table) = &self.learned else { return };
+        if let Some(site) = learned::site_of(dest) {
             table.record(site, learned::backend_key(&self.backends[i].config.name), outcome);
         }
     }
@@ -1310,7 +1311,7 @@ mod tests {
         let c = Config::from_yaml(&yaml).unwrap();
         let p = Pool::new(&c);
         fn q(d: &Address) -> Query<'_> {
-            Query { destination: Some(d), source: [10, 0, 0, 1].into(), inbound: Some(0) }
+            Query { destination: Some(d), dialled: None, source: [10, 0, 0, 1].into(), inbound: Some(0) }
         }
         let mail = Address::Domain(crate::socks5::Domain::from_slice(b"mx.example.org").unwrap(), 25);
         assert_eq!(p.decide(&c, &q(&to("nas.lan"))), Decision::Route(Route::Direct));

@@ -142,6 +142,9 @@ pub struct Query<'a> {
     /// first pick, a UDP association): then only rules without
     /// destination or port conditions can match.
     pub destination: Option<&'a Address>,
+    /// The address the client dialled, when the destination is a name
+    /// read from its first bytes (gateway sniffing): `cidr` matches it.
+    pub dialled: Option<IpAddr>,
     pub source: IpAddr,
     /// The listener (index into `listen`), if the connection came in on one.
     pub inbound: Option<usize>,
@@ -176,6 +179,9 @@ impl Rule {
             return false;
         }
         if !self.has_destination() {
+            return true;
+        }
+        if q.dialled.is_some_and(|ip| self.cidrs.iter().any(|c| c.contains(ip))) {
             return true;
         }
         match dest {
@@ -568,7 +574,7 @@ mod tests {
     }
 
     fn q(dest: &Address) -> Query<'_> {
-        Query { destination: Some(dest), source: [192, 168, 1, 5].into(), inbound: Some(0) }
+        Query { destination: Some(dest), dialled: None, source: [192, 168, 1, 5].into(), inbound: Some(0) }
     }
 
     #[test]
@@ -597,6 +603,9 @@ mod tests {
         assert!(!r.matches(&q(&at("10.1.2.3:80"))), "port must match too");
         assert!(!r.matches(&q(&at("11.1.2.3:22"))));
         assert!(r.matches(&q(&name("10.9.9.9", 22))), "an address sent as a name is an address");
+        let sniffed = name("intranet.example", 22);
+        let gateway = Query { dialled: Some([10, 1, 1, 1].into()), ..q(&sniffed) };
+        assert!(r.matches(&gateway), "a sniffed name's dialled address matches cidr");
         let r = rule("{port: 25, action: block}");
         assert!(r.matches(&q(&name("smtp.example", 25))) && !r.matches(&q(&name("smtp.example", 26))));
     }
@@ -604,7 +613,8 @@ mod tests {
     #[test]
     fn source_and_inbound_need_no_destination() {
         let r = rule("{source: [192.168.1.0/24], inbound: ['127.0.0.1:1080'], action: direct}");
-        let unknown = Query { destination: None, source: [192, 168, 1, 9].into(), inbound: Some(0) };
+        let unknown =
+            Query { destination: None, dialled: None, source: [192, 168, 1, 9].into(), inbound: Some(0) };
         assert!(r.matches(&unknown));
         assert!(!r.matches(&Query { source: [192, 168, 2, 9].into(), ..unknown }));
         assert!(!r.matches(&Query { inbound: None, ..unknown }));

@@ -54,7 +54,8 @@ pub(crate) async fn handshake(
     }
     let target = named.unwrap_or(Address::Ip(dest));
     let established =
-        connect::connect(snap, ip, &target, Attempts::new(snap, deadline).on(listener), None).await;
+        connect::connect(snap, ip, &target, Attempts::new(snap, deadline).on(listener).dialled(dest), None)
+            .await;
     let Established { upstream, backend, active, bound: _, early_down, judge_first_byte } = established
         .map_err(|e| {
             reset(client);

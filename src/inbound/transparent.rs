@@ -177,7 +177,12 @@ pub(crate) async fn handshake(
 
 /// The `block` rule that matches a request, if any.
 fn blocked(snap: &Snapshot, listener: Option<usize>, dest: &Address, ip: IpAddr) -> Option<usize> {
-    let q = crate::config::routing::Query { destination: Some(dest), source: ip, inbound: listener };
+    let q = crate::config::routing::Query {
+        destination: Some(dest),
+        dialled: None,
+        source: ip,
+        inbound: listener,
+    };
     match snap.pool.decide(&snap.config, &q) {
         crate::balancer::Decision::Block(rule) => Some(rule),
         crate::balancer::Decision::Route(_) => None,

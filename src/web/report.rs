@@ -101,6 +101,71 @@ pub struct Report {
     pub rss_bytes: Option<u64>,
     pub throughput: Vec<crate::stats::RateSample>,
     pub backends: Vec<BackendReport>,
+    /// `groups:` (empty without them).
+    pub groups: Vec<GroupReport>,
+    pub rules: usize,
+    /// The `learned` table, when a group learns.
+    pub learned: Option<LearnedReport>,
+}
+
+/// One group: its tiers' backends by name, and the tier in use.
+#[derive(Debug, Clone)]
+pub struct GroupReport {
+    pub name: String,
+    pub algorithm: String,
+    pub tiers: Vec<Vec<String>>,
+    /// The first tier with a usable backend; `None`: none has one.
+    pub active_tier: Option<usize>,
+}
+
+/// The `learned` table: its size, its cost and its busiest sites.
+#[derive(Debug, Clone)]
+pub struct LearnedReport {
+    pub sites: usize,
+    pub capacity: usize,
+    pub bytes: usize,
+    /// Site, connections, preferred backend, backends avoided for it.
+    pub top: Vec<(String, u32, Option<String>, Vec<String>)>,
+}
+
+/// Sites the dashboard lists from the `learned` table.
+pub const TOP_SITES: usize = 10;
+
+fn groups_of(snapshot: &Snapshot) -> Vec<GroupReport> {
+    let pool = &snapshot.pool;
+    let name = |i: usize| pool.backends()[i].config.name.clone();
+    snapshot
+        .config
+        .groups
+        .iter()
+        .zip(pool.group_names())
+        .enumerate()
+        .map(|(g, (group, (_, tiers)))| GroupReport {
+            name: group.name.clone(),
+            algorithm: group.algorithm.to_string(),
+            tiers: tiers.into_iter().map(|t| t.into_iter().map(name).collect()).collect(),
+            active_tier: pool.active_tier(crate::balancer::Route::Group(g)),
+        })
+        .collect()
+}
+
+fn learned_of(snapshot: &Snapshot) -> Option<LearnedReport> {
+    let pool = &snapshot.pool;
+    let view = pool.learned()?.view(TOP_SITES);
+    let keys: Vec<(u32, &str)> = pool
+        .backends()
+        .iter()
+        .map(|b| (crate::balancer::learned::backend_key(&b.config.name), b.config.name.as_str()))
+        .collect();
+    let name = |k: u32| keys.iter().find(|(key, _)| *key == k).map(|(_, n)| (*n).to_owned());
+    let top = view
+        .top
+        .into_iter()
+        .map(|s| {
+            (s.site, s.uses, s.preferred.and_then(name), s.avoided.into_iter().filter_map(name).collect())
+        })
+        .collect();
+    Some(LearnedReport { sites: view.sites, capacity: view.capacity, bytes: view.bytes, top })
 }
 
 impl Report {
@@ -220,6 +285,9 @@ pub fn gather(snapshot: &Snapshot, stats: &DaemonStats, started: Instant) -> Rep
         rss_bytes: resident_memory(),
         throughput: stats.throughput.samples(),
         backends,
+        groups: groups_of(snapshot),
+        rules: snapshot.config.rules.len(),
+        learned: learned_of(snapshot),
     }
 }
 
@@ -494,8 +562,81 @@ pub fn to_json(r: &Report) -> String {
         opt_str(&mut out, "via", b.via.as_deref());
         out.push('}');
     }
-    out.push_str("]}");
+    out.push(']');
+    key(&mut out, "groups");
+    out.push('[');
+    for (i, g) in r.groups.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        key(&mut out, "name");
+        push_json_string(&mut out, &g.name);
+        key(&mut out, "algorithm");
+        push_json_string(&mut out, &g.algorithm);
+        key(&mut out, "tiers");
+        out.push('[');
+        for (t, tier) in g.tiers.iter().enumerate() {
+            out.push_str(if t > 0 { ",[" } else { "[" });
+            string_list(&mut out, tier);
+            out.push(']');
+        }
+        out.push(']');
+        key(&mut out, "active_tier");
+        match g.active_tier {
+            Some(t) => {
+                let _ = write!(out, "{t}");
+            }
+            None => out.push_str("null"),
+        }
+        out.push('}');
+    }
+    out.push(']');
+    key(&mut out, "rules");
+    let _ = write!(out, "{}", r.rules);
+    key(&mut out, "learned");
+    match &r.learned {
+        None => out.push_str("null"),
+        Some(l) => {
+            let _ = write!(
+                out,
+                "{{\"sites\":{},\"capacity\":{},\"bytes\":{},\"top\":[",
+                l.sites, l.capacity, l.bytes
+            );
+            for (i, (site, uses, preferred, avoided)) in l.top.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('{');
+                key(&mut out, "site");
+                push_json_string(&mut out, site);
+                key(&mut out, "connections");
+                let _ = write!(out, "{uses}");
+                key(&mut out, "preferred");
+                match preferred {
+                    Some(p) => push_json_string(&mut out, p),
+                    None => out.push_str("null"),
+                }
+                key(&mut out, "avoided");
+                out.push('[');
+                string_list(&mut out, avoided);
+                out.push_str("]}");
+            }
+            out.push_str("]}");
+        }
+    }
+    out.push('}');
     out
+}
+
+/// `"a","b"` (no brackets).
+fn string_list(out: &mut String, items: &[String]) {
+    for (k, s) in items.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        push_json_string(out, s);
+    }
 }
 
 /// A Prometheus label value, escaped per the text exposition format.
@@ -689,6 +830,24 @@ pub fn to_prometheus(r: &Report) -> String {
             let _ =
                 writeln!(out, "socksbalance_backend_circuit_state{{{l},state=\"{}\"}} {on}", state.as_str());
         }
+    }
+    if !r.groups.is_empty() {
+        family(
+            &mut out,
+            "group_active_tier",
+            "gauge",
+            "The tier of each group in use (0 first); -1 when none has a usable backend.",
+        );
+        for g in &r.groups {
+            let tier = g.active_tier.map_or(-1, |t| t as i64);
+            let _ = writeln!(out, "socksbalance_group_active_tier{{group=\"{}\"}} {tier}", label(&g.name));
+        }
+    }
+    if let Some(l) = &r.learned {
+        family(&mut out, "learned_sites", "gauge", "Sites in the learned table.");
+        let _ = writeln!(out, "socksbalance_learned_sites {}", l.sites);
+        family(&mut out, "learned_bytes", "gauge", "Memory the learned table takes, estimated.");
+        let _ = writeln!(out, "socksbalance_learned_bytes {}", l.bytes);
     }
     out
 }

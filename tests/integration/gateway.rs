@@ -537,6 +537,47 @@ fn a_direct_backend_with_the_routers_own_traffic_taken_too_does_not_loop() {
     drop(daemon);
 }
 
+#[test]
+fn rules_route_the_lans_connections_by_sniffed_name_address_and_port() {
+    let Some(mut lan) = Lan::new("r") else { return };
+    lan.start_backend(0);
+    lan.start_backend(1);
+    lan.start_origins();
+    let routed = format!(
+        "{TWO_BACKENDS}groups:\n  - {{name: g1, backends: [one]}}\n  - {{name: g2, backends: [two]}}\n\
+         rules:\n\
+         \x20 - {{domain: [direct.test], action: direct}}\n\
+         \x20 - {{domain_suffix: [origin.test], group: g2}}\n\
+         \x20 - {{port: 22, action: block}}\n\
+         \x20 - {{cidr: [198.19.0.0/16], group: g1}}\n"
+    );
+    let daemon = Daemon::start(&lan.router, &settings(&routed));
+    lan.apply_rules("--port 7893");
+    // An address: the cidr rule, g1.
+    assert_eq!(lan.curl(&["http://198.19.0.1/"]).unwrap(), VIA_BACKEND);
+    assert_eq!((lan.connects(0), lan.connects(1)), (vec!["198.19.0.1:80".to_owned()], vec![]));
+    // The name the client's request carries (sniffed): the suffix rule, g2,
+    // though its address matches g1's cidr too (the earlier rule wins).
+    let resolve = "origin.test:80:198.19.0.1";
+    assert_eq!(lan.curl(&["--resolve", resolve, "http://origin.test/"]).unwrap(), VIA_BACKEND);
+    assert_eq!(lan.connects(1), ["origin.test:80"]);
+    // `direct` from the router: to the address the client dialled (the
+    // router cannot resolve direct.test), and the origin sees the router.
+    let resolve = "direct.test:80:198.19.0.1";
+    assert_eq!(lan.curl(&["--resolve", resolve, "http://direct.test/"]).unwrap(), "peer=198.18.20.1\n");
+    // Blocked by port: the connection is closed, no backend asked.
+    let got = in_ns(&lan.client, || {
+        let mut s = TcpStream::connect("198.19.0.1:22").expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 64];
+        s.read(&mut buf).unwrap_or(0)
+    });
+    assert_eq!(got, 0, "a blocked connection gets no banner");
+    daemon.wait_for_line("blocked by rules[2]");
+    assert_eq!(lan.connects(0).len() + lan.connects(1).len(), 2);
+    drop(daemon);
+}
+
 /// `dig` in namespace `ns`: its output, `+short` unless `args` say more.
 fn dig(ns: &str, args: &[&str]) -> String {
     let out = run_in(ns, &[&["dig", "+time=5", "+tries=1"][..], args].concat());

@@ -21,6 +21,7 @@ mod modes;
 mod multipath;
 mod relay;
 mod reload;
+mod routing;
 mod segments;
 mod udp;
 mod web;

@@ -371,6 +371,7 @@ pub fn closed_port() -> SocketAddr {
 }
 
 /// Destination forms a client can ask for.
+#[derive(Debug)]
 pub enum Dest<'a> {
     Ip(SocketAddr),
     Name(&'a str, u16),
