@@ -149,6 +149,8 @@ impl Attempts {
     /// Lets the rules choose where the backends come from, for a client
     /// at `ip` going to `destination` (`None`: not known yet). `Err`
     /// names the blocking rule.
+    // One copy for every inbound that calls it (binary size).
+    #[inline(never)]
     pub fn decide(
         &mut self,
         snap: &Snapshot,
@@ -173,6 +175,8 @@ impl Attempts {
     }
 
     /// The next backend to try, if the budget allows one.
+    // One copy for every inbound that calls it (binary size).
+    #[inline(never)]
     pub fn next(
         &mut self,
         snap: &Snapshot,
@@ -210,6 +214,8 @@ impl Attempts {
     }
 
     /// Reports a failed attempt on backend `i` and keeps the error.
+    // One copy for every inbound that calls it (binary size).
+    #[inline(never)]
     pub fn failed(&mut self, snap: &Snapshot, i: usize, dest: &Address, e: UpstreamError) {
         let backend = &snap.pool.backends()[i];
         let timeout = snap.config.health.connect_timeout;
@@ -230,7 +236,7 @@ impl Attempts {
             self.last = Some(e);
             return;
         }
-        if matches!(e, UpstreamError::BackendReply(_) | UpstreamError::Destination(_)) {
+        if matches!(e, UpstreamError::BackendReply(2..=6) | UpstreamError::Destination(_)) {
             // It failed for this destination: the per-site table learns.
             snap.pool.learn(i, dest, Outcome::Failed);
         }
@@ -240,7 +246,12 @@ impl Attempts {
             self.destination_failures += 1;
             log::debug!("backend {}: {e}{}", backend.config.name, For(dest));
         }
-        snap.pool.report(i, Source::Traffic, &Verdict::of(&e, timeout));
+        // "Not allowed by ruleset" from a backend that others serve: with
+        // a learned table, that site's business (the table avoids the
+        // backend for it), not the backend's health for everyone.
+        let per_site = snap.pool.learned().is_some() && matches!(e, UpstreamError::BackendReply(0x02));
+        let verdict = if per_site { Verdict::Neutral } else { Verdict::of(&e, timeout) };
+        snap.pool.report(i, Source::Traffic, &verdict);
         self.last = Some(e);
     }
 

@@ -322,6 +322,8 @@ impl Pool {
 
     /// What the rules decide for a connection: the first matching rule's
     /// action, or the default group.
+    // One copy for every inbound that calls it (binary size).
+    #[inline(never)]
     pub fn decide(&self, config: &Config, q: &Query<'_>) -> Decision {
         match crate::config::routing::decide(&config.rules, q).map(|r| (r, config.rules[r].action)) {
             None => Decision::Route(Route::Group(self.default_group)),
@@ -388,6 +390,8 @@ impl Pool {
 
     /// Feeds the per-site table (when there is one) with one connection's
     /// outcome through backend `i` to `dest`.
+    // One copy for every inbound that calls it (binary size).
+    #[inline(never)]
     pub fn learn(&self, i: usize, dest: &Address, outcome: learned::Outcome) {
         let Some(table) = &self.learned else { return };
         if let Some(site) = learned::site_of(dest) {
@@ -421,6 +425,8 @@ impl Pool {
     /// round is still on its way); the next tier only when neither is
     /// left; and only when no tier has either, the open circuits
     /// ([`Pick::panic`]), tier by tier.
+    // One copy for every inbound that calls it (binary size).
+    #[inline(never)]
     pub fn select(&self, route: Route, client: Client<'_>, skip: &dyn Fn(usize) -> bool) -> Option<Pick> {
         let now = Instant::now();
         let tiers = self.tiers_of(route);
@@ -487,6 +493,8 @@ impl Pool {
     /// change once, a backend that stays down once an hour), watches for
     /// an uplink outage, and asks the checker for an early probe after a
     /// failed real connection.
+    // One copy for every inbound that calls it (binary size).
+    #[inline(never)]
     pub fn report(&self, i: usize, source: Source, verdict: &Verdict) -> Recorded {
         let backend = &self.backends[i];
         if source == Source::Traffic {

@@ -98,6 +98,8 @@ impl Tier {
     /// next eligible one would hand all of its share to its neighbour; so
     /// a miss draws again instead (a new counter position, a new random
     /// number), and ties are broken by the round-robin counter.
+    // One copy for every inbound that calls it (binary size).
+    #[inline(never)]
     pub fn pick(&self, pool: &Pool, site: Option<u64>, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = self.len();
         if n == 0 {

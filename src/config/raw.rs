@@ -16,7 +16,7 @@ use std::fmt;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::routing::PortRange;
+use super::values::Strings;
 use super::{
     Algorithm, BackendAddr, Cidr, DestRule, GoDuration, ListenAddr, ListenEntry, LogFormat, LogLevel, Mode,
     OneOrMany, ProbeUrl, Secret, StickyKey,
@@ -98,25 +98,26 @@ raw! {
 raw! {
     RawGroup {
         name: String,
-        backends: Vec<String>,
-        tiers: Vec<Vec<String>>,
+        backends: Strings,
+        tiers: Vec<Strings>,
         algorithm: Algorithm,
         test_url: ProbeUrl,
-        expected_status: OneOrMany<u16>,
+        expected_status: Strings,
     }
 }
 
 raw! {
     RawRule {
-        domain: OneOrMany<String>,
-        domain_suffix: OneOrMany<String>,
-        domain_keyword: OneOrMany<String>,
+        domain: Strings,
+        domain_suffix: Strings,
+        domain_keyword: Strings,
         domain_suffix_file: String,
-        cidr: OneOrMany<Cidr>,
-        port: OneOrMany<PortRange>,
-        source: OneOrMany<Cidr>,
+        cidr: Strings,
+        /// `443` or `8000-8100` each.
+        port: Strings,
+        source: Strings,
         /// Listen addresses or protocols.
-        inbound: OneOrMany<String>,
+        inbound: Strings,
         /// `direct` or `block`.
         action: String,
         group: String,
@@ -176,7 +177,7 @@ raw! {
         metrics_window_size: u32,
         passive_monitoring: bool,
         uplink_probe: BackendAddr,
-        expected_status: OneOrMany<u16>,
+        expected_status: Strings,
     }
 }
 

@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::raw::{RawGroup, RawRule};
-use super::{Algorithm, Cidr, ConfigError, OneOrMany, ProbeUrl, Protocol};
+use super::values::Strings;
+use super::{Algorithm, Cidr, ConfigError, ProbeUrl, Protocol};
 use crate::socks5::Address;
 
 /// The most `domain_suffix` entries all rules may have together (files
@@ -250,7 +251,7 @@ pub(super) fn groups(
             (None, None) => {
                 return Err(ConfigError::at(format!("groups[{i}]"), "needs `backends:` or `tiers:`"));
             }
-            (Some(list), None) => {
+            (Some(Strings(list)), None) => {
                 if list.is_empty() {
                     return Err(ConfigError::at(key("backends"), "the list is empty"));
                 }
@@ -268,7 +269,7 @@ pub(super) fn groups(
                     return Err(ConfigError::at(key("tiers"), "the list is empty"));
                 }
                 let mut out_tiers = Vec::with_capacity(tiers.len());
-                for (t, tier) in tiers.into_iter().enumerate() {
+                for (t, Strings(tier)) in tiers.into_iter().enumerate() {
                     if tier.is_empty() {
                         return Err(ConfigError::at(format!("groups[{i}].tiers[{t}]"), "the tier is empty"));
                     }
@@ -303,8 +304,7 @@ pub(super) fn groups(
                 "a group with tiers has no backends of its own to probe; set test_url on the groups it names",
             ));
         }
-        let expected_status = g.expected_status.map(|s| s.0).unwrap_or_default();
-        status_codes(&key("expected_status"), &expected_status)?;
+        let expected_status = status_codes(&key("expected_status"), g.expected_status)?;
         if !expected_status.is_empty() && g.test_url.is_none() {
             return Err(ConfigError::at(
                 key("expected_status"),
@@ -350,11 +350,33 @@ fn no_backend(key: String, reference: &str, backends: &[String]) -> ConfigError 
 }
 
 /// HTTP status codes for `expected_status`.
-pub(super) fn status_codes(key: &str, codes: &[u16]) -> Result<(), ConfigError> {
-    match codes.iter().find(|c| !(100..=599).contains(*c)) {
-        Some(c) => Err(ConfigError::at(key, format!("{c} is not an HTTP status code (100 to 599)"))),
-        None => Ok(()),
-    }
+pub(super) fn status_codes(key: &str, codes: Option<Strings>) -> Result<Vec<u16>, ConfigError> {
+    let codes = codes.map(|s| s.0).unwrap_or_default();
+    codes
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            c.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c)).ok_or_else(|| {
+                ConfigError::at(
+                    format!("{key}[{j}]"),
+                    format!("{c:?} is not an HTTP status code (100 to 599)"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Each entry parsed with `parse`, an error naming `key[j]`.
+fn each<T>(
+    key: &str,
+    v: Option<Strings>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ConfigError> {
+    let v = v.map(|s| s.0).unwrap_or_default();
+    v.iter()
+        .enumerate()
+        .map(|(j, text)| parse(text.trim()).map_err(|e| ConfigError::at(format!("{key}[{j}]"), e)))
+        .collect()
 }
 
 /// The group rules fall back to: `main` if there is one, else the first.
@@ -375,7 +397,7 @@ pub(super) fn rules(
     let mut out = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("rules[{i}].{field}");
-        let list = |v: Option<OneOrMany<String>>| v.map(|v| v.0).unwrap_or_default();
+        let list = |v: Option<Strings>| v.map(|v| v.0).unwrap_or_default();
         let action = match (r.action.as_deref(), r.group) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::at(key("group"), "a rule takes `group:` or `action:`, not both"));
@@ -463,9 +485,9 @@ pub(super) fn rules(
             domains,
             suffixes,
             keywords,
-            cidrs: r.cidr.map(|c| c.0).unwrap_or_default(),
-            ports: r.port.map(|p| p.0.into_iter().map(|p| (p.0, p.1)).collect()).unwrap_or_default(),
-            sources: r.source.map(|c| c.0).unwrap_or_default(),
+            cidrs: each(&key("cidr"), r.cidr, str::parse::<Cidr>)?,
+            ports: each(&key("port"), r.port, port_range)?,
+            sources: each(&key("source"), r.source, str::parse::<Cidr>)?,
             inbounds,
             action,
         };
@@ -518,42 +540,15 @@ fn read_suffix_file(key: &str, path: &Path, into: &mut SuffixSet) -> Result<(), 
 }
 
 /// A `port:` entry: `443` or `8000-8100`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange(pub u16, pub u16);
-
-impl<'de> serde::Deserialize<'de> for PortRange {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{self, Visitor};
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = PortRange;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a port (443) or a range (\"8000-8100\")")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortRange, E> {
-                match u16::try_from(v) {
-                    Ok(p) if p > 0 => Ok(PortRange(p, p)),
-                    _ => Err(E::custom(format!("{v} is not a port (1 to 65535)"))),
-                }
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortRange, E> {
-                self.visit_u64(
-                    u64::try_from(v).map_err(|_| E::custom(format!("{v} is not a port (1 to 65535)")))?,
-                )
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortRange, E> {
-                let port = |s: &str| s.trim().parse::<u16>().ok().filter(|&p| p > 0);
-                let (lo, hi) = match v.split_once('-') {
-                    Some((a, b)) => (port(a), port(b)),
-                    None => (port(v), port(v)),
-                };
-                match (lo, hi) {
-                    (Some(lo), Some(hi)) if lo <= hi => Ok(PortRange(lo, hi)),
-                    _ => Err(E::custom(format!("{v:?} is not a port or a range such as 8000-8100"))),
-                }
-            }
-        }
-        d.deserialize_any(V)
+fn port_range(v: &str) -> Result<(u16, u16), String> {
+    let port = |s: &str| s.trim().parse::<u16>().ok().filter(|&p| p > 0);
+    let (lo, hi) = match v.split_once('-') {
+        Some((a, b)) => (port(a), port(b)),
+        None => (port(v), port(v)),
+    };
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
+        _ => Err(format!("{v:?} is not a port (1 to 65535) or a range such as 8000-8100")),
     }
 }
 

@@ -130,9 +130,8 @@ pub(super) fn validate(raw: RawConfig, base: Option<&std::path::Path>) -> Result
             }
             Some(a) => Some((a.host, a.first_port)),
         },
-        expected_status: h.expected_status.map(|s| s.0).unwrap_or_default(),
+        expected_status: routing::status_codes("health.expected_status", h.expected_status)?,
     };
-    routing::status_codes("health.expected_status", &health.expected_status)?;
     if !health.expected_status.is_empty() && health.test_url.is_none() {
         warnings.push(ConfigError::at("health.expected_status", "has no effect without health.test_url"));
     }
