@@ -38,7 +38,7 @@ ZIG_FLAGS="['-C','link-self-contained=no','-C','target-feature=+crt-static']"
 # immediate-abort panics (no panic message, no backtrace machinery; a
 # panic is a bug and aborts either way), and no unwind tables (nothing
 # unwinds with immediate-abort).
-SIZE_RUSTFLAGS="'-Zunstable-options','-Cpanic=immediate-abort','-Cforce-unwind-tables=no'"
+SIZE_RUSTFLAGS="'-Zunstable-options','-Cpanic=immediate-abort','-Cforce-unwind-tables=no','-Zlocation-detail=none'"
 
 # size_rustflags TARGET: SIZE_RUSTFLAGS, plus on MIPS the static relocation
 # model. The binaries are static, non-PIE executables (EXEC) either way,

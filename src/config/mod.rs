@@ -12,6 +12,7 @@
 //! project succeeds): its configs load unchanged and mean the same thing.
 
 pub mod defaults;
+mod field;
 mod locate;
 mod raw;
 pub mod routing;
@@ -23,7 +24,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use serde::Deserialize;
+use field::Leaf;
 
 use locate::{check_nesting, explain, locate};
 use raw::RawConfig;
@@ -134,9 +135,16 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// A secret (password, token) whose `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl field::Leaf for Secret {
+    const TEXT: bool = true;
+    const EXPECTING: &'static str = "a string";
+    fn from_scalar(s: field::Scalar<'_>) -> Result<Self, String> {
+        String::from_scalar(s).map(Secret)
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
@@ -176,8 +184,7 @@ impl fmt::Display for Secret {
 // ---------------------------------------------------------------------------
 
 /// How client connections are handled (SocksBalance's `mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Pass the client's bytes to the backend untouched; the backend does
     /// the SOCKS5 talking. SocksBalance's default.
@@ -196,8 +203,7 @@ impl fmt::Display for Mode {
 }
 
 /// The protocol a listener speaks to its clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// SOCKS5, served as `mode` says (the plain string form of `listen`).
     Socks5,
@@ -235,11 +241,9 @@ impl fmt::Display for Protocol {
 }
 
 /// How a backend is picked for each new connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     /// Each backend in turn (SocksBalance's only algorithm).
-    #[serde(alias = "round_robin")]
     Roundrobin,
     /// A uniformly random backend.
     Random,
@@ -258,8 +262,7 @@ pub enum Algorithm {
 }
 
 /// What `sticky_session_ttl` keeps together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StickyKey {
     /// The client's IP address: one client, one backend (SocksBalance).
     Client,
@@ -282,11 +285,9 @@ impl fmt::Display for Algorithm {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     Error,
-    #[serde(alias = "warning")]
     Warn,
     Info,
     Debug,
@@ -305,11 +306,38 @@ impl LogLevel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Enums read by name (the first names are the ones errors list; the
+/// rest are aliases).
+macro_rules! named {
+    ($($ty:ident [$shown:literal] { $($name:literal => $v:ident),* $(,)? })*) => {
+        $(impl Leaf for $ty {
+            const TEXT: bool = true;
+            const EXPECTING: &'static str = "a name";
+            fn from_scalar(s: field::Scalar<'_>) -> Result<Self, String> {
+                const VALUES: &[$ty] = &[$($ty::$v),*];
+                field::by_name(s, &[$($name),*], $shown).map(|i| VALUES[i])
+            }
+        })*
+    };
+}
+
+named! {
+    Mode [2] { "transparent" => Transparent, "socks5" => Socks5 }
+    Protocol [5] { "socks5" => Socks5, "http" => Http, "mixed" => Mixed, "redirect" => Redirect, "tproxy" => Tproxy }
+    Algorithm [8] {
+        "roundrobin" => Roundrobin, "random" => Random, "least_connections" => LeastConnections,
+        "weighted" => Weighted, "lowest_latency" => LowestLatency, "sticky_destination" => StickyDestination,
+        "p2c" => P2c, "learned" => Learned, "round_robin" => Roundrobin,
+    }
+    StickyKey [2] { "client" => Client, "destination" => Destination }
+    LogLevel [5] { "error" => Error, "warn" => Warn, "info" => Info, "debug" => Debug, "trace" => Trace, "warning" => Warn }
+    LogFormat [2] { "text" => Text, "json" => Json }
 }
 
 /// Where a backend sends a client's connection.

@@ -16,7 +16,8 @@ use std::fmt;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::values::Strings;
+use super::field::{nested, Field};
+use super::values::{Strings, Tiers};
 use super::{
     Algorithm, BackendAddr, Cidr, DestRule, GoDuration, ListenAddr, ListenEntry, LogFormat, LogLevel, Mode,
     OneOrMany, ProbeUrl, Secret, StickyKey,
@@ -57,7 +58,7 @@ macro_rules! raw {
                             match key.as_str() {
                                 $(stringify!($field) => {
                                     once(&mut seen, stringify!($field))?;
-                                    out.$field = map.next_value()?;
+                                    out.$field = <$ty as Field>::read(&mut map)?;
                                 })*
                                 other => return Err(de::Error::unknown_field(other, KEYS)),
                             }
@@ -68,6 +69,8 @@ macro_rules! raw {
                 d.deserialize_map(V)
             }
         }
+
+        nested!($name);
     };
 }
 
@@ -99,7 +102,7 @@ raw! {
     RawGroup {
         name: String,
         backends: Strings,
-        tiers: Vec<Strings>,
+        tiers: Tiers,
         algorithm: Algorithm,
         test_url: ProbeUrl,
         expected_status: Strings,
@@ -155,11 +158,20 @@ raw! {
 }
 
 /// The one value `interfaces:` takes.
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy)]
 pub(super) enum AutoInterfaces {
     Auto,
 }
+
+impl super::field::Leaf for AutoInterfaces {
+    const TEXT: bool = true;
+    const EXPECTING: &'static str = "`auto`";
+    fn from_scalar(s: super::field::Scalar<'_>) -> Result<Self, String> {
+        super::field::by_name(s, &["auto"], 1).map(|_| AutoInterfaces::Auto)
+    }
+}
+
+nested!(Vec<RawBackend>, Vec<RawUser>, Vec<RawGroup>, Vec<RawRule>);
 
 raw! {
     RawHealth {

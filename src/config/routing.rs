@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::raw::{RawGroup, RawRule};
-use super::values::Strings;
+use super::values::{Strings, Tiers};
 use super::{Algorithm, Cidr, ConfigError, ProbeUrl, Protocol};
 use crate::socks5::Address;
 
@@ -264,7 +264,7 @@ pub(super) fn groups(
                 }
                 vec![members]
             }
-            (None, Some(tiers)) => {
+            (None, Some(Tiers(tiers))) => {
                 if tiers.is_empty() {
                     return Err(ConfigError::at(key("tiers"), "the list is empty"));
                 }

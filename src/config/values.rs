@@ -11,7 +11,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+
+use super::field::{leaf_from_str, lists, one_or_many, Field, Leaf, Scalar};
 
 /// A Go-style duration (`10s`, `2000ms`, `1h30m`, `1.5s`) that is never
 /// zero: every duration in the config is a timeout or an interval, and
@@ -81,28 +82,21 @@ impl FromStr for GoDuration {
     }
 }
 
-impl<'de> Deserialize<'de> for GoDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = GoDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as 10s, 2000ms or 15m")
+impl Leaf for GoDuration {
+    const TEXT: bool = false;
+    const EXPECTING: &'static str = "a duration such as 10s, 2000ms or 15m";
+    fn from_scalar(s: Scalar<'_>) -> Result<Self, String> {
+        match s {
+            Scalar::Text(t) => t.parse(),
+            Scalar::Unsigned(v) => {
+                Err(format!("invalid duration {v}: a number needs a unit, e.g. {v}s or {v}ms"))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<GoDuration, E> {
-                v.parse().map_err(E::custom)
+            Scalar::Signed(v) => {
+                Err(format!("invalid duration {v}: must be a positive duration such as 10s"))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoDuration, E> {
-                Err(E::custom(format!("invalid duration {v}: a number needs a unit, e.g. {v}s or {v}ms")))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
-                Err(E::custom(format!("invalid duration {v}: must be a positive duration such as 10s")))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<GoDuration, E> {
-                Err(E::custom(format!("invalid duration {v}: a number needs a unit, e.g. {v}s")))
-            }
+            Scalar::Float(v) => Err(format!("invalid duration {v}: a number needs a unit, e.g. {v}s")),
+            other => Err(other.wrong(Self::EXPECTING)),
         }
-        d.deserialize_any(V)
     }
 }
 
@@ -168,66 +162,74 @@ impl FromStr for ListenAddr {
     }
 }
 
-/// Deserializes any `FromStr` type from a YAML string, turning its parse
-/// error into a serde error (which serde_yaml then places at key and line).
-macro_rules! deserialize_from_str {
-    ($ty:ty, $expecting:literal) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl Visitor<'_> for V {
-                    type Value = $ty;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$ty, E> {
-                        v.parse().map_err(E::custom)
-                    }
-                }
-                d.deserialize_str(V)
-            }
-        }
-    };
-}
-
-deserialize_from_str!(ListenAddr, "an address such as 127.0.0.1:1080");
-deserialize_from_str!(BackendAddr, "an address such as 127.0.0.1:9050 or 127.0.0.1:9070-9089");
+leaf_from_str!(
+    ListenAddr => "an address such as 127.0.0.1:1080",
+    BackendAddr => "an address such as 127.0.0.1:9050 or 127.0.0.1:9070-9089",
+);
 
 /// One `listen` entry: a plain address (SOCKS5, as SocksBalance has it) or
 /// `{address: ..., protocol: socks5 | http | mixed}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenEntry(pub SocketAddr, pub super::Protocol);
 
-impl<'de> Deserialize<'de> for ListenEntry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ListenEntry;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an address such as 127.0.0.1:1080, or {address: ..., protocol: http}")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ListenEntry, E> {
-                let addr: ListenAddr = v.parse().map_err(E::custom)?;
-                Ok(ListenEntry(addr.0, super::Protocol::Socks5))
-            }
-            // By hand rather than derived: a derive costs the router
-            // binary a few KB for two keys.
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ListenEntry, A::Error> {
-                let (mut address, mut protocol) = (None, None);
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "address" => address = Some(map.next_value::<ListenAddr>()?.0),
-                        "protocol" => protocol = Some(map.next_value::<super::Protocol>()?),
-                        other => {
-                            return Err(de::Error::unknown_field(other, &["address", "protocol"]));
-                        }
-                    }
+/// Reads `listen`: one entry or a list of them, each a plain address or a
+/// `{address, protocol}` map. One visitor for both levels (`top`), by
+/// hand rather than derived: a visitor per level costs the router binary
+/// a few KB.
+struct Listen<'a> {
+    top: bool,
+    out: &'a mut Vec<ListenEntry>,
+}
+
+impl<'de> de::DeserializeSeed<'de> for Listen<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Listen<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an address such as 127.0.0.1:1080, or {address: ..., protocol: http}")?;
+        if self.top {
+            f.write_str(", or a list of them")?;
+        }
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        if self.top {
+            Ok(false)
+        } else {
+            Err(E::invalid_type(de::Unexpected::Unit, &self))
+        }
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        let addr: ListenAddr = v.parse().map_err(E::custom)?;
+        self.out.push(ListenEntry(addr.0, super::Protocol::Socks5));
+        Ok(true)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let (mut address, mut protocol) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "address" => address = ListenAddr::read(&mut map)?.map(|a| a.0),
+                "protocol" => protocol = super::Protocol::read(&mut map)?,
+                other => {
+                    return Err(de::Error::unknown_field(other, &["address", "protocol"]));
                 }
-                let address = address.ok_or_else(|| de::Error::missing_field("address"))?;
-                Ok(ListenEntry(address, protocol.unwrap_or(super::Protocol::Socks5)))
             }
         }
-        d.deserialize_any(V)
+        let address = address.ok_or_else(|| de::Error::missing_field("address"))?;
+        self.out.push(ListenEntry(address, protocol.unwrap_or(super::Protocol::Socks5)));
+        Ok(true)
+    }
+    fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<bool, S::Error> {
+        if !self.top {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
+        while seq.next_element_seed(Listen { top: false, out: &mut *self.out })?.is_some() {}
+        Ok(true)
     }
 }
 
@@ -235,27 +237,11 @@ impl<'de> Deserialize<'de> for ListenEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneOrMany<T>(pub Vec<T>);
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // An untagged enum would swallow the inner error ("did not match
-        // any variant"), so dispatch on the YAML shape by hand instead.
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = OneOrMany<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an address or a list of addresses")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                T::deserialize(de::value::StrDeserializer::new(v)).map(|t| OneOrMany(vec![t]))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| OneOrMany(vec![t]))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                Vec::<T>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(OneOrMany)
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
+impl Field for OneOrMany<ListenEntry> {
+    fn read<'de, A: de::MapAccess<'de>>(map: &mut A) -> Result<Option<Self>, A::Error> {
+        let mut out = Vec::new();
+        let seen = map.next_value_seed(Listen { top: true, out: &mut out })?;
+        Ok(seen.then_some(OneOrMany(out)))
     }
 }
 
@@ -266,28 +252,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Strings(pub Vec<String>);
 
-impl<'de> Deserialize<'de> for Strings {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Strings;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a value or a list of values")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Strings, E> {
-                Ok(Strings(vec![v.to_owned()]))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Strings, E> {
-                Ok(Strings(vec![v.to_string()]))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Strings, E> {
-                Ok(Strings(vec![v.to_string()]))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Strings, A::Error> {
-                Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Strings)
-            }
-        }
-        d.deserialize_any(V)
+impl Field for Strings {
+    fn read<'de, A: de::MapAccess<'de>>(map: &mut A) -> Result<Option<Strings>, A::Error> {
+        Ok(one_or_many(map)?.map(Strings))
+    }
+}
+
+/// A list of lists of names, each as text: a group's `tiers:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tiers(pub Vec<Strings>);
+
+impl Field for Tiers {
+    fn read<'de, A: de::MapAccess<'de>>(map: &mut A) -> Result<Option<Tiers>, A::Error> {
+        Ok(lists(map)?.map(|l| Tiers(l.into_iter().map(Strings).collect())))
     }
 }
 
@@ -558,7 +535,7 @@ impl FromStr for ProbeUrl {
     }
 }
 
-deserialize_from_str!(ProbeUrl, "an http:// or https:// URL");
+leaf_from_str!(ProbeUrl => "an http:// or https:// URL");
 
 #[cfg(test)]
 mod url_tests {
@@ -698,10 +675,9 @@ impl FromStr for DestRule {
     }
 }
 
-deserialize_from_str!(Cidr, "an address block such as 192.168.0.0/16");
-deserialize_from_str!(
-    DestRule,
-    "an address block, optionally with a port: 10.0.0.0/8, 192.168.1.1:22, [fd00::/8]:443"
+leaf_from_str!(
+    Cidr => "an address block such as 192.168.0.0/16",
+    DestRule => "an address block, optionally with a port: 10.0.0.0/8, 192.168.1.1:22, [fd00::/8]:443",
 );
 
 #[cfg(test)]

@@ -277,3 +277,30 @@ fn http_status_server(status: u16) -> SocketAddr {
     });
     addr
 }
+
+#[test]
+fn learned_stops_trying_an_exit_that_refuses_a_site_and_keeps_it_for_the_others() {
+    // `picky` refuses every CONNECT with 0x02, as an exit whose ruleset
+    // blocks the site; with `learned` that is the site's business.
+    let good = Socks::start();
+    let picky = Backend::start(Behaviour::Reply(0x02));
+    let yaml = format!(
+        "{LISTEN}mode: socks5\n{HEALTH}balancer: {{algorithm: learned}}\n\
+         backends:\n  - {{name: good, address: '{}'}}\n  - {{name: picky, address: '{}'}}\n",
+        good.addr(),
+        picky.addr
+    );
+    let d = daemon(&yaml);
+    settled(&d);
+    let proxy = d.local_addrs()[0];
+    let site = echo_server("127.0.0.1:0");
+    for _ in 0..20 {
+        assert_echo(proxy, &Dest::Ip(site), None);
+    }
+    let snap = d.snapshot();
+    let tried = snap.pool.backends()[1].stats.attempts.get();
+    assert!(tried <= 1, "the refusing exit was tried {tried} times for one site");
+    assert!(snap.pool.backends()[1].health.usable(), "and it is still up for every other site");
+    let view = snap.pool.learned().unwrap().view(1);
+    assert_eq!(view.top[0].site, "127.0.0.1");
+}
