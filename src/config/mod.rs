@@ -610,8 +610,7 @@ impl Config {
             return Err(ConfigError::at("", "the file is empty; a config needs at least `backends:`"));
         }
         check_nesting(text)?;
-        let raw: RawConfig =
-            serde_yaml::from_str(text).map_err(|e| explain(text, ConfigError::from_yaml(e)))?;
+        let raw: RawConfig = field::parse(text).map_err(|e| explain(text, ConfigError::from_yaml(e)))?;
         // Rules checked after parsing know the key, not the line.
         let place = |mut e: ConfigError| {
             if e.line.is_none() && !e.key.is_empty() {

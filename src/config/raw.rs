@@ -13,64 +13,61 @@
 
 use std::fmt;
 
-use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
-
-use super::field::{nested, Field};
+use super::field::{self, Field, Stop, Values, Want};
 use super::values::{Strings, Tiers};
 use super::{
     Algorithm, BackendAddr, Cidr, DestRule, GoDuration, ListenAddr, ListenEntry, LogFormat, LogLevel, Mode,
     OneOrMany, ProbeUrl, Secret, StickyKey,
 };
 
-/// Refuses a key seen before in the same map, as a derive does.
-fn once<E: de::Error>(seen: &mut Vec<&'static str>, key: &'static str) -> Result<(), E> {
-    if seen.contains(&key) {
-        return Err(E::duplicate_field(key));
-    }
-    seen.push(key);
-    Ok(())
-}
-
-/// A raw struct: every field optional (`null` is absent), and a
-/// `Deserialize` that reads a YAML map of exactly these keys.
+/// A raw struct: every field optional (`null` is absent), read from a
+/// YAML map of exactly these keys ([`Want`]), with a derive's errors:
+/// unknown field (with the expected names), duplicate field, and the
+/// value's own error at its key path.
 macro_rules! raw {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
         $(#[$meta])*
         #[derive(Default)]
         pub(super) struct $name {
             $($(#[$fmeta])* pub(super) $field: Option<$ty>,)*
+            /// The keys read so far, one bit each (a key set twice is an error).
+            seen: u32,
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $name;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str("a map")
-                    }
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
-                        const KEYS: &[&str] = &[$(stringify!($field)),*];
-                        let mut out = $name::default();
-                        let mut seen = Vec::new();
-                        while let Some(key) = map.next_key::<String>()? {
-                            match key.as_str() {
-                                $(stringify!($field) => {
-                                    once(&mut seen, stringify!($field))?;
-                                    out.$field = <$ty as Field>::read(&mut map)?;
-                                })*
-                                other => return Err(de::Error::unknown_field(other, KEYS)),
-                            }
-                        }
-                        Ok(out)
-                    }
+        impl Want for $name {
+            fn accepts(&self) -> u8 {
+                field::MAP
+            }
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn entry(&mut self, key: &str, value: &mut dyn Values) -> Result<(), Stop> {
+                const KEYS: &[&str] = &[$(stringify!($field)),*];
+                field::key_index(key, KEYS, &mut self.seen, value)?;
+                match key {
+                    $(stringify!($field) => self.$field = <$ty as Field>::read(value)?,)*
+                    _ => {}
                 }
-                d.deserialize_map(V)
+                Ok(())
             }
         }
 
-        nested!($name);
+        impl Field for $name {
+            fn read(value: &mut dyn Values) -> Result<Option<Self>, Stop> {
+                field::section(value)
+            }
+        }
+    };
+}
+
+/// Lists of sections as fields.
+macro_rules! sections {
+    ($($ty:ty),*) => {
+        $(impl Field for Vec<$ty> {
+            fn read(value: &mut dyn Values) -> Result<Option<Self>, Stop> {
+                field::sections(value)
+            }
+        })*
     };
 }
 
@@ -171,7 +168,7 @@ impl super::field::Leaf for AutoInterfaces {
     }
 }
 
-nested!(Vec<RawBackend>, Vec<RawUser>, Vec<RawGroup>, Vec<RawRule>);
+sections!(RawBackend, RawUser, RawGroup, RawRule);
 
 raw! {
     RawHealth {

@@ -558,7 +558,7 @@ mod tests {
     use std::net::SocketAddr;
 
     fn rule(yaml: &str) -> Rule {
-        let raw: RawRule = serde_yaml::from_str(yaml).unwrap();
+        let raw: RawRule = crate::config::field::parse(yaml).unwrap();
         rules(vec![raw], &[], &["127.0.0.1:1080".parse().unwrap()], &[Protocol::Socks5], None)
             .unwrap()
             .remove(0)

@@ -235,7 +235,7 @@ pub(super) fn validate(raw: RawConfig, base: Option<&std::path::Path>) -> Result
 
     let auth = match raw.auth {
         None => None,
-        Some(RawAuth { users }) => {
+        Some(RawAuth { users, .. }) => {
             let users = users.unwrap_or_default();
             if users.is_empty() {
                 return Err(ConfigError::at(

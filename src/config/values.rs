@@ -10,9 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
-
-use super::field::{leaf_from_str, lists, one_or_many, Field, Leaf, Scalar};
+use super::field::{leaf_from_str, lists, one_or_many, Field, Leaf, Listen, Scalar, Stop, Values};
 
 /// A Go-style duration (`10s`, `2000ms`, `1h30m`, `1.5s`) that is never
 /// zero: every duration in the config is a timeout or an interval, and
@@ -172,75 +170,14 @@ leaf_from_str!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenEntry(pub SocketAddr, pub super::Protocol);
 
-/// Reads `listen`: one entry or a list of them, each a plain address or a
-/// `{address, protocol}` map. One visitor for both levels (`top`), by
-/// hand rather than derived: a visitor per level costs the router binary
-/// a few KB.
-struct Listen<'a> {
-    top: bool,
-    out: &'a mut Vec<ListenEntry>,
-}
-
-impl<'de> de::DeserializeSeed<'de> for Listen<'_> {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Listen<'_> {
-    type Value = bool;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an address such as 127.0.0.1:1080, or {address: ..., protocol: http}")?;
-        if self.top {
-            f.write_str(", or a list of them")?;
-        }
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        if self.top {
-            Ok(false)
-        } else {
-            Err(E::invalid_type(de::Unexpected::Unit, &self))
-        }
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        let addr: ListenAddr = v.parse().map_err(E::custom)?;
-        self.out.push(ListenEntry(addr.0, super::Protocol::Socks5));
-        Ok(true)
-    }
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let (mut address, mut protocol) = (None, None);
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "address" => address = ListenAddr::read(&mut map)?.map(|a| a.0),
-                "protocol" => protocol = super::Protocol::read(&mut map)?,
-                other => {
-                    return Err(de::Error::unknown_field(other, &["address", "protocol"]));
-                }
-            }
-        }
-        let address = address.ok_or_else(|| de::Error::missing_field("address"))?;
-        self.out.push(ListenEntry(address, protocol.unwrap_or(super::Protocol::Socks5)));
-        Ok(true)
-    }
-    fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<bool, S::Error> {
-        if !self.top {
-            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
-        }
-        while seq.next_element_seed(Listen { top: false, out: &mut *self.out })?.is_some() {}
-        Ok(true)
-    }
-}
-
 /// One address or a list of them; `listen` takes either form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneOrMany<T>(pub Vec<T>);
 
 impl Field for OneOrMany<ListenEntry> {
-    fn read<'de, A: de::MapAccess<'de>>(map: &mut A) -> Result<Option<Self>, A::Error> {
+    fn read(value: &mut dyn Values) -> Result<Option<Self>, Stop> {
         let mut out = Vec::new();
-        let seen = map.next_value_seed(Listen { top: true, out: &mut out })?;
+        let seen = value.read(&mut Listen::new(&mut out))?;
         Ok(seen.then_some(OneOrMany(out)))
     }
 }
@@ -253,8 +190,8 @@ impl Field for OneOrMany<ListenEntry> {
 pub struct Strings(pub Vec<String>);
 
 impl Field for Strings {
-    fn read<'de, A: de::MapAccess<'de>>(map: &mut A) -> Result<Option<Strings>, A::Error> {
-        Ok(one_or_many(map)?.map(Strings))
+    fn read(value: &mut dyn Values) -> Result<Option<Strings>, Stop> {
+        Ok(one_or_many(value)?.map(Strings))
     }
 }
 
@@ -263,8 +200,8 @@ impl Field for Strings {
 pub struct Tiers(pub Vec<Strings>);
 
 impl Field for Tiers {
-    fn read<'de, A: de::MapAccess<'de>>(map: &mut A) -> Result<Option<Tiers>, A::Error> {
-        Ok(lists(map)?.map(|l| Tiers(l.into_iter().map(Strings).collect())))
+    fn read(value: &mut dyn Values) -> Result<Option<Tiers>, Stop> {
+        Ok(lists(value)?.map(|l| Tiers(l.into_iter().map(Strings).collect())))
     }
 }
 
