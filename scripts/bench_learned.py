@@ -73,6 +73,17 @@ def wait_until(what, cond, limit=10.0):
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def recv_exact(s, n):
+    """n bytes from socket s, or None if it closes first."""
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            return None
+        got += chunk
+    return got
+
+
 def socks_echo(proxy_port, host, port):
     """One SOCKS5 CONNECT and a 16-byte echo: True if it worked."""
     try:
@@ -81,22 +92,11 @@ def socks_echo(proxy_port, host, port):
             if s.recv(2) != b"\x05\x00":
                 return False
             s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(host) + port.to_bytes(2, "big"))
-            reply = b""
-            while len(reply) < 10:
-                chunk = s.recv(10 - len(reply))
-                if not chunk:
-                    return False
-                reply += chunk
-            if reply[1] != 0:
+            reply = recv_exact(s, 10)
+            if reply is None or reply[1] != 0:
                 return False
             s.sendall(b"0123456789abcdef")
-            got = b""
-            while len(got) < 16:
-                chunk = s.recv(16 - len(got))
-                if not chunk:
-                    return False
-                got += chunk
-            return got == b"0123456789abcdef"
+            return recv_exact(s, 16) == b"0123456789abcdef"
     except OSError:
         return False
 

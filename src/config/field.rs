@@ -682,5 +682,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.backends.len(), 3);
         assert_eq!(c.rules.len(), 1);
+        let summary = c.summary();
+        assert!(
+            summary.contains("groups: 1\n  main                     roundrobin: [Tor] > [direct]\n"),
+            "{summary}"
+        );
+        assert!(summary.contains("rules: 1 (0 to groups, 0 direct, 1 block)\n"), "{summary}");
     }
 }

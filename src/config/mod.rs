@@ -1,8 +1,9 @@
-//! Configuration: YAML text → raw serde structs → a validated [`Config`].
+//! Configuration: YAML text → raw structs → a validated [`Config`].
 //!
 //! The two stages are deliberate. The raw structs mirror the file exactly
-//! (`deny_unknown_fields`, everything optional) so that serde_yaml can
-//! report a typo or a bad value with its key path and line. Validation then
+//! (unknown keys refused, everything optional) and are read while
+//! serde_yaml parses (`field.rs`), so that a typo or a bad value is
+//! reported with its key path and line. Validation then
 //! fills in defaults, expands port ranges and checks the rules that span
 //! several keys, producing a [`Config`] whose fields are already the types
 //! the daemon uses (`SocketAddr`, `Duration`, non-zero numbers). Nothing
@@ -585,6 +586,19 @@ pub struct Config {
 /// Most executor threads `threads` may ask for.
 pub const MAX_THREADS: u32 = 64;
 
+/// Reads a text file of at most `limit` bytes (a wrong path or a hostile
+/// file cannot make the daemon read gigabytes); errors are at `key`.
+fn read_bounded(key: &str, path: &std::path::Path, limit: u64) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| ConfigError::at(key, format!("cannot read {}: {e}", path.display()));
+    let mut text = String::new();
+    std::fs::File::open(path).map_err(cannot)?.take(limit + 1).read_to_string(&mut text).map_err(cannot)?;
+    if text.len() as u64 > limit {
+        return Err(ConfigError::at(key, format!("{} is larger than {limit} bytes", path.display())));
+    }
+    Ok(text)
+}
+
 /// Executor threads when `threads` is not set. One: against two on a
 /// 2-core machine it answers sooner and uses less CPU per byte (no tasks
 /// handed between threads), while two accept more connections per second
@@ -626,20 +640,7 @@ impl Config {
 
     /// Reads, parses and validates a file of at most [`MAX_CONFIG_BYTES`].
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        use std::io::Read;
-        let cannot = |e: std::io::Error| ConfigError::at("", format!("cannot read {}: {e}", path.display()));
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .map_err(cannot)?
-            .take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(cannot)?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::at(
-                "",
-                format!("{} is larger than {MAX_CONFIG_BYTES} bytes", path.display()),
-            ));
-        }
+        let text = read_bounded("", path, MAX_CONFIG_BYTES)?;
         Config::from_yaml_in(&text, path.parent())
     }
 
@@ -739,6 +740,38 @@ impl Config {
                 s,
                 "  + interfaces: auto (every up interface with an address and a default route){}",
                 if auto.weight.get() == 1 { String::new() } else { format!("  weight={}", auto.weight) }
+            );
+        }
+        if !self.groups.is_empty() {
+            let _ = writeln!(s, "groups: {}", self.groups.len());
+            for g in &self.groups {
+                let tiers: Vec<String> = g
+                    .tiers
+                    .iter()
+                    .map(|tier| {
+                        let names: Vec<&str> = tier
+                            .iter()
+                            .map(|m| match m {
+                                routing::Member::Group(i) => self.groups[*i].name.as_str(),
+                                routing::Member::Backends(name) => name,
+                            })
+                            .collect();
+                        names.join(", ")
+                    })
+                    .collect();
+                let shown = if g.tiered { format!("[{}]", tiers.join("] > [")) } else { tiers.join("") };
+                let _ = writeln!(s, "  {:<24} {}: {shown}", g.name, g.algorithm);
+            }
+        }
+        if !self.rules.is_empty() {
+            let count = |a: fn(&routing::Action) -> bool| self.rules.iter().filter(|r| a(&r.action)).count();
+            let _ = writeln!(
+                s,
+                "rules: {} ({} to groups, {} direct, {} block)",
+                self.rules.len(),
+                count(|a| matches!(a, routing::Action::Group(_))),
+                count(|a| *a == routing::Action::Direct),
+                count(|a| *a == routing::Action::Block),
             );
         }
         s

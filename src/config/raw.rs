@@ -3,13 +3,14 @@
 //! reports a typo or a bad value with its key path and line; `validate`
 //! turns them into a [`super::Config`].
 //!
-//! Their `Deserialize` is written by the `raw!` macro below, not derived:
-//! a derive makes each struct a field enum, an identifier visitor and a
-//! sequence visitor besides the map visitor, tens of KB on the router
-//! binary in all (docs/performance.md, "Binary size"). The macro makes
-//! only the map visitor, with the derive's own errors: unknown field
-//! (with the expected names), duplicate field, and the value's own error
-//! at its key path.
+//! They are read by the `raw!` macro below through `field.rs`'s `Want`,
+//! not with a derived `Deserialize`: a derive makes each struct a field
+//! enum, an identifier visitor and a sequence visitor, and serde_yaml a
+//! copy of its deserializer per struct and per field type, about 100 KB
+//! of the router binary in all (docs/performance.md, "Binary size"). The
+//! macro makes a key match per struct, with the derive's own errors:
+//! unknown field (with the expected names), duplicate field, and the
+//! value's own error at its key path.
 
 use std::fmt;
 

@@ -507,20 +507,7 @@ fn domain(key: &str, text: &str) -> Result<String, ConfigError> {
 
 /// One suffix per line; `#` starts a comment; blank lines are skipped.
 fn read_suffix_file(key: &str, path: &Path, into: &mut SuffixSet) -> Result<(), ConfigError> {
-    use std::io::Read;
-    let cannot = |e: std::io::Error| ConfigError::at(key, format!("cannot read {}: {e}", path.display()));
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .map_err(cannot)?
-        .take(MAX_SUFFIX_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(cannot)?;
-    if text.len() as u64 > MAX_SUFFIX_FILE {
-        return Err(ConfigError::at(
-            key,
-            format!("{} is larger than {MAX_SUFFIX_FILE} bytes", path.display()),
-        ));
-    }
+    let text = super::read_bounded(key, path, MAX_SUFFIX_FILE)?;
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {

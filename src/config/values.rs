@@ -1,7 +1,7 @@
-//! Leaf value types that validate themselves while deserializing.
+//! Leaf value types that validate themselves while the YAML is read.
 //!
-//! Parsing a duration, an address or a port range inside `Deserialize`
-//! (rather than after) is what lets every such error carry serde_yaml's
+//! Parsing a duration, an address or a port range as its scalar is read
+//! (a `Leaf`, rather than after) is what lets every such error carry serde_yaml's
 //! key path and line: `health.check_interval: invalid duration "10x" at
 //! line 12 column 19`.
 
