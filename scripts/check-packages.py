@@ -61,6 +61,7 @@ PAYLOAD = {
     "./etc/socksbalance/config.yaml": 0o600,
     "./etc/hotplug.d/iface/30-socksbalance": 0o644,
     "./usr/libexec/socksbalance-gateway": 0o755,
+    "./usr/libexec/socksbalance-uci": 0o755,
     "./usr/share/nftables.d/table-post/socksbalance.nft": 0o644,
 }
 CONFFILES = ["/etc/config/socksbalance", "/etc/socksbalance/config.yaml"]

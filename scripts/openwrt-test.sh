@@ -11,6 +11,8 @@
 #   missing at start and added later (and the hotplug hook); the gateway
 #   (UCI gateway 1): a LAN client redirected through the daemon, rules in
 #   fw4 that survive fw4 reload and go with stop, none with gateway 0;
+#   UCI as the configuration (every option into YAML, a bad value logged
+#   with its UCI option name, a change applied without a restart);
 #   removal.
 # See docs/openwrt.md, "Tested on an OpenWrt userland".
 #
@@ -214,6 +216,72 @@ gateway_yaml() {
     printf 'listen:\n  - 127.0.0.1:1080\n  - {address: "[::]:%s", protocol: %s}\nmode: socks5\n%s\nbackends:\n  - direct: true\n    name: direct\n' \
         "$2" "$1" "${3:-}" | write_yaml
 }
+# UCI as the source (option source 'uci'): socksbalance-uci turns every
+# option of tests/uci-every-option.config into the YAML beside it, which
+# the daemon takes; then the daemon runs on UCI alone, a bad value is
+# logged with its UCI option and leaves it running, and a good change is
+# applied without a restart.
+uci_checks() {
+    local t=openwrt/socksbalance/tests first
+    step="socksbalance-uci: every option, the escape hatch, disabled sections"
+    mkdir -p "$root/root/uci-test"
+    cp "$t/uci-every-option.config" "$root/root/uci-test/socksbalance"
+    printf 'limits:\n  max_connections: 200\n' > "$root/root/uci-test/custom.yaml"
+    printf 'example.org\n' > "$root/root/uci-test/direct.txt"
+    r 'UCI_CONFIG_DIR=/root/uci-test /usr/libexec/socksbalance-uci /root/uci-test/out.yaml' || fail "socksbalance-uci failed"
+    diff -u "$t/uci-every-option.yaml" "$root/root/uci-test/out.yaml" || fail "the YAML differs from $t/uci-every-option.yaml"
+    [ "$(stat -c %a "$root/root/uci-test/out.yaml")" = 600 ] || fail "the YAML is not 0600"
+    grep -qxF "$(printf '24\tsocksbalance.tor.address')" "$root/root/uci-test/out.yaml.map" || fail "no map line for tor's address"
+    grep -qF "socksbalance.@backend[1].password" "$root/root/uci-test/out.yaml.map" || fail "no map line for an anonymous section"
+    r '/usr/bin/socksbalance check -c /root/uci-test/out.yaml >/dev/null' || fail "socksbalance refuses the YAML made from UCI"
+    printf 'config socksbalance main\n\toption custom_yaml /nonexistent.yaml\n' > "$root/root/uci-test/socksbalance"
+    ! r 'UCI_CONFIG_DIR=/root/uci-test /usr/libexec/socksbalance-uci /root/uci-test/bad.yaml 2>/root/uci-test/err' || fail "a missing custom_yaml was taken"
+    grep -qF "socksbalance.main.custom_yaml: cannot read /nonexistent.yaml" "$root/root/uci-test/err" || fail "no error naming custom_yaml"
+    ok
+
+    step="option source 'uci': the daemon runs on UCI alone"
+    cp "$root/etc/config/socksbalance" "$work/uci.saved"
+    cat > "$root/etc/config/socksbalance" <<'UCI'
+config socksbalance 'main'
+	option enabled '1'
+	option source 'uci'
+	option mode 'socks5'
+	list listen '127.0.0.1:1090'
+
+config backend 'here'
+	option direct '1'
+
+config web 'web'
+	option enabled '1'
+	option listen '127.0.0.1:8080'
+UCI
+    r '/etc/init.d/socksbalance restart'
+    until_ 10 running || fail "not running on UCI"
+    until_ 10 download 127.0.0.1:1090 || fail "127.0.0.1:1090 (from UCI) does not serve"
+    [ "$(r 'stat -c %a /var/etc/socksbalance.yaml')" = 600 ] || fail "/var/etc/socksbalance.yaml is not 0600"
+    r 'cat /proc/$(pidof socksbalance)/cmdline' | tr '\0' ' ' | grep -qF -- "-c /var/etc/socksbalance.yaml" || fail "the daemon does not run on /var/etc/socksbalance.yaml"
+    ok
+
+    step="a bad UCI value: logged with its option, the daemon keeps running"
+    first=$(pid)
+    r 'uci set socksbalance.here.weight=heavy && uci commit socksbalance && reload_config'
+    until_ 10 log_has 'socksbalance.here.weight: invalid type: string "heavy"' || fail "no log line naming socksbalance.here.weight"
+    [ "$(pid)" = "$first" ] && running || fail "the daemon stopped or restarted (PID $first -> $(pid))"
+    download 127.0.0.1:1090 || fail "it no longer serves"
+    ok
+
+    step="a good UCI change: applied by SIGHUP, no restart"
+    r 'uci delete socksbalance.here.weight && uci add_list socksbalance.main.listen=127.0.0.1:1091 && uci commit socksbalance && reload_config'
+    until_ 10 download 127.0.0.1:1091 || fail "the new listener from UCI does not serve"
+    [ "$(pid)" = "$first" ] || fail "the daemon was restarted (PID $first -> $(pid)), not reloaded"
+    ok
+
+    cp "$work/uci.saved" "$root/etc/config/socksbalance"
+    write_yaml < openwrt/socksbalance/files/config.yaml
+    r '/etc/init.d/socksbalance restart'
+    until_ 10 download 127.0.0.1:1080 || fail "not serving on the YAML again"
+}
+
 # The router's nftables ruleset without the packet counters' values.
 ruleset() { r 'nft list ruleset' | sed 's/counter packets [0-9]* bytes [0-9]*/counter/'; }
 
@@ -335,6 +403,7 @@ YAML
     ok
 
     gateway_checks
+    uci_checks
 
     step="removal"
     if [ "$kind" = ipk ]; then r 'opkg remove socksbalance' >/dev/null; else r 'apk del socksbalance' >/dev/null; fi

@@ -109,6 +109,8 @@ for arch in "${archs[@]}"; do
     # The gateway: its rule generator, and the fw4 include that picks up
     # the rules while the gateway is on (docs/gateway.md).
     install -m 0755 openwrt/socksbalance/files/socksbalance-gateway "$work/data/usr/libexec/socksbalance-gateway"
+    # option source 'uci': the YAML made from /etc/config/socksbalance.
+    install -m 0755 openwrt/socksbalance/files/socksbalance-uci "$work/data/usr/libexec/socksbalance-uci"
     install -m 0644 openwrt/socksbalance/files/socksbalance.nft \
         "$work/data/usr/share/nftables.d/table-post/socksbalance.nft"
     find "$work/data" -type d -exec chmod 0755 {} +

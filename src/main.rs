@@ -73,6 +73,10 @@ struct Status {
     /// basic-auth login as USER:PASSWORD (web.username, web.password)
     #[argh(option)]
     user: Option<String>,
+
+    /// print the daemon's /api/stats document (JSON) instead of the table
+    #[argh(switch)]
+    json: bool,
 }
 
 /// Validate a config file, print what it configures, and exit (0 if valid,
@@ -173,7 +177,15 @@ fn run_status(status: Status, top_config: Option<PathBuf>) -> ExitCode {
     let url = status.url.or(url).unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let token = status.token.or(token);
     let user = status.user.or(user);
-    match socksbalance::status::run(&url, token.as_deref(), user.as_deref()) {
+    let fetched = if status.json {
+        socksbalance::status::document(&url, token.as_deref(), user.as_deref()).map(|mut body| {
+            body.push('\n');
+            body
+        })
+    } else {
+        socksbalance::status::run(&url, token.as_deref(), user.as_deref())
+    };
+    match fetched {
         Ok(table) => emit(&table),
         Err(e) => {
             eprintln!("socksbalance status: {e}");

@@ -161,6 +161,15 @@ pub fn run(base: &str, token: Option<&str>, login: Option<&str>) -> Result<Strin
     table_of(base, &fetch(base, token, login)?)
 }
 
+/// Fetches `/api/stats` from the daemon at `base`: the document as the
+/// daemon wrote it (`status --json`, for scripts such as the LuCI app's
+/// rpcd plugin), once it has been checked to be one.
+pub fn document(base: &str, token: Option<&str>, login: Option<&str>) -> Result<String, String> {
+    let body = fetch(base, token, login)?;
+    Stats::from_json(&body).map_err(|e| format!("{base}: not a socksbalance stats document: {e}"))?;
+    Ok(body)
+}
+
 /// The table for a stats document, or why it is not one.
 pub fn table_of(base: &str, body: &str) -> Result<String, String> {
     let stats =

@@ -399,6 +399,17 @@ fn status_subcommand_prints_the_backend_table() {
     assert!(lines[3].starts_with("gone") && lines[3].contains("down"), "{table}");
     assert!(lines[3].contains("connection refused, down "), "the reason and for how long: {table}");
 
+    // --json: the document itself, for scripts (the LuCI app's rpcd plugin).
+    let out = Command::new(bin)
+        .args(["status", "--json", "--url", &url, "--token", "t0ken-for-cli"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_yaml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(doc["backends"][1]["name"].as_str(), Some("gone"));
+    assert_eq!(doc["backends"][1]["state"].as_str(), Some("down"));
+    assert_eq!(doc["healthy_backends"].as_u64(), Some(1));
+
     // -c FILE: the address and the token come from the daemon's config.
     let dir = std::env::temp_dir().join(format!("socksbalance-status-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
