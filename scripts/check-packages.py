@@ -34,6 +34,7 @@ Usage: check-packages.py [DIR]
 import gzip
 import hashlib
 import io
+import json
 import os
 import struct
 import sys
@@ -332,18 +333,90 @@ def check_apk(path):
     print(f"OK   {arch}/{base}  ({size} bytes installed, {kinds.count(1)} signature(s))")
 
 
+# luci-app-socksbalance: one package for every arch (all / noarch).
+LUCI = "luci-app-socksbalance"
+LUCI_PAYLOAD = {
+    "./www/luci-static/resources/view/socksbalance/settings.js": 0o644,
+    "./www/luci-static/resources/view/socksbalance/status.js": 0o644,
+    "./usr/share/luci/menu.d/luci-app-socksbalance.json": 0o644,
+    "./usr/share/rpcd/acl.d/luci-app-socksbalance.json": 0o644,
+    "./usr/libexec/rpcd/luci.socksbalance": 0o755,
+}
+
+
+def check_luci_ipk(ipk):
+    base = os.path.basename(ipk)
+    parts = base[: -len(".ipk")].split("_", 2)
+    if len(parts) != 3 or parts[0] != LUCI or parts[2] != "all":
+        fail(ipk, f"name is not {LUCI}_<version>_all.ipk")
+    outer = tarfile.open(fileobj=io.BytesIO(gzip.decompress(open(ipk, "rb").read())), mode="r:")
+    if outer.getnames() != ["./debian-binary", "./data.tar.gz", "./control.tar.gz"]:
+        fail(ipk, f"outer members {outer.getnames()}")
+    control = inner_tar(outer, "./control.tar.gz").extractfile("./control").read().decode()
+    fields = dict(line.split(": ", 1) for line in control.splitlines() if ": " in line and not line.startswith(" "))
+    want = {"Package": LUCI, "Version": parts[1], "Architecture": "all", "Depends": "libc, socksbalance, luci-base"}
+    for k, v in want.items():
+        if fields.get(k) != v:
+            fail(ipk, f"control {k}: {fields.get(k)!r}, expected {v!r}")
+    data = inner_tar(outer, "./data.tar.gz")
+    files = {m.name: m for m in data.getmembers() if m.isfile()}
+    if set(files) != set(LUCI_PAYLOAD):
+        fail(ipk, f"payload files {sorted(files)}")
+    for name, mode in LUCI_PAYLOAD.items():
+        if files[name].mode & 0o7777 != mode or files[name].uid != 0:
+            fail(ipk, f"{name}: mode {oct(files[name].mode)}")
+    for name in files:
+        if name.endswith(".json"):
+            json.loads(data.extractfile(name).read())
+    print(f"OK   {base}  (all, {sum(m.size for m in files.values())} bytes installed)")
+
+
+def check_luci_apk(path):
+    base = os.path.basename(path)
+    if os.path.basename(os.path.dirname(path)) != "noarch" or not base.startswith(LUCI + "-"):
+        fail(path, f"not noarch/{LUCI}-<version>.apk")
+    stream = zlib.decompress(open(path, "rb").read()[4:], -15)
+    ts = struct.unpack("<I", stream[8:12])[0]
+    area = stream[12:8 + (ts & 0x3FFFFFFF)]
+    root = adb_value(area, struct.unpack("<I", area[4:8])[0])
+    info, paths = field(root, 1), field(root, 2) or []
+    if field(info, 1) != LUCI.encode() or field(info, 5) != b"noarch":
+        fail(path, f"name/arch {field(info, 1)} {field(info, 5)}")
+    depends = [field(d, 1) for d in field(info, 15) or []]
+    if depends != [b"socksbalance", b"luci-base"]:
+        fail(path, f"depends {depends}")
+    files = {}
+    for d in paths:
+        dname = (field(d, 1) or b"").decode()
+        for f in field(d, 3) or []:
+            files["./" + (dname + "/" if dname else "") + field(f, 1).decode()] = field(field(f, 2), 1)
+    want = dict(LUCI_PAYLOAD)
+    want[f"./lib/apk/packages/{LUCI}.list"] = 0o644
+    if files != want:
+        fail(path, f"payload {sorted(files.items())}")
+    print(f"OK   noarch/{base}")
+
+
 def main():
     directory = sys.argv[1] if len(sys.argv) > 1 else "dist/openwrt"
-    ipks = sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".ipk"))
+    ipks = sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                  if f.endswith(".ipk") and not f.startswith(LUCI))
     if not ipks:
         raise SystemExit(f"FAIL: no .ipk files in {directory}")
     for ipk in ipks:
         check(ipk)
     apks = sorted(os.path.join(directory, d, f) for d in os.listdir(directory)
-                  if os.path.isdir(os.path.join(directory, d))
+                  if os.path.isdir(os.path.join(directory, d)) and d != "noarch"
                   for f in os.listdir(os.path.join(directory, d)) if f.endswith(".apk"))
     for apk in apks:
         check_apk(apk)
+    luci_ipks = [os.path.join(directory, f) for f in os.listdir(directory) if f.startswith(LUCI) and f.endswith(".ipk")]
+    noarch = os.path.join(directory, "noarch")
+    luci_apks = [os.path.join(noarch, f) for f in os.listdir(noarch)] if os.path.isdir(noarch) else []
+    if len(luci_ipks) != 1 or len(luci_apks) != 1:
+        raise SystemExit(f"FAIL: expected one {LUCI} .ipk and one .apk, found {luci_ipks} {luci_apks}")
+    check_luci_ipk(luci_ipks[0])
+    check_luci_apk(luci_apks[0])
     ipk_archs = sorted(os.path.basename(i)[:-4].split("_", 2)[2] for i in ipks)
     apk_archs = sorted(os.path.basename(os.path.dirname(a)) for a in apks)
     if ipk_archs != apk_archs:

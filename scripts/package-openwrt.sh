@@ -2,6 +2,8 @@
 # Turns the static binaries in dist/ into OpenWrt packages, without the SDK:
 #   dist/openwrt/socksbalance_<version>-<release>_<openwrt-arch>.ipk   (opkg: 23.05, 24.10)
 #   dist/openwrt/<openwrt-arch>/socksbalance-<version>-r<release>.apk  (apk v3: 25.12)
+#   dist/openwrt/luci-app-socksbalance_<version>-<release>_all.ipk and
+#   dist/openwrt/noarch/luci-app-socksbalance-<version>-r<release>.apk (LuCI)
 # An .ipk is what opkg reads: a gzip'd tar of ./debian-binary,
 # ./data.tar.gz and ./control.tar.gz. An .apk is apk-tools v3's ADB format,
 # written by packaging/apk (socksbalance-apk) with the files, scripts and
@@ -213,5 +215,79 @@ SCRIPT
 done
 
 [ ${#made[@]} -gt 0 ] || { echo "package-openwrt.sh: no binaries in dist/ to package; run scripts/build.sh first" >&2; exit 1; }
+
+# luci-app-socksbalance: the LuCI pages, the menu entry, the rpcd ACL and
+# the rpcd plugin (openwrt/luci-app-socksbalance, docs/openwrt.md "LuCI"),
+# one package for every arch: Architecture all (.ipk) and noarch (.apk),
+# as luci.mk's LUCI_PKGARCH:=all makes them.
+luci=openwrt/luci-app-socksbalance
+work=$(mktemp -d)
+mkdir -p "$work/data/www" "$work/control"
+cp -r "$luci/htdocs/." "$work/data/www/"
+cp -r "$luci/root/." "$work/data/"
+find "$work/data" -type d -exec chmod 0755 {} +
+find "$work/data" -type f -exec chmod 0644 {} +
+chmod 0755 "$work/data/usr/libexec/rpcd/luci.socksbalance"
+installed_size=$(find "$work/data" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+cat > "$work/control/control" <<CONTROL
+Package: luci-app-socksbalance
+Version: $version-$release
+Depends: libc, socksbalance, luci-base
+Source: feeds/socksbalance/luci-app-socksbalance
+SourceName: luci-app-socksbalance
+License: MIT
+Section: luci
+SourceDateEpoch: $SOURCE_DATE_EPOCH
+Architecture: all
+Installed-Size: $installed_size
+Maintainer: socksbalance developers <socksbalance@users.noreply.github.com>
+Description:  LuCI support for socksbalance: settings (backends, users, groups,
+ rules, the gateway) and a status page under Services.
+CONTROL
+# What luci.mk's packages run: LuCI's caches go, rpcd reads the new ACL
+# and plugin.
+cat > "$work/control/postinst" <<'SCRIPT'
+#!/bin/sh
+[ -n "${IPKG_INSTROOT}" ] && exit 0
+rm -f /tmp/luci-indexcache.*
+rm -rf /tmp/luci-modulecache/
+killall -HUP rpcd 2>/dev/null
+exit 0
+SCRIPT
+chmod 0644 "$work/control/control"
+chmod 0755 "$work/control/postinst"
+mkdir "$work/ipk"
+printf '2.0\n' > "$work/ipk/debian-binary"
+tarball "$work/data" "$work/ipk/data.tar.gz"
+tarball "$work/control" "$work/ipk/control.tar.gz"
+chmod 0644 "$work/ipk/"*
+ipk="$out/luci-app-socksbalance_${version}-${release}_all.ipk"
+tar --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
+    -C "$work/ipk" -cf - ./debian-binary ./data.tar.gz ./control.tar.gz | gzip -n -9 > "$ipk"
+made+=("$ipk")
+apkroot="$work/apk/root"
+mkdir -p "$work/apk"
+cp -a "$work/data" "$apkroot"
+mkdir -p "$apkroot/lib/apk/packages"
+(cd "$apkroot" && find . -type f,l -printf '/%P\n' | LC_ALL=C sort) > "$work/apk/list"
+mv "$work/apk/list" "$apkroot/lib/apk/packages/luci-app-socksbalance.list"
+chmod 0644 "$apkroot"/lib/apk/packages/*
+find "$apkroot" -type d -exec chmod 0755 {} +
+{ printf '#!/bin/sh\n'; sed '1d' "$work/control/postinst"; } > "$work/apk/post-install"
+mkdir -p "$out/noarch"
+apk="$out/noarch/luci-app-socksbalance-${version}-r${release}.apk"
+"$apk_tool" build --files "$apkroot" --output "$apk" \
+    --name luci-app-socksbalance --version "${version}-r${release}" --arch noarch \
+    --description "LuCI support for socksbalance: settings (backends, users, groups, rules, the gateway) and a status page under Services." \
+    --license MIT --origin feeds/socksbalance/luci-app-socksbalance \
+    --url https://github.com/socksbalance/socksbalance \
+    --maintainer "socksbalance developers <socksbalance@users.noreply.github.com>" \
+    --mtime "$SOURCE_DATE_EPOCH" --depends socksbalance --depends luci-base \
+    --script "post-install:$work/apk/post-install" \
+    --script "post-upgrade:$work/apk/post-install" \
+    "${sign_args[@]}"
+made+=("$apk")
+rm -rf "$work"
+
 printf '%-66s %10s\n' package bytes
 for f in "${made[@]}"; do printf '%-66s %10s\n' "$f" "$(stat -c %s "$f")"; done

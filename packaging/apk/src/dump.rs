@@ -55,6 +55,9 @@ pub fn dump(p: &Parsed, file: &[u8], with_hex: bool) -> String {
     ] {
         let _ = writeln!(o, "  {k}: {v}");
     }
+    if !i.depends.is_empty() {
+        let _ = writeln!(o, "  depends: {}", i.depends.join(" "));
+    }
     let _ = writeln!(o, "paths:");
     for d in &pk.dirs {
         let _ = writeln!(o, "  - name: {}", if d.path.is_empty() { "(/)" } else { &d.path });

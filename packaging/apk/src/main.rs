@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! socksbalance-apk build --files DIR --output FILE --name N --version V --arch A
-//!     [--description D] [--license L] [--origin O] [--maintainer M] [--url U]
+//!     [--description D] [--license L] [--origin O] [--maintainer M] [--url U] [--depends NAME]...
 //!     [--mtime SECONDS] [--script SLOT:FILE]... [--sign-key KEY.pem] [--no-compress]
 //! socksbalance-apk check [--verify-key PUBLIC.pem] FILE...
 //! socksbalance-apk dump [--hex] FILE
@@ -16,7 +16,7 @@ use socksbalance_apk::{dump, package, read, sign, Info, Options, Package};
 
 const USAGE: &str = "usage:
   socksbalance-apk build --files DIR --output FILE --name N --version V --arch A
-      [--description D] [--license L] [--origin O] [--maintainer M] [--url U]
+      [--description D] [--license L] [--origin O] [--maintainer M] [--url U] [--depends NAME]...
       [--mtime SECONDS] [--script SLOT:FILE]... [--sign-key KEY.pem] [--no-compress]
   socksbalance-apk check [--verify-key PUBLIC.pem] FILE...
   socksbalance-apk dump [--hex] FILE";
@@ -55,6 +55,7 @@ fn build(args: &[String]) -> ExitCode {
         origin: String::new(),
         maintainer: String::new(),
         url: String::new(),
+        depends: Vec::new(),
     };
     let (mut files, mut output, mut key) = (None, None, None);
     let mut mtime = 0u64;
@@ -81,6 +82,7 @@ fn build(args: &[String]) -> ExitCode {
             "--origin" => info.origin = v.clone(),
             "--maintainer" => info.maintainer = v.clone(),
             "--url" => info.url = v.clone(),
+            "--depends" => info.depends.push(v.clone()),
             "--mtime" => match v.parse() {
                 Ok(t) => mtime = t,
                 Err(_) => return usage(&format!("--mtime {v:?} is not a number of seconds")),

@@ -37,6 +37,8 @@ pub struct Info {
     pub maintainer: String,
     /// Project home page.
     pub url: String,
+    /// Packages this one needs, by name (any version).
+    pub depends: Vec<String>,
 }
 
 /// A regular file.
@@ -182,6 +184,9 @@ impl Info {
     pub fn check(&self) -> Result<(), Error> {
         check_name(&self.name)?;
         check_version(&self.version)?;
+        for d in &self.depends {
+            check_name(d).map_err(|e| Error(format!("depends: {}", e.0)))?;
+        }
         if self.arch.is_empty() || !self.arch.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
         {
             return invalid(format!("arch {:?}: expected e.g. mipsel_24kc or x86_64", self.arch));
@@ -354,8 +359,18 @@ impl Package {
         ] {
             pi[slot - 1] = w.blob(v.as_bytes())?;
         }
-        // "depends" stays unset: an empty dependency array is not written
-        // (an array needs at least one item besides its count).
+        // "depends": one dependency object (just its name: any version)
+        // per entry; unset when empty, as an array needs at least one
+        // item besides its count.
+        if !i.depends.is_empty() {
+            let mut deps = Vec::with_capacity(i.depends.len());
+            for d in &i.depends {
+                let mut dobj = vec![NULL; schema::dep::NAME];
+                dobj[schema::dep::NAME - 1] = w.blob(d.as_bytes())?;
+                deps.push(w.object(&dobj)?);
+            }
+            pi[info::DEPENDS - 1] = w.array(&deps)?;
+        }
 
         let mut paths = Vec::with_capacity(self.dirs.len());
         for d in &self.dirs {
@@ -511,6 +526,7 @@ mod tests {
                 origin: String::new(),
                 maintainer: String::new(),
                 url: String::new(),
+                depends: Vec::new(),
             },
             dirs: vec![Dir {
                 path: String::new(),
@@ -560,6 +576,7 @@ mod tests {
             origin: String::new(),
             maintainer: String::new(),
             url: String::new(),
+            depends: Vec::new(),
         };
         assert_eq!(file_name(&info), "socksbalance-0.1.0-r1.apk");
     }

@@ -134,6 +134,12 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
         origin: text(pi.field(info::ORIGIN), "info.origin")?,
         maintainer: text(pi.field(info::MAINTAINER), "info.maintainer")?,
         url: text(pi.field(info::URL), "info.url")?,
+        depends: pi
+            .field(info::DEPENDS)
+            .items()
+            .iter()
+            .map(|d| text(d.field(crate::schema::dep::NAME), "info.depends name"))
+            .collect::<Result<_, _>>()?,
     };
     let installed_size = int(pi.field(info::INSTALLED_SIZE), "info.installed-size")?;
     let unique_id = pi.field(info::HASHES).blob().unwrap_or_default().to_vec();

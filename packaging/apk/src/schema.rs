@@ -53,6 +53,16 @@ pub mod info {
     pub const LAST_USED: usize = DEPENDS;
 }
 
+/// apk_adb.h `ADBI_DEP_*`: one entry of "depends".
+pub mod dep {
+    /// "name": the package (or provided name) depended on.
+    pub const NAME: usize = 0x01;
+    /// "version" (unset: any).
+    pub const VERSION: usize = 0x02;
+    /// "match": how "version" compares (unset with no version).
+    pub const MATCH: usize = 0x03;
+}
+
 /// apk_adb.h `ADBI_DI_*`: a directory in "paths".
 pub mod dir {
     /// "name": path relative to /, no leading slash; unset for / itself.

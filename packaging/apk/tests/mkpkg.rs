@@ -29,6 +29,7 @@ fn package() -> Package {
             origin: String::new(),
             maintainer: String::new(),
             url: String::new(),
+            depends: Vec::new(),
         },
         dirs: vec![Dir {
             path: String::new(),
@@ -259,6 +260,7 @@ fn edge_tree_is_byte_for_byte_what_real_mkpkg_wrote() {
         origin: String::new(),
         maintainer: String::new(),
         url: String::new(),
+        depends: Vec::new(),
     };
     let scripts = vec![
         ("pre-install".into(), b"#!/bin/sh\necho hi\n".to_vec()),

@@ -102,3 +102,16 @@ fn bad_input_is_refused_with_a_reason() {
     p.dirs.swap(1, 2);
     assert!(p.to_bytes(Options::default(), None).unwrap_err().0.contains("out of order"));
 }
+
+#[test]
+fn depends_survive_the_round_trip_and_show_in_the_dump() {
+    let mut pkg = common::tiny();
+    pkg.info.depends = vec!["socksbalance".into(), "luci-base".into()];
+    let bytes = pkg.to_bytes(Options { compress: false }, None).unwrap();
+    let p = read::parse(&bytes).unwrap();
+    assert_eq!(p.package.info.depends, ["socksbalance", "luci-base"]);
+    let shown = socksbalance_apk::dump::dump(&p, &bytes, false);
+    assert!(shown.contains("  depends: socksbalance luci-base\n"), "{shown}");
+    pkg.info.depends = vec!["no spaces".into()];
+    assert!(pkg.to_bytes(Options { compress: false }, None).is_err(), "a bad name is refused");
+}

@@ -15,6 +15,7 @@ pub fn info() -> Info {
         origin: "feeds/test/tiny".into(),
         maintainer: "Test <test@example.invalid>".into(),
         url: "https://example.invalid/tiny".into(),
+        depends: Vec::new(),
     }
 }
 
