@@ -184,7 +184,7 @@ package() {
     cp packaging/config.example.yaml "$stage/$name/config.yaml"
     # The documentation the README links to travels with it.
     mkdir "$stage/$name/docs"
-    cp docs/*.md docs/dashboard.png "$stage/$name/docs/"
+    cp docs/*.md docs/*.png "$stage/$name/docs/"
     if [ -n "$exe" ]; then
         need_apt zip zip
         # Windows users get CRLF text files.

@@ -13,10 +13,16 @@
 #   fw4 that survive fw4 reload and go with stop, none with gateway 0;
 #   UCI as the configuration (every option into YAML, a bad value logged
 #   with its UCI option name, a change applied without a restart);
+#   luci-app-socksbalance (installed with stand-ins for luci-base and libc,
+#   its rpcd plugin over ubus and uhttpd's /ubus with the ACL, and in the
+#   apk round LuCI itself in headless Chromium: scripts/luci_test.py);
 #   removal.
 # See docs/openwrt.md, "Tested on an OpenWrt userland".
 #
-# Usage: scripts/openwrt-test.sh [--owrt PATH] [ipk|apk...]
+# Usage: scripts/openwrt-test.sh [--owrt PATH] [--no-luci] [ipk|apk...]
+#   --no-luci: skip the LuCI pages in Chromium (needs chromium,
+#   chromium-driver and python3's selenium; LUCI_SHOTS=DIR keeps the
+#   screenshots).
 #   Needs root, dist/openwrt/ from scripts/package-openwrt.sh x86_64, and
 #   curl and python3 on the host (run inside the router's namespace).
 set -euo pipefail
@@ -25,10 +31,12 @@ cd "$(dirname "$0")/.."
 
 owrt=${OWRT:-}
 kinds=()
+with_luci=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --owrt) owrt=$2; shift ;;
         ipk|apk) kinds+=("$1") ;;
+        --no-luci) with_luci=0 ;;
         -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "openwrt-test.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -282,9 +290,89 @@ UCI
     until_ 10 download 127.0.0.1:1080 || fail "not serving on the YAML again"
 }
 
+# Stand-ins for luci-base (and libc, which LuCI packages depend on):
+# this userland has LuCI from source, but its package databases do not
+# list it, so opkg and apk would refuse luci-app-socksbalance's Depends.
+# Each stand-in installs one marker file and nothing else.
+standins() {
+    local d=$work/standin
+    mkdir -p "$d/data/usr/share/socksbalance-test" "$d/control" "$d/ipk"
+    echo "stand-in: LuCI is installed from source in this userland" > "$d/data/usr/share/socksbalance-test/luci-base"
+    target/release/socksbalance-apk build --files "$d/data" --output "$work/luci-base-24.10.2-r1.apk" \
+        --name luci-base --version 24.10.2-r1 --arch noarch --description "stand-in for the test" \
+        --license MIT --origin test --url https://example.invalid --maintainer test >/dev/null
+    printf 'Package: luci-base\nVersion: 24.10.2-r1\nDepends: libc\nArchitecture: all\nMaintainer: test\nDescription: stand-in\n' \
+        > "$d/control/control"
+    printf '2.0\n' > "$d/ipk/debian-binary"
+    tar -C "$d/data" -czf "$d/ipk/data.tar.gz" .
+    tar -C "$d/control" -czf "$d/ipk/control.tar.gz" .
+    tar -C "$d/ipk" -czf "$work/luci-base_24.10.2-r1_all.ipk" ./debian-binary ./data.tar.gz ./control.tar.gz
+    rm -rf "$d/data/usr/share/socksbalance-test/luci-base"
+    echo "stand-in for libc" > "$d/data/usr/share/socksbalance-test/libc"
+    printf 'Package: libc\nVersion: 1.2.5-r4\nArchitecture: x86_64\nMaintainer: test\nDescription: stand-in\n' \
+        > "$d/control/control"
+    tar -C "$d/data" -czf "$d/ipk/data.tar.gz" .
+    tar -C "$d/control" -czf "$d/ipk/control.tar.gz" .
+    tar -C "$d/ipk" -czf "$work/libc_1.2.5-r4_x86_64.ipk" ./debian-binary ./data.tar.gz ./control.tar.gz
+}
+
+# luci-app-socksbalance on the router: installed with its dependencies,
+# its rpcd plugin answering ubus for root and refusing an unauthenticated
+# session, and (once, with --luci) LuCI driven in headless Chromium by
+# scripts/luci_test.py, with microsocks backends in the router's namespace.
+luci_checks() {
+    local luci_pkg sid body
+    step="install luci-app-socksbalance and its stand-in dependencies"
+    if [ "$kind" = ipk ]; then
+        "$owrt" install "$root" "$work/libc_1.2.5-r4_x86_64.ipk" >/dev/null 2>&1 || fail "opkg refused the libc stand-in"
+        "$owrt" install "$root" "$work/luci-base_24.10.2-r1_all.ipk" >/dev/null 2>&1 || fail "opkg refused the luci-base stand-in"
+        luci_pkg=dist/openwrt/luci-app-socksbalance_${version}-1_all.ipk
+    else
+        "$owrt" install "$root" "$work/luci-base-24.10.2-r1.apk" >/dev/null 2>&1 || fail "apk refused the luci-base stand-in"
+        luci_pkg=dist/openwrt/noarch/luci-app-socksbalance-${version}-r1.apk
+    fi
+    "$owrt" install "$root" "$luci_pkg" >/dev/null 2>&1 || fail "the package manager refused $luci_pkg"
+    r '[ -x /usr/libexec/rpcd/luci.socksbalance ] && [ -f /www/luci-static/resources/view/socksbalance/settings.js ]' ||
+        fail "files missing after install"
+    ok
+
+    step="ubus call luci.socksbalance status: the daemon's stats for root"
+    until_ 10 eval "r 'ubus call luci.socksbalance status' | grep -q '\"healthy_backends\"'" || fail "no stats through ubus"
+    ok
+
+    step="the ACL: an unauthenticated session is refused, a logged-in one is served"
+    rpc() { net curl -s --max-time 10 -H 'Content-Type: application/json' -d "$1" http://192.168.1.1/ubus; }
+    body=$(rpc '{"jsonrpc":"2.0","id":1,"method":"call","params":["00000000000000000000000000000000","luci.socksbalance","status",{}]}')
+    grep -q '"code":-32002' <<<"$body" || fail "not refused without a session: $body"
+    sid=$(rpc '{"jsonrpc":"2.0","id":2,"method":"call","params":["00000000000000000000000000000000","session","login",{"username":"root","password":""}]}' |
+        sed -n 's/.*"ubus_rpc_session":"\([0-9a-f]*\)".*/\1/p')
+    [ -n "$sid" ] || fail "no session for root"
+    body=$(rpc "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"call\",\"params\":[\"$sid\",\"luci.socksbalance\",\"status\",{}]}")
+    grep -q '"healthy_backends"' <<<"$body" || fail "a logged-in session is not served: $body"
+    ok
+
+    if [ "$kind" = apk ] && [ "$with_luci" -eq 1 ]; then
+        net microsocks -i 127.0.0.1 -p 21081 >/dev/null 2>&1 &
+        net microsocks -i 127.0.0.1 -p 21082 >/dev/null 2>&1 &
+        net python3 scripts/ports.py echo 127.0.0.1 21090 >/dev/null 2>&1 &
+        until_ 10 net python3 scripts/ports.py accepts 127.0.0.1 21081 || { step="microsocks"; fail "did not start"; }
+        until_ 10 net python3 scripts/ports.py accepts 127.0.0.1 21090 || { step="echo server"; fail "did not start"; }
+        mkdir -p "$work/shots"
+        net python3 scripts/luci_test.py --backend ms1=127.0.0.1:21081 --backend ms2=127.0.0.1:21082 \
+            --dead gone=127.0.0.1:21089 --echo 127.0.0.1:21090 --shots "$work/shots" ||
+            { step="LuCI in Chromium (scripts/luci_test.py)"; fail "see above"; }
+        [ -z "${LUCI_SHOTS:-}" ] || cp "$work/shots/"*.png "$LUCI_SHOTS/"
+        # Back to the packaged configuration for the steps after this one.
+        cp openwrt/socksbalance/files/socksbalance.config "$root/etc/config/socksbalance"
+        r '/etc/init.d/socksbalance restart'
+        until_ 10 download 127.0.0.1:1080 || { step="after the LuCI test"; fail "not serving on the YAML again"; }
+    fi
+}
+
 # The router's nftables ruleset without the packet counters' values.
 ruleset() { r 'nft list ruleset' | sed 's/counter packets [0-9]* bytes [0-9]*/counter/'; }
 
+standins
 for kind in "${kinds[@]}"; do
     if [ "$kind" = ipk ]; then pkg1=$ipk1; pkg2=$ipk2; else pkg1=$apk1; pkg2=$apk2; fi
     "$owrt" up "$root" >/dev/null
@@ -404,11 +492,17 @@ YAML
 
     gateway_checks
     uci_checks
+    luci_checks
 
     step="removal"
-    if [ "$kind" = ipk ]; then r 'opkg remove socksbalance' >/dev/null; else r 'apk del socksbalance' >/dev/null; fi
+    if [ "$kind" = ipk ]; then
+        r 'opkg remove luci-app-socksbalance socksbalance' >/dev/null
+    else
+        r 'apk del luci-app-socksbalance socksbalance' >/dev/null
+    fi
     until_ 15 stopped || fail "still running after removal"
-    for f in /usr/bin/socksbalance /etc/init.d/socksbalance /etc/hotplug.d/iface/30-socksbalance; do
+    for f in /usr/bin/socksbalance /etc/init.d/socksbalance /etc/hotplug.d/iface/30-socksbalance \
+        /usr/libexec/rpcd/luci.socksbalance /www/luci-static/resources/view/socksbalance/status.js; do
         [ ! -e "$root$f" ] || fail "$f left behind"
     done
     r 'ls /etc/rc.d' | grep -q socksbalance && fail "an rc.d link left behind"

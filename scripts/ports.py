@@ -26,3 +26,39 @@ def accepts(port, timeout=0.5):
         return True
     except OSError:
         return False
+
+
+def echo_server(host, port):
+    """Serves TCP echo on host:port until killed (each client its thread)."""
+    import socketserver
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self):
+            while True:
+                data = self.request.recv(65536)
+                if not data:
+                    return
+                self.request.sendall(data)
+
+    class Server(socketserver.ThreadingTCPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+
+    Server((host, port), Echo).serve_forever()
+
+
+if __name__ == "__main__":
+    # For shell scripts: `ports.py echo HOST PORT` serves echo;
+    # `ports.py accepts HOST PORT` exits 0 if something accepts there.
+    import sys
+
+    what, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if what == "echo":
+        echo_server(host, port)
+    elif what == "accepts":
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+        except OSError:
+            sys.exit(1)
+    else:
+        sys.exit(f"ports.py: unknown command {what}")

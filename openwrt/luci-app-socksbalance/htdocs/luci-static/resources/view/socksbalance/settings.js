@@ -255,6 +255,7 @@ return view.extend({
 		o = s.option(form.Value, 'weight', _('Weight'));
 		o.datatype = 'range(1,1000)';
 		o.placeholder = '1';
+		o.textvalue = function(section_id) { return this.cfgvalue(section_id) || '1'; };
 		o = s.option(form.Value, 'via', _('Via uplink'));
 		o.modalonly = true;
 
@@ -270,7 +271,8 @@ return view.extend({
 		o.password = true;
 		o.rmempty = false;
 
-		s = m.section(form.TypedSection, 'web', _('Dashboard'));
+		s = m.section(form.TypedSection, 'web', _('Dashboard'),
+			_('Without one, the dashboard listens on 127.0.0.1:8080, where the status page reads it.'));
 		s.addremove = true;
 		s.anonymous = true;
 		o = s.option(form.Flag, 'enabled', _('Enabled'));

@@ -62,14 +62,16 @@ function outage(st) {
 function table(st) {
 	var rows = (st.backends || []).map(function(b) {
 		var why = b.state == 'up' ? '' : [ b.last_error || b.state, b.down_since ? _('down %s').format(since(b.down_since)) : '' ].filter(String).join(', ');
+		// data-title: the column's name, which LuCI's themes show beside
+		// each cell when a narrow screen stacks the table's rows.
 		return E('tr', { 'class': 'tr', 'data-backend': b.name }, [
-			E('td', { 'class': 'td' }, b.name),
-			E('td', { 'class': 'td' }, b.address),
-			E('td', { 'class': 'td' }, badge(b.state)),
-			E('td', { 'class': 'td sb-why' }, why),
-			E('td', { 'class': 'td' }, b.state == 'up' && b.latency_ms != null ? _('%d ms').format(b.latency_ms) : '–'),
-			E('td', { 'class': 'td' }, String(b.active_connections)),
-			E('td', { 'class': 'td' }, '↑ ' + bytes(b.bytes_up) + ' ↓ ' + bytes(b.bytes_down))
+			E('td', { 'class': 'td', 'data-title': _('Name') }, b.name),
+			E('td', { 'class': 'td', 'data-title': _('Address') }, b.address),
+			E('td', { 'class': 'td', 'data-title': _('State') }, badge(b.state)),
+			E('td', { 'class': 'td sb-why', 'data-title': _('Why') }, why),
+			E('td', { 'class': 'td', 'data-title': _('Latency') }, b.state == 'up' && b.latency_ms != null ? _('%d ms').format(b.latency_ms) : '–'),
+			E('td', { 'class': 'td', 'data-title': _('Active') }, String(b.active_connections)),
+			E('td', { 'class': 'td', 'data-title': _('Traffic') }, '↑ ' + bytes(b.bytes_up) + ' ↓ ' + bytes(b.bytes_down))
 		]);
 	});
 	return E('table', { 'class': 'table', 'id': 'sb-backends' }, [
