@@ -148,7 +148,7 @@ class Luci:
         return f'[id="widget.cbid.socksbalance.{sid}.{name}"]'
 
     def save_apply(self):
-        self.one("Save & Apply", ".cbi-page-actions .cbi-button-apply").click()
+        self.click("Save & Apply", ".cbi-page-actions .cbi-button-apply")
 
     def add_backend(self, name, address):
         self.one("the backends' Add button", "#cbi-socksbalance-backend .cbi-button-add").click()
@@ -158,8 +158,13 @@ class Luci:
         field.send_keys(address)
         return modal, field
 
+    def click(self, what, sel):
+        # Through the DOM: a field's dependencies can hide other fields as
+        # it is typed into, and a click by coordinates then misses.
+        self.d.execute_script("arguments[0].click()", self.one(what, sel))
+
     def modal_save(self):
-        self.one("the form's Save button", ".modal .cbi-button-positive").click()
+        self.click("the form's Save button", ".modal .cbi-button-positive")
 
     def shot(self, path):
         # The whole page, not the window: size the window to the document.
@@ -257,7 +262,7 @@ def main():
         time.sleep(1)  # a refused save leaves the form open: nothing to wait for
         if not any(e.is_displayed() for e in ui.css(".modal")):
             fail("the form closed with an invalid address")
-        ui.one("the Dismiss button", ".modal .cbi-button:not(.cbi-button-positive)").click()
+        ui.click("the Dismiss button", ".modal .cbi-button:not(.cbi-button-positive)")
         ui.open("/admin/services/socksbalance/settings", "#cbi-socksbalance-backend")
         after = len(ui.css("#cbi-socksbalance-backend tr.cbi-section-table-row"))
         if after != before:

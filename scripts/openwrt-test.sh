@@ -352,9 +352,13 @@ luci_checks() {
     ok
 
     if [ "$kind" = apk ] && [ "$with_luci" -eq 1 ]; then
+        local helpers=()
         net microsocks -i 127.0.0.1 -p 21081 >/dev/null 2>&1 &
+        helpers+=($!)
         net microsocks -i 127.0.0.1 -p 21082 >/dev/null 2>&1 &
+        helpers+=($!)
         net python3 scripts/ports.py echo 127.0.0.1 21090 >/dev/null 2>&1 &
+        helpers+=($!)
         until_ 10 net python3 scripts/ports.py accepts 127.0.0.1 21081 || { step="microsocks"; fail "did not start"; }
         until_ 10 net python3 scripts/ports.py accepts 127.0.0.1 21090 || { step="echo server"; fail "did not start"; }
         mkdir -p "$work/shots"
@@ -362,6 +366,9 @@ luci_checks() {
             --dead gone=127.0.0.1:21089 --echo 127.0.0.1:21090 --shots "$work/shots" ||
             { step="LuCI in Chromium (scripts/luci_test.py)"; fail "see above"; }
         [ -z "${LUCI_SHOTS:-}" ] || cp "$work/shots/"*.png "$LUCI_SHOTS/"
+        # They would keep the final `wait` waiting.
+        kill "${helpers[@]}" 2>/dev/null || true
+        wait "${helpers[@]}" 2>/dev/null || true
         # Back to the packaged configuration for the steps after this one.
         cp openwrt/socksbalance/files/socksbalance.config "$root/etc/config/socksbalance"
         r '/etc/init.d/socksbalance restart'

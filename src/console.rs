@@ -122,3 +122,86 @@ mod tests {
         assert_eq!(Event::from_code(3), None);
     }
 }
+
+/// `status --watch` on Windows: the console in the mode the live view
+/// needs (src/live.rs), and its width and keys. VT processing on the
+/// output (ANSI escapes are drawn by conhost too, not only by Windows
+/// Terminal); on the input no line editing, no echo, and Ctrl-C delivered
+/// as a key (0x03) rather than as a signal, so the view ends as `q` ends
+/// it. Returns the two modes it replaced, for [`restore_mode`]; `None`
+/// when stdin or stdout is not a console.
+#[cfg(windows)]
+#[allow(unsafe_code)]
+pub fn live_mode() -> Option<(u32, u32)> {
+    use windows_sys::Win32::System::Console::*;
+    // SAFETY: plain Win32 calls on this process's standard handles, with
+    // pointers to locals that outlive them.
+    unsafe {
+        let (input, output) = (GetStdHandle(STD_INPUT_HANDLE), GetStdHandle(STD_OUTPUT_HANDLE));
+        let (mut in_mode, mut out_mode) = (0u32, 0u32);
+        if GetConsoleMode(input, &mut in_mode) == 0 || GetConsoleMode(output, &mut out_mode) == 0 {
+            return None;
+        }
+        SetConsoleMode(output, out_mode | ENABLE_VIRTUAL_TERMINAL_PROCESSING);
+        SetConsoleMode(input, in_mode & !(ENABLE_LINE_INPUT | ENABLE_ECHO_INPUT | ENABLE_PROCESSED_INPUT));
+        Some((in_mode, out_mode))
+    }
+}
+
+/// Puts back the modes [`live_mode`] replaced.
+#[cfg(windows)]
+#[allow(unsafe_code)]
+pub fn restore_mode((in_mode, out_mode): (u32, u32)) {
+    use windows_sys::Win32::System::Console::*;
+    // SAFETY: as in `live_mode`.
+    unsafe {
+        SetConsoleMode(GetStdHandle(STD_INPUT_HANDLE), in_mode);
+        SetConsoleMode(GetStdHandle(STD_OUTPUT_HANDLE), out_mode);
+    }
+}
+
+/// The console window's width in columns.
+#[cfg(windows)]
+#[allow(unsafe_code)]
+pub fn width() -> Option<usize> {
+    use windows_sys::Win32::System::Console::*;
+    // SAFETY: `info` is a plain C struct the call fills in.
+    unsafe {
+        let mut info: CONSOLE_SCREEN_BUFFER_INFO = std::mem::zeroed();
+        if GetConsoleScreenBufferInfo(GetStdHandle(STD_OUTPUT_HANDLE), &mut info) == 0 {
+            return None;
+        }
+        usize::try_from(info.srWindow.Right - info.srWindow.Left + 1).ok()
+    }
+}
+
+/// The keys pressed since the last call (ASCII only), without waiting.
+#[cfg(windows)]
+#[allow(unsafe_code)]
+pub fn keys() -> Vec<u8> {
+    use windows_sys::Win32::System::Console::*;
+    let mut out = Vec::new();
+    // SAFETY: `records` is a buffer of `INPUT_RECORD`s of the length
+    // passed; a union field is read only for the event type that says
+    // it is the one written.
+    unsafe {
+        let input = GetStdHandle(STD_INPUT_HANDLE);
+        let mut pending = 0u32;
+        if GetNumberOfConsoleInputEvents(input, &mut pending) == 0 || pending == 0 {
+            return out;
+        }
+        let mut records = [INPUT_RECORD::default(); 16];
+        let mut read = 0u32;
+        if ReadConsoleInputW(input, records.as_mut_ptr(), records.len() as u32, &mut read) == 0 {
+            return out;
+        }
+        for r in &records[..read as usize] {
+            if u32::from(r.EventType) == KEY_EVENT && r.Event.KeyEvent.bKeyDown != 0 {
+                if let Ok(b) = u8::try_from(r.Event.KeyEvent.uChar.UnicodeChar) {
+                    out.push(b);
+                }
+            }
+        }
+    }
+    out
+}

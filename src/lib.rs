@@ -55,6 +55,7 @@ pub mod health;
 pub mod http;
 pub(crate) mod inbound;
 pub(crate) mod json;
+pub mod live;
 pub mod logging;
 pub(crate) mod relay;
 pub(crate) mod rng;

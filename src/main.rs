@@ -77,6 +77,10 @@ struct Status {
     /// print the daemon's /api/stats document (JSON) instead of the table
     #[argh(switch)]
     json: bool,
+
+    /// a live view, redrawn every web.refresh_interval until q or Ctrl-C
+    #[argh(switch)]
+    watch: bool,
 }
 
 /// Validate a config file, print what it configures, and exit (0 if valid,
@@ -177,6 +181,16 @@ fn run_status(status: Status, top_config: Option<PathBuf>) -> ExitCode {
     let url = status.url.or(url).unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let token = status.token.or(token);
     let user = status.user.or(user);
+    if status.watch {
+        let fetch = || socksbalance::status::document(&url, token.as_deref(), user.as_deref());
+        return match socksbalance::live::run(fetch, std::time::Duration::from_secs(2)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("socksbalance status: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
     let fetched = if status.json {
         socksbalance::status::document(&url, token.as_deref(), user.as_deref()).map(|mut body| {
             body.push('\n');

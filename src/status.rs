@@ -27,6 +27,8 @@ pub struct Stats {
     pub healthy_backends: usize,
     pub open_tunnels: usize,
     pub outage: bool,
+    /// `web.refresh_interval`, seconds (older daemons: absent).
+    pub refresh_interval: Option<u64>,
     pub backends: Vec<BackendRow>,
 }
 
@@ -48,6 +50,10 @@ pub struct BackendRow {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub in_active_set: bool,
+    /// `proxy`, `direct` or `uplink` (older daemons: absent).
+    pub kind: Option<String>,
+    /// An uplink's interface state, `up` or `down` (Linux).
+    pub link: Option<String>,
 }
 
 /// A required member of an object, read with `read`.
@@ -95,6 +101,7 @@ impl Stats {
             healthy_backends: count("healthy_backends")?,
             open_tunnels: count("open_tunnels")?,
             outage: optional(&v, "outage", Value::as_bool)?.unwrap_or(false),
+            refresh_interval: optional(&v, "refresh_interval", Value::as_u64)?,
             backends,
         })
     }
@@ -119,6 +126,8 @@ impl BackendRow {
             bytes_up: number("bytes_up")?,
             bytes_down: number("bytes_down")?,
             in_active_set: field(v, "in_active_set", Value::as_bool)?,
+            kind: optional(v, "kind", text)?,
+            link: optional(v, "link", text)?,
         })
     }
 }
@@ -282,7 +291,7 @@ fn base64_encode(data: &[u8]) -> String {
     out
 }
 
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

@@ -17,6 +17,7 @@ mod health;
 mod http;
 mod lifecycle;
 mod limits;
+mod live;
 mod modes;
 mod multipath;
 mod relay;

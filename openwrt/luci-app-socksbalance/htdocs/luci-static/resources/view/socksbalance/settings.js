@@ -205,6 +205,21 @@ return view.extend({
 		o.depends('gateway', '1');
 		o = s.taboption('gateway', form.Flag, 'udp', _('UDP too'));
 		o.depends('gateway_mode', 'tproxy');
+		o = s.taboption('gateway', form.DynamicList, 'bypass', _('Never take destinations'),
+			_('Besides private, link-local and multicast ranges and the router\'s own addresses, which are always bypassed.'));
+		o.validate = validateBlock;
+		o.depends('gateway', '1');
+		o = s.taboption('gateway', form.DynamicList, 'only_source', _('Take only these devices'),
+			_('IP, address block or MAC; empty: every LAN device.'));
+		o.datatype = 'or(cidr,ipaddr,macaddr)';
+		o.depends('gateway', '1');
+		o = s.taboption('gateway', form.DynamicList, 'skip_source', _('Never take these devices'));
+		o.datatype = 'or(cidr,ipaddr,macaddr)';
+		o.depends('gateway', '1');
+		o = s.taboption('gateway', form.Flag, 'router_traffic', _('The router\'s own traffic too'));
+		o.depends('gateway', '1');
+		o = s.taboption('gateway', form.Flag, 'dnsmasq', _('dnsmasq forwards to the DNS listener'),
+			_('So that the router\'s own lookups do not leak either.'));
 		o = s.taboption('gateway', form.Flag, 'dns_hijack', _('Take LAN DNS'),
 			_('LAN DNS queries go to the DNS listener, which forwards them through the backends.'));
 		o.depends('gateway', '1');
@@ -257,6 +272,18 @@ return view.extend({
 		o.placeholder = '1';
 		o.textvalue = function(section_id) { return this.cfgvalue(section_id) || '1'; };
 		o = s.option(form.Value, 'via', _('Via uplink'));
+		o.modalonly = true;
+		o = s.option(form.Value, 'interface', _('Uplink: interface'),
+			_('An uplink instead of a proxy: connect to destinations through this interface (multipath).'));
+		o.datatype = 'maxlength(15)';
+		o.modalonly = true;
+		o.depends({ direct: '0', address: '' });
+		o = s.option(form.Value, 'bind', _('Uplink: source address'));
+		o.datatype = 'ipaddr';
+		o.modalonly = true;
+		o.depends({ direct: '0', address: '' });
+		o = s.option(form.Flag, 'udp', _('Use for UDP'));
+		o.default = '1';
 		o.modalonly = true;
 
 		s = m.section(form.GridSection, 'user', _('Client logins'),
