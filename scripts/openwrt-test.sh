@@ -125,7 +125,8 @@ gateway_checks() {
     r 'uci set socksbalance.main.gateway=1 && uci commit socksbalance && /etc/init.d/socksbalance restart'
     until_ 10 running || fail "not running"
     until_ 10 r 'nft list chain inet fw4 socksbalance_prerouting >/dev/null' || fail "no socksbalance chain in table inet fw4"
-    r 'nft list chain inet fw4 socksbalance_take' | grep -q 'redirect to :7893' || fail "the rule does not redirect to :7893"
+    until_ 10 eval "r 'nft list chain inet fw4 socksbalance_take' | grep -q 'redirect to :7893'" ||
+        fail "the rule does not redirect to :7893: $(r 'nft list chain inet fw4 socksbalance_take' 2>&1)"
     got=$(lan_get)
     [ "$got" = "$blob_sum" ] || fail "the LAN client's download failed or was damaged"
     grep -q '^198.18.30.1 .*GET /blob' "$work/origin.log" || fail "the origin did not see the router's address"

@@ -109,20 +109,6 @@ pub fn install(hook: CloseHook) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_codes_are_windows_numbers() {
-        assert_eq!(Event::from_code(0), Some(Event::CtrlC));
-        assert_eq!(Event::from_code(2), Some(Event::Close));
-        assert_eq!(Event::from_code(5), Some(Event::Logoff));
-        assert_eq!(Event::from_code(6), Some(Event::Shutdown));
-        assert_eq!(Event::from_code(3), None);
-    }
-}
-
 /// `status --watch` on Windows: the console in the mode the live view
 /// needs (src/live.rs), and its width and keys. VT processing on the
 /// output (ANSI escapes are drawn by conhost too, not only by Windows
@@ -204,4 +190,18 @@ pub fn keys() -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_codes_are_windows_numbers() {
+        assert_eq!(Event::from_code(0), Some(Event::CtrlC));
+        assert_eq!(Event::from_code(2), Some(Event::Close));
+        assert_eq!(Event::from_code(5), Some(Event::Logoff));
+        assert_eq!(Event::from_code(6), Some(Event::Shutdown));
+        assert_eq!(Event::from_code(3), None);
+    }
 }

@@ -149,13 +149,13 @@ pub async fn run(
         cx.ex.spawn(inbound::dns::serve(ex, sockets, current, stats))
     });
     let (rediscover_tx, rediscover_rx) = channel::bounded::<()>(1);
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     let links = cx.ex.spawn(uplinks::follow_links(
         Arc::clone(&cx.current),
         Arc::clone(&cx.stats),
         rediscover_tx.clone(),
     ));
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(any(target_os = "linux", windows)))]
     let links = cx.ex.spawn(async {});
 
     loop {

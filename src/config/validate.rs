@@ -522,11 +522,11 @@ fn expand_backends(
                     if auto.is_some() {
                         return Err(ConfigError::at(key("interfaces"), "`interfaces: auto` is listed twice"));
                     }
-                    if !cfg!(target_os = "linux") {
+                    if !cfg!(any(target_os = "linux", windows)) {
                         return Err(ConfigError::at(
                             key("interfaces"),
-                            "`interfaces: auto` needs Linux (it reads the interfaces over netlink); \
-                         list each uplink with `interface:` or `bind:` instead",
+                            "`interfaces: auto` needs Linux or Windows (it reads the interfaces from the \
+                         system); list each uplink with `interface:` or `bind:` instead",
                         ));
                     }
                     auto = Some(AutoUplinks { position: out.len(), weight });

@@ -12,8 +12,8 @@
 //!   netlink route socket ([`links`]).
 //! - Windows: `interface` is `IP_UNICAST_IF`/`IPV6_UNICAST_IF` with the
 //!   interface's index (looked up from its alias, e.g. `Wi-Fi`, or given
-//!   as a number); `bind` as on Linux. No link events: probes and traffic
-//!   tell when a link dies.
+//!   as a number); `bind` as on Linux. The adapters and their changes come
+//!   from the IP Helper API ([`win`]).
 //!
 //! Errors that mean "this link cannot carry anything" (no route, network
 //! down, device gone, source address gone) are told apart from a
@@ -22,6 +22,8 @@
 #[cfg(target_os = "linux")]
 pub mod links;
 mod sys;
+#[cfg(any(windows, test))]
+pub mod win;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -55,10 +57,14 @@ impl Link {
 }
 
 /// The interfaces as they are now; empty where they cannot be listed
-/// (not Linux) or when listing fails (logged).
+/// (neither Linux nor Windows) or when listing fails (logged).
 pub fn current_links() -> Vec<Link> {
     #[cfg(target_os = "linux")]
-    match links::links() {
+    let listed = links::links();
+    #[cfg(windows)]
+    let listed = win::links();
+    #[cfg(any(target_os = "linux", windows))]
+    match listed {
         Ok(links) => return links,
         Err(e) => log::warn!("cannot list network interfaces: {e}"),
     }

@@ -1,12 +1,12 @@
 //! Keeping the pool in step with the interfaces: `interfaces: auto`
-//! discovery, the kernel's link states on uplinks, and (Linux) following
-//! netlink change notifications.
+//! discovery, the kernel's link states on uplinks, and following change
+//! notifications (netlink on Linux, the IP Helper API on Windows).
 
 use crate::config::Config;
 use crate::context::Snapshot;
 
-#[cfg(target_os = "linux")]
-pub use linux::follow_links;
+#[cfg(any(target_os = "linux", windows))]
+pub use follow::follow_links;
 
 /// `config` with the uplinks `interfaces: auto` takes from `links`.
 pub fn discover(config: Config, links: &[crate::uplink::Link]) -> Config {
@@ -54,8 +54,8 @@ pub fn mark_links(snapshot: &Snapshot, links: &[crate::uplink::Link], reprobe: b
     }
 }
 
-#[cfg(target_os = "linux")]
-mod linux {
+#[cfg(any(target_os = "linux", windows))]
+mod follow {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -71,11 +71,15 @@ mod linux {
     /// as one change once this long has passed without another.
     const LINK_SETTLE: Duration = Duration::from_millis(100);
 
-    /// Follows interface changes over netlink (Linux): marks uplinks up or
+    /// Follows interface changes (netlink on Linux, the IP Helper's
+    /// interface and route notifications on Windows): marks uplinks up or
     /// down, re-probes them, and asks the server to rebuild the pool when the
     /// set `interfaces: auto` would take has changed.
     pub async fn follow_links(current: Arc<Current>, stats: Arc<DaemonStats>, rediscover: Sender<()>) {
+        #[cfg(target_os = "linux")]
         use crate::uplink::links::Watcher;
+        #[cfg(windows)]
+        use crate::uplink::win::Watcher;
         let watcher = match Watcher::new() {
             Ok(w) => Some(w),
             Err(e) => {
