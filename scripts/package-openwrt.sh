@@ -76,6 +76,30 @@ tarball() { # tarball DIR OUT.tar.gz: reproducible tar.gz of DIR's contents
         --format=gnu -C "$1" -cf - . | gzip -n -9 > "$2"
 }
 
+# ipk WORK OUT.ipk: WORK/data and WORK/control as an .ipk, in the order
+# ipkg-build uses (debian-binary, data, control).
+ipk() {
+    mkdir "$1/ipk"
+    printf '2.0\n' > "$1/ipk/debian-binary"
+    tarball "$1/data" "$1/ipk/data.tar.gz"
+    tarball "$1/control" "$1/ipk/control.tar.gz"
+    chmod 0644 "$1/ipk/"*
+    tar --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
+        -C "$1/ipk" -cf - ./debian-binary ./data.tar.gz ./control.tar.gz | gzip -n -9 > "$2"
+}
+
+# apk_stage WORK NAME: WORK/data copied to WORK/apk/root with the file
+# list OpenWrt 25.12 keeps in lib/apk/packages/NAME.list (taken before
+# that folder's own files are added).
+apk_stage() {
+    apkroot="$1/apk/root"
+    mkdir -p "$1/apk"
+    cp -a "$1/data" "$apkroot"
+    mkdir -p "$apkroot/lib/apk/packages"
+    (cd "$apkroot" && find . -type f,l -printf '/%P\n' | LC_ALL=C sort) > "$1/apk/list"
+    mv "$1/apk/list" "$apkroot/lib/apk/packages/$2.list"
+}
+
 # The apk v3 writer, a workspace member (packaging/apk).
 cargo build --release --quiet --locked -p socksbalance-apk
 apk_tool=target/release/socksbalance-apk
@@ -152,26 +176,14 @@ SCRIPT
     chmod 0644 "$work/control/control" "$work/control/conffiles"
     chmod 0755 "$work/control/postinst" "$work/control/prerm"
 
-    mkdir "$work/ipk"
-    printf '2.0\n' > "$work/ipk/debian-binary"
-    tarball "$work/data" "$work/ipk/data.tar.gz"
-    tarball "$work/control" "$work/ipk/control.tar.gz"
-    chmod 0644 "$work/ipk/"*
-    ipk="$out/socksbalance_${version}-${release}_${arch}.ipk"
-    # The order ipkg-build uses: debian-binary, data, control.
-    tar --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
-        -C "$work/ipk" -cf - ./debian-binary ./data.tar.gz ./control.tar.gz | gzip -n -9 > "$ipk"
-    made+=("$ipk")
+    ipk_file="$out/socksbalance_${version}-${release}_${arch}.ipk"
+    ipk "$work" "$ipk_file"
+    made+=("$ipk_file")
 
     # The .apk for OpenWrt 25.12, staged as include/package-pack.mk stages
-    # it: the file list (taken before the lib/apk/packages/ files are
-    # added), the conffiles and their checksums, and its three scripts.
-    apkroot="$work/apk/root"
-    mkdir -p "$work/apk"
-    cp -a "$work/data" "$apkroot"
-    mkdir -p "$apkroot/lib/apk/packages"
-    (cd "$apkroot" && find . -type f,l -printf '/%P\n' | LC_ALL=C sort) > "$work/apk/list"
-    mv "$work/apk/list" "$apkroot/lib/apk/packages/socksbalance.list"
+    # it: the file list, the conffiles and their checksums, and its three
+    # scripts.
+    apk_stage "$work" socksbalance
     cp "$work/control/conffiles" "$apkroot/lib/apk/packages/socksbalance.conffiles"
     while read -r f; do
         printf '%s %s\n' "$f" "$(sha256sum "$apkroot$f" | cut -d' ' -f1)"
@@ -256,21 +268,10 @@ exit 0
 SCRIPT
 chmod 0644 "$work/control/control"
 chmod 0755 "$work/control/postinst"
-mkdir "$work/ipk"
-printf '2.0\n' > "$work/ipk/debian-binary"
-tarball "$work/data" "$work/ipk/data.tar.gz"
-tarball "$work/control" "$work/ipk/control.tar.gz"
-chmod 0644 "$work/ipk/"*
-ipk="$out/luci-app-socksbalance_${version}-${release}_all.ipk"
-tar --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
-    -C "$work/ipk" -cf - ./debian-binary ./data.tar.gz ./control.tar.gz | gzip -n -9 > "$ipk"
-made+=("$ipk")
-apkroot="$work/apk/root"
-mkdir -p "$work/apk"
-cp -a "$work/data" "$apkroot"
-mkdir -p "$apkroot/lib/apk/packages"
-(cd "$apkroot" && find . -type f,l -printf '/%P\n' | LC_ALL=C sort) > "$work/apk/list"
-mv "$work/apk/list" "$apkroot/lib/apk/packages/luci-app-socksbalance.list"
+ipk_file="$out/luci-app-socksbalance_${version}-${release}_all.ipk"
+ipk "$work" "$ipk_file"
+made+=("$ipk_file")
+apk_stage "$work" luci-app-socksbalance
 chmod 0644 "$apkroot"/lib/apk/packages/*
 find "$apkroot" -type d -exec chmod 0755 {} +
 { printf '#!/bin/sh\n'; sed '1d' "$work/control/postinst"; } > "$work/apk/post-install"

@@ -132,6 +132,25 @@ function validatePorts(section_id, value) {
 	return first <= last ? true : _('port range %d-%d is reversed').format(first, last);
 }
 
+// A grid of UCI sections of one type, added and removed in the page.
+function grid(m, type, title, description, sortable) {
+	var s = m.section(form.GridSection, type, title, description);
+	s.addremove = true;
+	s.anonymous = true;
+	s.sortable = sortable;
+	s.nodescriptions = true;
+	return s;
+}
+
+// The grid's Enabled column: ticked by default, editable in the row.
+function enabledFlag(s) {
+	var o = s.option(form.Flag, 'enabled', _('Enabled'));
+	o.default = '1';
+	o.editable = true;
+	o.rmempty = false;
+	return o;
+}
+
 function algorithms(o) {
 	ALGORITHMS.forEach(function(a) { o.value(a); });
 }
@@ -240,17 +259,9 @@ return view.extend({
 		o.placeholder = '/etc/socksbalance/custom.yaml';
 		o.depends('source', 'uci');
 
-		s = m.section(form.GridSection, 'backend', _('Backends'),
-			_('Upstream SOCKS5 proxies, or this router itself (direct). An address with a port range (<code>127.0.0.1:9050-9059</code>) is one backend per port.'));
-		s.addremove = true;
-		s.anonymous = true;
-		s.sortable = true;
-		s.nodescriptions = true;
-
-		o = s.option(form.Flag, 'enabled', _('Enabled'));
-		o.default = '1';
-		o.editable = true;
-		o.rmempty = false;
+		s = grid(m, 'backend', _('Backends'),
+			_('Upstream SOCKS5 proxies, or this router itself (direct). An address with a port range (<code>127.0.0.1:9050-9059</code>) is one backend per port.'), true);
+		enabledFlag(s);
 		o = s.option(form.Value, 'name', _('Name'));
 		o.validate = validateName;
 		o = s.option(form.Value, 'address', _('Address'));
@@ -286,11 +297,8 @@ return view.extend({
 		o.default = '1';
 		o.modalonly = true;
 
-		s = m.section(form.GridSection, 'user', _('Client logins'),
-			_('With any, clients must log in (SOCKS5 username/password; mode socks5).'));
-		s.addremove = true;
-		s.anonymous = true;
-		s.nodescriptions = true;
+		s = grid(m, 'user', _('Client logins'),
+			_('With any, clients must log in (SOCKS5 username/password; mode socks5).'), false);
 		o = s.option(form.Value, 'username', _('Username'));
 		o.rmempty = false;
 		o.validate = function(id, v) { return (v && v.length <= 255 && v.indexOf(':') < 0) ? true : _('1 to 255 characters, no colon'); };
@@ -313,11 +321,8 @@ return view.extend({
 		o.password = true;
 		o.validate = function(id, v) { return (!v || v.length >= 8) ? true : _('at least 8 characters'); };
 
-		s = m.section(form.GridSection, 'group', _('Groups'),
-			_('Backends balanced together. <em>Tiers</em>: groups or backends, one tier per entry (names separated by spaces); the first tier with a backend up takes the connection.'));
-		s.addremove = true;
-		s.anonymous = true;
-		s.nodescriptions = true;
+		s = grid(m, 'group', _('Groups'),
+			_('Backends balanced together. <em>Tiers</em>: groups or backends, one tier per entry (names separated by spaces); the first tier with a backend up takes the connection.'), false);
 		o = s.option(form.Value, 'name', _('Name'));
 		o.rmempty = false;
 		o.validate = validateName;
@@ -327,16 +332,9 @@ return view.extend({
 		o.value('', _('as the service'));
 		algorithms(o);
 
-		s = m.section(form.GridSection, 'rule', _('Rules'),
-			_('In order; the first that matches decides. A name matches only rules by name; an IP address only rules by address.'));
-		s.addremove = true;
-		s.anonymous = true;
-		s.sortable = true;
-		s.nodescriptions = true;
-		o = s.option(form.Flag, 'enabled', _('Enabled'));
-		o.default = '1';
-		o.editable = true;
-		o.rmempty = false;
+		s = grid(m, 'rule', _('Rules'),
+			_('In order; the first that matches decides. A name matches only rules by name; an IP address only rules by address.'), true);
+		enabledFlag(s);
 		o = s.option(form.DynamicList, 'domain_suffix', _('Domain suffixes'));
 		o = s.option(form.DynamicList, 'domain', _('Domains'));
 		o.modalonly = true;
