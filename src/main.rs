@@ -182,6 +182,11 @@ fn run_status(status: Status, top_config: Option<PathBuf>) -> ExitCode {
     let token = status.token.or(token);
     let user = status.user.or(user);
     if status.watch {
+        use std::io::IsTerminal;
+        if !std::io::stdout().is_terminal() {
+            eprintln!("socksbalance status: --watch draws on a terminal; for a pipe or a file use `status` or `status --json`");
+            return ExitCode::from(EXIT_USAGE);
+        }
         let fetch = || socksbalance::status::document(&url, token.as_deref(), user.as_deref());
         return match socksbalance::live::run(fetch, std::time::Duration::from_secs(2)) {
             Ok(()) => ExitCode::SUCCESS,

@@ -107,3 +107,15 @@ fn status_watch_redraws_live_fits_the_terminal_says_disconnected_and_quits_on_q(
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn status_watch_into_a_pipe_says_to_use_status_or_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_socksbalance"))
+        .args(["status", "--watch", "--url", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--watch draws on a terminal") && err.contains("--json"), "{err}");
+    assert!(out.stdout.is_empty(), "no escape codes into the pipe");
+}
