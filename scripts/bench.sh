@@ -100,7 +100,7 @@ for _ in $(seq 1 50); do
     [ "$clash" = 0 ] && { base=$b; break; }
 done
 [ -n "$base" ] || die "no free block of 1,024 ports in 20000-31999"
-backend_ports=($base $((base + 1)) $((base + 2)) $((base + 3)))
+backend_ports=("$base" $((base + 1)) $((base + 2)) $((base + 3)))
 p_haproxy=$((base + 4)); p_sbt=$((base + 5)); p_sbs=$((base + 6))
 p_mem=$((base + 7)); p_scale=$((base + 8)); p_floor=$((base + 9)); p_sbh=$((base + 10))
 p_sbr=$((base + 11)); p_dante=$((base + 12)); p_sbu=$((base + 13))
@@ -126,7 +126,6 @@ rss() { awk -v k="$2" '$1 == k {print $2}' "/proc/$1/status"; }
 
 # ------------------------------------------------------------ processes
 start target "$LG" serve "$work/target.ports"
-target_pid=$last_pid
 for _ in $(seq 1 200); do [ -s "$work/target.ports" ] && break; sleep 0.05; done
 read -r target hold < "$work/target.ports" || die "target server did not start"
 
@@ -143,7 +142,9 @@ start haproxy haproxy -db -f "$work/haproxy.cfg"
 haproxy_pid=$last_pid
 wait_port "$p_haproxy" "$haproxy_pid"
 
-start floor "$FLOOR" "127.0.0.1:$p_floor" "$(nproc)" $(printf '127.0.0.1:%s ' "${backend_ports[@]}")
+floor_backends=()
+for p in "${backend_ports[@]}"; do floor_backends+=("127.0.0.1:$p"); done
+start floor "$FLOOR" "127.0.0.1:$p_floor" "$(nproc)" "${floor_backends[@]}"
 floor_pid=$last_pid
 wait_port "$p_floor" "$floor_pid"
 

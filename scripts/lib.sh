@@ -27,6 +27,7 @@ crate_version() {
 
 # Rustflags (a TOML array) for linking with zig: zig supplies the C
 # runtime, and the result is a static executable.
+# shellcheck disable=SC2034 # used by the scripts that source this file
 ZIG_FLAGS="['-C','link-self-contained=no','-C','target-feature=+crt-static']"
 
 # Size settings for the targets whose std is built from source (nightly

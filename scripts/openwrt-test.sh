@@ -80,7 +80,6 @@ head -c 3000000 /dev/urandom > "$work/blob"
 blob_sum=$(sha256sum < "$work/blob" | cut -d' ' -f1)
 
 step=""
-failures=0
 
 # The gateway (UCI gateway 1) on the router, with a LAN device and an
 # "internet" of their own: a client namespace on a port of br-lan
