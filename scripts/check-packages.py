@@ -110,12 +110,8 @@ def inner_tar(outer, name):
     return tarfile.open(fileobj=io.BytesIO(member.read()), mode="r:gz")
 
 
-def check(ipk):
-    base = os.path.basename(ipk)
-    parts = base[: -len(".ipk")].split("_", 2)
-    if len(parts) != 3 or parts[0] != "socksbalance":
-        fail(ipk, "name is not socksbalance_<version>_<arch>.ipk")
-    _, version, arch = parts
+def open_ipk(ipk):
+    """The outer tar of an .ipk, checked as opkg reads it."""
     raw = open(ipk, "rb").read()
     if raw[:2] != b"\x1f\x8b":
         fail(ipk, "not gzip")
@@ -128,6 +124,29 @@ def check(ipk):
             fail(ipk, f"{m.name} not owned by 0:0")
     if outer.extractfile("./debian-binary").read() != b"2.0\n":
         fail(ipk, "debian-binary is not 2.0")
+    return outer
+
+
+def check_payload(ipk, data_tar, payload):
+    """The data tar's regular files are exactly `payload`, with its modes,
+    owned by 0:0; returns them by name."""
+    files = {m.name: m for m in data_tar.getmembers() if m.isfile()}
+    if set(files) != set(payload):
+        fail(ipk, f"payload files {sorted(files)}")
+    for name, mode in payload.items():
+        m = files[name]
+        if m.mode & 0o7777 != mode or m.uid != 0 or m.gid != 0:
+            fail(ipk, f"{name}: mode {oct(m.mode)} owner {m.uid}:{m.gid}")
+    return files
+
+
+def check(ipk):
+    base = os.path.basename(ipk)
+    parts = base[: -len(".ipk")].split("_", 2)
+    if len(parts) != 3 or parts[0] != "socksbalance":
+        fail(ipk, "name is not socksbalance_<version>_<arch>.ipk")
+    _, version, arch = parts
+    outer = open_ipk(ipk)
 
     control_tar = inner_tar(outer, "./control.tar.gz")
     ctl = {m.name: m for m in control_tar.getmembers()}
@@ -160,13 +179,7 @@ def check(ipk):
             fail(ipk, f"{script} is not OpenWrt's standard script")
 
     data_tar = inner_tar(outer, "./data.tar.gz")
-    files = {m.name: m for m in data_tar.getmembers() if m.isfile()}
-    if set(files) != set(PAYLOAD):
-        fail(ipk, f"payload files {sorted(files)}")
-    for name, mode in PAYLOAD.items():
-        m = files[name]
-        if m.mode & 0o7777 != mode or m.uid != 0 or m.gid != 0:
-            fail(ipk, f"{name}: mode {oct(m.mode)} owner {m.uid}:{m.gid}")
+    files = check_payload(ipk, data_tar, PAYLOAD)
     size = sum(m.size for m in files.values())
     if int(fields["Installed-Size"]) != size:
         fail(ipk, f"Installed-Size {fields['Installed-Size']} != {size}")
@@ -220,12 +233,9 @@ def field(obj, i):
     return obj[i - 1] if obj and len(obj) >= i else None
 
 
-def check_apk(path):
-    arch = os.path.basename(os.path.dirname(path))
-    base = os.path.basename(path)
-    if not (base.startswith("socksbalance-") and base.endswith(".apk")):
-        fail(path, "name is not socksbalance-<version>.apk")
-    version = base[len("socksbalance-"):-len(".apk")]
+def read_apk(path):
+    """An .apk's blocks (kind, payload), the ADB block's area and its root
+    object, each checked as apk-tools reads them."""
     raw = open(path, "rb").read()
     if raw[:4] != b"ADBd":
         fail(path, "does not start with ADBd")
@@ -247,7 +257,17 @@ def check_apk(path):
     area = blocks[0][1]
     if area[0] != 0:
         fail(path, "ADB compat version is not 0")
-    root = adb_value(area, struct.unpack("<I", area[4:8])[0])
+    return blocks, area, adb_value(area, struct.unpack("<I", area[4:8])[0])
+
+
+def check_apk(path):
+    arch = os.path.basename(os.path.dirname(path))
+    base = os.path.basename(path)
+    if not (base.startswith("socksbalance-") and base.endswith(".apk")):
+        fail(path, "name is not socksbalance-<version>.apk")
+    version = base[len("socksbalance-"):-len(".apk")]
+    blocks, area, root = read_apk(path)
+    kinds = [k for k, _ in blocks]
     info, paths, scripts = field(root, 1), field(root, 2) or [], field(root, 3)
     text = {k: (field(info, i) or b"").decode() for k, i in
             [("name", 1), ("version", 2), ("description", 4), ("arch", 5), ("license", 6),
@@ -349,9 +369,7 @@ def check_luci_ipk(ipk):
     parts = base[: -len(".ipk")].split("_", 2)
     if len(parts) != 3 or parts[0] != LUCI or parts[2] != "all":
         fail(ipk, f"name is not {LUCI}_<version>_all.ipk")
-    outer = tarfile.open(fileobj=io.BytesIO(gzip.decompress(open(ipk, "rb").read())), mode="r:")
-    if outer.getnames() != ["./debian-binary", "./data.tar.gz", "./control.tar.gz"]:
-        fail(ipk, f"outer members {outer.getnames()}")
+    outer = open_ipk(ipk)
     control = inner_tar(outer, "./control.tar.gz").extractfile("./control").read().decode()
     fields = dict(line.split(": ", 1) for line in control.splitlines() if ": " in line and not line.startswith(" "))
     want = {"Package": LUCI, "Version": parts[1], "Architecture": "all", "Depends": "libc, socksbalance, luci-base"}
@@ -359,12 +377,7 @@ def check_luci_ipk(ipk):
         if fields.get(k) != v:
             fail(ipk, f"control {k}: {fields.get(k)!r}, expected {v!r}")
     data = inner_tar(outer, "./data.tar.gz")
-    files = {m.name: m for m in data.getmembers() if m.isfile()}
-    if set(files) != set(LUCI_PAYLOAD):
-        fail(ipk, f"payload files {sorted(files)}")
-    for name, mode in LUCI_PAYLOAD.items():
-        if files[name].mode & 0o7777 != mode or files[name].uid != 0:
-            fail(ipk, f"{name}: mode {oct(files[name].mode)}")
+    files = check_payload(ipk, data, LUCI_PAYLOAD)
     for name in files:
         if name.endswith(".json"):
             json.loads(data.extractfile(name).read())
@@ -375,10 +388,7 @@ def check_luci_apk(path):
     base = os.path.basename(path)
     if os.path.basename(os.path.dirname(path)) != "noarch" or not base.startswith(LUCI + "-"):
         fail(path, f"not noarch/{LUCI}-<version>.apk")
-    stream = zlib.decompress(open(path, "rb").read()[4:], -15)
-    ts = struct.unpack("<I", stream[8:12])[0]
-    area = stream[12:8 + (ts & 0x3FFFFFFF)]
-    root = adb_value(area, struct.unpack("<I", area[4:8])[0])
+    root = read_apk(path)[2]
     info, paths = field(root, 1), field(root, 2) or []
     if field(info, 1) != LUCI.encode() or field(info, 5) != b"noarch":
         fail(path, f"name/arch {field(info, 1)} {field(info, 5)}")

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::status::{bytes, Stats};
+use crate::status::{bytes, column_widths, layout_row, Stats};
 
 /// Columns of the backend table, in order; a narrow terminal drops them
 /// from the end of [`DROP_ORDER`] first, as the dashboard does on a phone.
@@ -62,7 +62,7 @@ pub fn frame(
     let mut rows: Vec<Vec<String>> = vec![HEADER.iter().map(|h| h.to_string()).collect()];
     let mut why: Vec<String> = vec!["WHY".into()];
     for b in &now.backends {
-        let state = b.state.clone().unwrap_or_else(|| b.circuit.clone());
+        let state = b.shown_state();
         let up = state == "up";
         let prev = before.and_then(|(p, _)| p.backends.iter().find(|x| x.name == b.name));
         let dt = before.map_or(Duration::ZERO, |(_, dt)| dt);
@@ -72,11 +72,8 @@ pub fn frame(
         rows.push(vec![
             b.name.clone(),
             state,
-            match b.latency_ema_ms {
-                Some(l) if up => format!("{l:.0} ms"),
-                _ => "-".into(),
-            },
-            b.success_rate.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+            b.latency_text(up),
+            b.success_text(),
             b.active_connections.to_string(),
             bytes(delta(|r| r.bytes_up)),
             bytes(delta(|r| r.bytes_down)),
@@ -84,8 +81,7 @@ pub fn frame(
         ]);
         why.push(if up { String::new() } else { b.last_error.clone().unwrap_or_default() });
     }
-    let widths: Vec<usize> =
-        (0..HEADER.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths = column_widths(&rows, HEADER.len());
     let mut shown: Vec<usize> = (0..HEADER.len()).collect();
     let wide = |shown: &[usize]| shown.iter().map(|&c| widths[c] + 2).sum::<usize>();
     for drop in DROP_ORDER {
@@ -96,16 +92,8 @@ pub fn frame(
         shown.retain(|&c| c != drop);
     }
     for (row, why) in rows.iter().zip(&why) {
-        let mut line = String::new();
-        for &c in &shown {
-            let pad = widths[c] - row[c].chars().count();
-            // Names and states to the left, numbers to the right.
-            if c < 2 || c == 7 {
-                let _ = write!(line, "{}{}  ", row[c], " ".repeat(pad));
-            } else {
-                let _ = write!(line, "{}{}  ", " ".repeat(pad), row[c]);
-            }
-        }
+        // Names and states to the left, numbers to the right.
+        let mut line = layout_row(row, shown.iter().copied(), &widths, |c| c < 2 || c == 7);
         line.push_str(why);
         lines.push(line.trim_end().to_owned());
     }

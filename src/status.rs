@@ -132,6 +132,60 @@ impl BackendRow {
     }
 }
 
+impl BackendRow {
+    /// `up`, `down` or `testing`; older daemons have no `state`, and
+    /// their circuit stands in.
+    pub(crate) fn shown_state(&self) -> String {
+        self.state.clone().unwrap_or_else(|| match self.circuit.as_str() {
+            "closed" => "up".into(),
+            "open" => "down".into(),
+            _ => "testing".into(),
+        })
+    }
+
+    /// The latency of an up backend (`12 ms`), else `-`: a down one's is
+    /// stale.
+    pub(crate) fn latency_text(&self, up: bool) -> String {
+        match self.latency_ema_ms {
+            Some(l) if up => format!("{l:.0} ms"),
+            _ => "-".into(),
+        }
+    }
+
+    pub(crate) fn success_text(&self) -> String {
+        self.success_rate.map_or("-".into(), |s| format!("{:.0}%", s * 100.0))
+    }
+}
+
+/// One table row: the cells of `columns`, each padded to its width in
+/// `widths` (on the right where `left(column)`, else on the left, so that
+/// numbers line up), two spaces apart.
+pub(crate) fn layout_row(
+    row: &[String],
+    columns: impl IntoIterator<Item = usize>,
+    widths: &[usize],
+    left: impl Fn(usize) -> bool,
+) -> String {
+    let mut line = String::new();
+    for c in columns {
+        let pad = " ".repeat(widths[c] - row[c].chars().count());
+        if left(c) {
+            line.push_str(&row[c]);
+            line.push_str(&pad);
+        } else {
+            line.push_str(&pad);
+            line.push_str(&row[c]);
+        }
+        line.push_str("  ");
+    }
+    line
+}
+
+/// The widest cell of each of `n` columns.
+pub(crate) fn column_widths<R: AsRef<[String]>>(rows: &[R], n: usize) -> Vec<usize> {
+    (0..n).map(|c| rows.iter().map(|r| r.as_ref()[c].chars().count()).max().unwrap_or(0)).collect()
+}
+
 /// Where a daemon's dashboard is, and how to log in to it, from its config
 /// (`socksbalance status -c FILE`): a wildcard listen address is reached
 /// on loopback.
@@ -347,11 +401,7 @@ pub fn render(stats: &Stats) -> String {
     ];
     let mut table: Vec<[String; COLUMNS]> = vec![header.map(String::from)];
     for r in &stats.backends {
-        let state = r.state.clone().unwrap_or_else(|| match r.circuit.as_str() {
-            "closed" => "up".into(),
-            "open" => "down".into(),
-            _ => "testing".into(),
-        });
+        let state = r.shown_state();
         let up = state == "up";
         let why = match (&r.last_error, &r.down_since) {
             (Some(e), Some(since)) => match ago(since, stats.timestamp.as_deref()) {
@@ -365,11 +415,8 @@ pub fn render(stats: &Stats) -> String {
             if r.in_active_set { r.name.clone() } else { format!("{} (spare)", r.name) },
             r.address.clone(),
             state,
-            match r.latency_ema_ms {
-                Some(l) if up => format!("{l:.0} ms"),
-                _ => "-".into(),
-            },
-            r.success_rate.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+            r.latency_text(up),
+            r.success_text(),
             r.active_connections.to_string(),
             r.total_connections.to_string(),
             (r.failures + r.timeouts).to_string(),
@@ -378,22 +425,10 @@ pub fn render(stats: &Stats) -> String {
             why,
         ]);
     }
-    let widths: Vec<usize> =
-        (0..COLUMNS).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths = column_widths(&table, COLUMNS);
     for row in &table {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            let pad = widths[c] - cell.chars().count();
-            // Text columns to the left, numbers to the right.
-            if c < 3 || c == COLUMNS - 1 {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad));
-            } else {
-                line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            }
-            line.push_str("  ");
-        }
+        // Text columns to the left, numbers to the right.
+        let line = layout_row(row, 0..COLUMNS, &widths, |c| c < 3 || c == COLUMNS - 1);
         out.push_str(line.trim_end());
         out.push('\n');
     }

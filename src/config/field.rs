@@ -260,14 +260,9 @@ pub(super) fn by_name(s: Scalar<'_>, names: &[&str], shown: usize) -> Result<usi
         .ok_or_else(|| format!("unknown variant `{text}`, expected {}", one_of(&names[..shown])))
 }
 
-/// A raw struct's key `key` (at `index` in its `keys`) seen once more:
-/// the index, or the error for a key unknown or set twice.
-pub(super) fn key_index(
-    key: &str,
-    keys: &[&str],
-    seen: &mut u32,
-    value: &mut dyn Values,
-) -> Result<usize, Stop> {
+/// Takes note of a raw struct's key `key` (one of its `keys`, a bit each
+/// in `seen`), or fails for a key unknown or set twice.
+pub(super) fn key_seen(key: &str, keys: &[&str], seen: &mut u32, value: &mut dyn Values) -> Result<(), Stop> {
     let Some(i) = keys.iter().position(|k| *k == key) else {
         return Err(value.fail(format!("unknown field `{key}`, expected {}", one_of(keys))));
     };
@@ -275,7 +270,7 @@ pub(super) fn key_index(
         return Err(value.fail(format!("duplicate field `{key}`")));
     }
     *seen |= 1 << i;
-    Ok(i)
+    Ok(())
 }
 
 impl Leaf for String {

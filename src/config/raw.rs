@@ -44,7 +44,9 @@ macro_rules! raw {
             }
             fn entry(&mut self, key: &str, value: &mut dyn Values) -> Result<(), Stop> {
                 const KEYS: &[&str] = &[$(stringify!($field)),*];
-                field::key_index(key, KEYS, &mut self.seen, value)?;
+                // One bit of `seen` per key.
+                const _: () = assert!(KEYS.len() <= 32);
+                field::key_seen(key, KEYS, &mut self.seen, value)?;
                 match key {
                     $(stringify!($field) => self.$field = <$ty as Field>::read(value)?,)*
                     _ => {}

@@ -186,14 +186,19 @@ mod sys {
     /// that something changed.
     static CHANGES: OnceLock<Sender<()>> = OnceLock::new();
 
+    /// Both callbacks: note the change; the watcher reads the tables.
+    fn note_change() {
+        if let Some(tx) = CHANGES.get() {
+            let _ = tx.try_send(());
+        }
+    }
+
     unsafe extern "system" fn interface_changed(
         _: *const core::ffi::c_void,
         _: *const MIB_IPINTERFACE_ROW,
         _: MIB_NOTIFICATION_TYPE,
     ) {
-        if let Some(tx) = CHANGES.get() {
-            let _ = tx.try_send(());
-        }
+        note_change();
     }
 
     unsafe extern "system" fn route_changed(
@@ -201,9 +206,7 @@ mod sys {
         _: *const MIB_IPFORWARD_ROW2,
         _: MIB_NOTIFICATION_TYPE,
     ) {
-        if let Some(tx) = CHANGES.get() {
-            let _ = tx.try_send(());
-        }
+        note_change();
     }
 
     /// Without a notification, the tables are read again this often, and
