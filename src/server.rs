@@ -73,7 +73,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the daemon's tasks share.
 pub struct Context {
+    /// The first executor thread's: the accept loops of a single listener,
+    /// the health checker, DNS, the gateway's UDP and the reload loop.
     pub ex: Arc<Executor<'static>>,
+    /// Every executor thread's, `ex` first: each has its own reactor, and
+    /// a connection's task stays on the thread that accepted it.
+    pub executors: Executors,
     pub current: Arc<Current>,
     pub stats: Arc<DaemonStats>,
     /// The addresses actually bound, in `listen` order, for `local_addrs`.
@@ -82,32 +87,65 @@ pub struct Context {
     pub web_bound: Option<SocketAddr>,
 }
 
-/// One listening socket's accept task.
+/// The executors of a daemon's threads, the first one's first.
+pub type Executors = Arc<[Arc<Executor<'static>>]>;
+
+/// One listen address's accept tasks: one per listener of its group.
 struct Acceptor {
     /// As configured (may have port 0).
     configured: SocketAddr,
     /// As bound.
     bound: SocketAddr,
-    task: Task<()>,
+    tasks: Vec<Task<()>>,
+}
+
+impl Acceptor {
+    async fn cancel(self) {
+        for task in self.tasks {
+            task.cancel().await;
+        }
+    }
 }
 
 impl Context {
+    /// Starts accepting on `listener`'s group: listener `i` on executor
+    /// thread `i`, so each thread registers its own in its own reactor.
     fn spawn_acceptor(&self, configured: SocketAddr, listener: Listening, drain: &Sender<()>) -> Acceptor {
-        let bound = listener.as_ref().and_then(|l| l.get_ref().local_addr().ok()).unwrap_or(configured);
-        let (ex, current, stats, drain) =
-            (Arc::clone(&self.ex), Arc::clone(&self.current), Arc::clone(&self.stats), drain.clone());
-        let task = self.ex.spawn(async move {
-            let listener = match listener {
-                Some(listener) => listener,
-                #[cfg(not(target_os = "linux"))]
-                None => address_appears(configured).await,
-                // Linux listens on a missing address at once (tcp::listen).
-                #[cfg(target_os = "linux")]
-                None => return,
-            };
-            accept_loop(ex, listener, configured, current, stats, drain).await
-        });
-        Acceptor { configured, bound, task }
+        let bound = listener.as_ref().and_then(|g| g.first()).and_then(|l| l.local_addr().ok());
+        let group: Vec<Option<TcpListener>> = match listener {
+            Some(group) => group.into_iter().map(Some).collect(),
+            None => vec![None],
+        };
+        let tasks = group
+            .into_iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let (executors, current, stats, drain) = (
+                    Arc::clone(&self.executors),
+                    Arc::clone(&self.current),
+                    Arc::clone(&self.stats),
+                    drain.clone(),
+                );
+                let own = i % executors.len();
+                self.executors[own].spawn(async move {
+                    let listener = match listener {
+                        Some(listener) => listener,
+                        #[cfg(not(target_os = "linux"))]
+                        None => address_appears(configured).await,
+                        // Linux listens on a missing address at once (tcp::listen).
+                        #[cfg(target_os = "linux")]
+                        None => return,
+                    };
+                    match Async::new(listener) {
+                        Ok(listener) => {
+                            accept_loop(executors, own, listener, configured, current, stats, drain).await
+                        }
+                        Err(e) => log::error!("cannot accept on {configured}: {e}"),
+                    }
+                })
+            })
+            .collect();
+        Acceptor { configured, bound: bound.unwrap_or(configured), tasks }
     }
 
     fn publish_bound(&self, acceptors: &[Acceptor]) {
@@ -203,7 +241,7 @@ pub async fn run(
 
     drop(drain_tx);
     for acceptor in acceptors {
-        acceptor.task.cancel().await;
+        acceptor.cancel().await;
     }
     checker.cancel().await;
     sampler.cancel().await;
@@ -253,14 +291,14 @@ async fn apply_reload(
     let mut config = uplinks::discover(config, &links);
     let added: Vec<SocketAddr> =
         config.listen.iter().filter(|a| !acceptors.iter().any(|x| x.configured == **a)).copied().collect();
-    let fresh = bind(&added, &config).map_err(ReloadError::Listen)?;
+    let fresh = bind(&added, &config, cx.executors.len()).map_err(ReloadError::Listen)?;
     // Deny our own port-0 listeners (kept and new) and dashboard, as at start.
     let mut own = Vec::new();
     for a in acceptors.iter().filter(|a| config.listen.contains(&a.configured)) {
         own.extend(bound_rules(&[a.configured], &[a.bound]));
     }
     for (configured, listener) in added.iter().zip(&fresh) {
-        if let Some(Ok(bound)) = listener.as_ref().map(|l| l.get_ref().local_addr()) {
+        if let Some(Ok(bound)) = listener.as_ref().and_then(|g| g.first()).map(|l| l.local_addr()) {
             own.extend(bound_rules(&[*configured], &[bound]));
         }
     }
@@ -323,7 +361,7 @@ async fn apply_reload(
             kept.push(acceptor);
         } else {
             log::info!("no longer listening on {}", acceptor.bound);
-            acceptor.task.cancel().await;
+            acceptor.cancel().await;
         }
     }
     kept.sort_by_key(|a| snapshot.config.listen.iter().position(|l| *l == a.configured));
@@ -391,8 +429,13 @@ impl Throttle {
     }
 }
 
+/// Accepts on `listener` (executor thread `own`'s) and runs each
+/// connection on that thread. Where one listener serves every thread (not
+/// Linux, which gives each thread its own: [`bind`]), the connections go
+/// round the threads instead, each registered on its thread's reactor.
 async fn accept_loop(
-    ex: Arc<Executor<'static>>,
+    executors: Executors,
+    own: usize,
     listener: Async<TcpListener>,
     configured: SocketAddr,
     current: Arc<Current>,
@@ -409,6 +452,9 @@ async fn accept_loop(
     };
     let (mut protocol, mut listen_index) = (protocol_in(&snapshot), listener_in(&snapshot));
     let (mut deny_log, mut error_log) = (Throttle::default(), Throttle::default());
+    let ex = &executors[own];
+    #[cfg(not(target_os = "linux"))]
+    let mut next = own;
     loop {
         match crate::tcp::accept(&listener).await {
             Ok((stream, peer)) => {
@@ -427,12 +473,12 @@ async fn accept_loop(
                     }
                     // An HTTP client gets its 403 without a byte read.
                     if protocol == Protocol::Http {
-                        refuse(&ex, &stats, stream, Refusal::Forbidden);
+                        refuse(ex, &stats, stream, Refusal::Forbidden);
                     }
                     continue;
                 }
                 if stats.open.load(Ordering::Relaxed) >= limits.max_connections.get() as usize {
-                    refuse_busy(&ex, &stats, stream, protocol, "max_connections");
+                    refuse_busy(ex, &stats, stream, protocol, "max_connections");
                     continue;
                 }
                 let slot = match limits.max_connections_per_client {
@@ -440,7 +486,7 @@ async fn accept_loop(
                     Some(limit) => match ClientSlot::take(&stats, peer.ip(), limit.get()) {
                         Some(slot) => Some(slot),
                         None => {
-                            refuse_busy(&ex, &stats, stream, protocol, "max_connections_per_client");
+                            refuse_busy(ex, &stats, stream, protocol, "max_connections_per_client");
                             continue;
                         }
                     },
@@ -448,11 +494,30 @@ async fn accept_loop(
                 let open = OpenConnection::new(&stats, &drain);
                 let snapshot = Arc::clone(&snapshot);
                 let stats = Arc::clone(&stats);
-                ex.spawn(async move {
+                let serve = async move |stream| {
                     let _open = (open, slot);
                     inbound::serve(snapshot, stream, peer, protocol, listen_index, &stats).await;
-                })
-                .detach();
+                };
+                #[cfg(not(target_os = "linux"))]
+                if executors.len() > 1 {
+                    next = (next + 1) % executors.len();
+                    if next != own {
+                        // Off this thread's reactor, onto the other's.
+                        match stream.into_inner() {
+                            Ok(stream) => executors[next]
+                                .spawn(async move {
+                                    match Async::new(stream) {
+                                        Ok(stream) => serve(stream).await,
+                                        Err(e) => log::warn!("a connection from {peer} was dropped: {e}"),
+                                    }
+                                })
+                                .detach(),
+                            Err(e) => log::warn!("a connection from {peer} was dropped: {e}"),
+                        }
+                        continue;
+                    }
+                }
+                ex.spawn(serve(stream)).detach();
             }
             Err(e) => {
                 // EMFILE and friends: pause instead of spinning, and say so
@@ -565,30 +630,35 @@ fn bound_rules(configured: &[SocketAddr], bound: &[SocketAddr]) -> Vec<crate::co
     crate::config::own_address_rules(chosen)
 }
 
-/// A listener, or `None` while its address does not exist on this host
-/// (where the system cannot listen on it beforehand: not Linux).
-pub type Listening = Option<Async<TcpListener>>;
+/// The listeners of one address: on Linux one per executor thread (an
+/// `SO_REUSEPORT` group, [`crate::tcp::listen_group`]), elsewhere one for
+/// all; or `None` while the address does not exist on this host (where
+/// the system cannot listen on it beforehand: not Linux). Each joins a
+/// reactor on the thread that accepts on it.
+pub type Listening = Option<Vec<TcpListener>>;
 
-/// Binds every configured listen address, or says which one failed.
-/// The listeners delay ACKs ([`crate::tcp::listening`]). An address this
-/// host does not have yet is not a failure: on Linux it is listened on at
-/// once (`IP_FREEBIND`), elsewhere it is waited for ([`address_appears`]).
-pub fn bind(addrs: &[SocketAddr], config: &Config) -> io::Result<Vec<Listening>> {
+/// Binds every configured listen address for `threads` executor
+/// threads, or says which one failed. The listeners delay ACKs
+/// ([`crate::tcp::listening`]). An address this host does not have yet is
+/// not a failure: on Linux it is listened on at once (`IP_FREEBIND`),
+/// elsewhere it is waited for ([`address_appears`]).
+pub fn bind(addrs: &[SocketAddr], config: &Config, threads: usize) -> io::Result<Vec<Listening>> {
     addrs
         .iter()
         .map(|addr| {
             #[cfg(target_os = "linux")]
-            let listened = match config.protocol_of(*addr) {
+            let listened = match (config.protocol_of(*addr), threads) {
+                (protocol, 2..) => crate::tcp::listen_group(*addr, protocol == Protocol::Tproxy, threads),
                 // IP_TRANSPARENT binds any address, there or not.
-                Protocol::Tproxy => crate::tcp::listen_transparent(*addr).map(|l| (l, false)),
-                _ => crate::tcp::listen(*addr),
+                (Protocol::Tproxy, _) => crate::tcp::listen_transparent(*addr).map(|l| (vec![l], false)),
+                _ => crate::tcp::listen(*addr).map(|(l, missing)| (vec![l], missing)),
             };
             #[cfg(not(target_os = "linux"))]
             let listened = {
-                let _ = config;
-                crate::tcp::listen(*addr)
+                let _ = (config, threads);
+                crate::tcp::listen(*addr).map(|(l, missing)| (vec![l], missing))
             };
-            let (listener, missing) = match listened {
+            let (group, missing) = match listened {
                 Ok(bound) => bound,
                 Err(e) if cfg!(not(target_os = "linux")) && e.kind() == io::ErrorKind::AddrNotAvailable => {
                     log::warn!(
@@ -606,10 +676,8 @@ pub fn bind(addrs: &[SocketAddr], config: &Config) -> io::Result<Vec<Listening>>
                      and serving it as soon as an interface gets it"
                 );
             }
-            crate::tcp::listening(&listener);
-            Async::new(listener)
-                .map(Some)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+            group.iter().for_each(crate::tcp::listening);
+            Ok(Some(group))
         })
         .collect()
 }
@@ -620,15 +688,13 @@ const ADDRESS_RETRY: Duration = Duration::from_secs(2);
 /// Waits until `addr` can be listened on, trying every [`ADDRESS_RETRY`].
 /// Another error than a missing address is said once and tried again too.
 #[cfg(not(target_os = "linux"))]
-async fn address_appears(addr: SocketAddr) -> Async<TcpListener> {
+async fn address_appears(addr: SocketAddr) -> TcpListener {
     let mut said = false;
     loop {
         Timer::after(ADDRESS_RETRY).await;
-        let error = match crate::tcp::listen(addr).and_then(|(l, _)| {
-            crate::tcp::listening(&l);
-            Async::new(l)
-        }) {
-            Ok(listener) => {
+        let error = match crate::tcp::listen(addr) {
+            Ok((listener, _)) => {
+                crate::tcp::listening(&listener);
                 log::info!("listen {addr}: the address is here now; serving it");
                 return listener;
             }
@@ -638,6 +704,15 @@ async fn address_appears(addr: SocketAddr) -> Async<TcpListener> {
             log::warn!("listen {addr}: {error}; trying again every {} s", ADDRESS_RETRY.as_secs());
             said = true;
         }
+    }
+}
+
+/// Gives the calling executor thread its own reactor. Without one (the
+/// system refuses another epoll) it shares the global one, which works,
+/// only with events handed between threads.
+fn own_reactor() {
+    if let Err(e) = async_io::use_own_reactor() {
+        log::warn!("an executor thread shares the global reactor: {e}");
     }
 }
 
@@ -666,11 +741,14 @@ impl Daemon {
     /// (at least one). Bind errors are returned here, before any thread
     /// starts.
     pub fn start(config: Config, threads: usize) -> io::Result<Daemon> {
-        let listeners = bind(&config.listen, &config)?;
+        let threads = threads.max(1);
+        let listeners = bind(&config.listen, &config, threads)?;
         let addrs = listeners
             .iter()
             .zip(&config.listen)
-            .map(|(l, configured)| l.as_ref().map_or(Ok(*configured), |l| l.get_ref().local_addr()))
+            .map(|(l, configured)| {
+                l.as_ref().and_then(|g| g.first()).map_or(Ok(*configured), |l| l.local_addr())
+            })
             .collect::<io::Result<Vec<_>>>()?;
         // A tproxy listener takes UDP too, on the same address and port.
         #[cfg(target_os = "linux")]
@@ -723,24 +801,32 @@ impl Daemon {
         let bound = Arc::new(Mutex::new(addrs));
         let (thread_stats, thread_current, thread_bound) =
             (Arc::clone(&stats), Arc::clone(&current), Arc::clone(&bound));
+        // An executor per thread, each thread with its own reactor: what a
+        // thread accepts, it runs and polls itself (docs/performance.md,
+        // "A reactor per thread"). The first thread runs the rest too.
+        let executors: Executors = (0..threads).map(|_| Arc::new(Executor::new())).collect();
+        let (stop_workers, workers_stop) = channel::bounded::<()>(1);
+        let mut workers = Vec::with_capacity(threads - 1);
+        for (i, ex) in executors.iter().enumerate().skip(1) {
+            let (ex, stop) = (Arc::clone(ex), workers_stop.clone());
+            workers.push(
+                thread::Builder::new().name(format!("socksbalance-{i}")).stack_size(WORKER_STACK).spawn(
+                    move || {
+                        own_reactor();
+                        smol::block_on(ex.run(stop.recv()))
+                    },
+                )?,
+            );
+        }
         let thread =
             thread::Builder::new().name("socksbalance".into()).stack_size(WORKER_STACK).spawn(move || {
                 // Dropped when this thread ends, which closes `finished`.
                 let _finished = finished_tx;
-                let ex = Arc::new(Executor::new());
-                let (stop_workers, workers_stop) = channel::bounded::<()>(1);
-                let workers: Vec<_> = (1..threads.max(1))
-                    .filter_map(|i| {
-                        let (ex, stop) = (Arc::clone(&ex), workers_stop.clone());
-                        thread::Builder::new()
-                            .name(format!("socksbalance-{i}"))
-                            .stack_size(WORKER_STACK)
-                            .spawn(move || smol::block_on(ex.run(stop.recv())))
-                            .ok()
-                    })
-                    .collect();
+                own_reactor();
+                let ex = Arc::clone(&executors[0]);
                 let cx = Context {
                     ex: Arc::clone(&ex),
+                    executors: Arc::clone(&executors),
                     current: thread_current,
                     stats: thread_stats,
                     bound: thread_bound,
@@ -751,9 +837,9 @@ impl Daemon {
                 for worker in workers {
                     let _ = worker.join();
                 }
-                // Dropping the executor cancels any tunnel still open after
+                // Dropping the executors cancels any tunnel still open after
                 // the grace period, closing its sockets.
-                drop(ex);
+                drop((ex, executors));
                 result
             })?;
         Ok(Daemon { bound, web, dns_bound, current, reloads, trigger, stats, thread: Some(thread), finished })

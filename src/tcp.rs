@@ -202,6 +202,56 @@ pub fn listen(addr: SocketAddr) -> io::Result<(TcpListener, bool)> {
     }
 }
 
+/// `count` listeners on `addr` in one `SO_REUSEPORT` group (Linux), and
+/// whether the address is missing from this host for now: one per
+/// executor thread, so that each thread accepts its own share of the
+/// connections (the kernel spreads them by their addresses and ports) and
+/// nothing is handed between threads. `transparent` makes them
+/// `IP_TRANSPARENT` ([`listen_transparent`]).
+///
+/// A group lets any other socket of the same user join it, so a second
+/// daemon started on the same port would silently share the connections.
+/// The port is first bound alone, as a single listener would be, so a port
+/// in use fails here the usual way ("address in use").
+#[cfg(target_os = "linux")]
+pub fn listen_group(
+    addr: SocketAddr,
+    transparent: bool,
+    count: usize,
+) -> io::Result<(Vec<TcpListener>, bool)> {
+    use linux_raw_sys::net::{SOL_SOCKET, SO_REUSEADDR, SO_REUSEPORT};
+    use rustix::net::sockopt;
+    let missing = match (transparent, addr.port()) {
+        // Port 0 gets a fresh port: nobody else has it.
+        (_, 0) => TcpListener::bind(addr).is_err(),
+        (true, _) => listen_transparent(addr).map(|_| false)?,
+        (false, _) => listen(addr)?.1,
+    };
+    let mut group = Vec::with_capacity(count);
+    let mut at = addr;
+    for _ in 0..count.max(1) {
+        let fd = bare_socket(at)?;
+        // Through `set_int`, not rustix: on mips64 rustix takes a wrong
+        // SOL_SOCKET from libc (see `connect`).
+        let _ = set_int(&fd, SOL_SOCKET, SO_REUSEADDR, 1);
+        set_int(&fd, SOL_SOCKET, SO_REUSEPORT, 1)?;
+        if transparent {
+            set_transparent(&fd, at)?;
+        } else if missing && at.is_ipv4() {
+            sockopt::set_ip_freebind(&fd, true)?;
+        } else if missing {
+            sockopt::set_ipv6_freebind(&fd, true)?;
+        }
+        rustix::net::bind(&fd, &at)?;
+        rustix::net::listen(&fd, 128)?;
+        let listener = TcpListener::from(fd);
+        // The rest join the port the first one got.
+        at = listener.local_addr()?;
+        group.push(listener);
+    }
+    Ok((group, missing))
+}
+
 /// An `IP_TRANSPARENT` listener on `addr`, for nftables `tproxy` (Linux):
 /// it accepts connections to any address the firewall hands it, and each
 /// accepted socket's local address is where its client was going.

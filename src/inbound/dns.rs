@@ -46,10 +46,11 @@ const MAX_TCP_CLIENTS: usize = 64;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// The DNS listener's sockets, bound at start (so that a port in use is
-/// an error then), on the same address and port for UDP and TCP.
+/// an error then), on the same address and port for UDP and TCP. They join
+/// a reactor in [`serve`], on the thread that serves them.
 pub struct Sockets {
-    udp: Async<UdpSocket>,
-    tcp: Async<TcpListener>,
+    udp: UdpSocket,
+    tcp: TcpListener,
 }
 
 impl Sockets {
@@ -61,7 +62,7 @@ impl Sockets {
         loop {
             let udp = UdpSocket::bind(addr).map_err(named)?;
             match TcpListener::bind(udp.local_addr()?) {
-                Ok(tcp) => return Ok(Sockets { udp: Async::new(udp)?, tcp: Async::new(tcp)? }),
+                Ok(tcp) => return Ok(Sockets { udp, tcp }),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
                 Err(e) => return Err(named(e)),
             }
@@ -69,7 +70,7 @@ impl Sockets {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.udp.get_ref().local_addr()
+        self.udp.local_addr()
     }
 }
 
@@ -141,7 +142,10 @@ pub async fn serve(
 ) {
     let service = Arc::new(Service { current, stats, cache: Cache::default() });
     let Sockets { udp, tcp } = sockets;
-    let udp = Arc::new(udp);
+    let (udp, tcp) = match (Async::new(udp), Async::new(tcp)) {
+        (Ok(udp), Ok(tcp)) => (Arc::new(udp), tcp),
+        (Err(e), _) | (_, Err(e)) => return log::error!("dns: cannot serve: {e}"),
+    };
     let tcp_loop = {
         let (ex, service) = (Arc::clone(&ex), Arc::clone(&service));
         async move { serve_tcp(&ex, &tcp, &service).await }

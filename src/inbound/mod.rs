@@ -304,7 +304,8 @@ async fn tunnel(snap: &Snapshot, client: &Async<TcpStream>, ready: &mut Ready) {
 /// counters (2,485 bytes per idle tunnel in all, scripts/mem_tunnels.py),
 /// 1,304 with the hand-over of a UDP ASSOCIATE to its own boxed task
 /// state (2,416 bytes per idle tunnel measured after it), 1,328 with
-/// routing (the listener's index, the route in the retry budget).
+/// routing (the listener's index, the route in the retry budget), 1,336
+/// with a reactor per thread (a timer keeps the reactor it is set in).
 #[cfg(all(test, target_pointer_width = "64"))]
 mod task_size {
     #[test]
@@ -323,6 +324,6 @@ mod task_size {
             &stats,
         );
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 1_328, "the session task is {size} bytes");
+        assert!(size <= 1_336, "the session task is {size} bytes");
     }
 }

@@ -56,7 +56,7 @@ fn main_loop(parker: parking::Parker) {
     let mut eager = true;
 
     loop {
-        let tick = Reactor::get().ticker();
+        let tick = Reactor::global().ticker();
 
         // socksbalance patch: while a `block_on` thread exists it drives the
         // reactor between polls of its executor, which batches events and
@@ -73,16 +73,16 @@ fn main_loop(parker: parking::Parker) {
             let reactor_lock = if sleeps >= 10 && !driven {
                 // If no new ticks have occurred for a while, stop sleeping and spinning in
                 // this loop and just block on the reactor lock.
-                Some(Reactor::get().lock())
+                Some(Reactor::global().lock())
             } else {
-                Reactor::get().try_lock()
+                Reactor::global().try_lock()
             };
 
             if let Some(mut reactor_lock) = reactor_lock {
                 #[cfg(feature = "tracing")]
                 tracing::trace!("waiting on I/O");
                 reactor_lock.react(None).ok();
-                last_tick = Reactor::get().ticker();
+                last_tick = Reactor::global().ticker();
                 sleeps = 0;
                 eager = false;
             }
@@ -110,7 +110,7 @@ fn main_loop(parker: parking::Parker) {
                 tracing::trace!("notified");
 
                 // If notified before timeout, reset the last tick and the sleep counter.
-                last_tick = Reactor::get().ticker();
+                last_tick = Reactor::global().ticker();
                 sleeps = 0;
                 eager = true;
             } else {
@@ -140,17 +140,27 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     #[cfg(feature = "tracing")]
     let _enter = span.enter();
 
+    // socksbalance patch: the reactor this thread drives, its own if it
+    // has one (`use_own_reactor`), else the global one.
+    let reactor = Reactor::current();
+    let own = Reactor::is_own();
+
     // Increment `BLOCK_ON_COUNT` so that the "async-io" thread becomes less aggressive.
-    BLOCK_ON_COUNT.fetch_add(1, Ordering::SeqCst);
+    // (socksbalance patch: only a thread that drives the global reactor counts.)
+    if !own {
+        BLOCK_ON_COUNT.fetch_add(1, Ordering::SeqCst);
+    }
 
     // Make sure to decrement `BLOCK_ON_COUNT` at the end and wake the "async-io" thread.
     let _guard = CallOnDrop(|| {
-        BLOCK_ON_COUNT.fetch_sub(1, Ordering::SeqCst);
-        unparker().unpark();
+        if !own {
+            BLOCK_ON_COUNT.fetch_sub(1, Ordering::SeqCst);
+            unparker().unpark();
+        }
     });
 
     // Creates a parker and an associated waker that unparks it.
-    fn parker_and_waker() -> (Parker, Waker, Arc<AtomicBool>) {
+    fn parker_and_waker(reactor: Arc<Reactor>) -> (Parker, Waker, Arc<AtomicBool>, Arc<Reactor>) {
         // Parker and unparker for notifying the current thread.
         let (p, u) = parking::pair();
 
@@ -158,29 +168,34 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
         let io_blocked = Arc::new(AtomicBool::new(false));
 
         // Prepare the waker.
-        let waker = BlockOnWaker::create(io_blocked.clone(), u);
+        let waker = BlockOnWaker::create(io_blocked.clone(), u, Arc::clone(&reactor));
 
-        (p, waker, io_blocked)
+        (p, waker, io_blocked, reactor)
     }
 
     thread_local! {
-        // Cached parker and waker for efficiency.
-        static CACHE: RefCell<(Parker, Waker, Arc<AtomicBool>)> = RefCell::new(parker_and_waker());
+        // Cached parker and waker for efficiency (and the reactor the waker
+        // notifies, socksbalance patch).
+        static CACHE: RefCell<Option<(Parker, Waker, Arc<AtomicBool>, Arc<Reactor>)>> =
+            const { RefCell::new(None) };
 
         // Indicates that the current thread is polling I/O, but not necessarily blocked on it.
-        static IO_POLLING: Cell<bool> = const { Cell::new(false) };
+        // (socksbalance patch: which reactor it polls; null when none.)
+        static IO_POLLING: Cell<*const Reactor> = const { Cell::new(std::ptr::null()) };
     }
 
     struct BlockOnWaker {
         io_blocked: Arc<AtomicBool>,
         unparker: parking::Unparker,
+        reactor: Arc<Reactor>,
     }
 
     impl BlockOnWaker {
-        fn create(io_blocked: Arc<AtomicBool>, unparker: parking::Unparker) -> Waker {
+        fn create(io_blocked: Arc<AtomicBool>, unparker: parking::Unparker, reactor: Arc<Reactor>) -> Waker {
             Waker::from(Arc::new(BlockOnWaker {
                 io_blocked,
                 unparker,
+                reactor,
             }))
         }
     }
@@ -189,8 +204,11 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
         fn wake_by_ref(self: &Arc<Self>) {
             if self.unparker.unpark() {
                 // Check if waking from another thread and if currently blocked on I/O.
-                if !IO_POLLING.with(Cell::get) && self.io_blocked.load(Ordering::SeqCst) {
-                    Reactor::get().notify();
+                // (socksbalance patch: a thread polling another reactor is
+                // "another thread" here.)
+                let polling_it = IO_POLLING.with(Cell::get) == Arc::as_ptr(&self.reactor);
+                if !polling_it && self.io_blocked.load(Ordering::SeqCst) {
+                    self.reactor.notify();
                 }
             }
         }
@@ -204,19 +222,24 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
         // Try grabbing the cached parker and waker.
         let tmp_cached;
         let tmp_fresh;
-        let (p, waker, io_blocked) = match cache.try_borrow_mut() {
-            Ok(cache) => {
-                // Use the cached parker and waker.
+        let (p, waker, io_blocked, _) = match cache.try_borrow_mut() {
+            Ok(mut cache) => {
+                // Use the cached parker and waker (made again if this
+                // thread's reactor changed: socksbalance patch).
+                if !cache.as_ref().is_some_and(|c| Arc::ptr_eq(&c.3, &reactor)) {
+                    *cache = Some(parker_and_waker(Arc::clone(&reactor)));
+                }
                 tmp_cached = cache;
-                &*tmp_cached
+                tmp_cached.as_ref().unwrap()
             }
             Err(_) => {
                 // Looks like this is a recursive `block_on()` call.
                 // Create a fresh parker and waker.
-                tmp_fresh = parker_and_waker();
+                tmp_fresh = parker_and_waker(Arc::clone(&reactor));
                 &tmp_fresh
             }
         };
+        let polling = Arc::as_ptr(&reactor);
 
         let mut future = pin!(future);
 
@@ -239,11 +262,11 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
                 tracing::trace!("notified");
 
                 // Try grabbing a lock on the reactor to process I/O events.
-                if let Some(mut reactor_lock) = Reactor::get().try_lock() {
+                if let Some(mut reactor_lock) = reactor.try_lock() {
                     // First let wakers know this parker is processing I/O events.
-                    IO_POLLING.with(|io| io.set(true));
+                    let was = IO_POLLING.with(|io| io.replace(polling));
                     let _guard = CallOnDrop(|| {
-                        IO_POLLING.with(|io| io.set(false));
+                        IO_POLLING.with(|io| io.set(was));
                     });
 
                     // Process available I/O events.
@@ -253,16 +276,16 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
             }
 
             // Try grabbing a lock on the reactor to wait on I/O.
-            if let Some(mut reactor_lock) = Reactor::get().try_lock() {
+            if let Some(mut reactor_lock) = reactor.try_lock() {
                 // Record the instant at which the lock was grabbed.
                 let start = Instant::now();
 
                 loop {
                     // First let wakers know this parker is blocked on I/O.
-                    IO_POLLING.with(|io| io.set(true));
+                    let was = IO_POLLING.with(|io| io.replace(polling));
                     io_blocked.store(true, Ordering::SeqCst);
                     let _guard = CallOnDrop(|| {
-                        IO_POLLING.with(|io| io.set(false));
+                        IO_POLLING.with(|io| io.set(was));
                         io_blocked.store(false, Ordering::SeqCst);
                     });
 
@@ -304,7 +327,9 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
 
                         // Unpark the "async-io" thread in case no other thread is ready to start
                         // processing I/O events. This way we prevent a potential latency spike.
-                        unparker().unpark();
+                        if !own {
+                            unparker().unpark();
+                        }
 
                         // Wait for a notification.
                         p.park();
@@ -319,6 +344,24 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
             }
         }
     })
+}
+
+/// Gives the calling thread a reactor of its own (socksbalance patch).
+///
+/// From then on, I/O sources and timers created on this thread register
+/// with that reactor, and only this thread's [`block_on`] drives it: its
+/// events are seen, and the tasks they wake are run, on this thread, with
+/// no lock shared with other threads and no hand-over to the "async-io"
+/// thread. A source or timer stays with the reactor it was registered in
+/// wherever it is later polled, so one used from another thread works,
+/// but waits for this thread to react. A thread that has its own reactor
+/// should spend its life in `block_on` (an executor's `run`); once it
+/// leaves, nothing drives the sources still registered there.
+///
+/// Calling it again does nothing. Fails only when the system cannot make
+/// another poller (epoll, kqueue, IOCP).
+pub fn use_own_reactor() -> std::io::Result<()> {
+    Reactor::make_own()
 }
 
 /// socksbalance patch: whether `block_on` hands the reactor to the

@@ -93,7 +93,7 @@ mod reactor;
 
 pub mod os;
 
-pub use driver::block_on;
+pub use driver::{block_on, use_own_reactor};
 pub use reactor::{Readable, ReadableOwned, Writable, WritableOwned};
 
 /// A future or stream that emits timed events.
@@ -147,6 +147,11 @@ pub struct Timer {
     /// When this field is set to `None`, this timer is not registered in the reactor.
     id_and_waker: Option<(usize, Waker)>,
 
+    /// The reactor this timer registers in: the one of the thread that
+    /// first registered it (patched, socksbalance; with a reactor per
+    /// thread, not always the global one).
+    reactor: Option<Arc<Reactor>>,
+
     /// The next instant at which this timer fires.
     ///
     /// If this timer is a blank timer, this value is None. If the timer
@@ -194,6 +199,7 @@ impl Timer {
     pub fn never() -> Timer {
         Timer {
             id_and_waker: None,
+            reactor: None,
             when: None,
             period: Duration::MAX,
         }
@@ -273,6 +279,7 @@ impl Timer {
     pub fn interval_at(start: Instant, period: Duration) -> Timer {
         Timer {
             id_and_waker: None,
+            reactor: None,
             when: Some(start),
             period,
         }
@@ -375,7 +382,7 @@ impl Timer {
 
         if let Some((id, waker)) = self.id_and_waker.as_mut() {
             // Re-register the timer with the new timeout.
-            *id = Reactor::get().insert_timer(instant, waker);
+            *id = reactor_of(&mut self.reactor).insert_timer(instant, waker);
         }
     }
 
@@ -438,25 +445,35 @@ impl Timer {
 
         if let Some((id, waker)) = self.id_and_waker.as_mut() {
             // Re-register the timer with the new timeout.
-            *id = Reactor::get().insert_timer(start, waker);
+            *id = reactor_of(&mut self.reactor).insert_timer(start, waker);
         }
     }
 
     /// Clear any timeouts set on this timer. It will never fire again until a new interval or instant is set.
     pub fn clear(&mut self) {
-        if let (Some(when), Some((id, _))) = (self.when, self.id_and_waker.as_ref()) {
+        if let (Some(when), Some((id, _)), Some(reactor)) =
+            (self.when, self.id_and_waker.as_ref(), &self.reactor)
+        {
             // Deregister the timer from the reactor.
-            Reactor::get().remove_timer(when, *id);
+            reactor.remove_timer(when, *id);
         }
         self.when = None;
     }
 }
 
+/// The reactor a timer registers in, chosen when it first registers
+/// (patched, socksbalance).
+fn reactor_of(slot: &mut Option<Arc<Reactor>>) -> &Arc<Reactor> {
+    slot.get_or_insert_with(Reactor::current)
+}
+
 impl Drop for Timer {
     fn drop(&mut self) {
-        if let (Some(when), Some((id, _))) = (self.when, self.id_and_waker.take()) {
+        if let (Some(when), Some((id, _)), Some(reactor)) =
+            (self.when, self.id_and_waker.take(), &self.reactor)
+        {
             // Deregister the timer from the reactor.
-            Reactor::get().remove_timer(when, id);
+            reactor.remove_timer(when, id);
         }
     }
 }
@@ -484,13 +501,13 @@ impl Stream for Timer {
             if Instant::now() >= *when {
                 if let Some((id, _)) = this.id_and_waker.take() {
                     // Deregister the timer from the reactor.
-                    Reactor::get().remove_timer(*when, id);
+                    reactor_of(&mut this.reactor).remove_timer(*when, id);
                 }
                 let result_time = *when;
                 if let Some(next) = (*when).checked_add(this.period) {
                     *when = next;
                     // Register the timer in the reactor.
-                    let id = Reactor::get().insert_timer(next, cx.waker());
+                    let id = reactor_of(&mut this.reactor).insert_timer(next, cx.waker());
                     this.id_and_waker = Some((id, cx.waker().clone()));
                 } else {
                     this.when = None;
@@ -500,15 +517,15 @@ impl Stream for Timer {
                 match &this.id_and_waker {
                     None => {
                         // Register the timer in the reactor.
-                        let id = Reactor::get().insert_timer(*when, cx.waker());
+                        let id = reactor_of(&mut this.reactor).insert_timer(*when, cx.waker());
                         this.id_and_waker = Some((id, cx.waker().clone()));
                     }
                     Some((id, w)) if !w.will_wake(cx.waker()) => {
                         // Deregister the timer from the reactor to remove the old waker.
-                        Reactor::get().remove_timer(*when, *id);
+                        reactor_of(&mut this.reactor).remove_timer(*when, *id);
 
                         // Register the timer in the reactor with the new waker.
-                        let id = Reactor::get().insert_timer(*when, cx.waker());
+                        let id = reactor_of(&mut this.reactor).insert_timer(*when, cx.waker());
                         this.id_and_waker = Some((id, cx.waker().clone()));
                     }
                     Some(_) => {}
@@ -685,7 +702,7 @@ impl<T: AsFd> Async<T> {
         let registration = unsafe { Registration::new(io.as_fd()) };
 
         Ok(Async {
-            source: Reactor::get().insert_io(registration)?,
+            source: Reactor::current().insert_io(registration)?,
             io: Some(io),
         })
     }
@@ -781,7 +798,7 @@ impl<T: AsSocket> Async<T> {
         let registration = unsafe { Registration::new(io.as_socket()) };
 
         Ok(Async {
-            source: Reactor::get().insert_io(registration)?,
+            source: Reactor::current().insert_io(registration)?,
             io: Some(io),
         })
     }
@@ -878,7 +895,7 @@ impl<T> Async<T> {
     /// ```
     pub fn into_inner(mut self) -> io::Result<T> {
         let io = self.io.take().unwrap();
-        Reactor::get().remove_io(&self.source)?;
+        self.source.reactor.remove_io(&self.source)?;
         Ok(io)
     }
 
@@ -1160,7 +1177,7 @@ impl<T> Drop for Async<T> {
     fn drop(&mut self) {
         if self.io.is_some() {
             // Deregister and ignore errors because destructors should not panic.
-            Reactor::get().remove_io(&self.source).ok();
+            self.source.reactor.remove_io(&self.source).ok();
 
             // Drop the I/O handle to close it.
             self.io.take();

@@ -51,7 +51,9 @@ const WRITE: usize = 1;
 
 /// The reactor.
 ///
-/// There is only one global instance of this type, accessible by [`Reactor::get()`].
+/// There is one global instance of this type, and one more for each thread
+/// that asked for its own with [`crate::use_own_reactor`] (patched,
+/// socksbalance); [`Reactor::current()`] gives the calling thread's.
 pub(crate) struct Reactor {
     /// Portable bindings to epoll/kqueue/event ports/IOCP.
     ///
@@ -93,26 +95,66 @@ pub(crate) struct Reactor {
     wakers: Mutex<Vec<Waker>>,
 }
 
+impl fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactor").finish_non_exhaustive()
+    }
+}
+
 /// Most wakers' room `wakers` keeps after a burst.
 const WAKERS_KEPT: usize = 256;
 
+thread_local! {
+    /// The calling thread's own reactor, if it asked for one (patched,
+    /// socksbalance; see `use_own_reactor`).
+    static OWN: std::cell::RefCell<Option<Arc<Reactor>>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Reactor {
-    /// Returns a reference to the reactor.
-    pub(crate) fn get() -> &'static Reactor {
-        static REACTOR: OnceLock<Reactor> = OnceLock::new();
+    /// A new reactor, not yet shared.
+    fn new() -> io::Result<Reactor> {
+        Ok(Reactor {
+            poller: Poller::new()?,
+            ticker: AtomicUsize::new(0),
+            sources: Mutex::new(Slab::new()),
+            events: Mutex::new(Events::new()),
+            timers: Mutex::new(BTreeMap::new()),
+            timer_ops: ConcurrentQueue::bounded(TIMER_QUEUE_SIZE),
+            wakers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Returns a reference to the global reactor, which the "async-io"
+    /// thread drives when no `block_on` does.
+    pub(crate) fn global() -> &'static Arc<Reactor> {
+        static REACTOR: OnceLock<Arc<Reactor>> = OnceLock::new();
 
         REACTOR.get_or_init(|| {
             crate::driver::init();
-            Reactor {
-                poller: Poller::new().expect("cannot initialize I/O event notification"),
-                ticker: AtomicUsize::new(0),
-                sources: Mutex::new(Slab::new()),
-                events: Mutex::new(Events::new()),
-                timers: Mutex::new(BTreeMap::new()),
-                timer_ops: ConcurrentQueue::bounded(TIMER_QUEUE_SIZE),
-                wakers: Mutex::new(Vec::new()),
-            }
+            Arc::new(Reactor::new().expect("cannot initialize I/O event notification"))
         })
+    }
+
+    /// Returns the calling thread's reactor: its own if it has one (patched,
+    /// socksbalance), else the global one. Sources and timers registered
+    /// from this thread go there, and stay there wherever they are polled.
+    pub(crate) fn current() -> Arc<Reactor> {
+        OWN.with(|own| own.borrow().clone()).unwrap_or_else(|| Arc::clone(Reactor::global()))
+    }
+
+    /// Whether the calling thread has a reactor of its own.
+    pub(crate) fn is_own() -> bool {
+        OWN.with(|own| own.borrow().is_some())
+    }
+
+    /// Gives the calling thread a reactor of its own (patched, socksbalance).
+    pub(crate) fn make_own() -> io::Result<()> {
+        if Reactor::is_own() {
+            return Ok(());
+        }
+        let reactor = Arc::new(Reactor::new()?);
+        OWN.with(|own| *own.borrow_mut() = Some(reactor));
+        Ok(())
     }
 
     /// Returns the current ticker.
@@ -121,7 +163,7 @@ impl Reactor {
     }
 
     /// Registers an I/O source in the reactor.
-    pub(crate) fn insert_io(&self, raw: Registration) -> io::Result<Arc<Source>> {
+    pub(crate) fn insert_io(self: &Arc<Self>, raw: Registration) -> io::Result<Arc<Source>> {
         // Create an I/O source for this file descriptor.
         let source = {
             let mut sources = self.sources.lock().unwrap();
@@ -130,6 +172,7 @@ impl Reactor {
                 registration: raw,
                 key,
                 state: Default::default(),
+                reactor: Arc::clone(self),
             });
             sources.insert(source.clone());
             source
@@ -397,6 +440,10 @@ pub(crate) struct Source {
 
     /// Inner state with registered wakers.
     state: Mutex<[Direction; 2]>,
+
+    /// The reactor this source is registered in (patched, socksbalance:
+    /// with a reactor per thread, not always the global one).
+    pub(crate) reactor: Arc<Reactor>,
 }
 
 /// A read or write direction.
@@ -475,7 +522,7 @@ impl Source {
             panic::catch_unwind(|| w.wake()).ok();
         }
         state[dir].waker = Some(cx.waker().clone());
-        state[dir].ticks = Some((Reactor::get().ticker(), state[dir].tick));
+        state[dir].ticks = Some((self.reactor.ticker(), state[dir].tick));
 
         // Update interest in this I/O handle.
         if was_empty {
@@ -488,7 +535,7 @@ impl Source {
             };
 
             // Register interest in it.
-            self.registration.modify(&Reactor::get().poller, event)?;
+            self.registration.modify(&self.reactor.poller, event)?;
         }
 
         Poll::Pending
@@ -651,7 +698,7 @@ impl<H: Borrow<crate::Async<T>> + Clone, T> Future for Ready<H, T> {
             None => {
                 let i = state[*dir].wakers.insert(None);
                 *index = Some(i);
-                *ticks = Some((Reactor::get().ticker(), state[*dir].tick));
+                *ticks = Some((handle.borrow().source.reactor.ticker(), state[*dir].tick));
                 i
             }
         };
@@ -672,7 +719,7 @@ impl<H: Borrow<crate::Async<T>> + Clone, T> Future for Ready<H, T> {
                 .borrow()
                 .source
                 .registration
-                .modify(&Reactor::get().poller, event)?;
+                .modify(&handle.borrow().source.reactor.poller, event)?;
         }
 
         Poll::Pending

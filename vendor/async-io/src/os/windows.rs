@@ -68,7 +68,7 @@ impl<T: AsHandle> Waitable<T> {
     /// ```
     pub fn new(handle: T) -> Result<Self> {
         Ok(Self(Async {
-            source: Reactor::get()
+            source: Reactor::current()
                 .insert_io(unsafe { Registration::new_waitable(handle.as_handle()) })?,
             io: Some(handle),
         }))
