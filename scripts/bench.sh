@@ -7,13 +7,18 @@
 #
 # Starts on 127.0.0.1 only: 4 microsocks backends, the target server of
 # examples/loadgen.rs, HAProxy (mode tcp, balance roundrobin over the same
-# backends), and socksbalance in transparent and in socks5 mode. DIRECT is
+# backends) with its default threads (one per core) and with one, and
+# socksbalance in transparent and in socks5 mode, with its default
+# `threads` (1) and with `threads: auto` (a thread per core). DIRECT is
 # one of the microsocks backends used on its own; FLOOR is
 # examples/floorproxy.rs, the least a TCP proxy can do (a thread per CPU,
 # like HAProxy), the connection rate and RTT any proxy could reach here.
 # Every measurement runs each configuration once per round, in a rotated
 # order, so that the noise of a shared 2-core machine falls on all of them
-# alike; the report gives medians. Then: socksbalance's footprint (idle
+# alike; the report gives medians. The connection rate is measured with
+# two load generators of different designs (loadgen: a blocking thread
+# per connection; examples/epollgen.rs: one thread, one poller), and with
+# each the proxy's CPU per connection. Then: socksbalance's footprint (idle
 # RSS, idle tunnels) and the same daemon with 1,000 backends configured.
 #
 # The verdicts (PASS/FAIL against the targets of docs/performance.md) are
@@ -31,7 +36,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --rounds) rounds="$2"; shift ;;
         --mib) mib="$2"; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -61,9 +66,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "== building (release)"
-cargo build --release --quiet --bin socksbalance --example loadgen --example floorproxy
+cargo build --release --quiet --bin socksbalance --example loadgen --example floorproxy --example epollgen
 SB=$PWD/target/release/socksbalance
 LG=$PWD/target/release/examples/loadgen
+EG=$PWD/target/release/examples/epollgen
 FLOOR=$PWD/target/release/examples/floorproxy
 
 # 10,000 idle tunnels need about 20,000 descriptors in the daemon and as
@@ -104,7 +110,8 @@ backend_ports=("$base" $((base + 1)) $((base + 2)) $((base + 3)))
 p_haproxy=$((base + 4)); p_sbt=$((base + 5)); p_sbs=$((base + 6))
 p_mem=$((base + 7)); p_scale=$((base + 8)); p_floor=$((base + 9)); p_sbh=$((base + 10))
 p_sbr=$((base + 11)); p_dante=$((base + 12)); p_sbu=$((base + 13))
-scale_first=$((base + 16)); scale_last=$((scale_first + scale_backends - 1))
+p_haproxy1=$((base + 14)); p_sbta=$((base + 15)); p_sbsa=$((base + 16))
+scale_first=$((base + 24)); scale_last=$((scale_first + scale_backends - 1))
 
 listening() { ss -Htln "sport = :$1" | grep -q .; }
 # Polls until port $1 listens (at most 10 s); $2 is the pid that should.
@@ -141,6 +148,10 @@ python3 scripts/testbed.py haproxy "$p_haproxy" "${backend_ports[@]}" > "$work/h
 start haproxy haproxy -db -f "$work/haproxy.cfg"
 haproxy_pid=$last_pid
 wait_port "$p_haproxy" "$haproxy_pid"
+python3 scripts/testbed.py haproxy "$p_haproxy1" "${backend_ports[@]}" --nbthread 1 > "$work/haproxy1.cfg"
+start haproxy1 haproxy -db -f "$work/haproxy1.cfg"
+haproxy1_pid=$last_pid
+wait_port "$p_haproxy1" "$haproxy1_pid"
 
 floor_backends=()
 for p in "${backend_ports[@]}"; do floor_backends+=("127.0.0.1:$p"); done
@@ -160,6 +171,15 @@ wait_port "$p_sbt" "$sbt_pid"
 start sbs "$SB" -c "$work/sbs.yaml"
 sbs_pid=$last_pid
 wait_port "$p_sbs" "$sbs_pid"
+# The same two with `threads: auto` (sbt/sbs have the default, 1).
+python3 scripts/testbed.py socksbalance "$p_sbta" transparent "${backend_ports[@]}" --threads auto > "$work/sbta.yaml"
+python3 scripts/testbed.py socksbalance "$p_sbsa" socks5 "${backend_ports[@]}" --threads auto > "$work/sbsa.yaml"
+start sbta "$SB" -c "$work/sbta.yaml"
+sbta_pid=$last_pid
+wait_port "$p_sbta" "$sbta_pid"
+start sbsa "$SB" -c "$work/sbsa.yaml"
+sbsa_pid=$last_pid
+wait_port "$p_sbsa" "$sbsa_pid"
 
 # UDP: Dante (UDP-capable, as microsocks is not) alone, and a socks5-mode
 # daemon with Dante as its one backend ("sbu"), both to loadgen's UDP echo.
@@ -197,6 +217,8 @@ fi
 sleep 1
 idle_rss_sbs=$(rss "$sbs_pid" VmRSS:)
 idle_rss_sbt=$(rss "$sbt_pid" VmRSS:)
+idle_rss_sbsa=$(rss "$sbsa_pid" VmRSS:)
+idle_rss_sbta=$(rss "$sbta_pid" VmRSS:)
 idle_rss_haproxy=$(rss "$haproxy_pid" VmRSS:)
 
 # "sbr": loadgen connects from 127.0.0.3 straight to the target, and an
@@ -218,41 +240,64 @@ fi
 
 results="$work/results"
 : > "$results"
-names=(direct haproxy floor sbt sbs)
+# Bulk transfers go through these; the connection rate and the echo RTT
+# also through HAProxy with one thread (haproxy1), for the CPU per
+# connection at equal threads: haproxy1 against sbt/sbs, haproxy against
+# sbta/sbsa.
+names=(direct haproxy floor sbt sbs sbta sbsa)
+rate_names=(direct haproxy haproxy1 floor sbt sbs sbta sbsa)
 declare -A addr=([direct]="127.0.0.1:${backend_ports[0]}" [haproxy]="127.0.0.1:$p_haproxy"
-                 [floor]="127.0.0.1:$p_floor" [sbt]="127.0.0.1:$p_sbt" [sbs]="127.0.0.1:$p_sbs")
-declare -A pid=([direct]=$direct_pid [haproxy]=$haproxy_pid [floor]=$floor_pid [sbt]=$sbt_pid [sbs]=$sbs_pid)
-# The order of round $1: rotated, so no configuration always goes first.
-order() { local r=$1 i n=${#names[@]}; for ((i = 0; i < n; i++)); do echo "${names[$(( (i + r) % n ))]}"; done; }
+                 [haproxy1]="127.0.0.1:$p_haproxy1" [floor]="127.0.0.1:$p_floor"
+                 [sbt]="127.0.0.1:$p_sbt" [sbs]="127.0.0.1:$p_sbs"
+                 [sbta]="127.0.0.1:$p_sbta" [sbsa]="127.0.0.1:$p_sbsa")
+declare -A pid=([direct]=$direct_pid [haproxy]=$haproxy_pid [haproxy1]=$haproxy1_pid [floor]=$floor_pid
+                [sbt]=$sbt_pid [sbs]=$sbs_pid [sbta]=$sbta_pid [sbsa]=$sbsa_pid)
+# The order of round $1 over the names after it: rotated, so no
+# configuration always goes first.
+order() { local r=$1 i; shift; local list=("$@") n=$#; for ((i = 0; i < n; i++)); do echo "${list[$(( (i + r) % n ))]}"; done; }
 run() { # run TEST NAME loadgen-args...: one measurement line into $results
     local test=$1 name=$2 out; shift 2
     out=$("$LG" "$@") || die "$test through $name failed: $out"
     echo "$test $name $out" >> "$results"
+}
+# CPU ticks (user + system) of process $1 so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rate_run() { # rate_run TEST NAME PID GENERATOR PROXY: 32 clients for rate_secs, and the proxy's CPU
+    local test=$1 name=$2 p=$3 gen=$4 proxy=$5 before out
+    before=$(ticks "$p")
+    out=$("$gen" rate "$proxy" "$target" 32 "$rate_secs") || die "$test through $name failed: $out"
+    echo "$test $name $out cpu_ticks=$(( $(ticks "$p") - before ))" >> "$results"
 }
 
 echo "== bulk: $rounds round(s) x ${#names[@]} configurations, $mib MiB per run"
 for r in $(seq 1 "$rounds"); do
     for streams in 1 4; do
         for dir in down up; do
-            for n in $(order "$r"); do
+            for n in $(order "$r" "${names[@]}"); do
                 run "bulk_${dir}_$streams" "$n" bulk "${addr[$n]}" "$target" "$streams" "$dir" "$mib" "${pid[$n]}"
             done
         done
     done
 done
 
-echo "== connection rate: $rounds round(s) x ${rate_secs} s, 32 concurrent"
+# epollgen takes loadgen's command line for `rate`, without the word.
+epollgen() { shift; "$EG" "$@"; }
+echo "== connection rate: $rounds round(s) x ${rate_secs} s, 32 concurrent, loadgen and epollgen"
 for r in $(seq 1 "$rounds"); do
-    for n in $(order "$r"); do run rate "$n" rate "${addr[$n]}" "$target" 32 "$rate_secs"; done
+    for n in $(order "$r" "${rate_names[@]}"); do
+        rate_run rate "$n" "${pid[$n]}" "$LG" "${addr[$n]}"
+        rate_run rate2 "$n" "${pid[$n]}" epollgen "${addr[$n]}"
+    done
     # HTTP CONNECT on the socks5-mode daemon's HTTP port, in the same round.
-    run rate sbh rate "http://127.0.0.1:$p_sbh" "$target" 32 "$rate_secs"
+    rate_run rate sbh "$sbs_pid" "$LG" "http://127.0.0.1:$p_sbh"
+    rate_run rate2 sbh "$sbs_pid" epollgen "http://127.0.0.1:$p_sbh"
     # Redirected connections to the same daemon's gateway listener.
-    [ "$redirecting" = 0 ] || run rate sbr rate "redirect://127.0.0.3" "$target" 32 "$rate_secs"
+    [ "$redirecting" = 0 ] || rate_run rate sbr "$sbs_pid" "$LG" "redirect://127.0.0.3"
 done
 
 echo "== echo RTT: $rounds round(s) x $rtt_count round trips"
 for r in $(seq 1 "$rounds"); do
-    for n in $(order "$r"); do run rtt "$n" rtt "${addr[$n]}" "$target" "$rtt_count"; done
+    for n in $(order "$r" "${rate_names[@]}"); do run rtt "$n" rtt "${addr[$n]}" "$target" "$rtt_count"; done
 done
 
 if [ "$udp_ok" = 1 ]; then
@@ -266,11 +311,13 @@ if [ "$udp_ok" = 1 ]; then
     done
 fi
 
-for n in haproxy sbt sbs; do
+for n in haproxy sbt sbs sbta sbsa; do
     echo "peak $n kib=$(rss "${pid[$n]}" VmHWM:)" >> "$results"
 done
 echo "idle_rss sbs kib=$idle_rss_sbs" >> "$results"
 echo "idle_rss sbt kib=$idle_rss_sbt" >> "$results"
+echo "idle_rss sbsa kib=$idle_rss_sbsa" >> "$results"
+echo "idle_rss sbta kib=$idle_rss_sbta" >> "$results"
 echo "idle_rss haproxy kib=$idle_rss_haproxy" >> "$results"
 
 # ------------------------------------------------------------ idle tunnels

@@ -3,7 +3,7 @@
 that scripts/bench.sh and scripts/rate_profile.py measure the same ones.
 
     testbed.py haproxy PORT BACKEND_PORT... [--nbthread N]
-    testbed.py socksbalance PORT MODE BACKEND_PORT... [--threads N]
+    testbed.py socksbalance PORT MODE BACKEND_PORT... [--threads N|auto]
 
 print HAProxy's configuration (mode tcp, balance roundrobin, no health
 checks; without --nbthread, HAProxy's default of a thread per CPU) or
@@ -46,7 +46,7 @@ def main():
     sb.add_argument("port", type=int)
     sb.add_argument("mode", choices=("transparent", "socks5"))
     sb.add_argument("backends", type=int, nargs="+")
-    sb.add_argument("--threads", type=int)
+    sb.add_argument("--threads", help="a number, or auto")
     args = ap.parse_args()
     if args.proxy == "haproxy":
         print(haproxy_config(args.port, args.backends, args.nbthread), end="")

@@ -2,7 +2,8 @@
 //! events are taken by the thread that runs the tasks they wake, not by
 //! async-io's helper thread, which would cost a thread switch per event.
 //! Also: when the thread holding the reactor leaves `block_on`, the other
-//! threads' I/O still goes on.
+//! threads' I/O still goes on; and with several executor threads, each
+//! has its own reactor and serves its own share of the connections.
 //!
 //! Linux only: the helper thread's wake-ups are read from
 //! /proc/self/task/*/status. Each test runs alone in this binary's
@@ -108,6 +109,86 @@ fn the_daemons_executor_thread_takes_its_own_io_events() {
         idle <= 10,
         "async-io's helper thread switched {idle} times in {window:?} of idleness (allowed 10)"
     );
+}
+
+/// CPU ticks (user + system) of each executor thread of process `pid`:
+/// the threads named "socksbalance" or "socksbalance-N", not the main
+/// thread (which carries the binary's name too).
+fn executor_ticks(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let tid: u32 = task.file_name().to_string_lossy().parse().unwrap();
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if tid == pid || !(comm == "socksbalance" || comm.starts_with("socksbalance-")) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+        // After the ")" that ends the name: state is field 3, utime 14.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        out.push((comm.to_owned(), ticks));
+    }
+    out.sort();
+    out
+}
+
+/// The epoll instances process `pid` holds.
+fn epolls(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:[eventpoll]")
+        })
+        .count()
+}
+
+#[test]
+fn each_executor_thread_accepts_and_serves_its_own_share() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let backend = support::Backend::start(support::Behaviour::Proxy);
+    let target = support::echo_server("127.0.0.1:0");
+    let daemon = support::Running::start(
+        "threads",
+        &format!("{}mode: socks5\nthreads: 2\nbackends:\n{}", support::LISTEN, backend.yaml("b")),
+        &[],
+    );
+    let (proxy, pid) = (daemon.addr, daemon.pid());
+    let dest = support::Dest::Ip(target);
+    support::assert_echo(proxy, &dest, None);
+    // A reactor each (the global one may exist too, for the signals).
+    let polls = epolls(pid);
+    assert!((2..=3).contains(&polls), "{polls} epoll instances for 2 executor threads");
+    let before = executor_ticks(pid);
+    assert_eq!(before.len(), 2, "executor threads: {before:?}");
+    let helper_before = helper_switches(pid);
+    const CLIENTS: usize = 32;
+    const TUNNELS: usize = CLIENTS * 40;
+    thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                for _ in 0..TUNNELS / CLIENTS {
+                    support::assert_echo(proxy, &dest, None);
+                }
+            });
+        }
+    });
+    let after = executor_ticks(pid);
+    let used: Vec<u64> = after.iter().zip(&before).map(|((_, a), (_, b))| a - b).collect();
+    let all: u64 = used.iter().sum();
+    eprintln!("executor threads' CPU ticks for {TUNNELS} tunnels: {used:?}");
+    // The kernel spreads connections over the two listeners by their
+    // ports; each thread then runs what it accepted. One thread doing
+    // nearly all of it means one listener, or tasks handed over.
+    assert!(all >= 10, "too little CPU to judge: {used:?}");
+    for (name, ticks) in after.iter().map(|(n, _)| n).zip(&used) {
+        assert!(*ticks * 100 >= all * 15, "{name} did {ticks} of {all} ticks: {used:?}");
+    }
+    // Nothing goes through async-io's helper thread either.
+    if let (Some(b), Some(a)) = (helper_before, helper_switches(pid)) {
+        assert!(a - b <= 60, "async-io's helper thread switched {} times", a - b);
+    }
 }
 
 #[test]

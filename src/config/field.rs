@@ -615,7 +615,11 @@ mod tests {
         let web = r.web.unwrap();
         assert_eq!(web.username.as_deref(), Some("0123"), "a name that looks like a number stays as written");
         assert_eq!(web.password.unwrap().expose(), "0x10");
-        assert_eq!(r.threads, Some(2), "an integer in hex is an integer");
+        assert_eq!(
+            r.threads,
+            Some(crate::config::values::RawThreads::Count(2)),
+            "an integer in hex is an integer"
+        );
         let b = &r.backends.unwrap()[0];
         assert_eq!((b.name.as_deref(), b.weight), (Some("yes"), Some(3)));
     }

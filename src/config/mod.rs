@@ -557,7 +557,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Executor threads; `None` lets the daemon choose
     /// ([`Config::executor_threads`]).
-    pub threads: Option<NonZeroU32>,
+    pub threads: Option<Threads>,
     /// Client addresses that may connect; others are closed at once.
     pub allow: Vec<Cidr>,
     /// Destinations refused with "not allowed by ruleset": the configured
@@ -599,17 +599,41 @@ fn read_bounded(key: &str, path: &std::path::Path, limit: u64) -> Result<String,
     Ok(text)
 }
 
-/// Executor threads when `threads` is not set. One: against two on a
-/// 2-core machine it answers sooner and uses less CPU per byte (no tasks
-/// handed between threads), while two accept more connections per second
-/// (measured in docs/performance.md, "Executor threads").
-pub const DEFAULT_THREADS: u32 = 1;
+/// `threads:` as written: a number of executor threads, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// One per core, at most [`AUTO_THREADS_MAX`].
+    Auto,
+    Count(NonZeroU32),
+}
+
+impl std::fmt::Display for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threads::Auto => f.write_str("auto"),
+            Threads::Count(n) => n.fmt(f),
+        }
+    }
+}
+
+/// Most threads `threads: auto` starts, however many cores there are.
+pub const AUTO_THREADS_MAX: usize = 4;
+
+/// Executor threads when `threads` is not set (docs/performance.md, "A
+/// reactor per thread").
+pub const DEFAULT_THREADS: Threads = Threads::Count(NonZeroU32::MIN);
 
 impl Config {
     /// The number of executor threads to run: `threads`, or
-    /// [`DEFAULT_THREADS`].
+    /// [`DEFAULT_THREADS`]; `auto` is the cores this process may use
+    /// (affinity and cgroup limits count), at most [`AUTO_THREADS_MAX`].
     pub fn executor_threads(&self) -> usize {
-        self.threads.map_or(DEFAULT_THREADS, NonZeroU32::get) as usize
+        match self.threads.unwrap_or(DEFAULT_THREADS) {
+            Threads::Count(n) => n.get() as usize,
+            Threads::Auto => {
+                std::thread::available_parallelism().map_or(1, |n| n.get()).min(AUTO_THREADS_MAX)
+            }
+        }
     }
 
     /// Parses and validates a YAML document.
@@ -923,15 +947,23 @@ mod tests {
     }
 
     #[test]
-    fn threads_default_to_one_and_are_bounded() {
+    fn threads_are_a_count_or_auto_and_bounded() {
         let c = Config::from_yaml(ONE).unwrap();
-        assert_eq!((c.threads, c.executor_threads()), (None, DEFAULT_THREADS as usize));
+        assert_eq!(c.threads, None);
+        let default = Config::from_yaml(&format!("{ONE}threads: {DEFAULT_THREADS}\n")).unwrap();
+        assert_eq!(c.executor_threads(), default.executor_threads(), "not set is the default");
         let c = Config::from_yaml(&format!("{ONE}threads: 4\n")).unwrap();
         assert_eq!(c.executor_threads(), 4);
-        for bad in ["0", "65", "-1", "two"] {
+        let c = Config::from_yaml(&format!("{ONE}threads: auto\n")).unwrap();
+        assert_eq!(c.threads, Some(Threads::Auto));
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.executor_threads(), cores.min(AUTO_THREADS_MAX));
+        for bad in ["0", "65", "-1", "two", "Auto", "[2]"] {
             let e = Config::from_yaml(&format!("{ONE}threads: {bad}\n")).unwrap_err();
             assert!(e.to_string().contains("threads"), "{bad}: {e}");
         }
+        let e = Config::from_yaml(&format!("{ONE}threads: 0\n")).unwrap_err();
+        assert!(e.to_string().contains("must be 1 to 64, or auto"), "{e}");
     }
 
     #[test]

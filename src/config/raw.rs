@@ -15,7 +15,7 @@
 use std::fmt;
 
 use super::field::{self, Field, Stop, Values, Want};
-use super::values::{Strings, Tiers};
+use super::values::{RawThreads, Strings, Tiers};
 use super::{
     Algorithm, BackendAddr, Cidr, DestRule, GoDuration, ListenAddr, ListenEntry, LogFormat, LogLevel, Mode,
     OneOrMany, ProbeUrl, Secret, StickyKey,
@@ -86,7 +86,7 @@ raw! {
         auth: RawAuth,
         limits: RawLimits,
         shutdown_timeout: GoDuration,
-        threads: u32,
+        threads: RawThreads,
         allow: Vec<Cidr>,
         deny_destinations: Vec<DestRule>,
         sniff: bool,

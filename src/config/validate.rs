@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::raw::{RawAuth, RawBackend, RawConfig};
+use super::values::RawThreads;
 use super::*;
 
 /// The longest interface name Linux accepts (IFNAMSIZ minus the NUL).
@@ -303,8 +304,11 @@ pub(super) fn validate(raw: RawConfig, base: Option<&std::path::Path>) -> Result
     };
     let threads = match raw.threads {
         None => None,
-        Some(n @ 1..=MAX_THREADS) => NonZeroU32::new(n),
-        Some(_) => return Err(ConfigError::at("threads", format!("must be 1 to {MAX_THREADS}"))),
+        Some(RawThreads::Auto) => Some(Threads::Auto),
+        Some(RawThreads::Count(n @ 1..=MAX_THREADS)) => NonZeroU32::new(n).map(Threads::Count),
+        Some(RawThreads::Count(_)) => {
+            return Err(ConfigError::at("threads", format!("must be 1 to {MAX_THREADS}, or auto")))
+        }
     };
     if auth.is_none() {
         // A gateway listener is no open proxy: it serves only connections

@@ -80,6 +80,25 @@ impl FromStr for GoDuration {
     }
 }
 
+/// `threads:` as written: a count (checked later), or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawThreads {
+    Auto,
+    Count(u32),
+}
+
+impl Leaf for RawThreads {
+    const TEXT: bool = false;
+    const EXPECTING: &'static str = "a number of threads, or auto";
+    fn from_scalar(s: Scalar<'_>) -> Result<Self, String> {
+        match s {
+            Scalar::Text("auto") => Ok(RawThreads::Auto),
+            Scalar::Unsigned(_) | Scalar::Signed(_) => u32::from_scalar(s).map(RawThreads::Count),
+            other => Err(other.wrong(Self::EXPECTING)),
+        }
+    }
+}
+
 impl Leaf for GoDuration {
     const TEXT: bool = false;
     const EXPECTING: &'static str = "a duration such as 10s, 2000ms or 15m";

@@ -1177,7 +1177,9 @@ impl<T> Drop for Async<T> {
     fn drop(&mut self) {
         if self.io.is_some() {
             // Deregister and ignore errors because destructors should not panic.
-            self.source.reactor.remove_io(&self.source).ok();
+            // (socksbalance patch: the descriptor closes next, see
+            // `remove_io_closing`.)
+            self.source.reactor.remove_io_closing(&self.source).ok();
 
             // Drop the I/O handle to close it.
             self.io.take();

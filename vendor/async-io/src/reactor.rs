@@ -195,6 +195,23 @@ impl Reactor {
         source.registration.delete(&self.poller)
     }
 
+    /// Deregisters an I/O source whose descriptor is about to be closed
+    /// (socksbalance patch). On Linux, closing the last descriptor of a
+    /// file takes it out of every epoll set, so `EPOLL_CTL_DEL` is a system
+    /// call for nothing: only the source is forgotten. Should the file live
+    /// on in a duplicate descriptor, its registration, disarmed after its
+    /// one-shot event, can report once more under a key that is then
+    /// unused or another source's, which costs that source a spurious wake
+    /// (async-io retries the operation). Elsewhere the same as `remove_io`.
+    pub(crate) fn remove_io_closing(&self, source: &Source) -> io::Result<()> {
+        if cfg!(any(target_os = "linux", target_os = "android")) {
+            self.sources.lock().unwrap().remove(source.key);
+            Ok(())
+        } else {
+            self.remove_io(source)
+        }
+    }
+
     /// Registers a timer in the reactor.
     ///
     /// Returns the inserted timer's ID.
@@ -215,9 +232,22 @@ impl Reactor {
         }
 
         // Notify that a timer has been inserted.
-        self.notify();
+        //
+        // socksbalance patch: not when this thread owns the reactor. Then
+        // nobody waits in it now (its one driver is here, running a task),
+        // and its next `react` takes the timer into account before it
+        // waits; a notification would only cost an eventfd write, and an
+        // extra wake-up with its read and re-arm.
+        if !self.is_owned_here() {
+            self.notify();
+        }
 
         id
+    }
+
+    /// Whether this is the calling thread's own reactor (socksbalance patch).
+    fn is_owned_here(&self) -> bool {
+        OWN.with(|own| own.borrow().as_ref().is_some_and(|r| std::ptr::eq(Arc::as_ptr(r), self)))
     }
 
     /// Deregisters a timer from the reactor.
