@@ -619,8 +619,8 @@ impl std::fmt::Display for Threads {
 /// Most threads `threads: auto` starts, however many cores there are.
 pub const AUTO_THREADS_MAX: usize = 4;
 
-/// Executor threads when `threads` is not set (docs/performance.md, "A
-/// reactor per thread").
+/// Executor threads when `threads` is not set: one, as `auto` did not win
+/// every row of scripts/bench.sh (docs/performance.md, "Executor threads").
 pub const DEFAULT_THREADS: Threads = Threads::Count(NonZeroU32::MIN);
 
 impl Config {
