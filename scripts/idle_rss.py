@@ -5,10 +5,12 @@ once with the dashboard, waits until every port it should listen on
 accepts (polling, no fixed sleep), then samples VmRSS from /proc for a
 second of idleness and reports the highest figure against the budget.
 
-Usage: idle_rss.py [BINARY] [--check]
-  BINARY   default: the static x86_64 musl build in dist/ (scripts/build.sh
-           --local x86_64-unknown-linux-musl makes it)
-  --check  exit 1 if a configuration is over budget
+Usage: idle_rss.py [BINARY] [--threads N|auto] [--check]
+  BINARY     default: the static x86_64 musl build in dist/ (scripts/build.sh
+             --local x86_64-unknown-linux-musl makes it)
+  --threads  the config's `threads:` (default: not set, so the daemon's
+             default)
+  --check    exit 1 if a configuration is over budget
 
 Everything listens on 127.0.0.1, on free ports below 32768 (above that is
 the ephemeral range here). Standard library only.
@@ -48,11 +50,13 @@ def status(pid):
     return rss, threads
 
 
-def run(binary, dashboard):
+def run(binary, dashboard, threads_setting):
     """Returns (peak VmRSS kB, threads) once idle, or raises."""
     for _attempt in range(5):
         ports = [free_port()] + ([free_port()] if dashboard else [])
         config = f'listen: "127.0.0.1:{ports[0]}"\nmode: socks5\nbackends:\n  - direct: true\n'
+        if threads_setting:
+            config += f"threads: {threads_setting}\n"
         if dashboard:
             config += f'web:\n  enabled: true\n  listen: "127.0.0.1:{ports[1]}"\n'
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
@@ -91,17 +95,19 @@ def run(binary, dashboard):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("binary", nargs="?", default=default_binary())
+    ap.add_argument("--threads", help="the config's threads: (a count or auto)")
     ap.add_argument("--check", action="store_true", help="exit 1 if over budget")
     args = ap.parse_args()
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} not found; build it: scripts/build.sh --local x86_64-unknown-linux-musl")
 
-    print(f"binary: {args.binary} ({os.path.getsize(args.binary):,} bytes)")
+    print(f"binary: {args.binary} ({os.path.getsize(args.binary):,} bytes)"
+          f"{f', threads: {args.threads}' if args.threads else ''}")
     print(f"{'config':<36} {'VmRSS kB':>9} {'threads':>8}  vs {BUDGET_KB} kB")
     over = False
     for label, dashboard in (("one direct backend, no dashboard", False),
                              ("the same with the dashboard", True)):
-        rss, threads = run(args.binary, dashboard)
+        rss, threads = run(args.binary, dashboard, args.threads)
         over |= rss > BUDGET_KB
         print(f"{label:<36} {rss:>9} {threads:>8}  {rss - BUDGET_KB:+d}"
               f"{'  OVER' if rss > BUDGET_KB else ''}")
