@@ -279,8 +279,12 @@ async fn copy(
     mut total: u64,
 ) -> (u64, Option<io::ErrorKind>) {
     let mut buffer: Option<Vec<u8>> = None;
+    // Whether the last read said `WouldBlock`. Not so before the first
+    // wait, which follows the handshake's reads, nor after a short read,
+    // which may have left a FIN behind the bytes it took.
+    let mut drained = false;
     loop {
-        if let Err(e) = readable_or_release(from, || buffer = None).await {
+        if let Err(e) = readable_or_release(from, drained, || buffer = None).await {
             return (total, Some(abort(from, to, e)));
         }
         let buf = buffer.get_or_insert_with(|| vec![0u8; BUFFER_SIZE]);
@@ -292,7 +296,10 @@ async fn copy(
                 }
                 Ok(n) => n,
                 // Drained: give the buffer back and wait again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return (total, Some(abort(from, to, e))),
             };
@@ -302,10 +309,11 @@ async fn copy(
             total += n as u64;
             counter.add(n as u64);
             activity.fetch_add(1, Ordering::Relaxed);
-            // A short read took all there was: wait instead of asking
-            // again for an EAGAIN (one syscall less per message; the
-            // reactor reports data that came in meanwhile at once).
+            // A short read took all the bytes there were: wait instead of
+            // asking again for an EAGAIN (one syscall less per message).
+            // A FIN may be behind them, so the wait has the kernel look.
             if n < buf.len() {
+                drained = false;
                 break;
             }
         }
@@ -315,14 +323,29 @@ async fn copy(
 /// Waits until `from` is readable. Busy (readable again at once), the
 /// direction keeps what it moves data with; otherwise `release` gives that
 /// back before the wait, so an idle direction holds no buffer or pipe.
-async fn readable_or_release(from: &Async<TcpStream>, release: impl FnOnce()) -> io::Result<()> {
-    match smol::future::poll_once(from.readable()).await {
-        Some(ready) => ready,
-        None => {
-            release();
-            from.readable().await
+///
+/// After a drain (`WouldBlock`) the wait is for the next event,
+/// `poll_readable`, which on the daemon's edge-triggered reactors costs no
+/// system call; otherwise `readable`, which has the kernel look again if
+/// bytes or a FIN may be waiting (vendor/README.md, "Edge-triggered").
+async fn readable_or_release(
+    from: &Async<TcpStream>,
+    drained: bool,
+    mut release: impl FnMut(),
+) -> io::Result<()> {
+    // Left unpolled, so unregistered, when `drained`.
+    let mut level = from.readable();
+    future::poll_fn(move |cx| {
+        let ready = match drained {
+            true => from.poll_readable(cx),
+            false => std::pin::Pin::new(&mut level).poll(cx),
+        };
+        if ready.is_pending() {
+            release(); // again, it finds nothing left to give back
         }
-    }
+        ready
+    })
+    .await
 }
 
 fn abort(a: &Async<TcpStream>, b: &Async<TcpStream>, e: io::Error) -> io::ErrorKind {
@@ -437,15 +460,19 @@ mod splice {
         let mut total = 0u64;
         let mut pipe: Option<Pipe> = None;
         let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        // As in `copy`: the first wait may follow bytes the handshake left;
+        // every later one follows an EAGAIN.
+        let mut drained = false;
         loop {
             let release = || {
                 if let Some(p) = pipe.take() {
                     give_back(p);
                 }
             };
-            if let Err(e) = readable_or_release(from, release).await {
+            if let Err(e) = readable_or_release(from, drained, release).await {
                 return Ended::Done(total, Some(abort(from, to, e)));
             }
+            drained = true;
             let p = match &pipe {
                 Some(p) => p,
                 None => match take() {
@@ -482,7 +509,7 @@ mod splice {
                     match rustix::pipe::splice(&p.read, None, to.get_ref(), None, left, flags) {
                         Ok(m) => left -= m,
                         Err(rustix::io::Errno::AGAIN) => {
-                            if let Err(e) = to.writable().await {
+                            if let Err(e) = future::poll_fn(|cx| to.poll_writable(cx)).await {
                                 return Ended::Done(total, Some(abort(from, to, e)));
                             }
                         }
@@ -495,10 +522,13 @@ mod splice {
                 total += n as u64;
                 counter.add(n as u64);
                 activity.fetch_add(1, Ordering::Relaxed);
-                // A short splice took all there was (as in `copy`).
-                if n < PIPE_SIZE {
-                    break;
-                }
+                // Unlike a short read (`copy`), a short splice may leave
+                // bytes behind: the pipe holds one socket buffer per slot,
+                // and small segments fill its 64 slots with far less than
+                // PIPE_SIZE. Level-triggered, the wait would report them at
+                // once; the daemon's reactors are edge-triggered
+                // (vendor/README.md) and report only what comes next, so
+                // the loop splices on until EAGAIN.
             }
         }
     }
@@ -568,6 +598,9 @@ mod tests {
             s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         }
         let relay = thread::spawn(move || {
+            // As on the daemon's executor threads: a reactor of its own,
+            // so on Linux edge-triggered sources (vendor/README.md).
+            async_io::use_own_reactor().unwrap();
             #[cfg(target_os = "linux")]
             splice::SPLICES_LEFT.set(splices);
             #[cfg(not(target_os = "linux"))]

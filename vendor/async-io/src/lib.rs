@@ -1048,7 +1048,7 @@ impl<T> Async<T> {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 res => return res,
             }
-            optimistic(self.readable()).await?;
+            optimistic(Source::readable_drained(self)).await?;
         }
     }
 
@@ -1088,7 +1088,7 @@ impl<T> Async<T> {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 res => return res,
             }
-            optimistic(self.readable()).await?;
+            optimistic(Source::readable_drained(self)).await?;
         }
     }
 
@@ -1122,7 +1122,7 @@ impl<T> Async<T> {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 res => return res,
             }
-            optimistic(self.writable()).await?;
+            optimistic(Source::writable_drained(self)).await?;
         }
     }
 
@@ -1162,7 +1162,7 @@ impl<T> Async<T> {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 res => return res,
             }
-            optimistic(self.writable()).await?;
+            optimistic(Source::writable_drained(self)).await?;
         }
     }
 }

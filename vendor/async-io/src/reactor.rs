@@ -164,6 +164,10 @@ impl Reactor {
 
     /// Registers an I/O source in the reactor.
     pub(crate) fn insert_io(self: &Arc<Self>, raw: Registration) -> io::Result<Arc<Source>> {
+        // socksbalance patch: on Linux, a source of the calling thread's own
+        // reactor is registered edge-triggered (see `Source::edge`).
+        let edge = cfg!(any(target_os = "linux", target_os = "android")) && self.is_owned_here();
+
         // Create an I/O source for this file descriptor.
         let source = {
             let mut sources = self.sources.lock().unwrap();
@@ -173,13 +177,21 @@ impl Reactor {
                 key,
                 state: Default::default(),
                 reactor: Arc::clone(self),
+                edge,
             });
             sources.insert(source.clone());
             source
         };
 
         // Register the file descriptor.
-        if let Err(err) = source.registration.add(&self.poller, source.key) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let added = match edge {
+            true => source.registration.add_edge(&self.poller, source.key),
+            false => source.registration.add(&self.poller, source.key),
+        };
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let added = source.registration.add(&self.poller, source.key);
+        if let Err(err) = added {
             let mut sources = self.sources.lock().unwrap();
             sources.remove(source.key);
             return Err(err);
@@ -407,14 +419,16 @@ impl ReactorLock<'_> {
                         for &(dir, emitted) in &[(WRITE, ev.writable), (READ, ev.readable)] {
                             if emitted {
                                 state[dir].tick = tick;
+                                state[dir].edge_seen = source.edge;
                                 state[dir].drain_into(&mut wakers);
                             }
                         }
 
                         // Re-register if there are still writers or readers. This can happen if
                         // e.g. we were previously interested in both readability and writability,
-                        // but only one of them was emitted.
-                        if !state[READ].is_empty() || !state[WRITE].is_empty() {
+                        // but only one of them was emitted. (socksbalance patch: an
+                        // edge-triggered source stays registered for both.)
+                        if !source.edge && (!state[READ].is_empty() || !state[WRITE].is_empty()) {
                             // Create the event that we are interested in.
                             let event = {
                                 let mut event = Event::none(source.key);
@@ -474,6 +488,18 @@ pub(crate) struct Source {
     /// The reactor this source is registered in (patched, socksbalance:
     /// with a reactor per thread, not always the global one).
     pub(crate) reactor: Arc<Reactor>,
+
+    /// Registered edge-triggered, for both directions, once (socksbalance
+    /// patch; Linux, sources of a thread's own reactor). A one-shot source
+    /// is re-armed with an `epoll_ctl` every time a task waits on it, some
+    /// ten times per proxied connection; this one reports every change
+    /// without it. The kernel reports a change once: a wait after a drain
+    /// (`poll_readable`, `poll_writable`, `read_with`, `write_with`, and
+    /// async-io's reads and writes, which wait after `WouldBlock`) needs
+    /// nothing more; `readable()` and `writable()` keep their meaning, "until
+    /// an operation would not block", by having the kernel look again when
+    /// an event came since the last such wait (`Source::arm`).
+    edge: bool,
 }
 
 /// A read or write direction.
@@ -492,6 +518,10 @@ struct Direction {
     ///
     /// Registered by `Async::readable()` and `Async::writable()`.
     wakers: Slab<Option<Waker>>,
+
+    /// An edge-triggered source's event came since the last wait after a
+    /// drain (socksbalance patch; see `Source::edge` and `Source::arm`).
+    edge_seen: bool,
 }
 
 impl Direction {
@@ -554,7 +584,36 @@ impl Source {
         state[dir].waker = Some(cx.waker().clone());
         state[dir].ticks = Some((self.reactor.ticker(), state[dir].tick));
 
-        // Update interest in this I/O handle.
+        // Update interest in this I/O handle. (socksbalance patch: upstream
+        // documents `poll_readable` and `poll_writable` as waiting for an
+        // event after the last `Pending`; async-io's own I/O calls them after
+        // an operation said `WouldBlock`: a wait after a drain.)
+        self.arm(&mut state, dir, was_empty, true)?;
+
+        Poll::Pending
+    }
+
+    /// Makes sure the waiter just registered for `dir` hears of the next
+    /// event (socksbalance patch: split out of `poll_ready` and `Ready`,
+    /// which repeated it, for edge-triggered sources).
+    fn arm(&self, state: &mut [Direction; 2], dir: usize, was_empty: bool, drained: bool) -> io::Result<()> {
+        if self.edge {
+            // Registered for both directions for good (see `Source::edge`).
+            // After a drain the next event is all there is to wait for. A
+            // wait without one needs the kernel to look again if an event
+            // came since the last drain (bytes may be waiting that no
+            // edge will report), and so does any wait on a thread whose
+            // reactor is not this one (its `react` may take an event between
+            // the drain and this registration).
+            if !self.reactor.is_owned_here() || (!drained && state[dir].edge_seen) {
+                state[dir].edge_seen = false;
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                self.registration.modify_edge(&self.reactor.poller, self.key)?;
+            } else if drained {
+                state[dir].edge_seen = false;
+            }
+            return Ok(());
+        }
         if was_empty {
             // Create the event that we are interested in.
             let event = {
@@ -567,8 +626,7 @@ impl Source {
             // Register interest in it.
             self.registration.modify(&self.reactor.poller, event)?;
         }
-
-        Poll::Pending
+        Ok(())
     }
 
     /// Waits until the I/O source is readable.
@@ -591,13 +649,26 @@ impl Source {
         WritableOwned(Self::ready(handle, WRITE))
     }
 
+    /// Waits until the I/O source is readable, after a read said
+    /// `WouldBlock` (socksbalance patch: `read_with`; see `arm`).
+    pub(crate) fn readable_drained<T>(handle: &crate::Async<T>) -> Readable<'_, T> {
+        Readable(Ready { drained: true, ..Self::ready(handle, READ) })
+    }
+
+    /// Waits until the I/O source is writable, after a write said
+    /// `WouldBlock` (socksbalance patch: `write_with`).
+    pub(crate) fn writable_drained<T>(handle: &crate::Async<T>) -> Writable<'_, T> {
+        Writable(Ready { drained: true, ..Self::ready(handle, WRITE) })
+    }
+
     /// Waits until the I/O source is readable or writable.
     fn ready<H: Borrow<crate::Async<T>> + Clone, T>(handle: H, dir: usize) -> Ready<H, T> {
         Ready {
             handle,
-            dir,
+            dir: dir as u8,
             ticks: None,
             index: None,
+            drained: false,
             _capture: PhantomData,
         }
     }
@@ -689,9 +760,13 @@ impl<T> fmt::Debug for WritableOwned<T> {
 
 struct Ready<H: Borrow<crate::Async<T>>, T> {
     handle: H,
-    dir: usize,
+    /// `READ` or `WRITE` (socksbalance patch: a `u8`, so that `drained`
+    /// fits beside it and the future stays its size).
+    dir: u8,
     ticks: Option<(usize, usize)>,
     index: Option<usize>,
+    /// Waiting after an operation said `WouldBlock` (socksbalance patch).
+    drained: bool,
     _capture: PhantomData<fn() -> T>,
 }
 
@@ -706,6 +781,7 @@ impl<H: Borrow<crate::Async<T>> + Clone, T> Future for Ready<H, T> {
             dir,
             ticks,
             index,
+            drained,
             ..
         } = &mut *self;
 
@@ -715,42 +791,27 @@ impl<H: Borrow<crate::Async<T>> + Clone, T> Future for Ready<H, T> {
         if let Some((a, b)) = *ticks {
             // If `state[dir].tick` has changed to a value other than the old reactor tick,
             // that means a newer reactor tick has delivered an event.
-            if state[*dir].tick != a && state[*dir].tick != b {
+            if state[*dir as usize].tick != a && state[*dir as usize].tick != b {
                 return Poll::Ready(Ok(()));
             }
         }
 
-        let was_empty = state[*dir].is_empty();
+        let was_empty = state[*dir as usize].is_empty();
 
         // Register the current task's waker.
         let i = match *index {
             Some(i) => i,
             None => {
-                let i = state[*dir].wakers.insert(None);
+                let i = state[*dir as usize].wakers.insert(None);
                 *index = Some(i);
-                *ticks = Some((handle.borrow().source.reactor.ticker(), state[*dir].tick));
+                *ticks = Some((handle.borrow().source.reactor.ticker(), state[*dir as usize].tick));
                 i
             }
         };
-        state[*dir].wakers[i] = Some(cx.waker().clone());
+        state[*dir as usize].wakers[i] = Some(cx.waker().clone());
 
         // Update interest in this I/O handle.
-        if was_empty {
-            // Create the event that we are interested in.
-            let event = {
-                let mut event = Event::none(handle.borrow().source.key);
-                event.readable = !state[READ].is_empty();
-                event.writable = !state[WRITE].is_empty();
-                event
-            };
-
-            // Indicate that we are interested in this event.
-            handle
-                .borrow()
-                .source
-                .registration
-                .modify(&handle.borrow().source.reactor.poller, event)?;
-        }
+        handle.borrow().source.arm(&mut state, *dir as usize, was_empty, *drained)?;
 
         Poll::Pending
     }
@@ -761,7 +822,7 @@ impl<H: Borrow<crate::Async<T>>, T> Drop for Ready<H, T> {
         // Remove our waker when dropped.
         if let Some(key) = self.index {
             let mut state = self.handle.borrow().source.state.lock().unwrap();
-            let wakers = &mut state[self.dir].wakers;
+            let wakers = &mut state[self.dir as usize].wakers;
             if wakers.contains(key) {
                 wakers.remove(key);
             }

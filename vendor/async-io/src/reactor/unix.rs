@@ -49,6 +49,23 @@ impl Registration {
         poller.modify(fd, interest)
     }
 
+    /// Registers the object edge-triggered, for reading and writing at once
+    /// (socksbalance patch: sources of a thread's own reactor on Linux).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn add_edge(&self, poller: &Poller, token: usize) -> Result<()> {
+        // SAFETY: This object's existence validates the invariants of Poller::add
+        unsafe { poller.add_with_mode(self.raw, Event::all(token), polling::PollMode::Edge) }
+    }
+
+    /// Re-registers an edge-triggered object, which makes the kernel check
+    /// its readiness again and report it if it is ready (socksbalance patch).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn modify_edge(&self, poller: &Poller, token: usize) -> Result<()> {
+        // SAFETY: self.raw is a valid file descriptor
+        let fd = unsafe { BorrowedFd::borrow_raw(self.raw) };
+        poller.modify_with_mode(fd, Event::all(token), polling::PollMode::Edge)
+    }
+
     /// Deregisters the object from the reactor.
     #[inline]
     pub(crate) fn delete(&self, poller: &Poller) -> Result<()> {
