@@ -15,7 +15,9 @@
 //!
 //! Semantics:
 //! - **Half-close.** When one side sends FIN, we `shutdown(Write)` the
-//!   other side and keep copying the opposite direction until it ends too.
+//!   other side and keep copying the opposite direction until it ends too;
+//!   its FIN goes out with the close that follows the relay
+//!   (`Flow::end_of_stream`).
 //!   `ssh`/`rsync`/HTTP clients that send a request and then FIN still get
 //!   their whole response.
 //! - **Errors.** A reset or error in either direction shuts both sockets
@@ -40,7 +42,7 @@ use std::io::Read;
 use smol::io::AsyncWriteExt;
 use smol::{Async, Timer};
 
-use crate::stats::{BackendStats, Counter};
+use crate::stats::BackendStats;
 
 /// Bytes buffered per direction per tunnel. 16 KiB keeps a 1,000-tunnel
 /// router at 32 MiB of relay buffers worst case while still moving data in
@@ -88,17 +90,49 @@ pub const DEFAULT_METHOD: Method = Method::Splice;
 #[cfg(not(target_os = "linux"))]
 pub const DEFAULT_METHOD: Method = Method::Copy;
 
-/// Chunks moved each way so far. The counts wrap; only "did it change"
-/// matters, so 32 bits suffice on every target.
-#[derive(Debug, Default)]
-struct Flow {
+/// What both directions of a tunnel share: the chunks moved each way so
+/// far (for the watchdog), the byte counters, and whether a stream has
+/// ended. One reference to it is all a direction holds (a tunnel's task
+/// is most of what it costs idle: "Memory per idle tunnel" in
+/// docs/performance.md).
+struct Flow<'a> {
+    /// The counts wrap; only "did it change" matters, so 32 bits suffice
+    /// on every target.
     up: AtomicU32,
     down: AtomicU32,
+    stats: &'a BackendStats,
+    fin: AtomicBool,
 }
 
-impl Flow {
+impl<'a> Flow<'a> {
+    fn new(stats: &'a BackendStats) -> Self {
+        Flow { up: AtomicU32::new(0), down: AtomicU32::new(0), stats, fin: AtomicBool::new(false) }
+    }
+
     fn total(&self) -> u32 {
         self.up.load(Ordering::Relaxed).wrapping_add(self.down.load(Ordering::Relaxed))
+    }
+
+    /// `n` bytes went up (client to upstream) or down.
+    fn moved(&self, up: bool, n: usize) {
+        let (chunks, bytes) = match up {
+            true => (&self.up, &self.stats.bytes_up),
+            false => (&self.down, &self.stats.bytes_down),
+        };
+        bytes.add(n as u64);
+        chunks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A direction read EOF from its source: the first to do so half-closes
+    /// its writer (`shutdown(Write)`), so that the peer sees the FIN while
+    /// the other direction goes on. The second makes no call of its own:
+    /// with it the relay is over, and the caller's close of both sockets,
+    /// which follows at once, sends that FIN (their receive queues are
+    /// empty: both were read to EOF). One system call less per tunnel.
+    fn end_of_stream(&self, to: &Async<TcpStream>) {
+        if !self.fin.swap(true, Ordering::Relaxed) {
+            let _ = to.get_ref().shutdown(Shutdown::Write);
+        }
     }
 }
 
@@ -163,7 +197,8 @@ impl FirstByteWatch {
 /// Moves both directions until both are closed, one fails, or the tunnel
 /// is idle for `idle`. Counts bytes into `stats` as they move, so the
 /// dashboard sees long transfers progress. With `first_byte`, also runs
-/// the first-byte check.
+/// the first-byte check. The caller closes both sockets when it returns:
+/// after two clean ends, that close is what sends the second FIN.
 ///
 /// A plain function returning [`relay_with`]'s future, not an `async fn`
 /// around it: an `async fn` keeps its own copy of every argument for the
@@ -187,12 +222,12 @@ pub async fn relay_with(
     stats: &BackendStats,
     first_byte: Option<&FirstByte<'_>>,
 ) -> Totals {
-    let flow = Flow::default();
+    let flow = Flow::new(stats);
     let went_idle = AtomicBool::new(false);
 
     let pipes = future::zip(
-        direction(method, client, upstream, &flow.up, &stats.bytes_up),
-        direction(method, upstream, client, &flow.down, &stats.bytes_down),
+        direction(method, client, upstream, &flow, true),
+        direction(method, upstream, client, &flow, false),
     );
     // The watchdog never completes: when the tunnel goes idle it shuts both
     // sockets, which ends both pipes, which ends the `or`.
@@ -249,22 +284,23 @@ async fn direction(
     method: Method,
     from: &Async<TcpStream>,
     to: &Async<TcpStream>,
-    activity: &AtomicU32,
-    counter: &Counter,
+    flow: &Flow<'_>,
+    up: bool,
 ) -> (u64, Option<io::ErrorKind>) {
     match method {
-        Method::Copy => copy(from, to, activity, counter, 0).await,
+        Method::Copy => copy(from, to, flow, up, 0).await,
         #[cfg(target_os = "linux")]
-        Method::Splice => match splice::direction(from, to, activity, counter).await {
+        Method::Splice => match splice::direction(from, to, flow, up).await {
             splice::Ended::Done(total, error) => (total, error),
-            splice::Ended::CannotSplice(total) => copy(from, to, activity, counter, total).await,
+            splice::Ended::CannotSplice(total) => copy(from, to, flow, up, total).await,
         },
     }
 }
 
-/// One direction: copy until EOF (then half-close the writer) or an error
-/// (then shut both sockets so the other direction ends too). Returns the
-/// bytes moved (counting from `total`) and the error, if any.
+/// One direction: copy until EOF (then pass it on:
+/// [`Flow::end_of_stream`]) or an error (then shut both sockets so the
+/// other direction ends too). Returns the bytes moved (counting from
+/// `total`) and the error, if any.
 ///
 /// The buffer exists only while data moves: the pipe takes a
 /// [`BUFFER_SIZE`] buffer when the socket is readable, drains what the
@@ -274,8 +310,8 @@ async fn direction(
 async fn copy(
     from: &Async<TcpStream>,
     mut to: &Async<TcpStream>,
-    activity: &AtomicU32,
-    counter: &Counter,
+    flow: &Flow<'_>,
+    up: bool,
     mut total: u64,
 ) -> (u64, Option<io::ErrorKind>) {
     let mut buffer: Option<Vec<u8>> = None;
@@ -291,7 +327,7 @@ async fn copy(
         loop {
             let n = match from.get_ref().read(buf) {
                 Ok(0) => {
-                    let _ = to.get_ref().shutdown(Shutdown::Write);
+                    flow.end_of_stream(to);
                     return (total, None);
                 }
                 Ok(n) => n,
@@ -307,8 +343,7 @@ async fn copy(
                 return (total, Some(abort(from, to, e)));
             }
             total += n as u64;
-            counter.add(n as u64);
-            activity.fetch_add(1, Ordering::Relaxed);
+            flow.moved(up, n);
             // A short read took all the bytes there were: wait instead of
             // asking again for an EAGAIN (one syscall less per message).
             // A FIN may be behind them, so the wait has the kernel look.
@@ -454,8 +489,8 @@ mod splice {
     pub(super) async fn direction(
         from: &Async<TcpStream>,
         to: &Async<TcpStream>,
-        activity: &AtomicU32,
-        counter: &Counter,
+        flow: &Flow<'_>,
+        up: bool,
     ) -> Ended {
         let mut total = 0u64;
         let mut pipe: Option<Pipe> = None;
@@ -484,7 +519,7 @@ mod splice {
             loop {
                 let n = match splice_in(from, p, flags) {
                     Ok(0) => {
-                        let _ = to.get_ref().shutdown(Shutdown::Write);
+                        flow.end_of_stream(to);
                         if let Some(p) = pipe.take() {
                             give_back(p);
                         }
@@ -520,8 +555,7 @@ mod splice {
                     }
                 }
                 total += n as u64;
-                counter.add(n as u64);
-                activity.fetch_add(1, Ordering::Relaxed);
+                flow.moved(up, n);
                 // Unlike a short read (`copy`), a short splice may leave
                 // bytes behind: the pipe holds one socket buffer per slot,
                 // and small segments fill its 64 slots with far less than

@@ -161,9 +161,23 @@ pub async fn connect(socket: OwnedFd, addr: SocketAddr, first: FirstWord) -> io:
 }
 
 /// Sets up a listening socket: clients speak first, so ACKs wait for our
-/// answers. Accepted sockets inherit it.
+/// answers; and on Linux `TCP_NODELAY`, as the handshake is many small
+/// messages. Accepted sockets inherit both, which saves a `setsockopt`
+/// per connection ([`no_delay`]).
 pub fn listening(listener: &TcpListener) {
     delay_acks(listener);
+    #[cfg(target_os = "linux")]
+    let _ = rustix::net::sockopt::set_tcp_nodelay(listener, true);
+}
+
+/// `TCP_NODELAY` on an accepted connection: a no-op on Linux, where it
+/// came from the listener ([`listening`]); elsewhere the option is set
+/// here, as Windows does not promise that accepted sockets inherit it.
+pub fn no_delay(stream: &TcpStream) {
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream.set_nodelay(true);
+    #[cfg(target_os = "linux")]
+    let _ = stream;
 }
 
 /// A listener on `addr`, and whether the address is missing from this
@@ -338,7 +352,7 @@ mod tests {
     use std::io::{Read, Write};
 
     #[test]
-    fn a_listener_and_the_connections_it_accepts_delay_their_acks() {
+    fn a_listener_and_the_connections_it_accepts_delay_their_acks_and_not_their_segments() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         assert!(tcp_quickack(&listener).unwrap(), "the kernel's default");
         listening(&listener);
@@ -346,6 +360,7 @@ mod tests {
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert!(!tcp_quickack(&accepted).unwrap(), "inherited from the listener");
+        assert!(accepted.nodelay().unwrap(), "inherited from the listener");
     }
 
     #[test]
