@@ -803,7 +803,7 @@ impl Daemon {
             (Arc::clone(&stats), Arc::clone(&current), Arc::clone(&bound));
         // An executor per thread, each thread with its own reactor: what a
         // thread accepts, it runs and polls itself (docs/performance.md,
-        // "Executor threads"). The first thread runs the rest too.
+        // "A reactor per thread and `threads: auto`"). The first thread runs the rest too.
         let executors: Executors = (0..threads).map(|_| Arc::new(Executor::new())).collect();
         let (stop_workers, workers_stop) = channel::bounded::<()>(1);
         let mut workers = Vec::with_capacity(threads - 1);

@@ -620,7 +620,8 @@ impl std::fmt::Display for Threads {
 pub const AUTO_THREADS_MAX: usize = 4;
 
 /// Executor threads when `threads` is not set: one, as `auto` did not win
-/// every row of scripts/bench.sh (docs/performance.md, "Executor threads").
+/// every row of scripts/bench.sh (docs/performance.md, "A reactor per
+/// thread and `threads: auto`").
 pub const DEFAULT_THREADS: Threads = Threads::Count(NonZeroU32::MIN);
 
 impl Config {
