@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use polling::{Event, Events, Poller};
 
+#[path = "shared/latency.rs"]
+mod latency;
+
 /// A connection that takes longer than this fails the run.
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -144,14 +147,6 @@ fn advance(conn: &mut Conn, steps: &[Step]) -> io::Result<Progress> {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1e6
-}
-
 fn run(proxy: &str, target: SocketAddr, concurrency: usize, seconds: u64) -> io::Result<()> {
     let (proxy, http) = match proxy.strip_prefix("http://") {
         Some(addr) => (addr, true),
@@ -206,14 +201,7 @@ fn run(proxy: &str, target: SocketAddr, concurrency: usize, seconds: u64) -> io:
         }
     }
     let secs = begin.elapsed().as_secs_f64();
-    latencies.sort();
-    println!(
-        "conns_s={:.0} conns={} p50_us={:.0} p99_us={:.0}",
-        latencies.len() as f64 / secs,
-        latencies.len(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99)
-    );
+    latency::print_rate(latencies, secs);
     Ok(())
 }
 

@@ -35,6 +35,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "shared/latency.rs"]
+mod latency;
+use latency::percentile;
+
 /// Length of the repeating test pattern: a prime, so that chunk and
 /// buffer boundaries never line up with it.
 const PATTERN_LEN: usize = 131_071;
@@ -378,14 +382,6 @@ fn bulk(
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1e6
-}
-
 /// One short connection: handshake, CONNECT, 32-byte echo, close.
 fn one_connection(proxy: SocketAddr, target: SocketAddr) -> io::Result<()> {
     let mut s = tunnel(proxy, target)?;
@@ -441,14 +437,7 @@ fn rate(
         all.extend(lat);
     }
     let secs = begin.elapsed().as_secs_f64();
-    all.sort();
-    println!(
-        "conns_s={:.0} conns={} p50_us={:.0} p99_us={:.0}",
-        all.len() as f64 / secs,
-        all.len(),
-        percentile(&all, 0.5),
-        percentile(&all, 0.99)
-    );
+    latency::print_rate(all, secs);
     Ok(())
 }
 

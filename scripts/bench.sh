@@ -129,6 +129,14 @@ start() { # start NAME CMD...: runs in the background, logs to $work/NAME.log
     pids+=($!)
     last_pid=$!
 }
+# Each proxy's pid by name.
+declare -A pid=()
+serve() { # serve NAME PORT CMD...: start, and wait until it listens on PORT
+    local name=$1 port=$2; shift 2
+    start "$name" "$@"
+    pid[$name]=$last_pid
+    wait_port "$port" "$last_pid"
+}
 rss() { awk -v k="$2" '$1 == k {print $2}' "/proc/$1/status"; }
 
 # ------------------------------------------------------------ processes
@@ -140,24 +148,18 @@ for p in "${backend_ports[@]}"; do
     start "microsocks-$p" microsocks -i 127.0.0.1 -p "$p"
     wait_port "$p" "$last_pid"
 done
-direct_pid=${pids[1]}
+pid[direct]=${pids[1]}
 
 # The configurations come from scripts/testbed.py, which
 # scripts/rate_profile.py uses too.
 python3 scripts/testbed.py haproxy "$p_haproxy" "${backend_ports[@]}" > "$work/haproxy.cfg"
-start haproxy haproxy -db -f "$work/haproxy.cfg"
-haproxy_pid=$last_pid
-wait_port "$p_haproxy" "$haproxy_pid"
+serve haproxy "$p_haproxy" haproxy -db -f "$work/haproxy.cfg"
 python3 scripts/testbed.py haproxy "$p_haproxy1" "${backend_ports[@]}" --nbthread 1 > "$work/haproxy1.cfg"
-start haproxy1 haproxy -db -f "$work/haproxy1.cfg"
-haproxy1_pid=$last_pid
-wait_port "$p_haproxy1" "$haproxy1_pid"
+serve haproxy1 "$p_haproxy1" haproxy -db -f "$work/haproxy1.cfg"
 
 floor_backends=()
 for p in "${backend_ports[@]}"; do floor_backends+=("127.0.0.1:$p"); done
-start floor "$FLOOR" "127.0.0.1:$p_floor" "$(nproc)" "${floor_backends[@]}"
-floor_pid=$last_pid
-wait_port "$p_floor" "$floor_pid"
+serve floor "$p_floor" "$FLOOR" "127.0.0.1:$p_floor" "$(nproc)" "${floor_backends[@]}"
 
 python3 scripts/testbed.py socksbalance "$p_sbt" transparent "${backend_ports[@]}" > "$work/sbt.yaml"
 python3 scripts/testbed.py socksbalance "$p_sbs" socks5 "${backend_ports[@]}" > "$work/sbs.yaml"
@@ -165,21 +167,13 @@ python3 scripts/testbed.py socksbalance "$p_sbs" socks5 "${backend_ports[@]}" > 
 # a gateway's redirect listener, for "sbr".
 sed -i "s|^listen: .*|listen: [\"127.0.0.1:$p_sbs\", {address: \"127.0.0.1:$p_sbh\", protocol: http}, {address: \"127.0.0.1:$p_sbr\", protocol: redirect}]|" "$work/sbs.yaml"
 grep -q "$p_sbh" "$work/sbs.yaml" || die "testbed.py's socksbalance config has no listen line to extend"
-start sbt "$SB" -c "$work/sbt.yaml"
-sbt_pid=$last_pid
-wait_port "$p_sbt" "$sbt_pid"
-start sbs "$SB" -c "$work/sbs.yaml"
-sbs_pid=$last_pid
-wait_port "$p_sbs" "$sbs_pid"
+serve sbt "$p_sbt" "$SB" -c "$work/sbt.yaml"
+serve sbs "$p_sbs" "$SB" -c "$work/sbs.yaml"
 # The same two with `threads: auto` (sbt/sbs have the default, 1).
 python3 scripts/testbed.py socksbalance "$p_sbta" transparent "${backend_ports[@]}" --threads auto > "$work/sbta.yaml"
 python3 scripts/testbed.py socksbalance "$p_sbsa" socks5 "${backend_ports[@]}" --threads auto > "$work/sbsa.yaml"
-start sbta "$SB" -c "$work/sbta.yaml"
-sbta_pid=$last_pid
-wait_port "$p_sbta" "$sbta_pid"
-start sbsa "$SB" -c "$work/sbsa.yaml"
-sbsa_pid=$last_pid
-wait_port "$p_sbsa" "$sbsa_pid"
+serve sbta "$p_sbta" "$SB" -c "$work/sbta.yaml"
+serve sbsa "$p_sbsa" "$SB" -c "$work/sbsa.yaml"
 
 # UDP: Dante (UDP-capable, as microsocks is not) alone, and a socks5-mode
 # daemon with Dante as its one backend ("sbu"), both to loadgen's UDP echo.
@@ -199,14 +193,10 @@ socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect udpassociate udprepl
 DANTE
 udp_ok=0
 if [ "$(id -u)" -eq 0 ]; then
-    start dante danted -f "$work/danted.conf" -N 1
-    dante_pid=$last_pid
-    wait_port "$p_dante" "$dante_pid"
+    serve dante "$p_dante" danted -f "$work/danted.conf" -N 1
     printf 'listen: 127.0.0.1:%s\nmode: socks5\nlog: {level: warn}\nbackends:\n  - address: 127.0.0.1:%s\n' \
         "$p_sbu" "$p_dante" > "$work/sbu.yaml"
-    start sbu "$SB" -c "$work/sbu.yaml"
-    sbu_pid=$last_pid
-    wait_port "$p_sbu" "$sbu_pid"
+    serve sbu "$p_sbu" "$SB" -c "$work/sbu.yaml"
     udp_ok=1
 else
     echo "== not root: Dante cannot start, the UDP rows are left out"
@@ -215,11 +205,11 @@ fi
 # Idle RSS: after start, before any client (the first probes are done
 # within a second: poll until one second has passed since start, bounded).
 sleep 1
-idle_rss_sbs=$(rss "$sbs_pid" VmRSS:)
-idle_rss_sbt=$(rss "$sbt_pid" VmRSS:)
-idle_rss_sbsa=$(rss "$sbsa_pid" VmRSS:)
-idle_rss_sbta=$(rss "$sbta_pid" VmRSS:)
-idle_rss_haproxy=$(rss "$haproxy_pid" VmRSS:)
+idle_rss_sbs=$(rss "${pid[sbs]}" VmRSS:)
+idle_rss_sbt=$(rss "${pid[sbt]}" VmRSS:)
+idle_rss_sbsa=$(rss "${pid[sbsa]}" VmRSS:)
+idle_rss_sbta=$(rss "${pid[sbta]}" VmRSS:)
+idle_rss_haproxy=$(rss "${pid[haproxy]}" VmRSS:)
 
 # "sbr": loadgen connects from 127.0.0.3 straight to the target, and an
 # nftables rule redirects those connections (only those: microsocks
@@ -250,8 +240,6 @@ declare -A addr=([direct]="127.0.0.1:${backend_ports[0]}" [haproxy]="127.0.0.1:$
                  [haproxy1]="127.0.0.1:$p_haproxy1" [floor]="127.0.0.1:$p_floor"
                  [sbt]="127.0.0.1:$p_sbt" [sbs]="127.0.0.1:$p_sbs"
                  [sbta]="127.0.0.1:$p_sbta" [sbsa]="127.0.0.1:$p_sbsa")
-declare -A pid=([direct]=$direct_pid [haproxy]=$haproxy_pid [haproxy1]=$haproxy1_pid [floor]=$floor_pid
-                [sbt]=$sbt_pid [sbs]=$sbs_pid [sbta]=$sbta_pid [sbsa]=$sbsa_pid)
 # The order of round $1 over the names after it: rotated, so no
 # configuration always goes first.
 order() { local r=$1 i; shift; local list=("$@") n=$#; for ((i = 0; i < n; i++)); do echo "${list[$(( (i + r) % n ))]}"; done; }
@@ -289,10 +277,10 @@ for r in $(seq 1 "$rounds"); do
         rate_run rate2 "$n" "${pid[$n]}" epollgen "${addr[$n]}"
     done
     # HTTP CONNECT on the socks5-mode daemon's HTTP port, in the same round.
-    rate_run rate sbh "$sbs_pid" "$LG" "http://127.0.0.1:$p_sbh"
-    rate_run rate2 sbh "$sbs_pid" epollgen "http://127.0.0.1:$p_sbh"
+    rate_run rate sbh "${pid[sbs]}" "$LG" "http://127.0.0.1:$p_sbh"
+    rate_run rate2 sbh "${pid[sbs]}" epollgen "http://127.0.0.1:$p_sbh"
     # Redirected connections to the same daemon's gateway listener.
-    [ "$redirecting" = 0 ] || rate_run rate sbr "$sbs_pid" "$LG" "redirect://127.0.0.3"
+    [ "$redirecting" = 0 ] || rate_run rate sbr "${pid[sbs]}" "$LG" "redirect://127.0.0.3"
 done
 
 echo "== echo RTT: $rounds round(s) x $rtt_count round trips"
@@ -361,15 +349,13 @@ done
     echo "  - address: 127.0.0.1:$scale_first-$scale_last"
     echo "log: {level: warn}"
 } > "$work/scale.yaml"
-start scale "$SB" -c "$work/scale.yaml"
-scale_pid=$last_pid
-wait_port "$p_scale" "$scale_pid"
+serve scale "$p_scale" "$SB" -c "$work/scale.yaml"
 # CPU over an idle window from start: the first probe of every backend
 # and the scheduling after it.
-run idle_cpu scale cpu "$scale_pid" "$idle_window"
+run idle_cpu scale cpu "${pid[scale]}" "$idle_window"
 echo "idle_window scale secs=$idle_window" >> "$results"
-echo "idle_rss scale kib=$(rss "$scale_pid" VmRSS:)" >> "$results"
-echo "idle_rss sbs_now kib=$(rss "$sbs_pid" VmRSS:)" >> "$results"
+echo "idle_rss scale kib=$(rss "${pid[scale]}" VmRSS:)" >> "$results"
+echo "idle_rss sbs_now kib=$(rss "${pid[sbs]}" VmRSS:)" >> "$results"
 for r in $(seq 1 "$rounds"); do
     for n in sbs scale; do
         [ $((r % 2)) = 0 ] && n=$([ "$n" = sbs ] && echo scale || echo sbs)
