@@ -20,8 +20,10 @@
 //! mode, where clients log in themselves) can only be checked for being
 //! alive: its method choice counts as success.
 
+use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,7 +65,20 @@ fn destination(url: &ProbeUrl) -> Address {
 
 /// Probes `backend` once, within `connect_timeout + request_timeout`,
 /// reaching a proxy through `via` when it is pinned to an uplink.
-pub async fn probe(backend: &BackendConfig, via: Option<&Uplink>, config: &Health) -> ProbeResult {
+///
+/// The exchange's state (connect, handshake, HTTP: about 5.4 KiB) lives
+/// in a box, so a task that will await a probe is small while it waits
+/// for its turn: the start-up round spawns one per backend
+/// (docs/performance.md, "Probes wait small").
+pub fn probe<'a>(
+    backend: &'a BackendConfig,
+    via: Option<&'a Uplink>,
+    config: &'a Health,
+) -> Pin<Box<impl Future<Output = ProbeResult> + 'a>> {
+    Box::pin(exchange(backend, via, config))
+}
+
+async fn exchange(backend: &BackendConfig, via: Option<&Uplink>, config: &Health) -> ProbeResult {
     let start = Instant::now();
     let limit = config.connect_timeout + config.request_timeout;
     let run = async {

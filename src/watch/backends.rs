@@ -72,8 +72,7 @@ async fn group_probes(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
                     let _permit = permits.acquire().await;
                     let pool = &snapshot.pool;
                     let backend = &pool.backends()[i];
-                    // Boxed: see `backends`.
-                    let verdict = Box::pin(probe::probe(&backend.config, pool.uplink_of(i), &health)).await;
+                    let verdict = probe::probe(&backend.config, pool.uplink_of(i), &health).await;
                     let failed = matches!(verdict, crate::health::Verdict::Failed(_));
                     if pool.set_gate(gate, failed) {
                         let (name, group) = (&backend.config.name, pool.group_name(g));
@@ -142,10 +141,9 @@ async fn backends(ex: Arc<Executor<'static>>, snapshot: Arc<Snapshot>) {
 }
 
 /// The task of one scheduled probe: waits for a permit and its delay,
-/// then probes. The probe's state (its connect, handshake and HTTP
-/// exchange: about 5.4 KiB) is boxed only once the probe runs, so a task
-/// that waits is small: a start-up round over 1,000 backends spawns 1,000
-/// of them at once, and unboxed they took 5.5 MB (docs/performance.md,
+/// then probes. A start-up round over 1,000 backends spawns 1,000 of them
+/// at once, so it must be small while it waits: the probe boxes its own
+/// state ([`probe::probe`]; unboxed, they took 5.5 MB: docs/performance.md,
 /// "Probes wait small").
 async fn routine_probe(
     snapshot: Arc<Snapshot>,
@@ -157,7 +155,7 @@ async fn routine_probe(
     let _permit = permits.acquire().await;
     let _counted = snapshot.pool.probes().start();
     Timer::after(delay).await;
-    Box::pin(probe_one(&snapshot, i, &jitter)).await;
+    probe_one(&snapshot, i, &jitter).await;
 }
 
 async fn probe_one(snapshot: &Snapshot, i: usize, jitter: &Rng) {
