@@ -20,6 +20,22 @@ need_apt() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# wine_prefix [RUNNER...]: makes $WINEPREFIX a Wine prefix that runs our
+# x86_64 exe (installing Wine and mingw when missing), the commands run
+# through RUNNER (say `ip netns exec NS`, so that its wineserver starts in
+# that namespace). Wine 8 lacks bcryptprimitives.dll, which Rust's std
+# imports: a test-only shim goes into the prefix (scripts/wine/).
+wine_prefix() {
+    need_apt wine wine wine64
+    need_apt x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
+    [ -d "$WINEPREFIX/drive_c" ] || "$@" wine wineboot --init >/dev/null 2>&1 || true
+    local dll="$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll"
+    if [ ! -f "$dll" ] || ! grep -q ProcessPrng "$dll"; then
+        x86_64-w64-mingw32-gcc -shared -O2 -o "$dll" scripts/wine/bcryptprimitives.c \
+            scripts/wine/bcryptprimitives.def -ladvapi32
+    fi
+}
+
 # The crate's version, from Cargo.toml.
 crate_version() {
     sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1

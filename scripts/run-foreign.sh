@@ -40,17 +40,8 @@ for t in "${targets[@]}"; do
         mips64el-*) runner="qemu-mips64el-static" ;;
         riscv64gc-*) runner="qemu-riscv64-static" ;;
         x86_64-pc-windows-gnu)
-            need_apt wine wine wine64
-            need_apt x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
             export WINEPREFIX=${WINEPREFIX:-/tmp/socksbalance-wine64} WINEDEBUG=-all
-            [ -d "$WINEPREFIX" ] || wine wineboot --init >/dev/null 2>&1
-            # Wine 8 lacks bcryptprimitives.dll, which Rust's std imports;
-            # a test-only shim goes into this prefix (scripts/wine/).
-            dll="$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll"
-            if [ ! -f "$dll" ] || ! grep -q ProcessPrng "$dll"; then
-                x86_64-w64-mingw32-gcc -shared -O2 -o "$dll" scripts/wine/bcryptprimitives.c \
-                    scripts/wine/bcryptprimitives.def -ladvapi32
-            fi
+            wine_prefix
             runner="wine"; windows="--windows" ;;
         *)
             # i686 Windows needs wine32 (i386 multiarch); aarch64 Windows has

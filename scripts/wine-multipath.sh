@@ -18,8 +18,6 @@ cd "$(dirname "$0")/.."
 version=$(crate_version)
 exe=${1:-dist/socksbalance-$version-x86_64-pc-windows-gnu.exe}
 [ -f "$exe" ] || { echo "wine-multipath.sh: $exe missing; run scripts/build.sh --local x86_64-pc-windows-gnu" >&2; exit 2; }
-need_apt wine wine wine64
-need_apt x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
 
 c=sbwc$$ i=sbwi$$
 work=$(mktemp -d /tmp/sb-wine-mp.XXXXXX)
@@ -60,11 +58,8 @@ origin=$!
 until_ 10 ip netns exec "$i" curl -sf -o /dev/null http://198.19.0.1:8000/blob || fail "the origin did not start"
 
 # A prefix of its own, so that its wineserver (and Wine's network driver)
-# start inside the client's namespace; Rust's std needs the bcrypt shim
-# (scripts/wine/, as scripts/run-foreign.sh installs it).
-ip netns exec "$c" wine wineboot --init > /dev/null 2>&1 || true
-x86_64-w64-mingw32-gcc -shared -O2 -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
-    scripts/wine/bcryptprimitives.c scripts/wine/bcryptprimitives.def -ladvapi32
+# start inside the client's namespace.
+wine_prefix ip netns exec "$c"
 cp "$exe" "$work/socksbalance.exe"
 cat > "$work/config.yaml" <<'YAML'
 listen: 127.0.0.1:1080

@@ -38,9 +38,12 @@
 //! signal handlers and calls [`server::Daemon::start`]; the integration
 //! tests start the same daemon on `127.0.0.1:0`.
 
-// Unsafe code is allowed in two places only, each block with a SAFETY
-// note: the socket options that pin an uplink to an interface
-// (`uplink::sys`), and the Windows console handler (`console`).
+// Unsafe code is allowed only where a system call has no safe wrapper,
+// each block with a SAFETY note: socket options (`tcp::set_int`,
+// `tproxy`, and the ones that pin an uplink to an interface in
+// `uplink::sys` and `uplink::win`), the Windows console handler
+// (`console`) and the Windows service's Service Control Manager calls
+// (`service`).
 #![deny(unsafe_code)]
 
 // Public: what the binary, the integration tests and the fuzz targets
@@ -56,10 +59,12 @@ pub mod http;
 pub(crate) mod inbound;
 pub(crate) mod json;
 pub mod live;
+pub mod logfile;
 pub mod logging;
 pub(crate) mod relay;
 pub(crate) mod rng;
 pub mod server;
+pub mod service;
 pub(crate) mod shutdown;
 pub mod sniff;
 pub mod socks5;

@@ -63,6 +63,15 @@ pub fn init(format: LogFormat, level: LevelFilter, syslog: bool) {
     set_level(level);
 }
 
+/// Installs a log file ([`crate::logfile`]) as the global logger, in
+/// place of [`init`]: the Windows service's log.
+pub fn init_file(file: crate::logfile::LogFile, level: LevelFilter) {
+    if let Err(e) = log::set_boxed_logger(Box::new(file)) {
+        eprintln!("socksbalance: cannot install logger: {e}");
+    }
+    set_level(level);
+}
+
 /// The level in force from now on (a reload's new `log.level`).
 pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);
@@ -70,7 +79,7 @@ pub fn set_level(level: LevelFilter) {
 
 /// Whether a line passes: ours up to the level in force, libraries' up
 /// to [`LIBRARY_LEVEL`] as well.
-fn wanted(metadata: &Metadata) -> bool {
+pub(crate) fn wanted(metadata: &Metadata) -> bool {
     let limit = if metadata.target().starts_with("socksbalance") {
         log::max_level()
     } else {
@@ -171,11 +180,11 @@ impl Log for JsonLogger {
     }
 }
 
-fn now_millis() -> u128 {
+pub(crate) fn now_millis() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
-fn json_line(level: Level, target: &str, message: &str, ts: u128) -> String {
+pub(crate) fn json_line(level: Level, target: &str, message: &str, ts: u128) -> String {
     let mut out = String::with_capacity(message.len() + 64);
     out.push_str("{\"ts\":");
     out.push_str(&ts.to_string());

@@ -49,6 +49,64 @@ struct Args {
 enum Command {
     Check(Check),
     Status(Status),
+    Service(Service),
+}
+
+/// Install, remove, start or stop the Windows service (Windows only; needs
+/// an administrator prompt).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "service")]
+#[cfg_attr(not(windows), allow(dead_code))]
+struct Service {
+    #[argh(subcommand)]
+    action: ServiceAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+#[cfg_attr(not(windows), allow(dead_code))]
+enum ServiceAction {
+    Install(ServiceInstall),
+    Uninstall(ServiceUninstall),
+    Start(ServiceStart),
+    Stop(ServiceStop),
+    Run(ServiceRun),
+}
+
+/// Register the service, started at boot with this config (its log goes
+/// to socksbalance.log next to it).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "install")]
+#[cfg_attr(not(windows), allow(dead_code))]
+struct ServiceInstall {
+    /// config file for the service (without it, the embedded default)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+}
+
+/// Stop the service if it runs, and remove it.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "uninstall")]
+struct ServiceUninstall {}
+
+/// Start the service and wait until it runs.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "start")]
+struct ServiceStart {}
+
+/// Stop the service (it drains its tunnels first) and wait until it has.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "stop")]
+struct ServiceStop {}
+
+/// What the Service Control Manager runs; not for a console.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "run")]
+#[cfg_attr(not(windows), allow(dead_code))]
+struct ServiceRun {
+    /// config file
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
 }
 
 /// Print the backend table of a running daemon (from its dashboard's
@@ -139,6 +197,7 @@ fn main() -> ExitCode {
     match args.command {
         Some(Command::Check(check)) => run_check(check.config.or(args.config)),
         Some(Command::Status(status)) => run_status(status, args.config),
+        Some(Command::Service(service)) => run_service(service, args.config),
         None => run_daemon(args),
     }
 }
@@ -249,7 +308,7 @@ fn run_check(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn run_daemon(args: Args) -> ExitCode {
-    let mut config = match load(args.config.as_ref()) {
+    let config = match load(args.config.as_ref()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("socksbalance: invalid config: {e}");
@@ -257,22 +316,11 @@ fn run_daemon(args: Args) -> ExitCode {
         }
     };
     let level = logging::adjust(config.log.level.to_filter(), args.verbose, args.quiet);
-    let warnings = std::mem::take(&mut config.warnings);
     #[cfg(not(unix))]
     if args.syslog {
         eprintln!("socksbalance: --syslog needs a Unix syslog socket; logging to stderr");
     }
     logging::init(config.log.format, level, args.syslog);
-    for w in &warnings {
-        log::warn!("config: {w}");
-    }
-    if args.config.is_none() && std::net::TcpListener::bind(config.web.listen).is_err() {
-        // The embedded default should work on any machine; a configured
-        // dashboard that cannot bind is an error instead.
-        log::warn!("{} is taken; running without the dashboard", config.web.listen);
-        config.web.enabled = false;
-    }
-
     // Register signal handlers before starting, so a signal that arrives
     // during start-up is not lost.
     let mut signals = match async_signal::Signals::new(termination_signals()) {
@@ -282,42 +330,16 @@ fn run_daemon(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let threads = config.executor_threads();
-    let daemon = match Daemon::start(config, threads) {
+    let daemon = match start_daemon(config, args.config.is_some()) {
         Ok(daemon) => daemon,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return ExitCode::from(code),
     };
-    // From the running snapshot: `interfaces: auto` has found its uplinks.
-    let running = daemon.snapshot();
-    if running.config.auto_uplinks.is_some() && running.config.discovered().is_empty() {
-        log::warn!(
-            "interfaces: auto found no interface that is up with an address and a default route; \
-             uplinks join as soon as one is (docs/multipath.md)"
-        );
-    }
-    let summary = format!(
-        "{} mode, {} backend(s), {} balancing",
-        running.config.mode,
-        running.pool.backends().len(),
-        running.config.balancer.algorithm
-    );
-    drop(running);
     #[cfg(windows)]
     socksbalance::console::install(socksbalance::console::CloseHook::new(
         daemon.trigger(),
         daemon.finished(),
         daemon.snapshot().config.shutdown_timeout,
     ));
-    for addr in daemon.local_addrs() {
-        log::info!("socksbalance {VERSION} listening on {addr} ({summary})");
-    }
-    if let Some(addr) = daemon.web_addr() {
-        log::info!("dashboard on http://{addr}/");
-    }
-
     // Only SIGHUP comes back around, and Windows has none.
     //
     // `future::block_on` only parks this thread: it does not drive the
@@ -369,6 +391,158 @@ fn run_daemon(args: Args) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// How long `service stop` and `uninstall` wait for the drain: more than
+/// any sane `shutdown_timeout` (the service's config is not at hand here).
+#[cfg(windows)]
+const SERVICE_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn run_service(service: Service, top_config: Option<PathBuf>) -> ExitCode {
+    #[cfg(not(windows))]
+    let result: Result<String, _> = {
+        let _ = (service, top_config);
+        Err(socksbalance::service::not_windows())
+    };
+    #[cfg(windows)]
+    let result = {
+        use socksbalance::service;
+        match service.action {
+            ServiceAction::Install(install) => service_install(install.config.or(top_config)),
+            ServiceAction::Uninstall(_) => service::uninstall(SERVICE_STOP_WAIT),
+            ServiceAction::Start(_) => service::start(std::time::Duration::from_secs(60)),
+            ServiceAction::Stop(_) => service::stop(SERVICE_STOP_WAIT),
+            ServiceAction::Run(run) => {
+                let config = run.config.or(top_config);
+                service::dispatch(move |running| serve(config.as_ref(), running)).map(|()| String::new())
+            }
+        }
+    };
+    match result {
+        Ok(said) if said.is_empty() => ExitCode::SUCCESS,
+        Ok(said) => emit(&format!("{said}\n")),
+        Err(failure) => {
+            eprintln!("socksbalance service: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// `service install`: the config must load now (a service that cannot
+/// start says so only in its log), and its path is made absolute (a
+/// service starts in the system folder).
+#[cfg(windows)]
+fn service_install(config: Option<PathBuf>) -> Result<String, socksbalance::service::Failure> {
+    use socksbalance::service::{self, Failure};
+    let config = match config {
+        Some(path) => {
+            let path = std::path::absolute(&path).unwrap_or(path);
+            if let Err(e) = load(Some(&path)) {
+                return Err(Failure { message: format!("invalid config: {e}"), code: EXIT_USAGE });
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    let exe = std::env::current_exe().map_err(|e| Failure {
+        message: format!("cannot find this program's own path: {e}"),
+        code: EXIT_FAILURE,
+    })?;
+    let line = service::command_line(&exe, config.as_deref())?;
+    let mut said = service::install(&line)?;
+    said.push_str(&format!("\nits log: {}", service::log_path(config.as_deref(), &exe).display()));
+    Ok(said)
+}
+
+/// The service's body (`service run`, on the SCM's thread): logs to the
+/// file next to the config, starts the daemon, reports it running, and
+/// returns its exit code once a stop has drained it.
+#[cfg(windows)]
+fn serve(path: Option<&PathBuf>, running: &socksbalance::service::Running) -> u8 {
+    use socksbalance::config::LogFormat;
+    use socksbalance::logfile::LogFile;
+    let exe = std::env::current_exe().unwrap_or_default();
+    let log_path = socksbalance::service::log_path(path.map(PathBuf::as_path), &exe);
+    let loaded = load(path);
+    let (format, level) = match &loaded {
+        Ok(config) => (config.log.format, config.log.level.to_filter()),
+        Err(_) => (LogFormat::Text, log::LevelFilter::Info),
+    };
+    match LogFile::open(&log_path, format) {
+        Ok(file) => logging::init_file(file, level),
+        // Nowhere to say why: the exit code is all the SCM shows.
+        Err(_) => return EXIT_FAILURE,
+    }
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("invalid config: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let grace = config.shutdown_timeout;
+    let daemon = match start_daemon(config, path.is_some()) {
+        Ok(daemon) => daemon,
+        Err(code) => return code,
+    };
+    running.running(daemon.trigger(), grace);
+    match daemon.join() {
+        Ok(()) => {
+            log::info!("stopped");
+            0
+        }
+        Err(e) => {
+            log::error!("{e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Starts the daemon on `config` (logging is set up): the start-up
+/// warnings, the listeners, and what runs on them in the log. `configured`
+/// is false for the embedded default, whose dashboard gives way to
+/// anything already on its port. Shared by the console and the Windows
+/// service.
+fn start_daemon(mut config: Config, configured: bool) -> Result<Daemon, u8> {
+    for w in &std::mem::take(&mut config.warnings) {
+        log::warn!("config: {w}");
+    }
+    if !configured && std::net::TcpListener::bind(config.web.listen).is_err() {
+        // The embedded default should work on any machine; a configured
+        // dashboard that cannot bind is an error instead.
+        log::warn!("{} is taken; running without the dashboard", config.web.listen);
+        config.web.enabled = false;
+    }
+    let threads = config.executor_threads();
+    let daemon = match Daemon::start(config, threads) {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            log::error!("{e}");
+            return Err(EXIT_FAILURE);
+        }
+    };
+    // From the running snapshot: `interfaces: auto` has found its uplinks.
+    let running = daemon.snapshot();
+    if running.config.auto_uplinks.is_some() && running.config.discovered().is_empty() {
+        log::warn!(
+            "interfaces: auto found no interface that is up with an address and a default route; \
+             uplinks join as soon as one is (docs/multipath.md)"
+        );
+    }
+    let summary = format!(
+        "{} mode, {} backend(s), {} balancing",
+        running.config.mode,
+        running.pool.backends().len(),
+        running.config.balancer.algorithm
+    );
+    drop(running);
+    for addr in daemon.local_addrs() {
+        log::info!("socksbalance {VERSION} listening on {addr} ({summary})");
+    }
+    if let Some(addr) = daemon.web_addr() {
+        log::info!("dashboard on http://{addr}/");
+    }
+    Ok(daemon)
 }
 
 /// SIGHUP: re-read the config file and switch to it without dropping

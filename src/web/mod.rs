@@ -21,7 +21,7 @@
 
 pub mod gate;
 pub mod report;
-pub use report::parse_rfc3339;
+pub use report::{parse_rfc3339, rfc3339};
 
 use std::io;
 use std::net::SocketAddr;

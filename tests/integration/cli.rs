@@ -76,6 +76,22 @@ fn version_help_and_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// `service` is the Windows service's command (tested under Wine by
+/// scripts/wine-service.sh); elsewhere it says where to look instead.
+#[cfg(not(windows))]
+#[test]
+fn the_service_command_points_elsewhere_off_windows() {
+    let out = bin().args(["service", "install", "-c", "x.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8(out.stderr).unwrap();
+    assert!(said.contains("Windows service") && said.contains("systemd"), "{said}");
+    let out = bin().args(["service", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for action in ["install", "uninstall", "start", "stop"] {
+        assert!(help.contains(action), "service --help lacks {action}:\n{help}");
+    }
+}
+
 #[test]
 fn running_with_an_invalid_config_exits_2() {
     let out = bin().arg("-c").arg(fixture("invalid/unknown-key.yaml")).output().unwrap();
