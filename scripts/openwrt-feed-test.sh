@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The signed opkg feed (scripts/opkg_feed.py) on a real OpenWrt 24.10.2
+# userland (`owrt`, not part of this repository: CI passes
+# ../shared/openwrt/owrt), added the way docs/openwrt.md tells users to:
+# the feed line in /etc/opkg/customfeeds.conf and the usign public key
+# added with opkg-key. Served over HTTP by a python server inside the
+# router's network namespace. It checks, with signature checks on:
+#   - before the key is added, `opkg update` refuses the signed feed;
+#   - with the key, `opkg update && opkg install socksbalance` installs
+#     it from the feed and it runs;
+#   - a tampered index (one byte of Packages changed, the signature kept),
+#     an unsigned one (no Packages.sig) and one signed by another key are
+#     refused, and the router does not see their packages;
+#   - a newer release in the feed (-r2) is taken by `opkg upgrade`, its
+#     binary runs, and the config file edited on the router is kept.
+# A throwaway key pair is made for the run (signify-openbsd, usign's
+# format); no key is in the repository.
+#
+# The userland lacks two things a real OpenWrt image has, added here:
+# `option check_signature` in /etc/opkg.conf (the image's default) and
+# /usr/sbin/opkg-key (OpenWrt's script: usign -V over the list, the key
+# named by its fingerprint). See docs/openwrt.md, "A package feed".
+#
+# Usage: scripts/openwrt-feed-test.sh --owrt PATH
+#   Needs root, dist/openwrt/socksbalance_<version>-1_x86_64.ipk and the
+#   x86_64 musl binary (scripts/build.sh --local x86_64-unknown-linux-musl
+#   && scripts/package-openwrt.sh x86_64), python3 on the host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+owrt=${OWRT:-}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --owrt) owrt=$2; shift ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        *) echo "openwrt-feed-test.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ -n "$owrt" ] && [ -x "$owrt" ] || { echo "openwrt-feed-test.sh: needs --owrt PATH to the owrt script (or OWRT=)" >&2; exit 2; }
+need_apt signify-openbsd signify-openbsd
+
+version=$(crate_version)
+ipk1=dist/openwrt/socksbalance_${version}-1_x86_64.ipk
+bin=dist/socksbalance-$version-x86_64-unknown-linux-musl
+for f in "$ipk1" "$bin"; do
+    [ -f "$f" ] || { echo "openwrt-feed-test.sh: $f missing; run scripts/build.sh --local x86_64-unknown-linux-musl && scripts/package-openwrt.sh x86_64" >&2; exit 2; }
+done
+
+work=$(mktemp -d /tmp/sb-owrt-feed.XXXXXX)
+root=$work/root
+cleanup() {
+    [ -z "${server:-}" ] || kill "$server" 2>/dev/null || true
+    "$owrt" down "$root" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+[ -n "${KEEP:-}" ] || trap cleanup EXIT
+r() { "$owrt" sh "$root" "$1"; }
+step=""
+ok() { echo "ok   feed: $step"; }
+fail() { echo "FAIL feed: $step: $*" >&2; exit 1; }
+until_() {
+    local limit=$(( $1 * 5 )) n=0; shift
+    until "$@" >/dev/null 2>&1; do
+        n=$((n + 1))
+        [ $n -lt $limit ] || return 1
+        sleep 0.2
+    done
+}
+pid() { r "ubus call service list '{\"name\":\"socksbalance\"}' | jsonfilter -e '@.socksbalance.instances.*.pid'" 2>/dev/null | head -n1; }
+running() { [ -n "$(pid)" ] && r '/etc/init.d/socksbalance running'; }
+
+# The keys: ours, and another one nobody trusts.
+signify-openbsd -G -n -c "socksbalance feed (test)" -p "$work/feed.pub" -s "$work/feed.sec"
+signify-openbsd -G -n -c "someone else" -p "$work/other.pub" -s "$work/other.sec"
+
+# The -r2 package carries a binary that differs from r1's (a marker after
+# the ELF image), so that "the new binary runs" can be told apart.
+mkdir -p "$work/bin2"
+cp "$bin" "$work/bin2/"
+printf 'socksbalance-feed-test-r2\n' >> "$work/bin2/$(basename "$bin")"
+scripts/package-openwrt.sh --release 2 --bin-dir "$work/bin2" --out "$work/r2" x86_64 >/dev/null
+# shellcheck disable=SC2034 # read inside the eval of the upgrade step
+sum2=$(sha256sum < "$work/bin2/$(basename "$bin")" | cut -d' ' -f1)
+
+# The feeds, each as a release would publish it; the one served is the
+# symlink www/feed.
+python3 scripts/opkg_feed.py "$work/feeds/r1" "$ipk1" --key "$work/feed.sec" >/dev/null
+python3 scripts/opkg_feed.py "$work/feeds/r2" "$work/r2/socksbalance_${version}-2_x86_64.ipk" --key "$work/feed.sec" >/dev/null
+python3 scripts/opkg_feed.py "$work/feeds/other" "$ipk1" --key "$work/other.sec" >/dev/null
+python3 scripts/opkg_feed.py "$work/feeds/unsigned" "$ipk1" >/dev/null
+cp -r "$work/feeds/r1" "$work/feeds/tampered"
+# One byte of the index changed (what a package's Size says), the
+# signature kept.
+sed -i 's/^Size: \([0-9]*\)[0-9]$/Size: \10/' "$work/feeds/tampered/x86_64/Packages"
+cmp -s "$work/feeds/r1/x86_64/Packages" "$work/feeds/tampered/x86_64/Packages" && fail "the tampered index is not changed"
+gzip -n -9 -c "$work/feeds/tampered/x86_64/Packages" > "$work/feeds/tampered/x86_64/Packages.gz"
+[ -f "$work/feeds/unsigned/x86_64/Packages.sig" ] && fail "the unsigned feed has a signature"
+mkdir -p "$work/www"
+serve() { ln -sfn "$work/feeds/$1" "$work/www/feed"; }
+serve r1
+
+step="boot"
+"$owrt" up "$root" >/dev/null
+# What a real image has and this userland lacks (see the top).
+r 'grep -q "^option check_signature" /etc/opkg.conf || echo "option check_signature" >> /etc/opkg.conf'
+r 'cat > /usr/sbin/opkg-key' <<'SH'
+#!/bin/sh
+# OpenWrt's opkg-key (package/system/opkg/files/opkg-key), as a real image has it.
+usage() { echo "Usage: $0 add <file> | remove <file> | verify <sigfile> <list>"; exit 1; }
+case "$1" in
+    add)
+        [ -f "$2" ] || usage
+        fingerprint="$(usign -F -p "$2")" || exit 1
+        mkdir -p /etc/opkg/keys && cp "$2" "/etc/opkg/keys/$fingerprint" ;;
+    remove)
+        fingerprint="$(usign -F -p "$2")" || exit 1
+        rm -f "/etc/opkg/keys/$fingerprint" ;;
+    verify)
+        (zcat "$3" 2>/dev/null || cat "$3" 2>/dev/null) | usign -V -P /etc/opkg/keys -q -x "$2" -m - ;;
+    *) usage ;;
+esac
+SH
+r 'chmod 0755 /usr/sbin/opkg-key'
+"$owrt" net "$root" python3 -m http.server 8089 --bind 127.0.0.1 --directory "$work/www" >"$work/http.log" 2>&1 &
+server=$!
+until_ 10 "$owrt" net "$root" python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:8089/feed/x86_64/Packages")' ||
+    fail "the feed server did not start"
+r 'echo "src/gz socksbalance http://127.0.0.1:8089/feed/x86_64" >> /etc/opkg/customfeeds.conf'
+ok
+
+# update OUTPUT: opkg update; its exit code, its output in OUTPUT.
+update() { r 'opkg update' >"$1" 2>&1; }
+# Whether the router's lists know socksbalance (from any feed).
+listed() { r 'opkg list socksbalance' 2>/dev/null | grep -q '^socksbalance '; }
+# refused OUTPUT: an `opkg update` whose feed opkg did not take. opkg
+# says so and exits 0 all the same (a feed that fails is not an error to
+# it), so what counts is that it said so, that no list of ours is left,
+# and that nothing can be installed from it.
+refused() {
+    update "$1" || true
+    grep -qiE 'signature check failed|failed to download the signature|signature' "$1" ||
+        fail "opkg did not say it refused the index: $(cat "$1")"
+    listed && fail "the router lists the package of a refused index: $(cat "$1")"
+    if r 'opkg install --noaction socksbalance' >/dev/null 2>&1; then fail "opkg would install from a refused index"; fi
+}
+
+step="before its key is added, opkg update refuses the signed feed"
+refused "$work/u0"
+ok
+
+step="opkg-key add: the key in /etc/opkg/keys under its fingerprint"
+r 'cat > /tmp/socksbalance-feed.pub' < "$work/feed.pub"
+r 'opkg-key add /tmp/socksbalance-feed.pub'
+fp=$(python3 scripts/opkg_feed.py --fingerprint "$work/feed.pub")
+r "test -f /etc/opkg/keys/$fp" || fail "the key is not in /etc/opkg/keys/$fp"
+ok
+
+# Refused with the key in place; nothing is installed yet, so whatever
+# opkg lists comes from the index it was just given.
+for bad in tampered unsigned other; do
+    case $bad in
+        tampered) step="a tampered index (signature kept) is refused" ;;
+        unsigned) step="an unsigned index is refused" ;;
+        other) step="an index signed by a key nobody added is refused" ;;
+    esac
+    serve "$bad"
+    refused "$work/u-$bad"
+    ok
+done
+
+step="opkg update && opkg install socksbalance: from the feed, running"
+serve r1
+update "$work/u1" || fail "opkg update failed: $(cat "$work/u1")"
+r 'opkg install socksbalance' >"$work/i1" 2>&1 || fail "opkg install failed: $(cat "$work/i1")"
+grep -qF "GET /feed/x86_64/socksbalance_${version}-1_x86_64.ipk" "$work/http.log" || fail "the package did not come from the feed"
+r 'opkg list-installed socksbalance' | grep -qF "socksbalance - ${version}-1" || fail "not installed: $(r 'opkg list-installed')"
+until_ 15 running || fail "the installed daemon does not run"
+ok
+
+step="a newer release in the feed: opkg upgrade takes it, keeps the edited config"
+r 'echo "# edited on the router" >> /etc/socksbalance/config.yaml'
+serve r2
+update "$work/u3" || fail "opkg update failed: $(cat "$work/u3")"
+r 'opkg list-upgradable' | grep -q "^socksbalance - ${version}-1 - ${version}-2" ||
+    fail "opkg sees no upgrade: $(r 'opkg list-upgradable')"
+r 'opkg upgrade socksbalance' >"$work/g" 2>&1 || fail "opkg upgrade failed: $(cat "$work/g")"
+r 'opkg list-installed socksbalance' | grep -qF "socksbalance - ${version}-2" || fail "not upgraded: $(cat "$work/g")"
+r 'tail -n1 /etc/socksbalance/config.yaml' | grep -qF '# edited on the router' ||
+    fail "the edited config was not kept: $(r 'tail -n3 /etc/socksbalance/config.yaml')"
+until_ 15 eval '[ "$(r "sha256sum /proc/$(pid)/exe" | cut -d" " -f1)" = "$sum2" ]' ||
+    fail "the running daemon is not the r2 binary"
+ok
+echo "openwrt-feed-test.sh: all checks passed"
