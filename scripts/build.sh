@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds release artifacts for the target matrix into dist/:
 #   dist/socksbalance-<version>-<target>[.exe]
-#   dist/socksbalance-<version>-<target>.tar.gz   (Linux: binary, README, example config)
-#   dist/socksbalance-<version>-<target>.zip      (Windows: exe, README.txt, example config)
+#   dist/socksbalance-<version>-<target>.tar.gz   (Linux: binary, README, LICENSE, example config)
+#   dist/socksbalance-<version>-<target>.zip      (Windows: exe, README.txt, LICENSE, example config)
 #   dist/SHA256SUMS
 # and prints a size table.
 #
@@ -182,6 +182,7 @@ package() {
     mkdir "$stage/$name"
     cp "dist/$name$exe" "$stage/$name/socksbalance$exe"
     cp packaging/config.example.yaml "$stage/$name/config.yaml"
+    cp LICENSE "$stage/$name/LICENSE"
     # The documentation the README links to travels with it.
     mkdir "$stage/$name/docs"
     cp docs/*.md docs/*.png "$stage/$name/docs/"
@@ -189,7 +190,7 @@ package() {
         need_apt zip zip
         # Windows users get CRLF text files.
         sed 's/$/\r/' packaging/windows/README.txt > "$stage/$name/README.txt"
-        sed -i 's/$/\r/' "$stage/$name/config.yaml"
+        sed -i 's/$/\r/' "$stage/$name/config.yaml" "$stage/$name/LICENSE"
         find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
         (cd "$stage" && rm -f "$OLDPWD/dist/$name.zip" && TZ=UTC zip -q -X -r "$OLDPWD/dist/$name.zip" "$name")
     else

@@ -59,11 +59,14 @@ pub mod http;
 pub(crate) mod inbound;
 pub(crate) mod json;
 pub mod live;
+// The Windows service's own: not in a router's binary (tested everywhere).
+#[cfg(any(windows, test))]
 pub mod logfile;
 pub mod logging;
 pub(crate) mod relay;
 pub(crate) mod rng;
 pub mod server;
+#[cfg(any(windows, test))]
 pub mod service;
 pub(crate) mod shutdown;
 pub mod sniff;

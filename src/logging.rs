@@ -65,6 +65,7 @@ pub fn init(format: LogFormat, level: LevelFilter, syslog: bool) {
 
 /// Installs a log file ([`crate::logfile`]) as the global logger, in
 /// place of [`init`]: the Windows service's log.
+#[cfg(any(windows, test))]
 pub fn init_file(file: crate::logfile::LogFile, level: LevelFilter) {
     if let Err(e) = log::set_boxed_logger(Box::new(file)) {
         eprintln!("socksbalance: cannot install logger: {e}");

@@ -49,22 +49,23 @@ struct Args {
 enum Command {
     Check(Check),
     Status(Status),
+    #[cfg(windows)]
     Service(Service),
 }
 
 /// Install, remove, start or stop the Windows service (Windows only; needs
 /// an administrator prompt).
+#[cfg(windows)]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "service")]
-#[cfg_attr(not(windows), allow(dead_code))]
 struct Service {
     #[argh(subcommand)]
     action: ServiceAction,
 }
 
+#[cfg(windows)]
 #[derive(FromArgs)]
 #[argh(subcommand)]
-#[cfg_attr(not(windows), allow(dead_code))]
 enum ServiceAction {
     Install(ServiceInstall),
     Uninstall(ServiceUninstall),
@@ -75,9 +76,9 @@ enum ServiceAction {
 
 /// Register the service, started at boot with this config (its log goes
 /// to socksbalance.log next to it).
+#[cfg(windows)]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "install")]
-#[cfg_attr(not(windows), allow(dead_code))]
 struct ServiceInstall {
     /// config file for the service (without it, the embedded default)
     #[argh(option, short = 'c')]
@@ -85,24 +86,27 @@ struct ServiceInstall {
 }
 
 /// Stop the service if it runs, and remove it.
+#[cfg(windows)]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "uninstall")]
 struct ServiceUninstall {}
 
 /// Start the service and wait until it runs.
+#[cfg(windows)]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "start")]
 struct ServiceStart {}
 
 /// Stop the service (it drains its tunnels first) and wait until it has.
+#[cfg(windows)]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "stop")]
 struct ServiceStop {}
 
 /// What the Service Control Manager runs; not for a console.
+#[cfg(windows)]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "run")]
-#[cfg_attr(not(windows), allow(dead_code))]
 struct ServiceRun {
     /// config file
     #[argh(option, short = 'c')]
@@ -178,6 +182,20 @@ fn main() -> ExitCode {
     let strings: Vec<String> = std::env::args().collect();
     let program = strings.first().map_or("socksbalance", |s| s.as_str());
     let rest = expand_repeated_flags(strings.iter().skip(1).map(|s| s.as_str()));
+    // The Windows service's command, elsewhere: said in words, without
+    // its parser in a router's binary.
+    #[cfg(not(windows))]
+    if rest
+        .iter()
+        .enumerate()
+        .any(|(i, a)| *a == "service" && (i == 0 || !matches!(rest[i - 1], "-c" | "--config")))
+    {
+        eprintln!(
+            "socksbalance service: manages the Windows service; on Linux run the daemon under systemd or \
+             OpenWrt's procd (docs/install.md)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     let args = match Args::from_args(&[program], &rest) {
         Ok(args) => args,
         Err(early) => {
@@ -197,6 +215,7 @@ fn main() -> ExitCode {
     match args.command {
         Some(Command::Check(check)) => run_check(check.config.or(args.config)),
         Some(Command::Status(status)) => run_status(status, args.config),
+        #[cfg(windows)]
         Some(Command::Service(service)) => run_service(service, args.config),
         None => run_daemon(args),
     }
@@ -398,13 +417,8 @@ fn run_daemon(args: Args) -> ExitCode {
 #[cfg(windows)]
 const SERVICE_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
+#[cfg(windows)]
 fn run_service(service: Service, top_config: Option<PathBuf>) -> ExitCode {
-    #[cfg(not(windows))]
-    let result: Result<String, _> = {
-        let _ = (service, top_config);
-        Err(socksbalance::service::not_windows())
-    };
-    #[cfg(windows)]
     let result = {
         use socksbalance::service;
         match service.action {

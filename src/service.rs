@@ -7,7 +7,8 @@
 //! take) are plain functions, tested on every platform; the calls
 //! themselves are [`install`], [`uninstall`], [`start`], [`stop`] and
 //! [`dispatch`], on Windows only, tested under Wine
-//! (scripts/wine-service.sh).
+//! (scripts/wine-service.sh). Elsewhere the module is built for its tests
+//! only: a router's binary has no use for it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -139,15 +140,6 @@ pub fn not_from_scm() -> Failure {
         "`socksbalance service run` is what the Service Control Manager starts; to run socksbalance in this \
          console, start it without `service run` (socksbalance -c CONFIG), or start the service with \
          `socksbalance service start`",
-    )
-}
-
-/// `service` anywhere but on Windows.
-pub fn not_windows() -> Failure {
-    Failure::new(
-        2,
-        "`socksbalance service` manages the Windows service; on Linux run the daemon under systemd or \
-         OpenWrt's procd (docs/install.md)",
     )
 }
 
