@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The signed opkg feed (scripts/opkg_feed.py) on a real OpenWrt 24.10.2
-# userland (`owrt`, not part of this repository: CI passes
-# ../shared/openwrt/owrt), added the way docs/openwrt.md tells users to:
-# the feed line in /etc/opkg/customfeeds.conf and the usign public key
-# added with opkg-key. Served over HTTP by a python server inside the
-# router's network namespace. It checks, with signature checks on:
+# The signed package feeds on a real OpenWrt 24.10.2 userland (`owrt`, not
+# part of this repository: CI passes ../shared/openwrt/owrt), added the way
+# docs/openwrt.md tells users to, and served over HTTP by a python server
+# inside the router's network namespace: the opkg feed
+# (scripts/opkg_feed.py; its line in /etc/opkg/customfeeds.conf, the usign
+# key added with opkg-key), then, on a second router, the apk v3
+# repository (packages.adb from `socksbalance-apk index`; its line in
+# /etc/apk/repositories.d/, the key in /etc/apk/keys/) with apk-tools 3.
+# For opkg it checks, with signature checks on:
 #   - before the key is added, `opkg update` refuses the signed feed;
 #   - with the key, `opkg update && opkg install socksbalance` installs
 #     it from the feed and it runs;
@@ -13,16 +16,22 @@
 #     refused, and the router does not see their packages;
 #   - a newer release in the feed (-r2) is taken by `opkg upgrade`, its
 #     binary runs, and the config file edited on the router is kept.
-# A throwaway key pair is made for the run (signify-openbsd, usign's
-# format); no key is in the repository.
+# For apk the same: an unsigned, a tampered and a foreign-key index
+# refused (nothing to install), the signed one taken (`apk update && apk
+# add socksbalance`, the daemon runs), and `apk upgrade` to -r2 running
+# the new binary with the edited config kept.
+# Throwaway keys are made for the run (signify-openbsd, usign's format;
+# openssl P-256 for apk); no key is in the repository.
 #
 # The userland lacks two things a real OpenWrt image has, added here:
 # `option check_signature` in /etc/opkg.conf (the image's default) and
 # /usr/sbin/opkg-key (OpenWrt's script: usign -V over the list, the key
-# named by its fingerprint). See docs/openwrt.md, "A package feed".
+# named by its fingerprint); and for apk, a `wget` that drops `-T`
+# (apk passes it; Debian's busybox 1.35 wget crashes on it, OpenWrt's
+# uclient-fetch does not). See docs/openwrt.md, "A package feed".
 #
 # Usage: scripts/openwrt-feed-test.sh --owrt PATH
-#   Needs root, dist/openwrt/socksbalance_<version>-1_x86_64.ipk and the
+#   Needs root, openssl, dist/openwrt/socksbalance_<version>-1_x86_64.ipk and the
 #   x86_64 musl binary (scripts/build.sh --local x86_64-unknown-linux-musl
 #   && scripts/package-openwrt.sh x86_64), python3 on the host.
 set -euo pipefail
@@ -52,14 +61,17 @@ work=$(mktemp -d /tmp/sb-owrt-feed.XXXXXX)
 root=$work/root
 cleanup() {
     [ -z "${server:-}" ] || kill "$server" 2>/dev/null || true
+    [ -z "${server2:-}" ] || kill "$server2" 2>/dev/null || true
     "$owrt" down "$root" >/dev/null 2>&1 || true
+    "$owrt" down "$work/root2" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 [ -n "${KEEP:-}" ] || trap cleanup EXIT
 r() { "$owrt" sh "$root" "$1"; }
 step=""
-ok() { echo "ok   feed: $step"; }
-fail() { echo "FAIL feed: $step: $*" >&2; exit 1; }
+kind=opkg
+ok() { echo "ok   $kind feed: $step"; }
+fail() { echo "FAIL $kind feed: $step: $*" >&2; exit 1; }
 until_() {
     local limit=$(( $1 * 5 )) n=0; shift
     until "$@" >/dev/null 2>&1; do
@@ -187,6 +199,108 @@ r 'opkg list-upgradable' | grep -q "^socksbalance - ${version}-1 - ${version}-2"
     fail "opkg sees no upgrade: $(r 'opkg list-upgradable')"
 r 'opkg upgrade socksbalance' >"$work/g" 2>&1 || fail "opkg upgrade failed: $(cat "$work/g")"
 r 'opkg list-installed socksbalance' | grep -qF "socksbalance - ${version}-2" || fail "not upgraded: $(cat "$work/g")"
+r 'tail -n1 /etc/socksbalance/config.yaml' | grep -qF '# edited on the router' ||
+    fail "the edited config was not kept: $(r 'tail -n3 /etc/socksbalance/config.yaml')"
+until_ 15 eval '[ "$(r "sha256sum /proc/$(pid)/exe" | cut -d" " -f1)" = "$sum2" ]' ||
+    fail "the running daemon is not the r2 binary"
+ok
+
+# ---- apk (a second router) ----
+kind=apk
+root=$work/root2
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/apk.key" 2>/dev/null
+openssl ec -in "$work/apk.key" -pubout -out "$work/socksbalance-feed.pem" 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/apk-other.key" 2>/dev/null
+APK_SIGN_KEY=$work/apk.key scripts/package-openwrt.sh --out "$work/a1" x86_64 >/dev/null
+APK_SIGN_KEY=$work/apk.key scripts/package-openwrt.sh --release 2 --bin-dir "$work/bin2" --out "$work/a2" x86_64 >/dev/null
+apk_tool=target/release/socksbalance-apk
+# apk_feed NAME DIR [KEY]: the repository NAME with DIR's packages.
+apk_feed() {
+    mkdir -p "$work/feeds/$1/x86_64"
+    cp "$2"/x86_64/*.apk "$work/feeds/$1/x86_64/"
+    "$apk_tool" index --output "$work/feeds/$1/x86_64/packages.adb" --description "socksbalance (test)" \
+        ${3:+--sign-key "$3"} "$work/feeds/$1"/x86_64/*.apk
+}
+apk_feed apk-r1 "$work/a1" "$work/apk.key"
+apk_feed apk-r2 "$work/a2" "$work/apk.key"
+apk_feed apk-unsigned "$work/a1"
+apk_feed apk-other "$work/a1" "$work/apk-other.key"
+cp -r "$work/feeds/apk-r1" "$work/feeds/apk-tampered"
+python3 - "$work/feeds/apk-tampered/x86_64/packages.adb" <<'PY'
+import sys
+p = sys.argv[1]
+d = bytearray(open(p, "rb").read())
+i = d.find(b"socksbalance (test)")
+d[i] ^= 0x20  # one byte of the signed index
+open(p, "wb").write(d)
+PY
+serve apk-r1
+
+step="boot a second router for apk"
+"$owrt" up "$root" >/dev/null
+r 'rm /usr/bin/wget && cat > /usr/bin/wget && chmod 0755 /usr/bin/wget' <<'SH'
+#!/bin/sh
+# Test stand-in for OpenWrt's uclient-fetch: Debian's busybox 1.35 wget
+# crashes on -T (a timeout), which apk passes; drop it.
+n=$#
+i=0
+while [ "$i" -lt "$n" ]; do
+    a=$1
+    shift
+    i=$((i + 1))
+    if [ "$a" = -T ]; then
+        shift
+        i=$((i + 1))
+        continue
+    fi
+    set -- "$@" "$a"
+done
+exec busybox wget "$@"
+SH
+"$owrt" net "$root" python3 -m http.server 8089 --bind 127.0.0.1 --directory "$work/www" >"$work/http2.log" 2>&1 &
+server2=$!
+until_ 10 "$owrt" net "$root" python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:8089/feed/x86_64/packages.adb")' ||
+    fail "the feed server did not start"
+r 'mkdir -p /etc/apk/repositories.d && echo "http://127.0.0.1:8089/feed/x86_64/packages.adb" > /etc/apk/repositories.d/customfeeds.list'
+ok
+
+# Refused before anything was taken, so that no cached index stands in.
+apk_refused() {
+    if r 'apk update' >"$1" 2>&1; then fail "apk update took it: $(cat "$1")"; fi
+    if r 'apk add --simulate socksbalance' >/dev/null 2>&1; then fail "apk would install from a refused index"; fi
+}
+step="before its key is added, apk update refuses the signed index"
+apk_refused "$work/au0"
+ok
+step="the key in /etc/apk/keys/"
+r 'cat > /etc/apk/keys/socksbalance-feed.pem' < "$work/socksbalance-feed.pem"
+ok
+for bad in tampered unsigned other; do
+    case $bad in
+        tampered) step="a tampered index (signature kept) is refused" ;;
+        unsigned) step="an unsigned index is refused" ;;
+        other) step="an index signed by a key nobody added is refused" ;;
+    esac
+    serve "apk-$bad"
+    apk_refused "$work/au-$bad"
+    ok
+done
+
+step="apk update && apk add socksbalance: from the repository, running"
+serve apk-r1
+r 'apk update' >"$work/au1" 2>&1 || fail "apk update failed: $(cat "$work/au1")"
+r 'apk add socksbalance' >"$work/ai1" 2>&1 || fail "apk add failed: $(cat "$work/ai1")"
+grep -qF "GET /feed/x86_64/socksbalance-${version}-r1.apk" "$work/http2.log" || fail "the package did not come from the repository"
+until_ 15 running || fail "the installed daemon does not run"
+ok
+
+step="a newer release in the repository: apk upgrade takes it, keeps the edited config"
+r 'echo "# edited on the router" >> /etc/socksbalance/config.yaml'
+serve apk-r2
+r 'apk update' >"$work/au2" 2>&1 || fail "apk update failed: $(cat "$work/au2")"
+r 'apk upgrade socksbalance' >"$work/ag" 2>&1 || fail "apk upgrade failed: $(cat "$work/ag")"
+r 'apk info -e socksbalance' | grep -qF "socksbalance-${version}-r2" || r 'apk list -I socksbalance' | grep -qF "${version}-r2" ||
+    fail "not upgraded: $(cat "$work/ag")"
 r 'tail -n1 /etc/socksbalance/config.yaml' | grep -qF '# edited on the router' ||
     fail "the edited config was not kept: $(r 'tail -n3 /etc/socksbalance/config.yaml')"
 until_ 15 eval '[ "$(r "sha256sum /proc/$(pid)/exe" | cut -d" " -f1)" = "$sum2" ]' ||

@@ -5,8 +5,9 @@
 #       the matrix with the size settings (scripts/build.sh --local: no
 #       Docker), each archive with README, LICENSE and the example config;
 #   openwrt/<arch>/   the .ipk and .apk packages of that OpenWrt
-#       architecture and the LuCI app, as an opkg feed: Packages,
-#       Packages.gz and Packages.sig (scripts/opkg_feed.py);
+#       architecture and the LuCI app, as an opkg feed (Packages,
+#       Packages.gz and Packages.sig: scripts/opkg_feed.py) and an apk v3
+#       repository (packages.adb: socksbalance-apk index);
 #   SHA256SUMS        of every file above, and SHA256SUMS.sig, a usign /
 #       signify signature over it.
 # Two runs from the same commit give the same files (SOURCE_DATE_EPOCH is
@@ -22,7 +23,8 @@
 # Keys, from files outside the repository:
 #   SOCKSBALANCE_RELEASE_KEY   usign/signify secret key: SHA256SUMS.sig and
 #                              the feeds' Packages.sig
-#   APK_SIGN_KEY               PEM key for the .apk packages (optional;
+#   APK_SIGN_KEY               PEM key for the .apk packages and the
+#                              repository's packages.adb (optional;
 #                              docs/openwrt.md, "Signing the .apk")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,9 +86,13 @@ if [ ${#archs[@]} -gt 0 ]; then
     echo "== OpenWrt packages and feeds: ${archs[*]}"
     scripts/package-openwrt.sh --out "$work/openwrt" "${archs[@]}" >/dev/null
     python3 scripts/opkg_feed.py "$out/openwrt" "$work"/openwrt/*.ipk ${key:+--key "$key"}
+    # The apk v3 repository beside it: the .apk files and packages.adb,
+    # signed with the .apk key when there is one.
     for arch in "${archs[@]}"; do
         mkdir -p "$out/openwrt/$arch"
         cp "$work/openwrt/$arch"/*.apk "$work/openwrt/noarch"/*.apk "$out/openwrt/$arch/"
+        target/release/socksbalance-apk index --output "$out/openwrt/$arch/packages.adb" \
+            --description "socksbalance $version" ${APK_SIGN_KEY:+--sign-key "$APK_SIGN_KEY"} "$out/openwrt/$arch"/*.apk
     done
 fi
 

@@ -48,6 +48,8 @@ pub const FORMAT_MAGIC: &[u8; 4] = b"ADB.";
 pub const DEFLATE_MAGIC: &[u8; 4] = b"ADBd";
 /// apk_adb.h `ADB_SCHEMA_PACKAGE`: "pckg", the root schema of a package.
 pub const SCHEMA_PACKAGE: &[u8; 4] = b"pckg";
+/// The schema of a repository index, `packages.adb` (apk_adb.h ADB_SCHEMA_INDEX).
+pub const SCHEMA_INDEX: &[u8; 4] = b"indx";
 
 /// apk-v3(5) "BLOCKS": the two type bits of a block header.
 pub const BLOCK_ADB: u32 = 0;

@@ -18,6 +18,7 @@
 
 pub mod adb;
 pub mod dump;
+pub mod index;
 pub mod package;
 pub mod read;
 pub mod schema;

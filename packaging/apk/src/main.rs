@@ -19,6 +19,7 @@ const USAGE: &str = "usage:
       [--description D] [--license L] [--origin O] [--maintainer M] [--url U] [--depends NAME]...
       [--mtime SECONDS] [--script SLOT:FILE]... [--sign-key KEY.pem] [--no-compress]
   socksbalance-apk check [--verify-key PUBLIC.pem] FILE...
+  socksbalance-apk index --output packages.adb [--description D] [--sign-key KEY.pem] PACKAGE.apk...
   socksbalance-apk dump [--hex] FILE";
 
 fn usage(msg: &str) -> ExitCode {
@@ -37,11 +38,12 @@ fn main() -> ExitCode {
         Some("build") => build(&args[1..]),
         Some("check") => check(&args[1..]),
         Some("dump") => dump_cmd(&args[1..]),
+        Some("index") => index_cmd(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        _ => usage("expected build, check or dump"),
+        _ => usage("expected build, check, index or dump"),
     }
 }
 
@@ -184,5 +186,58 @@ fn dump_cmd(args: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("{f}: {e}")),
+    }
+}
+
+/// `index`: a repository index (packages.adb) of the packages given, as
+/// `apk mkndx` makes it (src/index.rs).
+fn index_cmd(args: &[String]) -> ExitCode {
+    let (mut output, mut description, mut key, mut files) = (None, String::new(), None, Vec::new());
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--output" => match value("--output") {
+                Ok(v) => output = Some(v),
+                Err(e) => return usage(&e),
+            },
+            "--description" => match value("--description") {
+                Ok(v) => description = v,
+                Err(e) => return usage(&e),
+            },
+            "--sign-key" => match value("--sign-key") {
+                Ok(v) => key = Some(std::path::PathBuf::from(v)),
+                Err(e) => return usage(&e),
+            },
+            flag if flag.starts_with("--") => return usage(&format!("unknown option {flag}")),
+            file => files.push(file.to_string()),
+        }
+    }
+    let Some(output) = output else { return usage("index needs --output") };
+    if files.is_empty() {
+        return usage("index needs at least one package");
+    }
+    let mut packages = Vec::new();
+    for f in &files {
+        match std::fs::read(f) {
+            Ok(b) => {
+                let name = std::path::Path::new(f)
+                    .file_name()
+                    .map_or(f.clone(), |n| n.to_string_lossy().into_owned());
+                packages.push((name, b));
+            }
+            Err(e) => return fail(format!("{f}: {e}")),
+        }
+    }
+    let signer = match key.map(|k| sign::Signer::new(&k)).transpose() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match socksbalance_apk::index::index(&packages, &description, signer.as_ref()) {
+        Ok(b) => match std::fs::write(&output, &b) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("{output}: {e}")),
+        },
+        Err(e) => fail(e),
     }
 }

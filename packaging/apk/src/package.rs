@@ -475,16 +475,26 @@ pub fn sig_header(key_id: &[u8; 16]) -> [u8; 18] {
 /// id, the signature header, and the SHA-512 of the ADB block's payload;
 /// the key then signs this message with SHA-512.
 pub fn signed_message(header: &[u8; 18], adb_payload: &[u8]) -> Vec<u8> {
+    signed_message_of(adb::SCHEMA_PACKAGE, header, adb_payload)
+}
+
+/// [`signed_message`] for a file of another schema (an index: `indx`).
+pub fn signed_message_of(schema: &[u8; 4], header: &[u8; 18], adb_payload: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(4 + 18 + 64);
-    m.extend_from_slice(adb::SCHEMA_PACKAGE);
+    m.extend_from_slice(schema);
     m.extend_from_slice(header);
     m.extend_from_slice(&Sha512::digest(adb_payload));
     m
 }
 
 fn sign_block(s: &Signer, area: &[u8]) -> Result<Vec<u8>, Error> {
+    sign_block_of(adb::SCHEMA_PACKAGE, s, area)
+}
+
+/// The SIG block's payload over `area`, the ADB block of a `schema` file.
+pub fn sign_block_of(schema: &[u8; 4], s: &Signer, area: &[u8]) -> Result<Vec<u8>, Error> {
     let header = sig_header(&s.key_id()?);
-    let sig = s.sign(&signed_message(&header, area))?;
+    let sig = s.sign(&signed_message_of(schema, &header, area))?;
     let mut b = header.to_vec();
     b.extend(sig);
     Ok(b)
