@@ -36,6 +36,22 @@ wine_prefix() {
     fi
 }
 
+# until_ SECONDS COMMAND...: runs COMMAND every 0.2 s until it succeeds;
+# fails after SECONDS.
+until_() {
+    local limit=$(( $1 * 5 )) n=0; shift
+    until "$@" >/dev/null 2>&1; do
+        n=$((n + 1))
+        [ $n -lt $limit ] || return 1
+        sleep 0.2
+    done
+}
+
+# For the tests on the OpenWrt userland, which define r() (a command line
+# inside the router): the daemon's PID as procd has it, and whether it runs.
+pid() { r "ubus call service list '{\"name\":\"socksbalance\"}' | jsonfilter -e '@.socksbalance.instances.*.pid'" 2>/dev/null | head -n1; }
+running() { [ -n "$(pid)" ] && r '/etc/init.d/socksbalance running'; }
+
 # The crate's version, from Cargo.toml.
 crate_version() {
     sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1

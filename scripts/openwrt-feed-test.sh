@@ -72,16 +72,6 @@ step=""
 kind=opkg
 ok() { echo "ok   $kind feed: $step"; }
 fail() { echo "FAIL $kind feed: $step: $*" >&2; exit 1; }
-until_() {
-    local limit=$(( $1 * 5 )) n=0; shift
-    until "$@" >/dev/null 2>&1; do
-        n=$((n + 1))
-        [ $n -lt $limit ] || return 1
-        sleep 0.2
-    done
-}
-pid() { r "ubus call service list '{\"name\":\"socksbalance\"}' | jsonfilter -e '@.socksbalance.instances.*.pid'" 2>/dev/null | head -n1; }
-running() { [ -n "$(pid)" ] && r '/etc/init.d/socksbalance running'; }
 
 # The keys: ours, and another one nobody trusts.
 signify-openbsd -G -n -c "socksbalance feed (test)" -p "$work/feed.pub" -s "$work/feed.sec"
@@ -171,16 +161,22 @@ ok
 
 # Refused with the key in place; nothing is installed yet, so whatever
 # opkg lists comes from the index it was just given.
-for bad in tampered unsigned other; do
-    case $bad in
-        tampered) step="a tampered index (signature kept) is refused" ;;
-        unsigned) step="an unsigned index is refused" ;;
-        other) step="an index signed by a key nobody added is refused" ;;
-    esac
-    serve "$bad"
-    refused "$work/u-$bad"
-    ok
-done
+# refusals PREFIX CHECK: the tampered, unsigned and foreign-key feeds
+# (named PREFIX…), each served in turn and refused as CHECK OUTPUT says.
+refusals() {
+    local bad
+    for bad in tampered unsigned other; do
+        case $bad in
+            tampered) step="a tampered index (signature kept) is refused" ;;
+            unsigned) step="an unsigned index is refused" ;;
+            other) step="an index signed by a key nobody added is refused" ;;
+        esac
+        serve "$1$bad"
+        "$2" "$work/u-$1$bad"
+        ok
+    done
+}
+refusals "" refused
 
 step="opkg update && opkg install socksbalance: from the feed, running"
 serve r1
@@ -275,16 +271,7 @@ ok
 step="the key in /etc/apk/keys/"
 r 'cat > /etc/apk/keys/socksbalance-feed.pem' < "$work/socksbalance-feed.pem"
 ok
-for bad in tampered unsigned other; do
-    case $bad in
-        tampered) step="a tampered index (signature kept) is refused" ;;
-        unsigned) step="an unsigned index is refused" ;;
-        other) step="an index signed by a key nobody added is refused" ;;
-    esac
-    serve "apk-$bad"
-    apk_refused "$work/au-$bad"
-    ok
-done
+refusals apk- apk_refused
 
 step="apk update && apk add socksbalance: from the repository, running"
 serve apk-r1

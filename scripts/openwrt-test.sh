@@ -198,16 +198,6 @@ fail() {
     exit 1
 }
 # until_ SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds.
-until_() {
-    local limit=$(( $1 * 5 )) n=0; shift
-    until "$@" >/dev/null 2>&1; do
-        n=$((n + 1))
-        [ $n -lt $limit ] || return 1
-        sleep 0.2
-    done
-}
-pid() { r "ubus call service list '{\"name\":\"socksbalance\"}' | jsonfilter -e '@.socksbalance.instances.*.pid'" 2>/dev/null | head -n1; }
-running() { [ -n "$(pid)" ] && r '/etc/init.d/socksbalance running'; }
 stopped() { [ -z "$(pid)" ] && ! r 'pidof socksbalance'; }
 log_has() { r 'logread -e socksbalance' | grep -qF -- "$1"; }
 log_count() { r 'logread -e socksbalance' | grep -cF -- "$1" || true; }

@@ -34,7 +34,6 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL wine-multipath: $*" >&2; echo "---- daemon log" >&2; cat "$work/daemon.log" >&2 || true; exit 1; }
 ok() { echo "ok   wine-multipath: $*"; }
-until_() { local n=$(( $1 * 5 )); shift; until "$@" >/dev/null 2>&1; do n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.2; done; }
 
 # The client ("the Windows PC") and the internet behind both of its WANs.
 ip netns add "$c"
