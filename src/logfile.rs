@@ -123,6 +123,15 @@ impl LogFile {
     }
 }
 
+/// Installs `file` as the global logger, in place of [`logging::init`]:
+/// the Windows service's log.
+pub fn install(file: LogFile, level: log::LevelFilter) {
+    if let Err(e) = log::set_boxed_logger(Box::new(file)) {
+        eprintln!("socksbalance: cannot install logger: {e}");
+    }
+    logging::set_level(level);
+}
+
 fn append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }

@@ -63,16 +63,6 @@ pub fn init(format: LogFormat, level: LevelFilter, syslog: bool) {
     set_level(level);
 }
 
-/// Installs a log file ([`crate::logfile`]) as the global logger, in
-/// place of [`init`]: the Windows service's log.
-#[cfg(any(windows, test))]
-pub fn init_file(file: crate::logfile::LogFile, level: LevelFilter) {
-    if let Err(e) = log::set_boxed_logger(Box::new(file)) {
-        eprintln!("socksbalance: cannot install logger: {e}");
-    }
-    set_level(level);
-}
-
 /// The level in force from now on (a reload's new `log.level`).
 pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);

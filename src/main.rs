@@ -483,7 +483,7 @@ fn serve(path: Option<&PathBuf>, running: &socksbalance::service::Running) -> u8
         Err(_) => (LogFormat::Text, log::LevelFilter::Info),
     };
     match LogFile::open(&log_path, format) {
-        Ok(file) => logging::init_file(file, level),
+        Ok(file) => socksbalance::logfile::install(file, level),
         // Nowhere to say why: the exit code is all the SCM shows.
         Err(_) => return EXIT_FAILURE,
     }
