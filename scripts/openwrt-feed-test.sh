@@ -95,7 +95,15 @@ python3 scripts/opkg_feed.py "$work/feeds/unsigned" "$ipk1" >/dev/null
 cp -r "$work/feeds/r1" "$work/feeds/tampered"
 # One byte of the index changed (what a package's Size says), the
 # signature kept.
-sed -i 's/^Size: \([0-9]*\)[0-9]$/Size: \10/' "$work/feeds/tampered/x86_64/Packages"
+python3 - "$work/feeds/tampered/x86_64/Packages" <<'PY'
+import re, sys
+p = sys.argv[1]
+text = open(p).read()
+# The last digit of the first Size, one up (9 becomes 0).
+m = re.search(r"^Size: \d*(\d)$", text, re.M)
+d = str((int(m.group(1)) + 1) % 10)
+open(p, "w").write(text[: m.end() - 1] + d + text[m.end() :])
+PY
 cmp -s "$work/feeds/r1/x86_64/Packages" "$work/feeds/tampered/x86_64/Packages" && fail "the tampered index is not changed"
 gzip -n -9 -c "$work/feeds/tampered/x86_64/Packages" > "$work/feeds/tampered/x86_64/Packages.gz"
 [ -f "$work/feeds/unsigned/x86_64/Packages.sig" ] && fail "the unsigned feed has a signature"
