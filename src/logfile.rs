@@ -110,12 +110,7 @@ impl LogFile {
                 let mut out = crate::web::rfc3339(SystemTime::now());
                 out.push(' ');
                 out.push_str(&format!("{:<5} ", record.level()));
-                if !record.target().starts_with("socksbalance") {
-                    out.push('[');
-                    out.push_str(record.target());
-                    out.push_str("] ");
-                }
-                out.push_str(&message);
+                logging::push_message(&mut out, record.target(), &message);
                 out.push('\n');
                 out
             }

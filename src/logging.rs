@@ -118,13 +118,7 @@ impl Syslog {
             Level::Debug | Level::Trace => 7,
         };
         let mut out = format!("<{}>{}", 3 * 8 + severity, self.tag);
-        // Our own lines need no module path; a library's says whose it is.
-        if !target.starts_with("socksbalance") {
-            out.push('[');
-            out.push_str(target);
-            out.push_str("] ");
-        }
-        out.push_str(message);
+        push_message(&mut out, target, message);
         out
     }
 }
@@ -169,6 +163,17 @@ impl Log for JsonLogger {
     fn flush(&self) {
         let _ = std::io::stderr().flush();
     }
+}
+
+/// Appends a line's message as the syslog and file loggers write it: our
+/// own lines need no module path; a library's says whose it is.
+pub(crate) fn push_message(out: &mut String, target: &str, message: &str) {
+    if !target.starts_with("socksbalance") {
+        out.push('[');
+        out.push_str(target);
+        out.push_str("] ");
+    }
+    out.push_str(message);
 }
 
 pub(crate) fn now_millis() -> u128 {

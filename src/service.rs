@@ -207,15 +207,18 @@ mod windows {
         Ok(Handle(h))
     }
 
-    fn open(action: Action, access: u32) -> Result<Handle, Failure> {
-        let scm = manager(action, SC_MANAGER_CONNECT)?;
+    /// Our service in `scm`, opened for `access`; `None` with the reason
+    /// in the last error.
+    fn service_in(scm: &Handle, access: u32) -> Option<Handle> {
         let name = wide(NAME);
         // SAFETY: `name` is a NUL-terminated UTF-16 string alive for the call.
         let h = unsafe { OpenServiceW(scm.0, name.as_ptr(), access) };
-        if h.is_null() {
-            return Err(failed(action));
-        }
-        Ok(Handle(h))
+        (!h.is_null()).then_some(Handle(h))
+    }
+
+    fn open(action: Action, access: u32) -> Result<Handle, Failure> {
+        let scm = manager(action, SC_MANAGER_CONNECT)?;
+        service_in(&scm, access).ok_or_else(|| failed(action))
     }
 
     fn query(service: &Handle) -> Option<SERVICE_STATUS> {
@@ -237,6 +240,18 @@ mod windows {
         }
     }
 
+    /// Sends the stop control and waits (at most `wait`) while the service
+    /// drains; its state then (`None` if it could not be read), or the
+    /// error of the control.
+    fn stop_and_wait(service: &Handle, wait: Duration) -> Result<Option<u32>, u32> {
+        let mut status = SERVICE_STATUS::default();
+        // SAFETY: `status` is filled in by the call.
+        if unsafe { ControlService(service.0, SERVICE_CONTROL_STOP, &mut status) } == 0 {
+            return Err(last_error());
+        }
+        Ok(settle(service, SERVICE_STOP_PENDING, wait).map(|s| s.dwCurrentState))
+    }
+
     /// Registers the service: started at boot, restarted by the SCM if it
     /// fails, running `command_line` as LocalSystem.
     pub fn install(command_line: &str) -> Result<String, Failure> {
@@ -244,10 +259,7 @@ mod windows {
         let (name, display, binary) = (wide(NAME), wide(DISPLAY_NAME), wide(command_line));
         // Looked up first: Windows refuses to create it twice, but Wine 8
         // replaces it.
-        // SAFETY: `name` is a NUL-terminated UTF-16 string alive for the call.
-        let existing = unsafe { OpenServiceW(scm.0, name.as_ptr(), SERVICE_QUERY_STATUS) };
-        if !existing.is_null() {
-            drop(Handle(existing));
+        if service_in(&scm, SERVICE_QUERY_STATUS).is_some() {
             return explain(Action::Install, super::ERROR_SERVICE_EXISTS).map(str::to_owned);
         }
         // SAFETY: every string is NUL-terminated UTF-16 alive for the call;
@@ -321,11 +333,8 @@ mod windows {
         let service = open(Action::Uninstall, DELETE | SERVICE_STOP | SERVICE_QUERY_STATUS)?;
         let mut said = String::new();
         if query(&service).is_some_and(|s| s.dwCurrentState != SERVICE_STOPPED) {
-            let mut status = SERVICE_STATUS::default();
-            // SAFETY: `status` is filled in by the call.
-            if unsafe { ControlService(service.0, SERVICE_CONTROL_STOP, &mut status) } != 0 {
-                let end = settle(&service, SERVICE_STOP_PENDING, wait);
-                said.push_str(match end.map(|s| s.dwCurrentState) {
+            if let Ok(end) = stop_and_wait(&service, wait) {
+                said.push_str(match end {
                     Some(SERVICE_STOPPED) => "stopped the socksbalance service\n",
                     _ => "the socksbalance service did not stop in time; it is removed once it has\n",
                 });
@@ -374,14 +383,10 @@ mod windows {
     /// does) and waits until it has, at most `wait`.
     pub fn stop(wait: Duration) -> Result<String, Failure> {
         let service = open(Action::Stop, SERVICE_STOP | SERVICE_QUERY_STATUS)?;
-        let mut status = SERVICE_STATUS::default();
-        // SAFETY: `status` is filled in by the call.
-        if unsafe { ControlService(service.0, SERVICE_CONTROL_STOP, &mut status) } == 0 {
-            return explain(Action::Stop, last_error()).map(str::to_owned);
-        }
-        match settle(&service, SERVICE_STOP_PENDING, wait).map(|s| s.dwCurrentState) {
-            Some(SERVICE_STOPPED) => Ok("stopped the socksbalance service".into()),
-            _ => Err(Failure::new(1, "the socksbalance service is still stopping (draining its tunnels)")),
+        match stop_and_wait(&service, wait) {
+            Err(code) => explain(Action::Stop, code).map(str::to_owned),
+            Ok(Some(SERVICE_STOPPED)) => Ok("stopped the socksbalance service".into()),
+            Ok(_) => Err(Failure::new(1, "the socksbalance service is still stopping (draining its tunnels)")),
         }
     }
 
