@@ -34,7 +34,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ports import accepts, free_port  # noqa: E402
+from ports import accepts, free_port, wait_for  # noqa: E402
 
 X = "127.0.0.2"
 OTHERS = ["127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"]
@@ -65,12 +65,8 @@ def echo_server(host):
 
 
 def wait_until(what, cond, limit=10.0):
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise SystemExit(f"timed out waiting for {what}")
+    if not wait_for(cond, limit, 0.02):
+        raise SystemExit(f"timed out waiting for {what}")
 
 
 def recv_exact(s, n):

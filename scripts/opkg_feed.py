@@ -46,8 +46,13 @@ def control_of(ipk):
 
 
 def fields(control):
-    """The control file's field names, in order."""
-    return [line.split(":", 1)[0].strip() for line in control.splitlines() if line[:1] not in (" ", "\t") and ":" in line]
+    """The control file's fields (the first line of each), by name."""
+    value = {}
+    for line in control.splitlines():
+        if line[:1] not in (" ", "\t") and ":" in line:
+            key, v = line.split(":", 1)
+            value.setdefault(key.strip(), v.strip())
+    return value
 
 
 def entry(ipk):
@@ -57,15 +62,10 @@ def entry(ipk):
     space), with Filename, Size and SHA256sum before the Description."""
     data = open(ipk, "rb").read()
     control = control_of(ipk)
-    names = fields(control)
+    value = fields(control)
     for need in ("Package", "Version", "Architecture"):
-        if need not in names:
+        if need not in value:
             raise ValueError(f"{ipk}: control has no {need}")
-    value = {}
-    for line in control.splitlines():
-        if line[:1] not in (" ", "\t") and ":" in line:
-            key, v = line.split(":", 1)
-            value.setdefault(key.strip(), v.strip())
     extra = [f"Filename: {os.path.basename(ipk)}", f"Size: {len(data)}", f"SHA256sum: {hashlib.sha256(data).hexdigest()}"]
     lines = [line for line in control.splitlines() if line.strip()]
     at = next((i for i, line in enumerate(lines) if line.startswith("Description:")), len(lines))

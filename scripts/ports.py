@@ -1,7 +1,9 @@
-"""Ports for child processes started by the scripts in this folder."""
+"""Ports for child processes started by the scripts in this folder, and a
+bounded wait for them (or anything else) to be ready."""
 
 import random
 import socket
+import time
 
 
 def free_port():
@@ -26,6 +28,17 @@ def accepts(port, timeout=0.5):
         return True
     except OSError:
         return False
+
+
+def wait_for(cond, seconds, step=0.05):
+    """Whether `cond()` came true within `seconds`, asked every `step`
+    seconds (a bounded wait for readiness, not a sleep)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return False
 
 
 def echo_server(host, port):

@@ -29,7 +29,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ports import accepts, free_port  # noqa: E402
+from ports import accepts, free_port, wait_for  # noqa: E402
 
 CHUNK = 64 * 1024
 
@@ -47,12 +47,8 @@ def ok(msg):
 
 
 def until(what, check, seconds=30):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.1)
-    fail(f"{what} (waited {seconds} s)")
+    if not wait_for(check, seconds, 0.1):
+        fail(f"{what} (waited {seconds} s)")
 
 
 class Origin(http.server.BaseHTTPRequestHandler):

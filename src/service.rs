@@ -213,7 +213,8 @@ mod windows {
         let name = wide(NAME);
         // SAFETY: `name` is a NUL-terminated UTF-16 string alive for the call.
         let h = unsafe { OpenServiceW(scm.0, name.as_ptr(), access) };
-        (!h.is_null()).then_some(Handle(h))
+        // Lazily: a Handle of null would be closed, and set the last error.
+        (!h.is_null()).then(|| Handle(h))
     }
 
     fn open(action: Action, access: u32) -> Result<Handle, Failure> {
@@ -386,7 +387,9 @@ mod windows {
         match stop_and_wait(&service, wait) {
             Err(code) => explain(Action::Stop, code).map(str::to_owned),
             Ok(Some(SERVICE_STOPPED)) => Ok("stopped the socksbalance service".into()),
-            Ok(_) => Err(Failure::new(1, "the socksbalance service is still stopping (draining its tunnels)")),
+            Ok(_) => {
+                Err(Failure::new(1, "the socksbalance service is still stopping (draining its tunnels)"))
+            }
         }
     }
 

@@ -195,22 +195,18 @@ fn index_cmd(args: &[String]) -> ExitCode {
     let (mut output, mut description, mut key, mut files) = (None, String::new(), None, Vec::new());
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        if !arg.starts_with("--") {
+            files.push(arg.clone());
+            continue;
+        }
+        let Some(v) = it.next() else {
+            return usage(&format!("{arg} needs a value"));
+        };
         match arg.as_str() {
-            "--output" => match value("--output") {
-                Ok(v) => output = Some(v),
-                Err(e) => return usage(&e),
-            },
-            "--description" => match value("--description") {
-                Ok(v) => description = v,
-                Err(e) => return usage(&e),
-            },
-            "--sign-key" => match value("--sign-key") {
-                Ok(v) => key = Some(std::path::PathBuf::from(v)),
-                Err(e) => return usage(&e),
-            },
-            flag if flag.starts_with("--") => return usage(&format!("unknown option {flag}")),
-            file => files.push(file.to_string()),
+            "--output" => output = Some(v.clone()),
+            "--description" => description = v.clone(),
+            "--sign-key" => key = Some(PathBuf::from(v)),
+            _ => return usage(&format!("unknown option {arg}")),
         }
     }
     let Some(output) = output else { return usage("index needs --output") };
