@@ -36,6 +36,14 @@ wine_prefix() {
     fi
 }
 
+# windows_exe SCRIPT [EXE]: prints EXE, or the dist/ build of the x86_64
+# Windows exe; exits 2 with how to build it when it is missing.
+windows_exe() {
+    local exe=${2:-dist/socksbalance-$(crate_version)-x86_64-pc-windows-gnu.exe}
+    [ -f "$exe" ] || { echo "$1: $exe missing; run scripts/build.sh --local x86_64-pc-windows-gnu" >&2; exit 2; }
+    echo "$exe"
+}
+
 # until_ SECONDS COMMAND...: runs COMMAND every 0.2 s until it succeeds;
 # fails after SECONDS.
 until_() {

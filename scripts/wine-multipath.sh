@@ -15,9 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-version=$(crate_version)
-exe=${1:-dist/socksbalance-$version-x86_64-pc-windows-gnu.exe}
-[ -f "$exe" ] || { echo "wine-multipath.sh: $exe missing; run scripts/build.sh --local x86_64-pc-windows-gnu" >&2; exit 2; }
+exe=$(windows_exe wine-multipath.sh "${1:-}")
 
 c=sbwc$$ i=sbwi$$
 work=$(mktemp -d /tmp/sb-wine-mp.XXXXXX)

@@ -11,9 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-version=$(crate_version)
-exe=${1:-dist/socksbalance-$version-x86_64-pc-windows-gnu.exe}
-[ -f "$exe" ] || { echo "wine-service.sh: $exe missing; run scripts/build.sh --local x86_64-pc-windows-gnu" >&2; exit 2; }
+exe=$(windows_exe wine-service.sh "${1:-}")
 need_apt microsocks microsocks
 work=$(mktemp -d /tmp/sb-wine-svc.XXXXXX)
 export WINEDEBUG=-all WINEPREFIX=$work/prefix
