@@ -409,10 +409,13 @@ async fn open_upstream(
         }
         Target::Proxy { host, port } => {
             let via = snap.pool.uplink_of(index);
-            let stream = upstream::connect_backend(host, *port, health.connect_timeout, via).await?;
+            let credentials = backend.config.credentials.as_ref();
+            let greeting = upstream::greeting(credentials);
+            let stream =
+                upstream::connect_backend(host, *port, health.connect_timeout, via, greeting).await?;
             let (bound, early) = upstream::socks5_connect(
                 &stream,
-                backend.config.credentials.as_ref(),
+                credentials,
                 dest,
                 health.connect_timeout,
                 health.request_timeout,

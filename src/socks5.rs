@@ -429,14 +429,6 @@ pub async fn write_auth_status<W: AsyncWrite + Unpin>(w: &mut W, status: u8) -> 
     w.write_all(&[AUTH_VERSION, status]).await
 }
 
-/// Sends a greeting offering `methods`.
-pub async fn write_greeting<W: AsyncWrite + Unpin>(w: &mut W, methods: &[u8]) -> io::Result<()> {
-    let mut out: heapless::Vec<u8, 257> = heapless::Vec::new();
-    let _ = out.extend_from_slice(&[VERSION, methods.len() as u8]);
-    let _ = out.extend_from_slice(&methods[..methods.len().min(255)]);
-    w.write_all(&out).await
-}
-
 /// Sends an RFC 1929 username/password request. Both fields must be
 /// 1..=255 bytes; the config layer guarantees that for backends.
 pub async fn write_user_pass<W: AsyncWrite + Unpin>(

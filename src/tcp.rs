@@ -33,9 +33,10 @@ use smol::Async;
 
 /// Who sends the first bytes on a new outgoing connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FirstWord {
-    /// We do (a SOCKS5 backend waits for our greeting): ACKs wait for it.
-    Ours,
+pub enum FirstWord<'a> {
+    /// We do, these bytes (a SOCKS5 backend waits for our greeting): ACKs
+    /// wait for them, and [`connect`] sends them as soon as it is up.
+    Ours(&'a [u8]),
     /// The peer may (a destination server): the kernel's defaults.
     Theirs,
 }
@@ -126,10 +127,29 @@ fn bare_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     Ok(socket)
 }
 
-/// Connects `socket` (from [`socket`], perhaps already bound) to `addr`.
-/// The caller bounds it with a deadline.
-pub async fn connect(socket: OwnedFd, addr: SocketAddr, first: FirstWord) -> io::Result<Async<TcpStream>> {
-    if first == FirstWord::Ours {
+/// Connects `socket` (from [`socket`], perhaps already bound) to `addr`;
+/// where [`FirstWord::Ours`], sends those bytes. The caller bounds it
+/// with a deadline.
+///
+/// A non-blocking connect is done when the socket turns writable; its
+/// outcome is then in `SO_ERROR`, which a `getsockopt` reads. Where we
+/// speak first, Linux tells the outcome with our first send instead: a
+/// failed connect leaves its error on the socket, and the send returns
+/// that same error (ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, …) and clears
+/// it, as the `getsockopt` would. That saves a system call per backend
+/// connection (HAProxy learns it the same way). Elsewhere the send after
+/// a failed connect does not promise the connect's error, so the
+/// `getsockopt` stays.
+pub async fn connect(
+    socket: OwnedFd,
+    addr: SocketAddr,
+    first: FirstWord<'_>,
+) -> io::Result<Async<TcpStream>> {
+    let ours = match first {
+        FirstWord::Ours(bytes) if !bytes.is_empty() => Some(bytes),
+        _ => None,
+    };
+    if ours.is_some() {
         delay_acks(&socket);
     }
     match rustix::net::connect(&socket, &addr) {
@@ -139,23 +159,26 @@ pub async fn connect(socket: OwnedFd, addr: SocketAddr, first: FirstWord) -> io:
     }
     // `socket` made it non-blocking already.
     let stream = Async::new_nonblocking(TcpStream::from(socket))?;
-    // A non-blocking connect is done when the socket turns writable; its
-    // outcome is then in SO_ERROR. Read through std, not rustix: on mips64
-    // rustix's libc backend takes SOL_SOCKET and SO_ERROR from libc, whose
-    // 0.2.191 has the generic values there (see uplink's
-    // bind_to_interface), and the kernel refuses them with ENOPROTOOPT.
     stream.writable().await?;
-    if let Some(e) = stream.get_ref().take_error()? {
-        return Err(e);
+    if ours.is_none() || cfg!(not(target_os = "linux")) {
+        // Read through std, not rustix: on mips64 rustix's libc backend
+        // takes SOL_SOCKET and SO_ERROR from libc, whose 0.2.191 has the
+        // generic values there (see uplink's bind_to_interface), and the
+        // kernel refuses them with ENOPROTOOPT.
+        if let Some(e) = stream.get_ref().take_error()? {
+            return Err(e);
+        }
     }
     // The handshake is many small messages: don't let Nagle hold any of
     // them back.
     let _ = stream.get_ref().set_nodelay(true);
-    if first == FirstWord::Ours {
+    if let Some(bytes) = ours {
         // Completing the handshake puts the socket back in quick-ACK mode
         // (the ACK held back for our first bytes stays held); only newer
-        // kernels re-enter delayed ACKs on their own when we send.
+        // kernels re-enter delayed ACKs on their own when we send. Set
+        // before the send, so that the answer finds it.
         delay_acks(stream.get_ref());
+        smol::io::AsyncWriteExt::write_all(&mut &stream, bytes).await?;
     }
     Ok(stream)
 }
@@ -367,17 +390,21 @@ mod tests {
     fn outgoing_connections_delay_acks_only_where_we_speak_first() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        for (first, quick) in [(FirstWord::Ours, false), (FirstWord::Theirs, true)] {
+        for (first, quick) in [(FirstWord::Ours(b"hi"), false), (FirstWord::Theirs, true)] {
             let stream = smol::block_on(connect(socket(addr).unwrap(), addr, first)).unwrap();
             assert_eq!(tcp_quickack(stream.get_ref()).unwrap(), quick, "{first:?}");
             assert!(stream.get_ref().nodelay().unwrap());
+            if first == FirstWord::Theirs {
+                (&mut stream.get_ref()).write_all(b"hi").unwrap();
+            }
             // Our first bytes carry the handshake's last ACK, if it was
-            // held back: the peer accepts, and gets them.
-            (&mut stream.get_ref()).write_all(b"hi").unwrap();
+            // held back: the peer accepts, and gets them, once.
             let (mut accepted, _) = listener.accept().unwrap();
-            let mut got = [0u8; 2];
-            accepted.read_exact(&mut got).unwrap();
-            assert_eq!(&got, b"hi");
+            let mut got = [0u8; 3];
+            accepted.read_exact(&mut got[..2]).unwrap();
+            assert_eq!(&got[..2], b"hi");
+            drop(stream);
+            assert_eq!(accepted.read(&mut got).unwrap(), 0, "nothing more: {first:?}");
         }
     }
 
@@ -417,10 +444,13 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_connect_is_an_error() {
+    fn a_refused_connect_is_an_error_whoever_speaks_first() {
         let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        // The listener is gone: nothing listens there now.
-        let e = smol::block_on(connect(socket(addr).unwrap(), addr, FirstWord::Ours)).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        // The listener is gone: nothing listens there now. Where we speak
+        // first, the send reports it (no getsockopt); else SO_ERROR does.
+        for first in [FirstWord::Ours(b"\x05\x01\x00"), FirstWord::Ours(b""), FirstWord::Theirs] {
+            let e = smol::block_on(connect(socket(addr).unwrap(), addr, first)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{first:?}");
+        }
     }
 }

@@ -223,7 +223,7 @@ fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
 async fn connect_one(
     addr: SocketAddr,
     uplink: Option<&Uplink>,
-    first: FirstWord,
+    first: FirstWord<'_>,
 ) -> io::Result<Async<TcpStream>> {
     match uplink {
         Some(u) => crate::uplink::connect(u, addr, first).await,
@@ -243,7 +243,7 @@ async fn connect_one(
 async fn connect_any(
     addrs: &[SocketAddr],
     uplink: Option<&Uplink>,
-    first: FirstWord,
+    first: FirstWord<'_>,
     deadline: Instant,
 ) -> io::Result<Async<TcpStream>> {
     type Attempt<'a> = Pin<Box<dyn Future<Output = io::Result<Async<TcpStream>>> + Send + 'a>>;
@@ -304,13 +304,17 @@ async fn connect_any(
 }
 
 /// Opens a TCP connection to a backend proxy, through `via` if it is
-/// pinned to an uplink. A failure of that uplink itself (no route, link
-/// down) is [`UpstreamError::Uplink`]: the proxy is not to blame.
+/// pinned to an uplink, and sends it `greeting` (our [`greeting`], or a
+/// client's): a backend that cannot take it is as unreachable as one that
+/// refused ([`tcp::connect`] learns the connect's outcome from that send).
+/// A failure of the uplink itself (no route, link down) is
+/// [`UpstreamError::Uplink`]: the proxy is not to blame.
 pub async fn connect_backend(
     host: &Host,
     port: u16,
     timeout: Duration,
     via: Option<&Uplink>,
+    greeting: &[u8],
 ) -> Result<Async<TcpStream>, UpstreamError> {
     let deadline = Instant::now() + timeout;
     let (one, resolved);
@@ -325,7 +329,7 @@ pub async fn connect_backend(
             &resolved
         }
     };
-    connect_any(addrs, via, FirstWord::Ours, deadline).await.map_err(|e| match via {
+    connect_any(addrs, via, FirstWord::Ours(greeting), deadline).await.map_err(|e| match via {
         Some(_) if crate::uplink::link_failure(&e) => UpstreamError::Uplink(e),
         _ => UpstreamError::BackendUnreachable(e),
     })
@@ -387,10 +391,21 @@ pub async fn socks5_connect(
         .await
 }
 
+/// The greeting our SOCKS5 handshake with a backend opens with: the one
+/// method we can use, a login with `credentials`, else none. It goes to
+/// [`connect_backend`], which sends it as the connection comes up.
+pub fn greeting(credentials: Option<&Credentials>) -> &'static [u8] {
+    match credentials {
+        Some(_) => &[socks5::VERSION, 1, socks5::METHOD_USER_PASS],
+        None => &[socks5::VERSION, 1, socks5::METHOD_NO_AUTH],
+    }
+}
+
 /// Our SOCKS5 handshake with a backend for `command` (CONNECT to a
-/// destination, or UDP ASSOCIATE from an address): greeting, login,
-/// request; returns the bound address and what the backend sent behind
-/// its reply.
+/// destination, or UDP ASSOCIATE from an address), on a connection that
+/// [`connect_backend`] opened with our [`greeting`] for `credentials`:
+/// the method choice, login, request; returns the bound address and what
+/// the backend sent behind its reply.
 pub async fn socks5_request(
     stream: &Async<TcpStream>,
     credentials: Option<&Credentials>,
@@ -412,12 +427,7 @@ pub async fn socks5_request(
         Some(_) => socks5::METHOD_USER_PASS,
         None => socks5::METHOD_NO_AUTH,
     };
-    let chosen = until(deadline, async {
-        socks5::write_greeting(&mut s, &[method]).await?;
-        socks5::read_method_choice(&mut reader).await
-    })
-    .await
-    .map_err(fail)?;
+    let chosen = until(deadline, socks5::read_method_choice(&mut reader)).await.map_err(fail)?;
     if chosen != method {
         return Err(UpstreamError::BackendNoMethod);
     }

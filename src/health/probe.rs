@@ -30,7 +30,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Async;
 
 use super::{Failure, Verdict};
-use crate::config::{BackendConfig, Health, Host, ProbeUrl, Target, Uplink};
+use crate::config::{BackendConfig, Credentials, Health, Host, ProbeUrl, Target, Uplink};
 use crate::socks5::{self, Address, Domain};
 use crate::upstream::{self, until, UpstreamError};
 
@@ -94,15 +94,21 @@ async fn exchange(backend: &BackendConfig, via: Option<&Uplink>, config: &Health
                 }
             }
             (Target::Proxy { host, port }, url) => {
-                let stream = match upstream::connect_backend(host, *port, config.connect_timeout, via).await {
-                    Ok(stream) => stream,
-                    Err(e) => return Ok(from_upstream(&e, config.connect_timeout)),
+                let creds = backend.credentials.as_ref();
+                let greeting = match url {
+                    None => probe_greeting(creds),
+                    Some(_) => upstream::greeting(creds),
                 };
+                let stream =
+                    match upstream::connect_backend(host, *port, config.connect_timeout, via, greeting).await
+                    {
+                        Ok(stream) => stream,
+                        Err(e) => return Ok(from_upstream(&e, config.connect_timeout)),
+                    };
                 match url {
                     None => greeting_check(&stream, backend, config).await,
                     Some(url) => {
                         let dest = destination(url);
-                        let creds = backend.credentials.as_ref();
                         match upstream::socks5_connect(
                             &stream,
                             creds,
@@ -154,20 +160,23 @@ async fn uplink_check(
     }
 }
 
+/// The greeting of a probe without a URL: a login with credentials; else
+/// no login or one, as a backend that wants a login is alive all the same.
+fn probe_greeting(credentials: Option<&Credentials>) -> &'static [u8] {
+    match credentials {
+        Some(_) => upstream::greeting(credentials),
+        None => &[socks5::VERSION, 2, socks5::METHOD_NO_AUTH, socks5::METHOD_USER_PASS],
+    }
+}
+
 /// A SOCKS5 greeting (and login, with credentials): is the backend there
-/// and speaking the protocol?
+/// and speaking the protocol? The connection was opened with
+/// [`probe_greeting`].
 async fn greeting_check(stream: &Async<TcpStream>, backend: &BackendConfig, config: &Health) -> ProbeResult {
     let mut s = stream;
     let deadline = Instant::now() + config.connect_timeout;
-    let offered: &[u8] = match backend.credentials {
-        Some(_) => &[socks5::METHOD_USER_PASS],
-        None => &[socks5::METHOD_NO_AUTH, socks5::METHOD_USER_PASS],
-    };
-    let chosen = until(deadline, async {
-        socks5::write_greeting(&mut s, offered).await?;
-        socks5::read_method_choice(&mut s).await
-    })
-    .await;
+    let offered = &probe_greeting(backend.credentials.as_ref())[2..];
+    let chosen = until(deadline, socks5::read_method_choice(&mut s)).await;
     let chosen = match chosen {
         Ok(m) if offered.contains(&m) => m,
         Ok(socks5::METHOD_NONE_ACCEPTABLE) => return failure("accepted none of our auth methods"),

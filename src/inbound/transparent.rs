@@ -200,19 +200,15 @@ async fn transparent_attempt(
 ) -> Result<Opened, Stop> {
     let health = &snap.config.health;
     let mut c = client;
-    let upstream =
-        upstream::connect_backend(host, port, health.connect_timeout, via).await.map_err(Stop::Backend)?;
+    let upstream = upstream::connect_backend(host, port, health.connect_timeout, via, &talk.greeting_bytes)
+        .await
+        .map_err(Stop::Backend)?;
     let mut u = &upstream;
     let mut ur = socks5::Buffered::new(&upstream);
     let protocol = |e: socks5::Error| Stop::Backend(UpstreamError::BackendProtocol(e));
     let backend_deadline = Instant::now() + health.connect_timeout;
 
-    let method = until(backend_deadline, async {
-        u.write_all(&talk.greeting_bytes).await?;
-        socks5::read_method_choice(&mut ur).await
-    })
-    .await
-    .map_err(protocol)?;
+    let method = until(backend_deadline, socks5::read_method_choice(&mut ur)).await.map_err(protocol)?;
     match talk.method {
         None if method == socks5::METHOD_NONE_ACCEPTABLE => {
             return Err(Stop::Backend(UpstreamError::MethodMismatch(method)));

@@ -274,16 +274,18 @@ async fn open(snap: &Snapshot, ip: IpAddr, attempts: &mut Attempts) -> Result<Up
             Target::Direct | Target::Uplink(_) => Ok(Leg::Native { v4: None, v6: None }),
             Target::Proxy { host, port } => {
                 let opened = async {
+                    let credentials = backend.config.credentials.as_ref();
                     let control = upstream::connect_backend(
                         host,
                         *port,
                         health.connect_timeout,
                         snap.pool.uplink_of(i),
+                        upstream::greeting(credentials),
                     )
                     .await?;
                     let (bound, _) = upstream::socks5_request(
                         &control,
-                        backend.config.credentials.as_ref(),
+                        credentials,
                         Command::UdpAssociate,
                         &Address::UNSPECIFIED,
                         health.connect_timeout,

@@ -78,7 +78,11 @@ pub fn auto_names(links: &[Link]) -> Vec<String> {
 
 /// Opens a TCP connection to `addr` through `uplink`. The caller bounds
 /// it with a deadline.
-pub async fn connect(uplink: &Uplink, addr: SocketAddr, first: FirstWord) -> io::Result<Async<TcpStream>> {
+pub async fn connect(
+    uplink: &Uplink,
+    addr: SocketAddr,
+    first: FirstWord<'_>,
+) -> io::Result<Async<TcpStream>> {
     if let Some(ip) = uplink.bind {
         if ip.is_ipv4() != addr.is_ipv4() {
             return Err(io::Error::new(
