@@ -4,11 +4,14 @@
 //! This is the only code that moves payload. Two ways to move it:
 //!
 //! - **splice** (Linux): socket → pipe → socket with splice(2), so the
-//!   bytes never enter userspace. A direction takes a pipe when data
-//!   arrives and gives it back when it has to wait, so an idle tunnel holds
-//!   no pipe; given-back pipes wait in a small [`PIPE_POOL`] for the next
-//!   burst, so an echo or a short request costs no pipe(2)/close(2). When
-//!   no pipe can be had (out of descriptors) or the kernel refuses to
+//!   bytes never enter userspace. A direction copies its first messages
+//!   through a small buffer on the stack, and splices once one fills it
+//!   (`splice::SMALL`): a request or an echo is a `read` and a `send`, a
+//!   download is spliced after its first 4 KiB. A splicing direction takes
+//!   a pipe when data arrives and gives it back when it has to wait, so an
+//!   idle tunnel holds no pipe; given-back pipes wait in a small
+//!   [`PIPE_POOL`] for the next burst, so a burst costs no pipe(2)/close(2).
+//!   When no pipe can be had (out of descriptors) or the kernel refuses to
 //!   splice these sockets, the direction falls back to copying.
 //! - **copy** (everywhere else, and the fallback): read into a
 //!   [`BUFFER_SIZE`] buffer, write it out.
@@ -461,10 +464,16 @@ mod splice {
         /// relays may make before the kernel "refuses" them (`EINVAL`, as
         /// for descriptors that cannot be spliced). `None`: no refusal.
         pub(super) static SPLICES_LEFT: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+        /// Tests only: socket-to-pipe splices this thread's relays made.
+        pub(super) static SPLICES_MADE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        /// Tests only: reads into the stack buffer ([`copy_small`]).
+        pub(super) static SMALL_READS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }
 
     /// splice(2) from the socket into the pipe.
     fn splice_in(from: &Async<TcpStream>, pipe: &Pipe, flags: SpliceFlags) -> rustix::io::Result<usize> {
+        #[cfg(test)]
+        SPLICES_MADE.set(SPLICES_MADE.get() + 1);
         #[cfg(test)]
         if let Some(left) = SPLICES_LEFT.get() {
             if left == 0 {
@@ -483,9 +492,62 @@ mod splice {
         )
     }
 
+    /// A direction copies its messages through a [`SMALL`] buffer on the
+    /// stack until one fills it, and splices from then on (HAProxy's
+    /// "splice-auto" does the like). A small message (a request, an echo,
+    /// a keystroke) is then a `read` and a `send`, where splicing it takes
+    /// two splices, each dearer than those for a few bytes; a bulk
+    /// direction pays one copy of [`SMALL`] bytes before its splices. The
+    /// buffer lives only within [`copy_small`], never across an `.await`,
+    /// so it costs a tunnel's task nothing.
+    pub(super) const SMALL: usize = 4096;
+
+    /// What one [`copy_small`] did.
+    pub(super) enum Small {
+        /// Read this many bytes and sent them all.
+        Moved(usize),
+        /// Read this many bytes and sent only some: the rest is to be
+        /// written once `to` takes more.
+        Rest(usize, Vec<u8>),
+        /// Nothing to read: wait for the next edge.
+        Drained,
+        /// The source sent its FIN.
+        Eof,
+        Failed(io::Error),
+    }
+
+    /// One read from `from` into a [`SMALL`] stack buffer and as much of
+    /// a send to `to` as it takes at once, both without waiting.
+    pub(super) fn copy_small(from: &TcpStream, mut to: &TcpStream) -> Small {
+        let mut buf = [0u8; SMALL];
+        let n = loop {
+            match (&mut &*from).read(&mut buf) {
+                Ok(0) => return Small::Eof,
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Small::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Small::Failed(e),
+            }
+        };
+        let mut sent = 0;
+        while sent < n {
+            match io::Write::write(&mut to, &buf[sent..n]) {
+                Ok(0) => return Small::Failed(io::ErrorKind::WriteZero.into()),
+                Ok(m) => sent += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Small::Rest(n, buf[sent..n].to_vec())
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Small::Failed(e),
+            }
+        }
+        Small::Moved(n)
+    }
+
     /// Like [`super::copy`], through a pipe: splice what the socket holds
     /// into the pipe, splice the pipe out to the other socket, repeat while
-    /// data keeps coming; give the pipe back before waiting.
+    /// data keeps coming; give the pipe back before waiting. Until the
+    /// direction turns out to carry bulk, it copies instead ([`SMALL`]).
     pub(super) async fn direction(
         from: &Async<TcpStream>,
         to: &Async<TcpStream>,
@@ -495,19 +557,45 @@ mod splice {
         let mut total = 0u64;
         let mut pipe: Option<Pipe> = None;
         let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-        // As in `copy`: the first wait may follow bytes the handshake left;
-        // every later one follows an EAGAIN.
-        let mut drained = false;
-        loop {
+        // Every wait follows an EAGAIN: the first read comes before any
+        // wait, as the handshake may have left bytes or a FIN behind (a
+        // read that finds nothing costs what the re-registration of a
+        // `readable()` would).
+        let mut bulk = false;
+        let mut first = true;
+        'wait: loop {
             let release = || {
                 if let Some(p) = pipe.take() {
                     give_back(p);
                 }
             };
-            if let Err(e) = readable_or_release(from, drained, release).await {
-                return Ended::Done(total, Some(abort(from, to, e)));
+            if !std::mem::take(&mut first) {
+                if let Err(e) = readable_or_release(from, true, release).await {
+                    return Ended::Done(total, Some(abort(from, to, e)));
+                }
             }
-            drained = true;
+            while !bulk {
+                #[cfg(test)]
+                SMALL_READS.set(SMALL_READS.get() + 1);
+                let n = match copy_small(from.get_ref(), to.get_ref()) {
+                    Small::Moved(n) => n,
+                    Small::Rest(n, rest) => {
+                        if let Err(e) = (&mut &*to).write_all(&rest).await {
+                            return Ended::Done(total, Some(abort(from, to, e)));
+                        }
+                        n
+                    }
+                    Small::Drained => continue 'wait,
+                    Small::Eof => {
+                        flow.end_of_stream(to);
+                        return Ended::Done(total, None);
+                    }
+                    Small::Failed(e) => return Ended::Done(total, Some(abort(from, to, e))),
+                };
+                total += n as u64;
+                flow.moved(up, n);
+                bulk = n == SMALL;
+            }
             let p = match &pipe {
                 Some(p) => p,
                 None => match take() {
@@ -610,11 +698,13 @@ mod tests {
         (0..len).map(|i| ((i / 8) as u64).to_le_bytes()[i % 8] ^ (i as u8)).collect()
     }
 
-    type Relay = thread::JoinHandle<(Totals, u64, u64)>;
+    /// The relay's totals, the bytes it counted up and down, and (on
+    /// Linux) the socket-to-pipe splices and the small reads it made.
+    type Relay = thread::JoinHandle<(Totals, u64, u64, (u32, u32))>;
 
     /// A tunnel over real loopback sockets: the client's end, the
-    /// destination's end (blocking), and the thread running the relay,
-    /// which returns its totals and the bytes it counted up and down.
+    /// destination's end (blocking), and the thread running the relay
+    /// ([`Relay`]).
     fn tunnel(method: Method) -> (TcpStream, TcpStream, Relay) {
         tunnel_splicing_at_most(method, None)
     }
@@ -642,7 +732,11 @@ mod tests {
             let stats = BackendStats::default();
             let (c, u) = (Async::new(client_side).unwrap(), Async::new(upstream_side).unwrap());
             let totals = smol::block_on(relay_with(method, &c, &u, Duration::from_secs(60), &stats, None));
-            (totals, stats.bytes_up.get(), stats.bytes_down.get())
+            #[cfg(target_os = "linux")]
+            let calls = (splice::SPLICES_MADE.get(), splice::SMALL_READS.get());
+            #[cfg(not(target_os = "linux"))]
+            let calls = (0, 0);
+            (totals, stats.bytes_up.get(), stats.bytes_down.get(), calls)
         });
         (client, destination, relay)
     }
@@ -681,7 +775,7 @@ mod tests {
         }
         assert!(got_up == up, "{what}: upload corrupted ({} of {} bytes)", got_up.len(), up.len());
         assert!(got_down == down, "{what}: download corrupted ({} of {} bytes)", got_down.len(), down.len());
-        let (totals, counted_up, counted_down) = relay.join().unwrap();
+        let (totals, counted_up, counted_down, _) = relay.join().unwrap();
         assert_eq!(totals, Totals { up: up_len as u64, down: down_len as u64, end: End::Closed }, "{what}");
         assert_eq!((counted_up, counted_down), (totals.up, totals.down), "{what}");
     }
@@ -711,7 +805,7 @@ mod tests {
             let mut rest = read_to_eof(&client);
             first.append(&mut rest);
             assert!(first == answer, "{method:?}: answer after half-close corrupted");
-            let (totals, _, _) = relay.join().unwrap();
+            let (totals, ..) = relay.join().unwrap();
             assert_eq!(totals.end, End::Closed, "{method:?}");
             assert_eq!((totals.up, totals.down), (7, answer.len() as u64), "{method:?}");
         }
@@ -734,7 +828,7 @@ mod tests {
             // on a tunnel that is gone (the read times out after 30 s).
             let mut rest = Vec::new();
             let _ = (&client).read_to_end(&mut rest);
-            let (totals, _, _) = relay.join().unwrap();
+            let (totals, ..) = relay.join().unwrap();
             assert_eq!(totals.end, End::Error(io::ErrorKind::ConnectionReset), "{method:?}");
             assert_eq!((totals.up, totals.down), (1, 6), "{method:?}");
         }
@@ -750,6 +844,96 @@ mod tests {
             let tunnel = tunnel_splicing_at_most(Method::Splice, Some(splices));
             both_ways_at_once(tunnel, 6 << 20 | 4_321, 5 << 20 | 99, &format!("after {splices} splices"));
         }
+    }
+
+    /// Small messages each way are copied (no splice at all); a direction
+    /// that fills the stack buffer splices from then on, and every byte
+    /// arrives in order across the switch.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn small_messages_are_copied_and_bulk_is_spliced() {
+        let (mut client, mut destination, relay) = tunnel(Method::Splice);
+        let mut got = [0u8; 100];
+        for i in 0..50u8 {
+            client.write_all(&[i; 100]).unwrap();
+            destination.read_exact(&mut got).unwrap();
+            assert_eq!(got, [i; 100]);
+            destination.write_all(&[!i; 100]).unwrap();
+            client.read_exact(&mut got).unwrap();
+            assert_eq!(got, [!i; 100]);
+        }
+        drop((client, destination));
+        let (totals, _, _, (splices, reads)) = relay.join().unwrap();
+        assert_eq!((totals.up, totals.down, splices), (5_000, 5_000, 0));
+        // Each message a read with bytes and one that finds none; then the
+        // FIN, and each direction's first read, before its first wait.
+        assert!((200..=204).contains(&reads), "{reads} reads for 100 messages");
+
+        let (client, destination, relay) = tunnel(Method::Splice);
+        (&client).write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut request = [0u8; 18];
+        (&destination).read_exact(&mut request).unwrap();
+        let answer = pattern(3 << 20 | 5);
+        let sender = send_then_fin(destination.try_clone().unwrap(), answer.clone());
+        assert!(read_to_eof(&client) == answer, "the answer arrives whole, in order");
+        sender.join().unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let (totals, _, _, (splices, _)) = relay.join().unwrap();
+        assert_eq!((totals.up, totals.down), (18, answer.len() as u64));
+        assert!(splices > 0, "a bulk answer is spliced");
+    }
+
+    /// A small message that `to` cannot take whole is kept, not lost: what
+    /// the send did not take comes back to be written later.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_small_message_the_other_side_cannot_take_yet_is_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut source = TcpStream::connect(addr).unwrap();
+        let (from, _) = listener.accept().unwrap();
+        let to = TcpStream::connect(addr).unwrap();
+        let (mut sink, _) = listener.accept().unwrap();
+        from.set_nonblocking(true).unwrap();
+        to.set_nonblocking(true).unwrap();
+        assert!(matches!(splice::copy_small(&from, &to), splice::Small::Drained));
+        // Fill `to` until it takes nothing more.
+        let mut filled = 0usize;
+        loop {
+            match (&to).write(&[7u8; 65_536]) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        source.write_all(&pattern(1_000)).unwrap();
+        let mut waited = 0;
+        let rest = loop {
+            match splice::copy_small(&from, &to) {
+                splice::Small::Rest(n, rest) => break (n, rest),
+                splice::Small::Drained if waited < 1_000 => {
+                    // Not arrived yet: the bytes are on their way over loopback.
+                    waited += 1;
+                    thread::yield_now();
+                }
+                _ => panic!("expected the message back, unsent"),
+            }
+        };
+        let (read, unsent) = rest;
+        assert_eq!(read, 1_000);
+        assert!(!unsent.is_empty());
+        let mut drained = vec![0u8; filled];
+        sink.read_exact(&mut drained).unwrap();
+        assert!(drained.iter().all(|&b| b == 7));
+        // What was sent at once, then the rest: the message, in order.
+        to.set_nonblocking(false).unwrap();
+        (&to).write_all(&unsent).unwrap();
+        let mut message = vec![0u8; 1_000];
+        sink.read_exact(&mut message).unwrap();
+        assert!(message == pattern(1_000));
+        source.shutdown(Shutdown::Write).unwrap();
+        from.set_nonblocking(false).unwrap();
+        assert!(matches!(splice::copy_small(&from, &to), splice::Small::Eof));
     }
 
     #[cfg(target_os = "linux")]
