@@ -174,10 +174,13 @@ pub async fn connect(
     let _ = stream.get_ref().set_nodelay(true);
     if let Some(bytes) = ours {
         // Completing the handshake puts the socket back in quick-ACK mode
-        // (the ACK held back for our first bytes stays held); only newer
-        // kernels re-enter delayed ACKs on their own when we send. Set
+        // (the ACK held back for our first bytes stays held). Kernels
+        // that re-enter delayed ACKs when we send this soon after the
+        // connect need nothing more; on the others it is set again
         // before the send, so that the answer finds it.
-        delay_acks(stream.get_ref());
+        if !sending_delays_acks() {
+            delay_acks(stream.get_ref());
+        }
         smol::io::AsyncWriteExt::write_all(&mut &stream, bytes).await?;
     }
     Ok(stream)
@@ -360,6 +363,48 @@ pub async fn accept(listener: &Async<TcpListener>) -> io::Result<(Async<TcpStrea
     listener.accept().await
 }
 
+/// Whether this kernel goes back to delayed ACKs on its own when we send
+/// right after a connect completes: Linux enters "ping-pong" (delayed-ACK)
+/// mode when data goes out within the ACK timeout of the last segment
+/// received, after one such exchange before 5.1 and from 5.19 on (the
+/// revert of "tcp: change pingpong threshold to 3"; since 6.7 the
+/// threshold is the sysctl `net.ipv4.tcp_pingpong_thresh`, 1 by
+/// default), after three in between. Where it does, the `setsockopt` after
+/// the connect is a system call for nothing. Read once from
+/// /proc/sys/kernel/osrelease; unknown counts as no, which only keeps
+/// that call. (A threshold raised by the sysctl costs segments, not
+/// correctness.)
+fn sending_delays_acks() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        // 0: not read yet, 1: yes, 2: no.
+        static KNOWN: AtomicU8 = AtomicU8::new(0);
+        match KNOWN.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+                let yes = release_delays_acks(&release);
+                KNOWN.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+                yes
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
+/// [`sending_delays_acks`] for a kernel release string ("6.18.44-…").
+#[cfg(any(target_os = "linux", test))]
+fn release_delays_acks(release: &str) -> bool {
+    let mut numbers = release.trim().split(['.', '-']).map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (5, 19) || (major, minor) < (5, 1),
+        _ => false,
+    }
+}
+
 /// `TCP_QUICKACK` off; nothing elsewhere. A failure costs only segments.
 fn delay_acks(fd: impl AsFd) {
     #[cfg(target_os = "linux")]
@@ -441,6 +486,23 @@ mod tests {
         assert!(rustix::io::fcntl_getfd(&listener).unwrap().contains(rustix::io::FdFlags::CLOEXEC));
         let (_, pending) = listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         assert!(!pending);
+    }
+
+    #[test]
+    fn kernels_that_delay_acks_when_we_send_are_known_by_their_release() {
+        for (release, yes) in [
+            ("6.18.44-fc-v1272", true),
+            ("6.6.93", true),
+            ("5.19.0-rc1", true),
+            ("5.15.167", false),
+            ("5.1.0", false),
+            ("4.14.336", true),
+            ("", false),
+            ("garbage", false),
+            ("6", false),
+        ] {
+            assert_eq!(release_delays_acks(release), yes, "{release:?}");
+        }
     }
 
     #[test]
