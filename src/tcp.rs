@@ -377,19 +377,10 @@ pub async fn accept(listener: &Async<TcpListener>) -> io::Result<(Async<TcpStrea
 fn sending_delays_acks() -> bool {
     #[cfg(target_os = "linux")]
     {
-        use std::sync::atomic::{AtomicU8, Ordering};
-        // 0: not read yet, 1: yes, 2: no.
-        static KNOWN: AtomicU8 = AtomicU8::new(0);
-        match KNOWN.load(Ordering::Relaxed) {
-            1 => true,
-            2 => false,
-            _ => {
-                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-                let yes = release_delays_acks(&release);
-                KNOWN.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
-                yes
-            }
-        }
+        static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *KNOWN.get_or_init(|| {
+            release_delays_acks(&std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default())
+        })
     }
     #[cfg(not(target_os = "linux"))]
     false
